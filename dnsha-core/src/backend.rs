@@ -1,0 +1,385 @@
+//! Backends: one DNS server behind the balancer, its health state and live counters.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::clock::Millis;
+
+/// A process-unique identity of a [`Backend`] value; survives reloads when the
+/// backend is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendId(pub u64);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Health state of a backend as the data path sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Receives traffic.
+    Up,
+    /// Marked down by live traffic (consecutive refusals or timeouts). Without
+    /// an active health check, one trial query is let through after the pool's
+    /// `fail_timeout_ms`, as nginx does with `max_fails`/`fail_timeout`.
+    DownByTraffic,
+    /// Marked down by an active health check; only the checker brings it back.
+    DownByCheck,
+}
+
+impl BackendState {
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Up => 0,
+            Self::DownByTraffic => 1,
+            Self::DownByCheck => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Up,
+            1 => Self::DownByTraffic,
+            _ => Self::DownByCheck,
+        }
+    }
+
+    /// `"up"` or `"down"`, as `/status` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::DownByTraffic | Self::DownByCheck => "down",
+        }
+    }
+}
+
+/// What a query outcome did to a backend's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The backend went from down to up.
+    Up,
+    /// The backend went from up to down.
+    Down,
+}
+
+/// Why a query to a backend failed, as the passive health logic counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No answer within the pool timeout.
+    Timeout,
+    /// ICMP port unreachable, TCP reset or connection refused.
+    Refused,
+    /// The TCP connection closed with the query in flight.
+    Closed,
+    /// The backend answered SERVFAIL.
+    ServFail,
+}
+
+impl FailureKind {
+    /// A short lowercase name, used in logs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Refused => "refused",
+            Self::Closed => "closed",
+            Self::ServFail => "servfail",
+        }
+    }
+}
+
+/// One backend DNS server.
+///
+/// Counters are atomics so that every worker updates them without locks. A
+/// backend is shared as `Arc<Backend>` between the pool snapshot and the
+/// queries in flight.
+pub struct Backend {
+    id: BackendId,
+    name: String,
+    address: SocketAddr,
+    weight: u32,
+    state: AtomicU8,
+    retry_at: AtomicU64,
+    outstanding: AtomicU64,
+    queries: AtomicU64,
+    failures: AtomicU64,
+    consecutive_failures: AtomicU32,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("weight", &self.weight)
+            .field("state", &self.state())
+            .field("outstanding", &self.outstanding())
+            .finish()
+    }
+}
+
+impl Backend {
+    /// A new backend, up, with zeroed counters. A weight of 0 is raised to 1.
+    pub fn new(name: impl Into<String>, address: SocketAddr, weight: u32) -> Self {
+        Self {
+            id: BackendId(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            name: name.into(),
+            address,
+            weight: weight.max(1),
+            state: AtomicU8::new(BackendState::Up.to_u8()),
+            retry_at: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+        }
+    }
+
+    /// A new backend that takes over the state and counters of `old`
+    /// (used on reload when only the weight changed).
+    pub fn with_state_of(old: &Self, weight: u32) -> Self {
+        let new = Self::new(old.name.clone(), old.address, weight);
+        new.state
+            .store(old.state.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.retry_at
+            .store(old.retry_at.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.queries.store(old.queries(), Ordering::Relaxed);
+        new.failures.store(old.failures(), Ordering::Relaxed);
+        new.consecutive_failures.store(
+            old.consecutive_failures.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        new
+    }
+
+    /// Process-unique identity.
+    pub fn id(&self) -> BackendId {
+        self.id
+    }
+
+    /// Configured name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Address queries are sent to.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Weight for `wrr` and `lc` (at least 1).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Current health state.
+    pub fn state(&self) -> BackendState {
+        BackendState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// True when the state is [`BackendState::Up`].
+    pub fn is_up(&self) -> bool {
+        self.state() == BackendState::Up
+    }
+
+    /// Whether a policy may send a query here at `now`: the backend is up, or
+    /// it was marked down by traffic and its retry time has come (one trial).
+    pub fn is_available(&self, now: Millis) -> bool {
+        match self.state() {
+            BackendState::Up => true,
+            BackendState::DownByCheck => false,
+            BackendState::DownByTraffic => now.0 >= self.retry_at.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sets the state (used by health checkers); returns the transition, if any.
+    pub fn set_state(&self, state: BackendState) -> Option<Transition> {
+        let old = BackendState::from_u8(self.state.swap(state.to_u8(), Ordering::AcqRel));
+        if state == BackendState::Up {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        match (old == BackendState::Up, state == BackendState::Up) {
+            (true, false) => Some(Transition::Down),
+            (false, true) => Some(Transition::Up),
+            _ => None,
+        }
+    }
+
+    /// Queries in flight right now.
+    pub fn outstanding(&self) -> u64 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Queries sent since start.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Failed queries (timeouts, refusals, closed connections) since start.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Consecutive failures since the last success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// Starts a query: counts it and returns a guard that holds one
+    /// outstanding slot until it is dropped.
+    pub fn start_query(self: &Arc<Self>) -> InFlight {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            backend: Arc::clone(self),
+        }
+    }
+
+    /// Records an answered query. A backend down by traffic comes back up.
+    pub fn record_success(&self) -> Option<Transition> {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        if self.state() == BackendState::DownByTraffic {
+            return self.set_state(BackendState::Up);
+        }
+        None
+    }
+
+    /// Records a failed query. After `max_fails` consecutive failures an up
+    /// backend is marked down by traffic and retried after `fail_timeout_ms`.
+    /// A `max_fails` of 0 disables passive marking.
+    pub fn record_failure(
+        &self,
+        _kind: FailureKind,
+        max_fails: u32,
+        fail_timeout_ms: u64,
+        now: Millis,
+    ) -> Option<Transition> {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let n = self
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        match self.state() {
+            BackendState::Up if max_fails > 0 && n >= max_fails => {
+                self.retry_at
+                    .store(now.plus(fail_timeout_ms).0, Ordering::Relaxed);
+                self.set_state(BackendState::DownByTraffic)
+            }
+            BackendState::DownByTraffic => {
+                // A failed trial: wait another period.
+                self.retry_at
+                    .store(now.plus(fail_timeout_ms).0, Ordering::Relaxed);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A query in flight to a backend. Holds one outstanding slot until dropped,
+/// so no path can leak a count.
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+}
+
+impl InFlight {
+    /// The backend the query went to.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.backend.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> Arc<Backend> {
+        Arc::new(Backend::new("b", "127.0.0.1:53".parse().unwrap(), 1))
+    }
+
+    #[test]
+    fn guard_releases_outstanding_on_every_path() {
+        let b = backend();
+        {
+            let _g1 = b.start_query();
+            let g2 = b.start_query();
+            assert_eq!(b.outstanding(), 2);
+            drop(g2);
+            assert_eq!(b.outstanding(), 1);
+        }
+        assert_eq!(b.outstanding(), 0);
+        assert_eq!(b.queries(), 2);
+        let r = std::panic::catch_unwind(|| {
+            let _g = b.start_query();
+            panic!("boom");
+        });
+        assert!(r.is_err());
+        assert_eq!(b.outstanding(), 0);
+    }
+
+    #[test]
+    fn consecutive_failures_mark_down_then_trial_then_up() {
+        let b = backend();
+        let t0 = Millis(1000);
+        assert_eq!(b.record_failure(FailureKind::Timeout, 3, 500, t0), None);
+        assert_eq!(b.record_failure(FailureKind::Timeout, 3, 500, t0), None);
+        assert_eq!(
+            b.record_failure(FailureKind::Refused, 3, 500, t0),
+            Some(Transition::Down)
+        );
+        assert_eq!(b.state(), BackendState::DownByTraffic);
+        assert!(!b.is_available(Millis(1499)));
+        assert!(b.is_available(Millis(1500)));
+        // failed trial pushes the retry time
+        assert_eq!(
+            b.record_failure(FailureKind::Timeout, 3, 500, Millis(1500)),
+            None
+        );
+        assert!(!b.is_available(Millis(1999)));
+        assert_eq!(b.record_success(), Some(Transition::Up));
+        assert!(b.is_up());
+        assert_eq!(b.failures(), 4);
+    }
+
+    #[test]
+    fn success_resets_the_run() {
+        let b = backend();
+        b.record_failure(FailureKind::Timeout, 2, 500, Millis(0));
+        b.record_success();
+        assert_eq!(
+            b.record_failure(FailureKind::Timeout, 2, 500, Millis(0)),
+            None
+        );
+        assert!(b.is_up());
+    }
+
+    #[test]
+    fn checker_down_is_not_retried_by_traffic() {
+        let b = backend();
+        assert_eq!(
+            b.set_state(BackendState::DownByCheck),
+            Some(Transition::Down)
+        );
+        assert!(!b.is_available(Millis(u64::MAX)));
+        assert_eq!(b.record_success(), None);
+        assert_eq!(b.set_state(BackendState::Up), Some(Transition::Up));
+    }
+
+    #[test]
+    fn zero_max_fails_never_marks_down() {
+        let b = backend();
+        for _ in 0..10 {
+            assert_eq!(
+                b.record_failure(FailureKind::Timeout, 0, 500, Millis(0)),
+                None
+            );
+        }
+        assert!(b.is_up());
+    }
+}

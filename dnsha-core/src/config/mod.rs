@@ -1,0 +1,439 @@
+//! The configuration model: TOML in, validated values out.
+//!
+//! [`Config::parse`] deserializes the TOML (unknown keys are errors), then
+//! validates every field and returns **all** errors at once, each with the
+//! byte range of the offending text so a front end can print
+//! `FILE:LINE:COL: message` (see [`ConfigError::render`]).
+//!
+//! ```
+//! use dnsha_core::config::{Config, Protocol};
+//!
+//! let cfg = Config::parse(r#"
+//!     [[listener]]
+//!     name = "dns-udp"
+//!     protocol = "udp"
+//!     listen = "127.0.0.1:5353"
+//!     pool = "coredns"
+//!
+//!     [[pool]]
+//!     name = "coredns"
+//!     policy = "wrr"
+//!
+//!     [[pool.backend]]
+//!     name = "coredns-001"
+//!     address = "192.168.1.1:53"
+//!     weight = 3
+//!
+//!     [[pool.backend]]
+//!     name = "coredns-002"
+//!     address = "192.168.1.2"    # port 53 by default
+//! "#).unwrap();
+//! assert_eq!(cfg.listeners[0].protocol, Protocol::Udp);
+//! assert_eq!(cfg.pools[0].backends[1].address.port(), 53);
+//!
+//! let errors = Config::parse("[[pool]]\nname = \"p\"\nbogus = 1\n").unwrap_err();
+//! assert!(errors[0].render("dnsha.toml", "[[pool]]\nname = \"p\"\nbogus = 1\n")
+//!     .starts_with("dnsha.toml:3:1: unknown field `bogus`"));
+//! ```
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use crate::error::ConfigError;
+use crate::policy::PolicyKind;
+use crate::pool::PoolSettings;
+
+mod raw;
+#[cfg(test)]
+mod tests;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The admin HTTP endpoint (`/status`, `/metrics`), if enabled.
+    pub admin: Option<AdminConfig>,
+    /// Frontends.
+    pub listeners: Vec<ListenerConfig>,
+    /// Pools of backends.
+    pub pools: Vec<PoolConfig>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address of the HTTP endpoint.
+    pub listen: SocketAddr,
+}
+
+/// A listener's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    /// DNS over UDP, balanced per query.
+    Udp,
+    /// DNS over TCP (RFC 7766), balanced per query.
+    Tcp,
+    /// L4 stream proxy: one backend per connection, bytes copied both ways.
+    TcpPassthrough,
+}
+
+impl Protocol {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::TcpPassthrough => "tcp-passthrough",
+        }
+    }
+}
+
+/// Access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of space-separated fields, like nginx's `log_format basic`.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where an access log goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard error.
+    Stderr,
+    /// A file, appended to and reopened on SIGUSR1.
+    File(PathBuf),
+}
+
+/// `[[listener]]`: one frontend socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    /// Unique name.
+    pub name: String,
+    /// Protocol spoken to clients.
+    pub protocol: Protocol,
+    /// Address to bind (may be a virtual IP not yet present: IP_FREEBIND).
+    pub listen: SocketAddr,
+    /// Pool the queries go to.
+    pub pool: String,
+    /// Clients allowed to query; others are refused.
+    pub allow: Vec<IpNet>,
+    /// Access log target, if any.
+    pub access_log: Option<AccessLogTarget>,
+    /// Access log format.
+    pub format: LogFormat,
+    /// TCP: close a client connection idle for this long.
+    pub idle_timeout_ms: u64,
+    /// TCP: close a client that takes longer than this to send one message.
+    pub read_timeout_ms: u64,
+    /// TCP: maximum client connections on this listener.
+    pub max_connections: usize,
+    /// TCP: maximum connections from one client address.
+    pub max_connections_per_client: usize,
+    /// UDP: worker sockets (SO_REUSEPORT); 0 means one per CPU.
+    pub workers: usize,
+}
+
+/// `[[pool]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Unique name.
+    pub name: String,
+    /// Balancing policy.
+    pub policy: PolicyKind,
+    /// Timeouts, retries and passive health settings.
+    pub settings: PoolSettings,
+    /// Backends in configured order.
+    pub backends: Vec<BackendConfig>,
+}
+
+/// `[[pool.backend]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Name, unique within the pool.
+    pub name: String,
+    /// Address (`IP:PORT`, or `IP` for port 53).
+    pub address: SocketAddr,
+    /// Weight for `wrr` and `lc` (at least 1).
+    pub weight: u32,
+}
+
+/// The client networks a listener accepts by default: loopback, RFC 1918,
+/// 100.64.0.0/10 (CGNAT), link-local and fc00::/7, as dnsdist does.
+pub fn default_allow() -> Vec<IpNet> {
+    [
+        "127.0.0.0/8",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+impl Config {
+    /// Parses and validates a TOML configuration; on failure returns every
+    /// error found.
+    pub fn parse(source: &str) -> Result<Self, Vec<ConfigError>> {
+        let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
+            vec![ConfigError {
+                span: e.span(),
+                message: e.message().trim().to_string(),
+            }]
+        })?;
+        let mut v = Validator::default();
+        let cfg = v.config(raw);
+        if v.errors.is_empty() {
+            Ok(cfg)
+        } else {
+            v.errors
+                .sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+            Err(v.errors)
+        }
+    }
+
+    /// A one-line summary, as `dnsha check` prints it.
+    pub fn summary(&self) -> String {
+        let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
+        format!(
+            "{} listener(s), {} pool(s), {} backend(s){}",
+            self.listeners.len(),
+            self.pools.len(),
+            backends,
+            self.admin
+                .as_ref()
+                .map(|a| format!(", admin on {}", a.listen))
+                .unwrap_or_default()
+        )
+    }
+
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        self.errors.push(ConfigError::at(span, msg));
+    }
+
+    fn name(&mut self, what: &str, name: &Spanned<String>, seen: &mut HashSet<String>) -> String {
+        let n = name.get_ref().trim();
+        if n.is_empty() {
+            self.err(name.span(), format!("{what} name is empty"));
+        } else if !seen.insert(n.to_string()) {
+            self.err(name.span(), format!("duplicate {what} name `{n}`"));
+        }
+        n.to_string()
+    }
+
+    fn positive(&mut self, what: &str, v: &Spanned<u64>) -> u64 {
+        if *v.get_ref() == 0 {
+            self.err(v.span(), format!("{what} must be greater than 0"));
+        }
+        *v.get_ref()
+    }
+
+    fn config(&mut self, raw: raw::RawConfig) -> Config {
+        let admin = raw.admin.map(|a| AdminConfig {
+            listen: self.listen_addr(&a.listen).unwrap_or(UNSPEC),
+        });
+        let mut seen = HashSet::new();
+        let pools: Vec<PoolConfig> = raw.pool.iter().map(|p| self.pool(p, &mut seen)).collect();
+        let pool_names: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        let mut seen = HashSet::new();
+        let mut binds = HashSet::new();
+        let listeners = raw
+            .listener
+            .iter()
+            .map(|l| {
+                let name = self.name("listener", &l.name, &mut seen);
+                let listen = self.listen_addr(&l.listen).unwrap_or(UNSPEC);
+                let tcp_like = matches!(l.protocol, Protocol::Tcp | Protocol::TcpPassthrough);
+                if listen != UNSPEC && !binds.insert((listen, tcp_like)) {
+                    self.err(
+                        l.listen.span(),
+                        format!(
+                            "another listener already binds {listen} over {}",
+                            if tcp_like { "tcp" } else { "udp" }
+                        ),
+                    );
+                }
+                let pool = l.pool.get_ref().trim().to_string();
+                if pool.is_empty() {
+                    self.err(l.pool.span(), "listener pool is empty");
+                } else if !pool_names.contains(pool.as_str()) {
+                    self.err(l.pool.span(), format!("unknown pool `{pool}`"));
+                }
+                let allow = match &l.allow {
+                    None => default_allow(),
+                    Some(list) => list.iter().filter_map(|s| self.cidr(s)).collect(),
+                };
+                let access_log = l
+                    .access_log
+                    .as_ref()
+                    .and_then(|s| match s.get_ref().trim() {
+                        "" => {
+                            self.err(s.span(), "access_log is empty (use \"stderr\" or a path)");
+                            None
+                        }
+                        "stderr" => Some(AccessLogTarget::Stderr),
+                        p => Some(AccessLogTarget::File(PathBuf::from(p))),
+                    });
+                let max_connections = self.positive("max_connections", &l.max_connections);
+                let per_client =
+                    self.positive("max_connections_per_client", &l.max_connections_per_client);
+                ListenerConfig {
+                    name,
+                    protocol: l.protocol,
+                    listen,
+                    pool,
+                    allow,
+                    access_log,
+                    format: l.format,
+                    idle_timeout_ms: self.positive("idle_timeout_ms", &l.idle_timeout_ms),
+                    read_timeout_ms: self.positive("read_timeout_ms", &l.read_timeout_ms),
+                    max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                    max_connections_per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
+                    workers: l.workers,
+                }
+            })
+            .collect::<Vec<_>>();
+        if listeners.is_empty() {
+            self.errors.push(ConfigError {
+                span: None,
+                message: "no [[listener]]: nothing to serve".into(),
+            });
+        }
+        Config {
+            admin,
+            listeners,
+            pools,
+        }
+    }
+
+    fn pool(&mut self, p: &raw::RawPool, seen: &mut HashSet<String>) -> PoolConfig {
+        let name = self.name("pool", &p.name, seen);
+        if p.backend.is_empty() {
+            self.err(p.name.span(), format!("pool `{name}` has no backends"));
+        }
+        let mut seen_b = HashSet::new();
+        let backends = p
+            .backend
+            .iter()
+            .map(|b| {
+                let bname = self.name("backend", &b.name, &mut seen_b);
+                let address = self.backend_addr(&b.address).unwrap_or(UNSPEC);
+                if *b.weight.get_ref() == 0 {
+                    self.err(b.weight.span(), "weight must be at least 1");
+                }
+                BackendConfig {
+                    name: bname,
+                    address,
+                    weight: *b.weight.get_ref(),
+                }
+            })
+            .collect();
+        let settings = PoolSettings {
+            timeout_ms: self.positive("timeout_ms", &p.timeout_ms),
+            retries: p.retries,
+            on_no_backend: p.on_no_backend,
+            max_fails: p.max_fails,
+            fail_timeout_ms: self.positive("fail_timeout_ms", &p.fail_timeout_ms),
+        };
+        PoolConfig {
+            name,
+            policy: p.policy,
+            settings,
+            backends,
+        }
+    }
+
+    fn listen_addr(&mut self, s: &Spanned<String>) -> Option<SocketAddr> {
+        let t = s.get_ref().trim();
+        let parsed = t
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| {
+                t.parse::<u16>()
+                    .ok()
+                    .map(|p| SocketAddr::from(([0, 0, 0, 0], p)))
+            })
+            .or_else(|| {
+                t.strip_prefix(':')
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .map(|p| SocketAddr::from(([0, 0, 0, 0], p)))
+            });
+        if parsed.is_none() {
+            self.err(
+                s.span(),
+                format!("invalid listen address `{t}` (expected IP:PORT, [IPv6]:PORT or PORT)"),
+            );
+        }
+        parsed
+    }
+
+    fn backend_addr(&mut self, s: &Spanned<String>) -> Option<SocketAddr> {
+        let t = s.get_ref().trim();
+        let parsed = t
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| t.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Some(a) if a.port() == 0 => {
+                self.err(s.span(), format!("backend address `{t}` has port 0"));
+                None
+            }
+            Some(a) if a.ip().is_unspecified() => {
+                self.err(s.span(), format!("backend address `{t}` is unspecified"));
+                None
+            }
+            Some(a) => Some(a),
+            None => {
+                self.err(
+                    s.span(),
+                    format!("invalid backend address `{t}` (expected IP:PORT, [IPv6]:PORT or IP)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn cidr(&mut self, s: &Spanned<String>) -> Option<IpNet> {
+        let t = s.get_ref().trim();
+        let parsed = t
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from));
+        if parsed.is_none() {
+            self.err(
+                s.span(),
+                format!("invalid network `{t}` in allow (expected CIDR or IP)"),
+            );
+        }
+        parsed
+    }
+}
+
+const UNSPEC: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);

@@ -1,0 +1,344 @@
+//! Pools: a named set of backends, its policy and its query settings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::backend::{Backend, BackendId, FailureKind, InFlight, Transition};
+use crate::clock::Millis;
+use crate::error::{Error, Result};
+use crate::policy::{Candidates, Policy, PolicyKind};
+
+/// What the client gets when no backend can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNoBackend {
+    /// Answer SERVFAIL (the default).
+    #[default]
+    Servfail,
+    /// Send nothing; the client times out.
+    Drop,
+}
+
+/// Per-pool query settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Time to wait for one backend's answer before trying another.
+    pub timeout_ms: u64,
+    /// How many other backends to try after the first one fails.
+    pub retries: u32,
+    /// What to answer when no backend is left.
+    pub on_no_backend: OnNoBackend,
+    /// Consecutive failures that mark a backend down (0 disables).
+    pub max_fails: u32,
+    /// How long a backend marked down by traffic waits before a trial query.
+    pub fail_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 1000,
+            retries: 1,
+            on_no_backend: OnNoBackend::Servfail,
+            max_fails: 3,
+            fail_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// An immutable snapshot of a pool's backends and the policy built for them.
+/// The data path loads it without locks; a reload swaps in a new one.
+#[derive(Debug)]
+pub struct BackendSet {
+    backends: Vec<Arc<Backend>>,
+    policy: Arc<dyn Policy>,
+    settings: PoolSettings,
+}
+
+impl BackendSet {
+    /// The backends in configured order.
+    pub fn backends(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// The policy of this snapshot.
+    pub fn policy(&self) -> &dyn Policy {
+        &*self.policy
+    }
+
+    /// The settings of this snapshot.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Picks a backend for a query, skipping `exclude`, and starts the query
+    /// on it. Returns `None` when no backend is available.
+    pub fn pick(&self, exclude: &[BackendId], now: Millis) -> Option<InFlight> {
+        let c = Candidates::new(&self.backends, exclude, now);
+        let i = self.policy.pick(&c)?;
+        self.backends.get(i).map(Backend::start_query)
+    }
+
+    /// True when at least one backend is up.
+    pub fn any_up(&self) -> bool {
+        self.backends.iter().any(|b| b.is_up())
+    }
+}
+
+/// Builds a policy for a snapshot; see [`Pool::with_policy`].
+pub type PolicyFactory = Arc<dyn Fn(&[Arc<Backend>]) -> Arc<dyn Policy> + Send + Sync>;
+
+/// A named pool of backends.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dnsha_core::{Backend, Millis, Pool, PolicyKind, PoolSettings};
+///
+/// let pool = Pool::new("coredns", PolicyKind::RoundRobin, PoolSettings::default(), vec![
+///     Arc::new(Backend::new("coredns-001", "192.168.1.1:53".parse().unwrap(), 1)),
+///     Arc::new(Backend::new("coredns-002", "192.168.1.2:53".parse().unwrap(), 1)),
+/// ]);
+/// let first = pool.pick(&[], Millis(0)).unwrap();
+/// let second = pool.pick(&[], Millis(0)).unwrap();
+/// assert_eq!(first.backend().name(), "coredns-001");
+/// assert_eq!(second.backend().name(), "coredns-002");
+/// // The outstanding slot is released when the guard is dropped.
+/// assert_eq!(first.backend().outstanding(), 1);
+/// drop(first);
+/// assert_eq!(pool.snapshot().backends()[0].outstanding(), 0);
+/// ```
+pub struct Pool {
+    name: String,
+    kind: Option<PolicyKind>,
+    factory: PolicyFactory,
+    set: ArcSwap<BackendSet>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("set", &self.set.load())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// A pool using one of the built-in policies.
+    pub fn new(
+        name: impl Into<String>,
+        kind: PolicyKind,
+        settings: PoolSettings,
+        backends: Vec<Arc<Backend>>,
+    ) -> Self {
+        let factory: PolicyFactory = Arc::new(move |bs: &[Arc<Backend>]| kind.build(bs));
+        let mut pool = Self::with_policy(name, factory, settings, backends);
+        pool.kind = Some(kind);
+        pool
+    }
+
+    /// A pool with a custom policy: `factory` builds it for every snapshot.
+    pub fn with_policy(
+        name: impl Into<String>,
+        factory: PolicyFactory,
+        settings: PoolSettings,
+        backends: Vec<Arc<Backend>>,
+    ) -> Self {
+        let policy = factory(&backends);
+        Self {
+            name: name.into(),
+            kind: None,
+            factory,
+            set: ArcSwap::from_pointee(BackendSet {
+                backends,
+                policy,
+                settings,
+            }),
+        }
+    }
+
+    /// The pool name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The built-in policy kind, if the pool uses one.
+    pub fn policy_kind(&self) -> Option<PolicyKind> {
+        self.kind
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn snapshot(&self) -> Arc<BackendSet> {
+        self.set.load_full()
+    }
+
+    /// Picks a backend from the current snapshot; see [`BackendSet::pick`].
+    pub fn pick(&self, exclude: &[BackendId], now: Millis) -> Result<InFlight> {
+        self.set
+            .load()
+            .pick(exclude, now)
+            .ok_or_else(|| Error::NoBackend {
+                pool: self.name.clone(),
+            })
+    }
+
+    /// Replaces backends and settings atomically. Backends that keep their
+    /// name and address keep their state and counters (the same `Arc` when the
+    /// weight is unchanged); queries in flight are not disturbed.
+    pub fn update(
+        &self,
+        settings: PoolSettings,
+        backends: Vec<(String, std::net::SocketAddr, u32)>,
+    ) {
+        let old = self.set.load();
+        let merged: Vec<Arc<Backend>> = backends
+            .into_iter()
+            .map(|(name, addr, weight)| {
+                match old
+                    .backends
+                    .iter()
+                    .find(|b| b.name() == name && b.address() == addr)
+                {
+                    Some(b) if b.weight() == weight.max(1) => Arc::clone(b),
+                    Some(b) => Arc::new(Backend::with_state_of(b, weight)),
+                    None => Arc::new(Backend::new(name, addr, weight)),
+                }
+            })
+            .collect();
+        self.replace(settings, merged);
+    }
+
+    /// Replaces the snapshot with exactly these backends.
+    pub fn replace(&self, settings: PoolSettings, backends: Vec<Arc<Backend>>) {
+        let policy = (self.factory)(&backends);
+        self.set.store(Arc::new(BackendSet {
+            backends,
+            policy,
+            settings,
+        }));
+    }
+
+    /// Records the outcome of a query for passive health, using the pool's
+    /// `max_fails` and `fail_timeout_ms`.
+    pub fn record_failure(
+        &self,
+        backend: &Backend,
+        kind: FailureKind,
+        now: Millis,
+    ) -> Option<Transition> {
+        let set = self.set.load();
+        backend.record_failure(
+            kind,
+            set.settings.max_fails,
+            set.settings.fail_timeout_ms,
+            now,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(kind: PolicyKind) -> Pool {
+        Pool::new(
+            "p",
+            kind,
+            PoolSettings::default(),
+            vec![
+                Arc::new(Backend::new("a", "192.0.2.1:53".parse().unwrap(), 1)),
+                Arc::new(Backend::new("b", "192.0.2.2:53".parse().unwrap(), 1)),
+            ],
+        )
+    }
+
+    #[test]
+    fn all_down_says_so() {
+        let p = pool(PolicyKind::RoundRobin);
+        for b in p.snapshot().backends() {
+            b.set_state(crate::BackendState::DownByCheck);
+        }
+        assert!(matches!(
+            p.pick(&[], Millis(0)),
+            Err(Error::NoBackend { .. })
+        ));
+    }
+
+    #[test]
+    fn retry_excludes_tried() {
+        let p = pool(PolicyKind::FirstAvailable);
+        let first = p.pick(&[], Millis(0)).unwrap();
+        let second = p.pick(&[first.backend().id()], Millis(0)).unwrap();
+        assert_eq!(second.backend().name(), "b");
+        let none = p.pick(&[first.backend().id(), second.backend().id()], Millis(0));
+        assert!(none.is_err());
+    }
+
+    #[test]
+    fn update_keeps_state_of_kept_backends() {
+        let p = pool(PolicyKind::RoundRobin);
+        let a = Arc::clone(&p.snapshot().backends()[0]);
+        let held = a.start_query();
+        a.set_state(crate::BackendState::DownByCheck);
+        p.update(
+            PoolSettings::default(),
+            vec![
+                ("a".into(), "192.0.2.1:53".parse().unwrap(), 1),
+                ("c".into(), "192.0.2.3:53".parse().unwrap(), 1),
+            ],
+        );
+        let snap = p.snapshot();
+        assert!(Arc::ptr_eq(&snap.backends()[0], &a));
+        assert!(!snap.backends()[0].is_up());
+        assert_eq!(snap.backends()[1].name(), "c");
+        drop(held);
+        assert_eq!(a.outstanding(), 0);
+        // weight change keeps counters
+        p.update(
+            PoolSettings::default(),
+            vec![("a".into(), "192.0.2.1:53".parse().unwrap(), 5)],
+        );
+        let snap = p.snapshot();
+        let b = &snap.backends()[0];
+        assert_eq!(b.weight(), 5);
+        assert_eq!(b.queries(), 1);
+        assert!(!b.is_up());
+    }
+
+    #[test]
+    fn picks_during_swap_stay_consistent() {
+        let p = Arc::new(pool(PolicyKind::RoundRobin));
+        std::thread::scope(|s| {
+            let p2 = Arc::clone(&p);
+            s.spawn(move || {
+                for i in 0..200 {
+                    let n = 1 + i % 3;
+                    let bs = (0..n)
+                        .map(|j| {
+                            (
+                                format!("x{j}"),
+                                format!("192.0.2.{}:53", j + 1).parse().unwrap(),
+                                1,
+                            )
+                        })
+                        .collect();
+                    p2.update(PoolSettings::default(), bs);
+                }
+            });
+            for _ in 0..4 {
+                let p3 = Arc::clone(&p);
+                s.spawn(move || {
+                    for _ in 0..5000 {
+                        let g = p3.pick(&[], Millis(0)).unwrap();
+                        assert!(g.backend().is_up());
+                    }
+                });
+            }
+        });
+        for b in p.snapshot().backends() {
+            assert_eq!(b.outstanding(), 0);
+        }
+    }
+}
