@@ -225,7 +225,7 @@ pub(crate) mod test_util {
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let mut total = vec![0; 4];
+        let mut total = [0; 4];
         for c in counts {
             for (t, x) in total.iter_mut().zip(c) {
                 *t += x;
