@@ -1,1 +1,21 @@
-//! placeholder
+//! # dnsha-proxy
+//!
+//! The data path of dnsha: DNS frontends over UDP and TCP (RFC 7766), an L4
+//! TCP passthrough, and the upstream side that sends each query to a backend
+//! chosen by a [`dnsha_core::Pool`].
+//!
+//! The protocol logic is sans-IO and unit-tested on its own: [`dns`]
+//! (validation, ID rewrite, answer matching) and [`pending`] (the table of
+//! queries in flight with their deadlines). The socket loops around them are
+//! thin.
+#![warn(missing_docs)]
+
+pub mod accesslog;
+pub mod acl;
+pub mod ctx;
+pub mod dns;
+pub mod error;
+pub mod metrics;
+pub mod pending;
+
+pub use error::{Error, RetryType};

@@ -1,0 +1,431 @@
+//! Sans-IO DNS wire handling: query validation, ID rewrite, answer matching
+//! and the small answers the balancer makes itself (SERVFAIL, REFUSED, ...).
+//!
+//! Everything here is pure and runs on byte slices; the frontends forward the
+//! client's own bytes with only the ID changed, never a re-encoding.
+
+use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+/// Length of the DNS header.
+pub const HEADER_LEN: usize = 12;
+
+/// Largest DNS message (TCP length prefix limit).
+pub const MAX_MESSAGE: usize = 65_535;
+
+/// Why a datagram or message was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than a DNS header.
+    Short,
+    /// QR=1: a response sent to the listener.
+    Response,
+    /// TC=1 in a query.
+    Truncated,
+    /// The message does not parse (bad names, pointer loops, counts beyond the
+    /// packet, trailing data). Answered FORMERR when the header is readable.
+    Malformed,
+    /// The client is not in the listener's `allow` list.
+    Acl,
+    /// No backend could answer and the pool says `drop`.
+    NoBackend,
+    /// A backend answer that matches no pending query.
+    UnmatchedAnswer,
+    /// A backend answer whose question differs from the query's.
+    WrongQuestion,
+    /// A backend answer from an unexpected address.
+    WrongSource,
+    /// Too many queries in flight on this worker.
+    Overload,
+}
+
+impl DropReason {
+    /// Every reason, for metrics.
+    pub const ALL: [Self; 10] = [
+        Self::Short,
+        Self::Response,
+        Self::Truncated,
+        Self::Malformed,
+        Self::Acl,
+        Self::NoBackend,
+        Self::UnmatchedAnswer,
+        Self::WrongQuestion,
+        Self::WrongSource,
+        Self::Overload,
+    ];
+
+    /// Metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Short => "short",
+            Self::Response => "response",
+            Self::Truncated => "truncated",
+            Self::Malformed => "malformed",
+            Self::Acl => "acl",
+            Self::NoBackend => "no_backend",
+            Self::UnmatchedAnswer => "unmatched_answer",
+            Self::WrongQuestion => "wrong_question",
+            Self::WrongSource => "wrong_source",
+            Self::Overload => "overload",
+        }
+    }
+
+    /// Index into [`Self::ALL`].
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|&r| r == self).unwrap_or(0)
+    }
+}
+
+/// A valid query, ready to forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryInfo {
+    /// The client's query ID.
+    pub id: u16,
+    /// The single question.
+    pub question: Query,
+    /// Recursion desired flag (copied into answers the balancer makes).
+    pub recursion_desired: bool,
+}
+
+/// What to do with a message received from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it (with the ID rewritten) to a backend.
+    Forward(QueryInfo),
+    /// Answer the client with these bytes (FORMERR, NOTIMP), counted under the reason.
+    Reply(Vec<u8>, DropReason),
+    /// Drop it silently and count it.
+    Drop(DropReason),
+}
+
+/// Smallest possible resource record: root name, type, class, TTL, RDLENGTH.
+const MIN_RR: usize = 11;
+/// Smallest possible question: root name, type, class.
+const MIN_QUESTION: usize = 5;
+
+/// Validates a client message: a standard query (QR=0, opcode QUERY, TC=0)
+/// with exactly one question and a body that parses completely, without
+/// trailing bytes. Record counts larger than the packet could hold are
+/// rejected before any allocation.
+pub fn classify_query(buf: &[u8]) -> Verdict {
+    if buf.len() < HEADER_LEN {
+        return Verdict::Drop(DropReason::Short);
+    }
+    let mut dec = BinDecoder::new(buf);
+    let Ok(header) = Header::read(&mut dec) else {
+        return Verdict::Drop(DropReason::Short);
+    };
+    if header.message_type() == MessageType::Response {
+        return Verdict::Drop(DropReason::Response);
+    }
+    if header.truncated() {
+        return Verdict::Drop(DropReason::Truncated);
+    }
+    if header.op_code() != OpCode::Query {
+        return Verdict::Reply(
+            header_only_reply(&header, ResponseCode::NotImp),
+            DropReason::Malformed,
+        );
+    }
+    let body = buf.len() - HEADER_LEN;
+    let records = usize::from(header.answer_count())
+        + usize::from(header.name_server_count())
+        + usize::from(header.additional_count());
+    if header.query_count() != 1
+        || body < MIN_QUESTION + records * MIN_RR
+    {
+        return Verdict::Reply(
+            header_only_reply(&header, ResponseCode::FormErr),
+            DropReason::Malformed,
+        );
+    }
+    let mut dec = BinDecoder::new(buf);
+    match Message::read(&mut dec) {
+        Ok(msg) if dec.is_empty() => match msg.queries().first() {
+            Some(q) => Verdict::Forward(QueryInfo {
+                id: header.id(),
+                question: q.clone(),
+                recursion_desired: header.recursion_desired(),
+            }),
+            None => Verdict::Reply(
+                header_only_reply(&header, ResponseCode::FormErr),
+                DropReason::Malformed,
+            ),
+        },
+        _ => Verdict::Reply(
+            header_only_reply(&header, ResponseCode::FormErr),
+            DropReason::Malformed,
+        ),
+    }
+}
+
+/// The ID of a message (first two bytes), if it has a header.
+pub fn message_id(buf: &[u8]) -> Option<u16> {
+    match buf {
+        [a, b, ..] if buf.len() >= HEADER_LEN => Some(u16::from_be_bytes([*a, *b])),
+        _ => None,
+    }
+}
+
+/// Writes `id` into the message's ID field (no-op on a buffer shorter than a header).
+pub fn rewrite_id(buf: &mut [u8], id: u16) {
+    if buf.len() >= HEADER_LEN {
+        buf[..2].copy_from_slice(&id.to_be_bytes());
+    }
+}
+
+/// The parts of a backend answer the balancer checks before relaying it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerInfo {
+    /// Upstream ID.
+    pub id: u16,
+    /// Response code (without EDNS extension).
+    pub rcode: ResponseCode,
+    /// Truncated flag.
+    pub truncated: bool,
+    /// The question, if the answer has exactly one.
+    pub question: Option<Query>,
+}
+
+/// Reads the header and question of a backend answer; `None` unless it is a
+/// response (QR=1) with a readable header. Only the header and question are
+/// parsed: the rest is relayed untouched.
+pub fn parse_answer(buf: &[u8]) -> Option<AnswerInfo> {
+    let mut dec = BinDecoder::new(buf);
+    let header = Header::read(&mut dec).ok()?;
+    if header.message_type() != MessageType::Response {
+        return None;
+    }
+    let question = if header.query_count() == 1 {
+        Query::read(&mut dec).ok()
+    } else {
+        None
+    };
+    Some(AnswerInfo {
+        id: header.id(),
+        rcode: header.response_code(),
+        truncated: header.truncated(),
+        question,
+    })
+}
+
+/// True when an answer belongs to the query: same question (names compare
+/// case-insensitively). A truncated answer without a question is accepted,
+/// as some servers send one.
+pub fn answer_matches(answer: &AnswerInfo, question: &Query) -> bool {
+    match &answer.question {
+        Some(q) => q == question,
+        None => answer.truncated,
+    }
+}
+
+/// The response code of a relayed answer as the access log shows it.
+pub fn rcode_of(buf: &[u8]) -> Option<ResponseCode> {
+    let mut dec = BinDecoder::new(buf);
+    Header::read(&mut dec).ok().map(|h| h.response_code())
+}
+
+fn header_only_reply(query: &Header, rcode: ResponseCode) -> Vec<u8> {
+    let mut h = Header::response_from_request(query);
+    h.set_response_code(rcode)
+        .set_query_count(0)
+        .set_answer_count(0)
+        .set_name_server_count(0)
+        .set_additional_count(0);
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    let mut enc = hickory_proto::serialize::binary::BinEncoder::new(&mut out);
+    if hickory_proto::serialize::binary::BinEncodable::emit(&h, &mut enc).is_err() {
+        return Vec::new();
+    }
+    out
+}
+
+/// An answer made by the balancer for a valid query (SERVFAIL when no backend
+/// answered, REFUSED for a client outside the ACL over TCP).
+pub fn synth_reply(query: &QueryInfo, rcode: ResponseCode) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(query.id)
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(query.recursion_desired)
+        .set_recursion_available(true)
+        .set_response_code(rcode)
+        .add_query(query.question.clone());
+    m.to_vec().unwrap_or_default()
+}
+
+/// REFUSED for any message with a readable header (used when the query itself
+/// is not parsed, e.g. an ACL refusal over TCP).
+pub fn refused_for(buf: &[u8]) -> Option<Vec<u8>> {
+    let mut dec = BinDecoder::new(buf);
+    let header = Header::read(&mut dec).ok()?;
+    if let Verdict::Forward(q) = classify_query(buf) {
+        return Some(synth_reply(&q, ResponseCode::Refused));
+    }
+    Some(header_only_reply(&header, ResponseCode::Refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::{Name, RecordType};
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(0x1234)
+            .set_recursion_desired(true)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    fn reply_rcode(v: Verdict) -> ResponseCode {
+        match v {
+            Verdict::Reply(b, _) => {
+                let m = Message::from_vec(&b).unwrap();
+                assert_eq!(m.message_type(), MessageType::Response);
+                m.response_code()
+            }
+            other => panic!("expected reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_query_forwards() {
+        let q = query("www.example.test.");
+        match classify_query(&q) {
+            Verdict::Forward(info) => {
+                assert_eq!(info.id, 0x1234);
+                assert_eq!(info.question.name().to_ascii(), "www.example.test.");
+                assert!(info.recursion_desired);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn edns_query_forwards() {
+        let mut m = Message::new();
+        m.add_query(Query::query(Name::from_ascii("a.test.").unwrap(), RecordType::A));
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(4096);
+        m.set_edns(edns);
+        assert!(matches!(classify_query(&m.to_vec().unwrap()), Verdict::Forward(_)));
+    }
+
+    #[test]
+    fn short_and_response_and_tc_are_dropped() {
+        assert_eq!(classify_query(&[]), Verdict::Drop(DropReason::Short));
+        assert_eq!(classify_query(&[0; 11]), Verdict::Drop(DropReason::Short));
+        let mut q = query("a.test.");
+        q[2] |= 0x80;
+        assert_eq!(classify_query(&q), Verdict::Drop(DropReason::Response));
+        let mut q = query("a.test.");
+        q[2] |= 0x02;
+        assert_eq!(classify_query(&q), Verdict::Drop(DropReason::Truncated));
+    }
+
+    #[test]
+    fn question_count_zero_or_two_is_formerr() {
+        let mut q = query("a.test.");
+        q[5] = 0;
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        q[5] = 2;
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        // header only, empty query
+        let mut h = vec![0u8; 12];
+        h[0] = 7;
+        assert_eq!(reply_rcode(classify_query(&h)), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn other_opcode_is_notimp() {
+        let mut q = query("a.test.");
+        q[2] |= 2 << 3; // STATUS
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::NotImp);
+    }
+
+    #[test]
+    fn compression_loops_are_formerr() {
+        let header = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for name in [
+            &[0xC0, 0x00][..],
+            &[0x01, 0x41, 0xC0, 0x00],
+            &[0xC0, 0x0C],
+            &[0xC0, 0x0E, 0xC0, 0x0C],
+        ] {
+            let mut q = header.to_vec();
+            q.extend_from_slice(name);
+            q.extend_from_slice(&[0, 1, 0, 1]);
+            assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr, "{name:02x?}");
+        }
+    }
+
+    #[test]
+    fn long_labels_and_names_are_formerr() {
+        let header = [0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        let mut q = header.to_vec();
+        q.push(64);
+        q.extend_from_slice(&[b'a'; 64]);
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        let mut q = header.to_vec();
+        for _ in 0..5 {
+            q.push(63);
+            q.extend_from_slice(&[b'a'; 63]);
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn trailing_garbage_is_formerr() {
+        let mut q = query("a.test.");
+        q.extend_from_slice(b"smuggled");
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn huge_counts_with_tiny_body_are_rejected_early() {
+        let mut q = query("a.test.");
+        q[6] = 0xff;
+        q[7] = 0xff;
+        q[10] = 0xff;
+        q[11] = 0xff;
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn id_rewrite_and_answer_match() {
+        let mut q = query("WwW.Example.Test.");
+        let Verdict::Forward(info) = classify_query(&q) else { panic!() };
+        rewrite_id(&mut q, 0xBEEF);
+        assert_eq!(message_id(&q), Some(0xBEEF));
+        let mut ans = Message::from_vec(&q).unwrap();
+        ans.set_message_type(MessageType::Response);
+        let bytes = ans.to_vec().unwrap();
+        let a = parse_answer(&bytes).unwrap();
+        assert_eq!(a.id, 0xBEEF);
+        // case-insensitive question match
+        let other = Query::query(Name::from_ascii("www.example.test.").unwrap(), RecordType::A);
+        assert!(answer_matches(&a, &other));
+        assert!(answer_matches(&a, &info.question));
+        let wrong = Query::query(Name::from_ascii("x.test.").unwrap(), RecordType::A);
+        assert!(!answer_matches(&a, &wrong));
+        // a query is not an answer
+        assert!(parse_answer(&query("a.test.")).is_none());
+        assert!(parse_answer(&[1, 2, 3]).is_none());
+    }
+
+    #[test]
+    fn synthesized_servfail_keeps_id_and_question() {
+        let q = query("a.test.");
+        let Verdict::Forward(info) = classify_query(&q) else { panic!() };
+        let m = Message::from_vec(&synth_reply(&info, ResponseCode::ServFail)).unwrap();
+        assert_eq!(m.id(), 0x1234);
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+        assert_eq!(m.queries(), &[info.question]);
+        let r = Message::from_vec(&refused_for(&q).unwrap()).unwrap();
+        assert_eq!(r.response_code(), ResponseCode::Refused);
+        assert!(refused_for(&[0; 3]).is_none());
+    }
+}
