@@ -17,5 +17,7 @@ pub mod dns;
 pub mod error;
 pub mod metrics;
 pub mod pending;
+pub mod socket;
+pub mod sys;
 
 pub use error::{Error, RetryType};
