@@ -19,6 +19,12 @@ impl Millis {
         Self(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
+    /// The process-clock [`Instant`] of this value.
+    pub fn to_instant(self) -> Instant {
+        let epoch = *EPOCH.get_or_init(Instant::now);
+        epoch + Duration::from_millis(self.0)
+    }
+
     /// This instant plus `ms` milliseconds (saturating).
     pub fn plus(self, ms: u64) -> Self {
         Self(self.0.saturating_add(ms))

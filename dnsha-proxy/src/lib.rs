@@ -16,8 +16,13 @@ pub mod ctx;
 pub mod dns;
 pub mod error;
 pub mod metrics;
+pub mod passthrough;
 pub mod pending;
+pub mod server;
 pub mod socket;
 pub mod sys;
+pub mod tcp;
+pub mod udp;
+pub mod upstream_tcp;
 
 pub use error::{Error, RetryType};

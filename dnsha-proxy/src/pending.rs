@@ -96,6 +96,11 @@ impl<T> PendingTable<T> {
         Ok(id)
     }
 
+    /// Queries in flight on `slot`.
+    pub fn slot_len(&self, slot: u32) -> usize {
+        self.per_slot.get(&slot).copied().unwrap_or(0)
+    }
+
     /// The value pending under `key`, if any.
     pub fn get(&self, key: Key) -> Option<&T> {
         self.entries.get(&key).map(|e| &e.value)

@@ -94,7 +94,11 @@ pub fn send_tcp(server: SocketAddr, query: &Message, timeout: Duration) -> Resul
 
 /// Sends raw `bytes` in one UDP datagram to `server` and returns the first
 /// datagram that comes back, whatever it holds. For malformed-input tests.
-pub fn exchange_udp(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+pub fn exchange_udp(
+    server: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
     let socket = udp_socket(server)?;
     socket
@@ -109,7 +113,11 @@ pub fn exchange_udp(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Resu
 /// Sends raw `bytes` over a new TCP connection to `server`, prefixed with
 /// their 2-byte length, and returns the body of the first length-prefixed
 /// message that comes back. For malformed-input tests.
-pub fn exchange_tcp(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+pub fn exchange_tcp(
+    server: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
     let deadline = Instant::now() + timeout;
     let len = u16::try_from(bytes.len())
         .map_err(|_| format!("{} bytes do not fit a TCP DNS message", bytes.len()))?;
@@ -159,7 +167,8 @@ pub fn wait_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut last_error = String::from("no attempt made");
     while Instant::now() < deadline {
-        let attempt = remaining(deadline).clamp(Duration::from_millis(1), Duration::from_millis(250));
+        let attempt =
+            remaining(deadline).clamp(Duration::from_millis(1), Duration::from_millis(250));
         match TcpStream::connect_timeout(&addr, attempt) {
             Ok(_) => return Ok(()),
             Err(e) => last_error = e.to_string(),
@@ -305,10 +314,21 @@ mod tests {
     fn refused_port_fails_fast() {
         let addr = crate::free_addr();
         let started = Instant::now();
-        let result = query_udp(addr, "www.example.test.", RecordType::A, Duration::from_secs(3));
+        let result = query_udp(
+            addr,
+            "www.example.test.",
+            RecordType::A,
+            Duration::from_secs(3),
+        );
         assert!(result.is_err());
         assert!(started.elapsed() < Duration::from_secs(2), "{result:?}");
-        assert!(query_tcp(addr, "www.example.test.", RecordType::A, Duration::from_secs(1)).is_err());
+        assert!(query_tcp(
+            addr,
+            "www.example.test.",
+            RecordType::A,
+            Duration::from_secs(1)
+        )
+        .is_err());
         assert!(wait_tcp(addr, Duration::from_millis(200)).is_err());
     }
 }

@@ -34,6 +34,7 @@ mod client;
 mod dnsha;
 mod nsd;
 mod ports;
+mod process;
 
 use std::sync::Once;
 

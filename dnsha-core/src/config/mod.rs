@@ -167,6 +167,38 @@ pub struct BackendConfig {
     pub weight: u32,
 }
 
+impl ListenerConfig {
+    /// A listener with every optional setting at its default.
+    pub fn new(name: impl Into<String>, protocol: Protocol, listen: SocketAddr, pool: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            protocol,
+            listen,
+            pool: pool.into(),
+            allow: default_allow(),
+            access_log: None,
+            format: LogFormat::Text,
+            idle_timeout_ms: 10_000,
+            read_timeout_ms: 2_000,
+            max_connections: 10_000,
+            max_connections_per_client: 64,
+            workers: 0,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// A pool of `backends` (name, address, weight) with default settings.
+    pub fn new(name: impl Into<String>, policy: PolicyKind, backends: Vec<BackendConfig>) -> Self {
+        Self {
+            name: name.into(),
+            policy,
+            settings: PoolSettings::default(),
+            backends,
+        }
+    }
+}
+
 /// The client networks a listener accepts by default: loopback, RFC 1918,
 /// 100.64.0.0/10 (CGNAT), link-local and fc00::/7, as dnsdist does.
 pub fn default_allow() -> Vec<IpNet> {

@@ -182,3 +182,13 @@ fn empty_config_has_nothing_to_serve() {
     let e = rendered("");
     assert_eq!(e, ["t.toml: no [[listener]]: nothing to serve"]);
 }
+
+#[test]
+fn constructors_match_toml_defaults() {
+    let c = Config::parse(GOOD).unwrap();
+    let mut l = ListenerConfig::new("dns-udp", Protocol::Udp, "0.0.0.0:53".parse().unwrap(), "coredns");
+    assert_eq!(l, c.listeners[0]);
+    l.name = "x".into();
+    let p = PoolConfig::new("coredns", PolicyKind::RoundRobin, c.pools[0].backends.clone());
+    assert_eq!(p, c.pools[0]);
+}

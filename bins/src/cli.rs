@@ -1,0 +1,102 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dnsha: a DNS-aware load balancer (UDP, TCP, TCP passthrough) with health
+/// checking, in front of NSD, CoreDNS, Unbound or any DNS server.
+#[derive(Debug, Parser)]
+#[command(name = "dnsha", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the balancer in the foreground (logs to stderr).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 when valid).
+    Check {
+        /// Configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the balancer on 127.0.0.1:5353 in front of two built-in demo
+    /// backends serving example.test.
+    Demo {
+        /// Where the balancer listens (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5353")]
+        listen: SocketAddr,
+        /// Admin HTTP endpoint of the demo.
+        #[arg(long, default_value = "127.0.0.1:8053")]
+        admin: SocketAddr,
+    },
+    /// Show pools and backends of a running dnsha (like `ipvsadm -Ln`).
+    Status {
+        /// Admin endpoint of the running daemon.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        admin: SocketAddr,
+        /// Print the raw JSON of `/status`.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Installs the stderr logger (RUST_LOG or `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => crate::daemon::check(&config),
+        Command::Run { config } => {
+            init_logging();
+            match runtime() {
+                Ok(rt) => rt.block_on(crate::daemon::run(config)),
+                Err(e) => {
+                    eprintln!("dnsha: cannot start runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen, admin } => {
+            init_logging();
+            match runtime() {
+                Ok(rt) => rt.block_on(crate::demo::run(listen, admin)),
+                Err(e) => {
+                    eprintln!("dnsha: cannot start runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Status { admin, json } => match runtime() {
+            Ok(rt) => rt.block_on(crate::status::run(admin, json)),
+            Err(e) => {
+                eprintln!("dnsha: cannot start runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,12 @@
+//! The `dnsha` daemon as a library: command line, daemon loop, admin HTTP
+//! endpoint, status client and the embedded demo. `main.rs` only calls
+//! [`cli::main`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cli;
+pub mod daemon;
+pub mod demo;
+pub mod demo_backend;
+pub mod status;

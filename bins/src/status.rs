@@ -1,0 +1,112 @@
+//! `dnsha status`: fetches `/status` from a running daemon and prints a
+//! table like `ipvsadm -Ln`.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dnsha_proxy::server::Status;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Fetches `GET path` from `addr` and returns the body of a 200 answer.
+pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("{addr}: malformed HTTP answer"))?;
+        if !head.starts_with("HTTP/1.1 200") {
+            return Err(format!("{addr}: {}", head.lines().next().unwrap_or("")));
+        }
+        Ok(body.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| format!("{addr}: timed out"))?
+}
+
+/// Renders the status table.
+pub fn render(st: &Status) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Pool Policy");
+    let _ = writeln!(
+        out,
+        "  -> {:<20} {:<26} {:<5} {:>6} {:>11} {:>10} {:>9}",
+        "Backend", "Address", "State", "Weight", "Outstanding", "Queries", "Failures"
+    );
+    for p in &st.pools {
+        let _ = writeln!(out, "{} {}", p.name, p.policy);
+        for b in &p.backends {
+            let _ = writeln!(
+                out,
+                "  -> {:<20} {:<26} {:<5} {:>6} {:>11} {:>10} {:>9}",
+                b.name,
+                b.address.to_string(),
+                b.state,
+                b.weight,
+                b.outstanding,
+                b.queries,
+                b.failures
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<16} {:<24} {:<16} {:>10} {:>10} {:>9} {:>8} {:>6}",
+        "Listener", "Protocol", "Address", "Pool", "Queries", "Answers", "Servfail", "Dropped", "Conns"
+    );
+    for l in &st.listeners {
+        let _ = writeln!(
+            out,
+            "{:<16} {:<16} {:<24} {:<16} {:>10} {:>10} {:>9} {:>8} {:>6}",
+            l.name,
+            l.protocol,
+            l.address.to_string(),
+            l.pool,
+            l.queries,
+            l.answers,
+            l.servfail,
+            l.dropped,
+            l.connections
+        );
+    }
+    out
+}
+
+/// `dnsha status`.
+pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
+    let body = match fetch(admin, "/status").await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("dnsha status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<Status>(&body) {
+        Ok(st) => {
+            print!("{}", render(&st));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dnsha status: unexpected answer from {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

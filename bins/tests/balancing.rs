@@ -1,0 +1,283 @@
+//! The daemon in front of real NSD servers: balancing, failover, reload.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, last)
+}
+
+fn who_udp(addr: SocketAddr) -> Ipv4Addr {
+    let m = query_udp(addr, "www.example.test.", RecordType::A, T).expect("udp query");
+    a_record(&m).expect("A record")
+}
+
+fn who_tcp(addr: SocketAddr) -> Ipv4Addr {
+    let m = query_tcp(addr, "www.example.test.", RecordType::A, T).expect("tcp query");
+    a_record(&m).expect("A record")
+}
+
+#[test]
+fn round_robin_alternates_over_udp_and_tcp() {
+    init_tracing();
+    let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "policy = \"rr\"", &[("a", n1.addr(), 1), ("b", n2.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    d.wait_tcp(listen);
+    let udp: Vec<_> = (0..10).map(|_| who_udp(listen)).collect();
+    for w in udp.windows(2) {
+        assert_ne!(w[0], w[1], "UDP did not alternate: {udp:?}");
+    }
+    let tcp: Vec<_> = (0..10).map(|_| who_tcp(listen)).collect();
+    for w in tcp.windows(2) {
+        assert_ne!(w[0], w[1], "TCP did not alternate: {tcp:?}");
+    }
+    // dig, as an operator would.
+    let port = listen.port().to_string();
+    let out = dig(&["@127.0.0.1", "-p", &port, "www.example.test", "+short"]);
+    assert!(out.trim() == "10.0.0.1" || out.trim() == "10.0.0.2", "{out}");
+    let out = dig(&["@127.0.0.1", "-p", &port, "www.example.test", "+short", "+tcp"]);
+    assert!(out.trim() == "10.0.0.1" || out.trim() == "10.0.0.2", "{out}");
+    assert_eq!(outstanding_total(admin), 0);
+}
+
+#[test]
+fn weighted_round_robin_three_to_one() {
+    init_tracing();
+    let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "policy = \"wrr\"", &[("a", n1.addr(), 3), ("b", n2.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    // wait_udp itself sent queries; count from a fresh cycle boundary by
+    // looking only at the distribution.
+    let mut counts: HashMap<Ipv4Addr, usize> = HashMap::new();
+    for _ in 0..40 {
+        *counts.entry(who_udp(listen)).or_default() += 1;
+    }
+    assert_eq!(counts.get(&ip(1)), Some(&30), "{counts:?}");
+    assert_eq!(counts.get(&ip(2)), Some(&10), "{counts:?}");
+}
+
+#[test]
+fn killed_backend_costs_no_failed_query() {
+    init_tracing();
+    let (mut n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "policy = \"rr\"\ntimeout_ms = 500", &[("a", n1.addr(), 1), ("b", n2.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    d.wait_tcp(listen);
+    n1.stop();
+    let start = Instant::now();
+    for i in 0..20 {
+        assert_eq!(who_udp(listen), ip(2), "udp query {i}");
+        assert_eq!(who_tcp(listen), ip(2), "tcp query {i}");
+    }
+    // ICMP refusals and TCP resets are retried at once, not after a timeout.
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let st = status(admin);
+    let a = &st["pools"][0]["backends"][0];
+    assert_eq!(a["name"], "a");
+    assert_eq!(a["state"], "down", "{st}");
+    assert!(a["failures"].as_u64().unwrap() >= 3);
+}
+
+#[test]
+fn silent_backend_costs_one_timeout_then_is_skipped() {
+    init_tracing();
+    let hole = Blackhole::start();
+    let n2 = Nsd::start(ip(2));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"rr\"\ntimeout_ms = 300\nmax_fails = 1\nfail_timeout_ms = 60000",
+        &[("hole", hole.addr(), 1), ("b", n2.addr(), 1)],
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let mut slow = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(who_udp(listen), ip(2));
+        if t.elapsed() > Duration::from_millis(250) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 1, "{slow} queries waited for the silent backend");
+    assert!(hole.datagrams() <= 1, "silent backend got {} queries", hole.datagrams());
+    assert!(metric(admin, "dnsha_timeouts_total{listener=\"udp\"") <= 1);
+}
+
+#[test]
+fn all_backends_down_gives_servfail_or_drop() {
+    init_tracing();
+    let dead = free_addr();
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "timeout_ms = 200", &[("dead", dead, 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    let m = query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    let m = query_tcp(listen, "www.example.test.", RecordType::A, T).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert!(metric(admin, "dnsha_servfail_total{listener=\"udp\"") >= 1);
+    drop(d);
+
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "timeout_ms = 200\non_no_backend = \"drop\"", &[("dead", dead, 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    let r = query_udp(listen, "www.example.test.", RecordType::A, Duration::from_secs(1));
+    assert!(r.is_err(), "{r:?}");
+    assert!(metric(admin, "dnsha_dropped_total{listener=\"udp\",protocol=\"udp\",reason=\"no_backend\"}") >= 1);
+}
+
+#[test]
+fn truncated_answers_pass_through_and_edns_payload_intact() {
+    init_tracing();
+    let n1 = Nsd::start(ip(1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "", &[("a", n1.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    d.wait_tcp(listen);
+    // Without EDNS the big TXT set does not fit 512 bytes: TC=1 reaches the client.
+    let m = query_udp(listen, "big.example.test.", RecordType::TXT, T).unwrap();
+    assert!(m.truncated(), "expected TC=1");
+    // The client's TCP retry gets it all.
+    let m = query_tcp(listen, "big.example.test.", RecordType::TXT, T).unwrap();
+    assert!(!m.truncated());
+    assert_eq!(txt_strings(&m).len(), BIG_TXT_RECORDS);
+    // With EDNS 4096 the full answer comes over UDP, byte for byte as NSD sends it.
+    let port = listen.port().to_string();
+    let via = dig(&["@127.0.0.1", "-p", &port, "big.example.test", "TXT", "+bufsize=4096", "+ignore"]);
+    assert!(!via.contains(" tc "), "{via}");
+    assert!(via.contains("MSG SIZE  rcvd:"), "{via}");
+    let direct_port = n1.addr().port().to_string();
+    let direct = dig(&["@127.0.0.1", "-p", &direct_port, "big.example.test", "TXT", "+bufsize=4096", "+ignore"]);
+    let size = |s: &str| s.lines().find(|l| l.contains("MSG SIZE")).map(str::to_string);
+    assert_eq!(size(&via), size(&direct));
+    assert!(via.contains("udp: 1232") || via.contains("udp: 4096") || via.contains("udp:"), "{via}");
+}
+
+#[test]
+fn wildcard_listener_answers_from_the_destination_address() {
+    init_tracing();
+    let n1 = Nsd::start(ip(1));
+    let port = free_port();
+    let admin = free_addr();
+    let listen: SocketAddr = (Ipv4Addr::UNSPECIFIED, port).into();
+    let cfg = config(listen, admin, "", &[("a", n1.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp((Ipv4Addr::LOCALHOST, port).into());
+    // A connected socket only accepts datagrams from the address it sent to.
+    for last in [1u8, 2, 77] {
+        let dst: SocketAddr = (Ipv4Addr::new(127, 0, 0, last), port).into();
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect(dst).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let q = build_query("www.example.test.", RecordType::A).unwrap();
+        s.send(&q.to_vec().unwrap()).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, from) = s.recv_from(&mut buf).expect("answer from the queried address");
+        assert_eq!(from, dst);
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(m.id(), q.id());
+        assert_eq!(a_record(&m), Some(ip(1)));
+    }
+}
+
+#[test]
+fn reload_adds_and_removes_backends_under_load_without_failures() {
+    init_tracing();
+    let (n1, n2, n3) = (Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3)));
+    let (listen, admin) = (free_addr(), free_addr());
+    let before = config(listen, admin, "", &[("a", n1.addr(), 1), ("b", n2.addr(), 1)]);
+    let after = config(listen, admin, "", &[("b", n2.addr(), 1), ("c", n3.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &before);
+    d.wait_udp(listen);
+    d.wait_tcp(listen);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (stop, failures, ok) = (Arc::clone(&stop), Arc::clone(&failures), Arc::clone(&ok));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = if i % 2 == 0 {
+                        query_udp(listen, "www.example.test.", RecordType::A, T)
+                    } else {
+                        query_tcp(listen, "www.example.test.", RecordType::A, T)
+                    };
+                    match r {
+                        Ok(m) if a_record(&m).is_some() => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed query: {other:?}");
+                            failures.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    d.rewrite_config(&after);
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(d.wait_log("configuration reloaded", Duration::from_secs(5)), "{}", d.log());
+    std::thread::sleep(Duration::from_millis(500));
+    // A bad config is refused and the running one stays.
+    d.rewrite_config("[[pool]]\nname = 1\n");
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(d.wait_log("reload refused", Duration::from_secs(5)), "{}", d.log());
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "log:\n{}", d.log());
+    assert!(ok.load(Ordering::Relaxed) > 50);
+    let seen: Vec<_> = (0..10).map(|_| who_udp(listen)).collect();
+    assert!(seen.contains(&ip(3)), "{seen:?}");
+    assert!(!seen.contains(&ip(1)), "{seen:?}");
+    let st = status(admin);
+    let names: Vec<_> = st["pools"][0]["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ["b", "c"]);
+    // b kept its counters across the reload
+    assert!(st["pools"][0]["backends"][0]["queries"].as_u64().unwrap() > 10);
+    assert_eq!(outstanding_total(admin), 0);
+    d.signal(Signal::SIGTERM).unwrap();
+    let status = d.wait_exit(Duration::from_secs(5)).expect("exit after SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn sigterm_finishes_queries_in_flight() {
+    init_tracing();
+    let hole = Blackhole::start();
+    let n2 = Nsd::start(ip(2));
+    let (listen, admin) = (free_addr(), free_addr());
+    // The first attempt goes to the silent backend: the query is in flight
+    // for 800 ms, then retried on NSD.
+    let cfg = config(listen, admin, "policy = \"first\"\ntimeout_ms = 800", &[("hole", hole.addr(), 1), ("b", n2.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    let q = std::thread::spawn(move || query_udp(listen, "www.example.test.", RecordType::A, Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal(Signal::SIGTERM).unwrap();
+    let answer = q.join().unwrap().expect("in-flight query answered during shutdown");
+    assert_eq!(a_record(&answer), Some(ip(2)));
+    let status = d.wait_exit(Duration::from_secs(5)).expect("exit");
+    assert!(status.success());
+}

@@ -1,0 +1,102 @@
+//! Shared pieces of the daemon's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+pub use test_support::*;
+
+/// The dnsha binary under test.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dnsha"))
+}
+
+/// A config with UDP and TCP listeners on `listen`, an admin endpoint on
+/// `admin`, and one pool `p` of `backends` (`name = address` pairs); `pool`
+/// holds extra pool keys (policy, timeouts) as TOML lines.
+pub fn config(listen: SocketAddr, admin: SocketAddr, pool: &str, backends: &[(&str, SocketAddr, u32)]) -> String {
+    config_with(listen, admin, "", pool, backends)
+}
+
+/// As [`config`], with `listener` lines added to both listeners.
+pub fn config_with(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    listener: &str,
+    pool: &str,
+    backends: &[(&str, SocketAddr, u32)],
+) -> String {
+    let mut s = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "{listen}"
+pool = "p"
+{listener}
+
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+listen = "{listen}"
+pool = "p"
+{listener}
+
+[[pool]]
+name = "p"
+{pool}
+"#
+    );
+    for (name, addr, weight) in backends {
+        s.push_str(&format!(
+            "\n[[pool.backend]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n"
+        ));
+    }
+    s
+}
+
+/// `GET path` on the admin endpoint; the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let (head, body) = buf.split_once("\r\n\r\n").expect("http answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// `/status` as JSON.
+pub fn status(admin: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&http_get(admin, "/status")).expect("status json")
+}
+
+/// A metric value from `/metrics` (first series whose line starts with `prefix`).
+pub fn metric(admin: SocketAddr, prefix: &str) -> u64 {
+    let text = http_get(admin, "/metrics");
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {prefix} in\n{text}"))
+}
+
+/// Sum of a counter over backends in `/status`.
+pub fn outstanding_total(admin: SocketAddr) -> u64 {
+    let st = status(admin);
+    st["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["backends"].as_array().unwrap().clone())
+        .map(|b| b["outstanding"].as_u64().unwrap())
+        .sum()
+}
+
+pub const T: Duration = Duration::from_secs(3);

@@ -1,0 +1,556 @@
+//! The running balancer: pools and listeners built from a [`Config`],
+//! reloaded in place and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dnsha_core::config::{Config, ListenerConfig, PoolConfig, Protocol};
+use dnsha_core::{Backend, Pool};
+use serde::Serialize;
+
+use crate::accesslog::AccessLog;
+use crate::acl::Acl;
+use crate::ctx::{ListenerCtx, ListenerShared};
+use crate::dns::DropReason;
+use crate::error::{Error, Result};
+use crate::metrics::{get, ListenerMetrics};
+use crate::upstream_tcp::{TcpUpstreamSettings, TcpUpstreams};
+
+struct RunningListener {
+    config: ListenerConfig,
+    ctx: Arc<ListenerCtx>,
+}
+
+struct State {
+    pools: Vec<Arc<Pool>>,
+    listeners: Vec<RunningListener>,
+}
+
+/// A running balancer.
+pub struct Server {
+    state: Mutex<State>,
+    tcp_upstreams: Arc<TcpUpstreams>,
+    /// Listeners stopped by reloads, still draining.
+    retired: Mutex<Vec<Arc<ListenerCtx>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+fn backends_of(p: &PoolConfig) -> Vec<Arc<Backend>> {
+    p.backends
+        .iter()
+        .map(|b| Arc::new(Backend::new(b.name.clone(), b.address, b.weight)))
+        .collect()
+}
+
+fn new_pool(p: &PoolConfig) -> Arc<Pool> {
+    Arc::new(Pool::new(
+        p.name.clone(),
+        p.policy,
+        p.settings.clone(),
+        backends_of(p),
+    ))
+}
+
+fn workers_for(l: &ListenerConfig) -> usize {
+    if l.workers > 0 {
+        l.workers
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// Whether a running listener can take `new` by swapping settings, without
+/// rebinding its sockets.
+fn same_sockets(old: &ListenerConfig, new: &ListenerConfig) -> bool {
+    old.name == new.name
+        && old.protocol == new.protocol
+        && old.listen == new.listen
+        && (old.protocol != Protocol::Udp || workers_for(old) == workers_for(new))
+}
+
+impl Server {
+    /// Binds every listener of `config` and starts serving. Fails (and binds
+    /// nothing) when a listener cannot bind.
+    pub async fn start(config: &Config) -> Result<Arc<Self>> {
+        let pools: Vec<Arc<Pool>> = config.pools.iter().map(new_pool).collect();
+        let server = Arc::new(Self {
+            state: Mutex::new(State {
+                pools: Vec::new(),
+                listeners: Vec::new(),
+            }),
+            tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
+            retired: Mutex::new(Vec::new()),
+        });
+        let mut started = Vec::new();
+        for l in &config.listeners {
+            match server.start_listener(l, &pools) {
+                Ok(r) => started.push(r),
+                Err(e) => {
+                    for r in started {
+                        r.ctx.stop.cancel();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        {
+            let mut st = server.lock();
+            st.pools = pools;
+            st.listeners = started;
+        }
+        Ok(server)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shared_for(
+        &self,
+        l: &ListenerConfig,
+        pools: &[Arc<Pool>],
+        metrics: &Arc<ListenerMetrics>,
+        old_log: Option<(&ListenerConfig, &Option<AccessLog>)>,
+    ) -> Result<ListenerShared> {
+        let pool = pools
+            .iter()
+            .find(|p| p.name() == l.pool)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPool {
+                listener: l.name.clone(),
+                pool: l.pool.clone(),
+            })?;
+        let access_log = match old_log {
+            Some((old, log)) if old.access_log == l.access_log && old.format == l.format => {
+                log.clone()
+            }
+            _ => l
+                .access_log
+                .clone()
+                .map(|t| AccessLog::start(t, l.format, Arc::clone(metrics))),
+        };
+        Ok(ListenerShared {
+            config: l.clone(),
+            pool,
+            acl: Acl::new(l.allow.clone()),
+            access_log,
+        })
+    }
+
+    fn start_listener(&self, l: &ListenerConfig, pools: &[Arc<Pool>]) -> Result<RunningListener> {
+        let metrics = Arc::new(ListenerMetrics::new(l.name.clone(), l.protocol, l.listen));
+        let shared = self.shared_for(l, pools, &metrics, None)?;
+        let ctx = Arc::new(ListenerCtx::new(shared, metrics));
+        let bind_err = |source| Error::Bind {
+            listener: l.name.clone(),
+            address: l.listen,
+            source,
+        };
+        match l.protocol {
+            Protocol::Udp => {
+                let mut sockets = Vec::new();
+                for _ in 0..workers_for(l) {
+                    let std = crate::socket::bind_udp(l.listen).map_err(bind_err)?;
+                    let sock = tokio::net::UdpSocket::from_std(std).map_err(bind_err)?;
+                    sockets.push(sock);
+                }
+                let pktinfo = l.listen.ip().is_unspecified();
+                for sock in sockets {
+                    ctx.tasks
+                        .spawn(crate::udp::serve(Arc::clone(&ctx), sock, pktinfo));
+                }
+            }
+            Protocol::Tcp | Protocol::TcpPassthrough => {
+                let std = crate::socket::bind_tcp(l.listen, 1024).map_err(bind_err)?;
+                let listener = tokio::net::TcpListener::from_std(std).map_err(bind_err)?;
+                if l.protocol == Protocol::Tcp {
+                    ctx.tasks.spawn(crate::tcp::serve(
+                        Arc::clone(&ctx),
+                        listener,
+                        Arc::clone(&self.tcp_upstreams),
+                    ));
+                } else {
+                    ctx.tasks
+                        .spawn(crate::passthrough::serve(Arc::clone(&ctx), listener));
+                }
+            }
+        }
+        ctx.tasks.close();
+        tracing::info!(
+            listener = %l.name,
+            protocol = l.protocol.as_str(),
+            address = %l.listen,
+            pool = %l.pool,
+            "listening"
+        );
+        Ok(RunningListener {
+            config: l.clone(),
+            ctx,
+        })
+    }
+
+    /// Applies a new configuration: pools are updated in place (backends that
+    /// stay keep their state and counters; queries in flight are untouched),
+    /// listeners whose sockets are unchanged get the new settings, others are
+    /// started or stopped (stopped ones finish their queries in flight). On
+    /// error nothing changes.
+    pub fn reload(&self, config: &Config) -> Result<ReloadSummary> {
+        let mut st = self.lock();
+        let mut summary = ReloadSummary::default();
+        // Pools: keep the Arc when the policy is unchanged.
+        let mut pools = Vec::new();
+        for pc in &config.pools {
+            match st.pools.iter().find(|p| p.name() == pc.name) {
+                Some(p) if p.policy_kind() == Some(pc.policy) => {
+                    p.update(
+                        pc.settings.clone(),
+                        pc.backends
+                            .iter()
+                            .map(|b| (b.name.clone(), b.address, b.weight))
+                            .collect(),
+                    );
+                    pools.push(Arc::clone(p));
+                }
+                Some(p) => {
+                    // New policy: new pool, same backend objects where kept.
+                    let merged = Pool::new(pc.name.clone(), pc.policy, pc.settings.clone(), p.snapshot().backends().to_vec());
+                    merged.update(
+                        pc.settings.clone(),
+                        pc.backends
+                            .iter()
+                            .map(|b| (b.name.clone(), b.address, b.weight))
+                            .collect(),
+                    );
+                    pools.push(Arc::new(merged));
+                    summary.pools_changed += 1;
+                }
+                None => {
+                    pools.push(new_pool(pc));
+                    summary.pools_added += 1;
+                }
+            }
+        }
+        summary.pools_removed = st
+            .pools
+            .iter()
+            .filter(|p| !config.pools.iter().any(|c| c.name == p.name()))
+            .count();
+        // Listeners: start the new ones first, so a bind failure changes nothing.
+        let mut keep: Vec<(usize, ListenerShared)> = Vec::new();
+        let mut started = Vec::new();
+        for l in &config.listeners {
+            let existing = st
+                .listeners
+                .iter()
+                .position(|r| same_sockets(&r.config, l));
+            match existing {
+                Some(i) => {
+                    let r = &st.listeners[i];
+                    let old = r.ctx.shared.load();
+                    match self.shared_for(l, &pools, &r.ctx.metrics, Some((&r.config, &old.access_log))) {
+                        Ok(s) => keep.push((i, s)),
+                        Err(e) => {
+                            for r in started {
+                                let r: RunningListener = r;
+                                r.ctx.stop.cancel();
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                None => match self.start_listener(l, &pools) {
+                    Ok(r) => started.push(r),
+                    Err(e) => {
+                        for r in started {
+                            r.ctx.stop.cancel();
+                        }
+                        return Err(e);
+                    }
+                },
+            }
+        }
+        // Commit.
+        let mut old = std::mem::take(&mut st.listeners);
+        let mut next = Vec::new();
+        let kept_idx: Vec<usize> = keep.iter().map(|(i, _)| *i).collect();
+        for (i, shared) in keep {
+            let r = &mut old[i];
+            r.config = shared.config.clone();
+            r.ctx.shared.store(Arc::new(shared));
+        }
+        for (i, r) in old.into_iter().enumerate() {
+            if kept_idx.contains(&i) {
+                next.push(r);
+            } else {
+                tracing::info!(listener = %r.config.name, address = %r.config.listen, "listener stopped by reload");
+                r.ctx.stop.cancel();
+                summary.listeners_removed += 1;
+                self.retired
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(r.ctx);
+            }
+        }
+        summary.listeners_added = started.len();
+        next.extend(started);
+        st.listeners = next;
+        st.pools = pools;
+        Ok(summary)
+    }
+
+    /// Asks every access log writer to reopen its file (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        let st = self.lock();
+        for r in &st.listeners {
+            if let Some(log) = &r.ctx.shared.load().access_log {
+                log.reopen();
+            }
+        }
+    }
+
+    /// The pools, in configured order.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.lock().pools.clone()
+    }
+
+    /// Stops accepting, lets queries in flight finish (at most `grace`), and
+    /// returns whether everything drained in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        let mut ctxs: Vec<Arc<ListenerCtx>> = {
+            let st = self.lock();
+            st.listeners.iter().map(|r| Arc::clone(&r.ctx)).collect()
+        };
+        ctxs.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .drain(..),
+        );
+        for c in &ctxs {
+            c.stop.cancel();
+        }
+        let all = async {
+            for c in &ctxs {
+                c.tasks.wait().await;
+            }
+        };
+        tokio::time::timeout(grace, all).await.is_ok()
+    }
+
+    /// A snapshot for `/status`.
+    pub fn status(&self) -> Status {
+        let st = self.lock();
+        Status {
+            pools: st
+                .pools
+                .iter()
+                .map(|p| {
+                    let snap = p.snapshot();
+                    PoolStatus {
+                        name: p.name().to_string(),
+                        policy: snap.policy().name().to_string(),
+                        backends: snap
+                            .backends()
+                            .iter()
+                            .map(|b| BackendStatus {
+                                name: b.name().to_string(),
+                                address: b.address(),
+                                state: b.state().as_str().to_string(),
+                                weight: b.weight(),
+                                outstanding: b.outstanding(),
+                                queries: b.queries(),
+                                failures: b.failures(),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            listeners: st
+                .listeners
+                .iter()
+                .map(|r| {
+                    let m = &r.ctx.metrics;
+                    ListenerStatus {
+                        name: r.config.name.clone(),
+                        protocol: r.config.protocol.as_str().to_string(),
+                        address: r.config.listen,
+                        pool: r.config.pool.clone(),
+                        queries: get(&m.queries),
+                        answers: get(&m.answers),
+                        servfail: get(&m.servfail),
+                        dropped: m.drops_total(),
+                        connections: get(&m.connections),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Metrics in the Prometheus text format, series named `dnsha_*`.
+    pub fn prometheus(&self) -> String {
+        let st = self.lock();
+        let mut out = String::with_capacity(4096);
+        let mut series = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+            out.push_str(&format!("# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} {kind}\n"));
+            for (labels, v) in rows {
+                out.push_str(&format!("dnsha_{name}{{{labels}}} {v}\n"));
+            }
+        };
+        let ls = |r: &RunningListener| {
+            format!(
+                "listener=\"{}\",protocol=\"{}\"",
+                r.config.name,
+                r.config.protocol.as_str()
+            )
+        };
+        type Pick = fn(&ListenerMetrics) -> u64;
+        let listener_counters: [(&str, &str, Pick); 9] = [
+            ("queries_total", "Valid queries received.", |m| get(&m.queries)),
+            ("answers_total", "Backend answers relayed to clients.", |m| get(&m.answers)),
+            ("servfail_total", "SERVFAIL answers made by the balancer.", |m| get(&m.servfail)),
+            ("refused_total", "REFUSED answers made by the balancer (ACL).", |m| get(&m.refused)),
+            ("retries_total", "Queries re-sent to another backend.", |m| get(&m.retries)),
+            ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
+            ("connections_total", "Client connections accepted.", |m| get(&m.connections_total)),
+            ("connections_refused_total", "Client connections refused by limits.", |m| {
+                get(&m.connections_refused)
+            }),
+            ("access_log_dropped_total", "Access log lines lost.", |m| get(&m.log_dropped)),
+        ];
+        for (name, help, pick) in listener_counters {
+            series(
+                name,
+                help,
+                "counter",
+                st.listeners.iter().map(|r| (ls(r), pick(&r.ctx.metrics))).collect(),
+            );
+        }
+        series(
+            "connections",
+            "Client connections open now.",
+            "gauge",
+            st.listeners
+                .iter()
+                .map(|r| (ls(r), get(&r.ctx.metrics.connections)))
+                .collect(),
+        );
+        let mut drops = Vec::new();
+        for r in &st.listeners {
+            for reason in DropReason::ALL {
+                drops.push((
+                    format!("{},reason=\"{}\"", ls(r), reason.as_str()),
+                    r.ctx.metrics.drops(reason),
+                ));
+            }
+        }
+        series("dropped_total", "Messages dropped, by reason.", "counter", drops);
+        let backends: Vec<(String, Arc<Backend>)> = st
+            .pools
+            .iter()
+            .flat_map(|p| {
+                let name = p.name().to_string();
+                p.snapshot()
+                    .backends()
+                    .iter()
+                    .map(move |b| (format!("pool=\"{}\",backend=\"{}\",address=\"{}\"", name, b.name(), b.address()), Arc::clone(b)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let rows = |f: fn(&Backend) -> u64| -> Vec<(String, u64)> {
+            backends.iter().map(|(l, b)| (l.clone(), f(b))).collect()
+        };
+        series("backend_up", "1 when the backend is up.", "gauge", rows(|b| u64::from(b.is_up())));
+        series("backend_outstanding", "Queries in flight to the backend.", "gauge", rows(Backend::outstanding));
+        series("backend_queries_total", "Queries sent to the backend.", "counter", rows(Backend::queries));
+        series("backend_failures_total", "Failed queries to the backend.", "counter", rows(Backend::failures));
+        series("backend_weight", "Configured weight.", "gauge", rows(|b| u64::from(b.weight())));
+        out.push_str(&format!(
+            "# HELP dnsha_tcp_upstream_unmatched_total Backend TCP answers matching no query.\n# TYPE dnsha_tcp_upstream_unmatched_total counter\ndnsha_tcp_upstream_unmatched_total {}\n",
+            self.tcp_upstreams.unmatched()
+        ));
+        out
+    }
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReloadSummary {
+    /// Pools created.
+    pub pools_added: usize,
+    /// Pools whose policy changed.
+    pub pools_changed: usize,
+    /// Pools removed.
+    pub pools_removed: usize,
+    /// Listeners started.
+    pub listeners_added: usize,
+    /// Listeners stopped.
+    pub listeners_removed: usize,
+}
+
+/// `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Pools and their backends.
+    pub pools: Vec<PoolStatus>,
+    /// Listeners and their counters.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One pool in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PoolStatus {
+    /// Pool name.
+    pub name: String,
+    /// Policy name.
+    pub policy: String,
+    /// Backends in configured order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct BackendStatus {
+    /// Backend name.
+    pub name: String,
+    /// Backend address.
+    pub address: SocketAddr,
+    /// `"up"` or `"down"`.
+    pub state: String,
+    /// Weight.
+    pub weight: u32,
+    /// Queries in flight.
+    pub outstanding: u64,
+    /// Queries sent since start.
+    pub queries: u64,
+    /// Failed queries since start.
+    pub failures: u64,
+}
+
+/// One listener in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ListenerStatus {
+    /// Listener name.
+    pub name: String,
+    /// Protocol.
+    pub protocol: String,
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Pool name.
+    pub pool: String,
+    /// Valid queries received.
+    pub queries: u64,
+    /// Answers relayed.
+    pub answers: u64,
+    /// SERVFAIL made by the balancer.
+    pub servfail: u64,
+    /// Messages dropped (all reasons).
+    pub dropped: u64,
+    /// Client connections open (TCP).
+    pub connections: u64,
+}

@@ -1,0 +1,502 @@
+//! The DNS-over-UDP frontend.
+//!
+//! One worker task per SO_REUSEPORT socket. A worker owns everything it
+//! touches — its listener socket, one connected upstream socket per backend
+//! (a kernel-chosen random port; being connected it only hears from that
+//! backend and learns of ICMP refusals) and its [`PendingTable`] — so the data
+//! path takes no lock. The loop reads client queries and backend answers,
+//! sleeps until the next deadline, and feeds everything through the pure
+//! helpers of [`crate::dns`] and [`crate::pending`].
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::SystemTime;
+
+use dnsha_core::{Backend, BackendId, FailureKind, InFlight, Millis, OnNoBackend, Transition};
+use hickory_proto::op::{Query, ResponseCode};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::io::{Interest, ReadBuf};
+use tokio::net::UdpSocket;
+
+use crate::accesslog::LogRecord;
+use crate::ctx::ListenerCtx;
+use crate::dns::{self, DropReason, QueryInfo, Verdict};
+use crate::metrics::inc;
+use crate::pending::{Key, PendingTable};
+use crate::sys::{self, PktInfo};
+
+/// Most queries one worker keeps in flight; more are dropped and counted.
+pub const MAX_PENDING_PER_WORKER: usize = 65_536;
+
+/// Drop upstream sockets of removed backends this often.
+const GC_INTERVAL_MS: u64 = 10_000;
+
+struct Upstream {
+    sock: UdpSocket,
+}
+
+struct Pending {
+    client: SocketAddr,
+    pktinfo: Option<PktInfo>,
+    info: QueryInfo,
+    query: Vec<u8>,
+    tried: Vec<BackendId>,
+    inflight: InFlight,
+    received: Millis,
+    received_wall: SystemTime,
+}
+
+enum Event {
+    Client(io::Result<(usize, SocketAddr, Option<PktInfo>)>),
+    Upstream(u32, io::Result<usize>),
+    Timer,
+    Stop,
+}
+
+/// Serves one UDP listener socket until `ctx.stop` is cancelled, then drains
+/// the queries in flight (each ends within the pool timeout × attempts).
+pub async fn serve(ctx: Arc<ListenerCtx>, socket: UdpSocket, pktinfo: bool) {
+    let mut w = Worker {
+        ctx,
+        socket,
+        pktinfo,
+        upstreams: HashMap::new(),
+        slots: HashMap::new(),
+        next_slot: 0,
+        pending: PendingTable::new(MAX_PENDING_PER_WORKER),
+        rng: StdRng::from_entropy(),
+        send_buf: Vec::with_capacity(dns::MAX_MESSAGE),
+        next_gc: Millis::now().plus(GC_INTERVAL_MS),
+    };
+    w.run().await;
+}
+
+struct Worker {
+    ctx: Arc<ListenerCtx>,
+    socket: UdpSocket,
+    pktinfo: bool,
+    upstreams: HashMap<u32, Upstream>,
+    slots: HashMap<BackendId, u32>,
+    next_slot: u32,
+    pending: PendingTable<Pending>,
+    rng: StdRng,
+    send_buf: Vec<u8>,
+    next_gc: Millis,
+}
+
+impl Worker {
+    async fn run(&mut self) {
+        let mut client_buf = vec![0u8; dns::MAX_MESSAGE];
+        let mut up_buf = vec![0u8; dns::MAX_MESSAGE];
+        let mut stopping = false;
+        loop {
+            if stopping && self.pending.is_empty() {
+                break;
+            }
+            let deadline = self
+                .pending
+                .next_deadline()
+                .map_or(self.next_gc, |d| d.min(self.next_gc));
+            let ev = {
+                let socket = &self.socket;
+                let pktinfo = self.pktinfo;
+                let client_buf = &mut client_buf;
+                let up_buf = &mut up_buf;
+                let upstreams = &self.upstreams;
+                let stop = &self.ctx.stop;
+                let recv_client = async move {
+                    if pktinfo {
+                        socket
+                            .async_io(Interest::READABLE, || {
+                                sys::recv_with_pktinfo(socket, &mut client_buf[..])
+                            })
+                            .await
+                    } else {
+                        socket
+                            .recv_from(&mut client_buf[..])
+                            .await
+                            .map(|(n, a)| (n, a, None))
+                    }
+                };
+                let recv_upstream = std::future::poll_fn(move |cx| {
+                    for (&slot, u) in upstreams {
+                        let mut rb = ReadBuf::new(&mut up_buf[..]);
+                        match u.sock.poll_recv(cx, &mut rb) {
+                            Poll::Ready(Ok(())) => {
+                                return Poll::Ready((slot, Ok(rb.filled().len())))
+                            }
+                            Poll::Ready(Err(e)) => return Poll::Ready((slot, Err(e))),
+                            Poll::Pending => {}
+                        }
+                    }
+                    Poll::Pending
+                });
+                let sleep = tokio::time::sleep_until(deadline.to_instant().into());
+                tokio::select! {
+                    biased;
+                    (slot, r) = recv_upstream => Event::Upstream(slot, r),
+                    r = recv_client, if !stopping => Event::Client(r),
+                    () = sleep => Event::Timer,
+                    () = stop.cancelled(), if !stopping => Event::Stop,
+                }
+            };
+            match ev {
+                Event::Client(Ok((n, src, info))) => {
+                    let now = Millis::now();
+                    if let Some(q) = client_buf.get(..n) {
+                        let q = q.to_vec();
+                        self.on_client(q, src, info, now).await;
+                    }
+                }
+                Event::Client(Err(e)) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
+                    }
+                }
+                Event::Upstream(slot, Ok(n)) => {
+                    let now = Millis::now();
+                    let answer = up_buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
+                    self.on_answer(slot, answer, now).await;
+                }
+                Event::Upstream(slot, Err(e)) => {
+                    let now = Millis::now();
+                    self.on_upstream_error(slot, &e, now).await;
+                }
+                Event::Timer => {
+                    let now = Millis::now();
+                    self.on_timer(now).await;
+                }
+                Event::Stop => {
+                    stopping = true;
+                }
+            }
+        }
+    }
+
+    async fn on_client(&mut self, query: Vec<u8>, src: SocketAddr, info: Option<PktInfo>, now: Millis) {
+        let shared = self.ctx.shared.load();
+        let m = &self.ctx.metrics;
+        if !shared.acl.allows(src.ip()) {
+            m.dropped(DropReason::Acl);
+            return;
+        }
+        match dns::classify_query(&query) {
+            Verdict::Drop(reason) => m.dropped(reason),
+            Verdict::Reply(bytes, reason) => {
+                m.dropped(reason);
+                self.send_client(&bytes, src, info).await;
+            }
+            Verdict::Forward(qi) => {
+                inc(&m.queries);
+                let Some(first) = shared.pool.snapshot().pick(&[], now) else {
+                    drop(shared);
+                    self.no_backend_first(qi, src, info, now).await;
+                    return;
+                };
+                let p = Pending {
+                    client: src,
+                    pktinfo: info,
+                    info: qi,
+                    query,
+                    tried: Vec::with_capacity(2),
+                    inflight: first,
+                    received: now,
+                    received_wall: SystemTime::now(),
+                };
+                drop(shared);
+                self.send_upstream(p, now).await;
+            }
+        }
+    }
+
+    /// Sends `p` to the backend held by `p.inflight`; on failure moves on.
+    async fn send_upstream(&mut self, mut p: Pending, now: Millis) {
+        loop {
+            let backend = Arc::clone(p.inflight.backend());
+            p.tried.push(backend.id());
+            let slot = match self.slot_for(&backend) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(backend = %backend.name(), error = %e, "cannot open upstream socket");
+                    match self.next_attempt(p, FailureKind::Refused, now) {
+                        Some(next) => {
+                            p = next;
+                            continue;
+                        }
+                        None => return,
+                    }
+                }
+            };
+            let timeout = self.ctx.shared.load().pool.snapshot().settings().timeout_ms;
+            let deadline = now.plus(timeout);
+            self.send_buf.clear();
+            self.send_buf.extend_from_slice(&p.query);
+            let id = match self.pending.insert(slot, p, deadline, &mut self.rng) {
+                Ok(id) => id,
+                Err(p) => {
+                    self.ctx.metrics.dropped(DropReason::Overload);
+                    drop(p);
+                    return;
+                }
+            };
+            dns::rewrite_id(&mut self.send_buf, id);
+            let sent = match self.upstreams.get(&slot) {
+                Some(u) => u.sock.send(&self.send_buf).await,
+                None => Err(io::Error::from(io::ErrorKind::NotFound)),
+            };
+            match sent {
+                Ok(_) => return,
+                Err(e) => {
+                    let kind = failure_kind(&e);
+                    let Some(back) = self.pending.remove((slot, id)) else {
+                        return;
+                    };
+                    match self.next_attempt(back, kind, now) {
+                        Some(next) => p = next,
+                        None => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a failed attempt; returns the query ready for its next attempt
+    /// (with a new backend picked), or answers/drops it when none is left.
+    fn next_attempt(&mut self, mut p: Pending, kind: FailureKind, now: Millis) -> Option<Pending> {
+        let shared = self.ctx.shared.load();
+        let backend = Arc::clone(p.inflight.backend());
+        if kind == FailureKind::Timeout {
+            inc(&self.ctx.metrics.timeouts);
+        }
+        if shared.pool.record_failure(&backend, kind, now) == Some(Transition::Down) {
+            tracing::warn!(
+                pool = %shared.pool.name(),
+                backend = %backend.name(),
+                reason = kind.as_str(),
+                failures = backend.consecutive_failures(),
+                "backend down: consecutive failures"
+            );
+        }
+        let snapshot = shared.pool.snapshot();
+        let attempts = p.tried.len();
+        if attempts <= snapshot.settings().retries as usize {
+            if let Some(next) = snapshot.pick(&p.tried, now) {
+                inc(&self.ctx.metrics.retries);
+                p.inflight = next;
+                return Some(p);
+            }
+        }
+        let on_no_backend = snapshot.settings().on_no_backend;
+        drop(shared);
+        self.give_up(p, on_no_backend);
+        None
+    }
+
+    fn give_up(&mut self, p: Pending, on_no_backend: OnNoBackend) {
+        let backend = Some(p.inflight.backend().address());
+        let bytes = match on_no_backend {
+            OnNoBackend::Servfail => {
+                inc(&self.ctx.metrics.servfail);
+                Some(dns::synth_reply(&p.info, ResponseCode::ServFail))
+            }
+            OnNoBackend::Drop => {
+                self.ctx.metrics.dropped(DropReason::NoBackend);
+                None
+            }
+        };
+        self.log(&p.info.question, p.client, backend, bytes.as_deref(), p.received, p.received_wall);
+        if let Some(b) = bytes {
+            self.try_send_client(&b, p.client, p.pktinfo);
+        }
+    }
+
+    async fn no_backend_first(&mut self, qi: QueryInfo, src: SocketAddr, info: Option<PktInfo>, now: Millis) {
+        let on_no_backend = self.ctx.shared.load().pool.snapshot().settings().on_no_backend;
+        let bytes = match on_no_backend {
+            OnNoBackend::Servfail => {
+                inc(&self.ctx.metrics.servfail);
+                Some(dns::synth_reply(&qi, ResponseCode::ServFail))
+            }
+            OnNoBackend::Drop => {
+                self.ctx.metrics.dropped(DropReason::NoBackend);
+                None
+            }
+        };
+        self.log(&qi.question, src, None, bytes.as_deref(), now, SystemTime::now());
+        if let Some(b) = bytes {
+            self.send_client(&b, src, info).await;
+        }
+    }
+
+    async fn on_answer(&mut self, slot: u32, mut answer: Vec<u8>, now: Millis) {
+        let m = &self.ctx.metrics;
+        let Some(ai) = dns::parse_answer(&answer) else {
+            m.dropped(DropReason::UnmatchedAnswer);
+            return;
+        };
+        let key: Key = (slot, ai.id);
+        match self.pending.get(key) {
+            None => {
+                m.dropped(DropReason::UnmatchedAnswer);
+                return;
+            }
+            Some(p) if !dns::answer_matches(&ai, &p.info.question) => {
+                m.dropped(DropReason::WrongQuestion);
+                return;
+            }
+            Some(_) => {}
+        }
+        let Some(p) = self.pending.remove(key) else {
+            return;
+        };
+        let backend = p.inflight.backend();
+        if backend.record_success() == Some(Transition::Up) {
+            tracing::info!(backend = %backend.name(), "backend up: answered a query");
+        }
+        inc(&m.answers);
+        dns::rewrite_id(&mut answer, p.info.id);
+        self.log(
+            &p.info.question,
+            p.client,
+            Some(backend.address()),
+            Some(&answer),
+            p.received,
+            p.received_wall,
+        );
+        let _ = now;
+        self.send_client(&answer, p.client, p.pktinfo).await;
+    }
+
+    async fn on_upstream_error(&mut self, slot: u32, e: &io::Error, now: Millis) {
+        let kind = failure_kind(e);
+        if kind != FailureKind::Refused {
+            tracing::debug!(error = %e, "upstream receive error");
+            return;
+        }
+        // ICMP port unreachable: every query pending on this socket is lost.
+        let lost = self.pending.drain_slot(slot);
+        for (_, p) in lost {
+            if let Some(next) = self.next_attempt(p, FailureKind::Refused, now) {
+                self.send_upstream(next, now).await;
+            }
+        }
+    }
+
+    async fn on_timer(&mut self, now: Millis) {
+        while let Some((_, p)) = self.pending.pop_expired(now) {
+            if let Some(next) = self.next_attempt(p, FailureKind::Timeout, now) {
+                self.send_upstream(next, now).await;
+            }
+        }
+        if now >= self.next_gc {
+            self.next_gc = now.plus(GC_INTERVAL_MS);
+            self.gc();
+        }
+    }
+
+    /// Closes upstream sockets of backends that left the pool.
+    fn gc(&mut self) {
+        let snapshot = self.ctx.shared.load().pool.snapshot();
+        let live: Vec<BackendId> = snapshot.backends().iter().map(|b| b.id()).collect();
+        let dead: Vec<(BackendId, u32)> = self
+            .slots
+            .iter()
+            .filter(|(id, _)| !live.contains(id))
+            .map(|(&id, &slot)| (id, slot))
+            .collect();
+        for (id, slot) in dead {
+            // keep sockets that still have queries in flight
+            if self.pending.slot_len(slot) == 0 {
+                self.slots.remove(&id);
+                self.upstreams.remove(&slot);
+            }
+        }
+    }
+
+    fn slot_for(&mut self, backend: &Arc<Backend>) -> io::Result<u32> {
+        if let Some(&s) = self.slots.get(&backend.id()) {
+            return Ok(s);
+        }
+        let std = crate::socket::connect_udp(backend.address())?;
+        let sock = UdpSocket::from_std(std)?;
+        let slot = self.next_slot;
+        self.next_slot = self.next_slot.wrapping_add(1);
+        self.upstreams.insert(
+            slot,
+            Upstream { sock },
+        );
+        self.slots.insert(backend.id(), slot);
+        Ok(slot)
+    }
+
+    async fn send_client(&self, bytes: &[u8], to: SocketAddr, info: Option<PktInfo>) {
+        let from = info.map(|i| PktInfo { ifindex: 0, ..i });
+        let r = if self.pktinfo {
+            self.socket
+                .async_io(Interest::WRITABLE, || {
+                    sys::send_with_pktinfo(&self.socket, bytes, to, from)
+                })
+                .await
+        } else {
+            self.socket.send_to(bytes, to).await
+        };
+        if let Err(e) = r {
+            tracing::debug!(client = %to, error = %e, "udp send to client failed");
+        }
+    }
+
+    fn try_send_client(&self, bytes: &[u8], to: SocketAddr, info: Option<PktInfo>) {
+        let from = info.map(|i| PktInfo { ifindex: 0, ..i });
+        let r = if self.pktinfo {
+            self.socket.try_io(Interest::WRITABLE, || {
+                sys::send_with_pktinfo(&self.socket, bytes, to, from)
+            })
+        } else {
+            self.socket.try_send_to(bytes, to)
+        };
+        if let Err(e) = r {
+            tracing::debug!(client = %to, error = %e, "udp send to client failed");
+        }
+    }
+
+    fn log(
+        &self,
+        question: &Query,
+        client: SocketAddr,
+        backend: Option<SocketAddr>,
+        sent: Option<&[u8]>,
+        received: Millis,
+        wall: SystemTime,
+    ) {
+        let shared = self.ctx.shared.load();
+        let Some(log) = &shared.access_log else {
+            return;
+        };
+        log.log(LogRecord {
+            time: wall,
+            client,
+            backend,
+            protocol: "UDP",
+            rcode: sent
+                .and_then(dns::rcode_of)
+                .map_or_else(|| "-".to_string(), |r| r.to_str().to_string()),
+            duration: Millis::now().since(received),
+            qname: question.name().to_ascii(),
+            qtype: question.query_type().to_string(),
+        });
+    }
+}
+
+fn failure_kind(e: &io::Error) -> FailureKind {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable => FailureKind::Refused,
+        _ => FailureKind::Closed,
+    }
+}
