@@ -105,7 +105,7 @@ fn silent_backend_costs_one_timeout_then_is_skipped() {
         &[("hole", hole.addr(), 1), ("b", n2.addr(), 1)],
     );
     let mut d = Dnsha::start(bin(), &cfg);
-    d.wait_udp(listen);
+    d.wait_tcp(listen);
     let mut slow = 0;
     for _ in 0..20 {
         let t = Instant::now();

@@ -37,7 +37,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// at stop run until either side closes or they go idle.
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener) {
     let limiter = Arc::new(ConnLimiter::new());
-    info!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "tcp passthrough listener started");
+    debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "tcp passthrough listener started");
     loop {
         let accepted = tokio::select! {
             () = ctx.stop.cancelled() => break,

@@ -26,7 +26,7 @@ pub const ZONE: &str = "example.test.";
 
 /// How many TXT records `big.example.test.` has (100 characters each), so
 /// that its answer is well over 512 bytes and is truncated over plain UDP.
-pub const BIG_TXT_RECORDS: usize = 40;
+pub const BIG_TXT_RECORDS: usize = 20;
 
 /// How long [`Nsd::start`] waits for NSD to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -261,6 +261,7 @@ fn config(dir: &Path, addr: SocketAddr) -> String {
     logfile: "{dir}/nsd.log"
     server-count: 1
     rrl-ratelimit: 0
+    ipv4-edns-size: 4096
     verbosity: 1
     hide-version: yes
 
