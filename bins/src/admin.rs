@@ -77,18 +77,30 @@ fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>>
 /// Routes one request.
 pub fn handle(server: &Server, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
     }
     match req.uri().path() {
         "/status" => match serde_json::to_string(&server.status()) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
-            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
         },
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             server.prometheus(),
         ),
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "try /status or /metrics\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /status or /metrics\n".into(),
+        ),
     }
 }

@@ -76,7 +76,12 @@ pub async fn serve(
             return ExitCode::FAILURE;
         }
     };
-    let mut admin = match crate::admin::start(cfg.admin.as_ref().map(|a| a.listen), Arc::clone(&server)).await {
+    let mut admin = match crate::admin::start(
+        cfg.admin.as_ref().map(|a| a.listen),
+        Arc::clone(&server),
+    )
+    .await
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "cannot start admin endpoint");
@@ -147,7 +152,10 @@ pub async fn serve(
             }
         }
     }
-    tracing::info!(grace_ms = grace.as_millis() as u64, "stopping: finishing queries in flight");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "stopping: finishing queries in flight"
+    );
     admin.stop();
     let drained = server.shutdown(grace).await;
     if drained {

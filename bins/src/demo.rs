@@ -48,7 +48,12 @@ address = "{B2}"
 "#;
 
 /// The demo configuration for these addresses.
-pub fn config_text(listen: SocketAddr, admin: SocketAddr, b1: SocketAddr, b2: SocketAddr) -> String {
+pub fn config_text(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    b1: SocketAddr,
+    b2: SocketAddr,
+) -> String {
     DEMO_CONFIG
         .replace("{LISTEN}", &listen.to_string())
         .replace("{ADMIN}", &admin.to_string())
@@ -125,9 +130,17 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
                         }
                     };
                     if let Some(b) = backends.get_mut(idx) {
-                        let r = if *cmd == "stop" { b.stop().await } else { b.restart().await };
+                        let r = if *cmd == "stop" {
+                            b.stop().await
+                        } else {
+                            b.restart().await
+                        };
                         match r {
-                            Ok(()) => println!("demo-{}: {}", idx + 1, if *cmd == "stop" { "stopped" } else { "started" }),
+                            Ok(()) => println!(
+                                "demo-{}: {}",
+                                idx + 1,
+                                if *cmd == "stop" { "stopped" } else { "started" }
+                            ),
                             Err(e) => println!("demo-{}: {e}", idx + 1),
                         }
                     }

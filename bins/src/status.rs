@@ -66,7 +66,15 @@ pub fn render(st: &Status) -> String {
     let _ = writeln!(
         out,
         "{:<16} {:<16} {:<24} {:<16} {:>10} {:>10} {:>9} {:>8} {:>6}",
-        "Listener", "Protocol", "Address", "Pool", "Queries", "Answers", "Servfail", "Dropped", "Conns"
+        "Listener",
+        "Protocol",
+        "Address",
+        "Pool",
+        "Queries",
+        "Answers",
+        "Servfail",
+        "Dropped",
+        "Conns"
     );
     for l in &st.listeners {
         let _ = writeln!(

@@ -1,5 +1,7 @@
 //! The daemon in front of real NSD servers: balancing, failover, reload.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -29,7 +31,12 @@ fn round_robin_alternates_over_udp_and_tcp() {
     init_tracing();
     let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
     let (listen, admin) = (free_addr(), free_addr());
-    let cfg = config(listen, admin, "policy = \"rr\"", &[("a", n1.addr(), 1), ("b", n2.addr(), 1)]);
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"rr\"",
+        &[("a", n1.addr(), 1), ("b", n2.addr(), 1)],
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_udp(listen);
     d.wait_tcp(listen);
@@ -44,9 +51,22 @@ fn round_robin_alternates_over_udp_and_tcp() {
     // dig, as an operator would.
     let port = listen.port().to_string();
     let out = dig(&["@127.0.0.1", "-p", &port, "www.example.test", "+short"]);
-    assert!(out.trim() == "10.0.0.1" || out.trim() == "10.0.0.2", "{out}");
-    let out = dig(&["@127.0.0.1", "-p", &port, "www.example.test", "+short", "+tcp"]);
-    assert!(out.trim() == "10.0.0.1" || out.trim() == "10.0.0.2", "{out}");
+    assert!(
+        out.trim() == "10.0.0.1" || out.trim() == "10.0.0.2",
+        "{out}"
+    );
+    let out = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        "www.example.test",
+        "+short",
+        "+tcp",
+    ]);
+    assert!(
+        out.trim() == "10.0.0.1" || out.trim() == "10.0.0.2",
+        "{out}"
+    );
     assert_eq!(outstanding_total(admin), 0);
 }
 
@@ -55,7 +75,12 @@ fn weighted_round_robin_three_to_one() {
     init_tracing();
     let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
     let (listen, admin) = (free_addr(), free_addr());
-    let cfg = config(listen, admin, "policy = \"wrr\"", &[("a", n1.addr(), 3), ("b", n2.addr(), 1)]);
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"wrr\"",
+        &[("a", n1.addr(), 3), ("b", n2.addr(), 1)],
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_udp(listen);
     // wait_udp itself sent queries; count from a fresh cycle boundary by
@@ -73,7 +98,12 @@ fn killed_backend_costs_no_failed_query() {
     init_tracing();
     let (mut n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
     let (listen, admin) = (free_addr(), free_addr());
-    let cfg = config(listen, admin, "policy = \"rr\"\ntimeout_ms = 500", &[("a", n1.addr(), 1), ("b", n2.addr(), 1)]);
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"rr\"\ntimeout_ms = 500",
+        &[("a", n1.addr(), 1), ("b", n2.addr(), 1)],
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_udp(listen);
     d.wait_tcp(listen);
@@ -84,7 +114,11 @@ fn killed_backend_costs_no_failed_query() {
         assert_eq!(who_tcp(listen), ip(2), "tcp query {i}");
     }
     // ICMP refusals and TCP resets are retried at once, not after a timeout.
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     let st = status(admin);
     let a = &st["pools"][0]["backends"][0];
     assert_eq!(a["name"], "a");
@@ -115,7 +149,11 @@ fn silent_backend_costs_one_timeout_then_is_skipped() {
         }
     }
     assert!(slow <= 1, "{slow} queries waited for the silent backend");
-    assert!(hole.datagrams() <= 1, "silent backend got {} queries", hole.datagrams());
+    assert!(
+        hole.datagrams() <= 1,
+        "silent backend got {} queries",
+        hole.datagrams()
+    );
     assert!(metric(admin, "dnsha_timeouts_total{listener=\"udp\"") <= 1);
 }
 
@@ -135,12 +173,27 @@ fn all_backends_down_gives_servfail_or_drop() {
     drop(d);
 
     let (listen, admin) = (free_addr(), free_addr());
-    let cfg = config(listen, admin, "timeout_ms = 200\non_no_backend = \"drop\"", &[("dead", dead, 1)]);
+    let cfg = config(
+        listen,
+        admin,
+        "timeout_ms = 200\non_no_backend = \"drop\"",
+        &[("dead", dead, 1)],
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_tcp(listen);
-    let r = query_udp(listen, "www.example.test.", RecordType::A, Duration::from_secs(1));
+    let r = query_udp(
+        listen,
+        "www.example.test.",
+        RecordType::A,
+        Duration::from_secs(1),
+    );
     assert!(r.is_err(), "{r:?}");
-    assert!(metric(admin, "dnsha_dropped_total{listener=\"udp\",protocol=\"udp\",reason=\"no_backend\"}") >= 1);
+    assert!(
+        metric(
+            admin,
+            "dnsha_dropped_total{listener=\"udp\",protocol=\"udp\",reason=\"no_backend\"}"
+        ) >= 1
+    );
 }
 
 #[test]
@@ -161,14 +214,37 @@ fn truncated_answers_pass_through_and_edns_payload_intact() {
     assert_eq!(txt_strings(&m).len(), BIG_TXT_RECORDS);
     // With EDNS 4096 the full answer comes over UDP, byte for byte as NSD sends it.
     let port = listen.port().to_string();
-    let via = dig(&["@127.0.0.1", "-p", &port, "big.example.test", "TXT", "+bufsize=4096", "+ignore"]);
+    let via = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &port,
+        "big.example.test",
+        "TXT",
+        "+bufsize=4096",
+        "+ignore",
+    ]);
     assert!(!via.contains(" tc "), "{via}");
     assert!(via.contains("MSG SIZE  rcvd:"), "{via}");
     let direct_port = n1.addr().port().to_string();
-    let direct = dig(&["@127.0.0.1", "-p", &direct_port, "big.example.test", "TXT", "+bufsize=4096", "+ignore"]);
-    let size = |s: &str| s.lines().find(|l| l.contains("MSG SIZE")).map(str::to_string);
+    let direct = dig(&[
+        "@127.0.0.1",
+        "-p",
+        &direct_port,
+        "big.example.test",
+        "TXT",
+        "+bufsize=4096",
+        "+ignore",
+    ]);
+    let size = |s: &str| {
+        s.lines()
+            .find(|l| l.contains("MSG SIZE"))
+            .map(str::to_string)
+    };
     assert_eq!(size(&via), size(&direct));
-    assert!(via.contains("udp: 1232") || via.contains("udp: 4096") || via.contains("udp:"), "{via}");
+    assert!(
+        via.contains("udp: 1232") || via.contains("udp: 4096") || via.contains("udp:"),
+        "{via}"
+    );
 }
 
 #[test]
@@ -190,7 +266,9 @@ fn wildcard_listener_answers_from_the_destination_address() {
         let q = build_query("www.example.test.", RecordType::A).unwrap();
         s.send(&q.to_vec().unwrap()).unwrap();
         let mut buf = [0u8; 512];
-        let (n, from) = s.recv_from(&mut buf).expect("answer from the queried address");
+        let (n, from) = s
+            .recv_from(&mut buf)
+            .expect("answer from the queried address");
         assert_eq!(from, dst);
         let m = Message::from_vec(&buf[..n]).unwrap();
         assert_eq!(m.id(), q.id());
@@ -203,8 +281,18 @@ fn reload_adds_and_removes_backends_under_load_without_failures() {
     init_tracing();
     let (n1, n2, n3) = (Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3)));
     let (listen, admin) = (free_addr(), free_addr());
-    let before = config(listen, admin, "", &[("a", n1.addr(), 1), ("b", n2.addr(), 1)]);
-    let after = config(listen, admin, "", &[("b", n2.addr(), 1), ("c", n3.addr(), 1)]);
+    let before = config(
+        listen,
+        admin,
+        "",
+        &[("a", n1.addr(), 1), ("b", n2.addr(), 1)],
+    );
+    let after = config(
+        listen,
+        admin,
+        "",
+        &[("b", n2.addr(), 1), ("c", n3.addr(), 1)],
+    );
     let mut d = Dnsha::start(bin(), &before);
     d.wait_udp(listen);
     d.wait_tcp(listen);
@@ -235,12 +323,20 @@ fn reload_adds_and_removes_backends_under_load_without_failures() {
     std::thread::sleep(Duration::from_millis(500));
     d.rewrite_config(&after);
     d.signal(Signal::SIGHUP).unwrap();
-    assert!(d.wait_log("configuration reloaded", Duration::from_secs(5)), "{}", d.log());
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
     std::thread::sleep(Duration::from_millis(500));
     // A bad config is refused and the running one stays.
     d.rewrite_config("[[pool]]\nname = 1\n");
     d.signal(Signal::SIGHUP).unwrap();
-    assert!(d.wait_log("reload refused", Duration::from_secs(5)), "{}", d.log());
+    assert!(
+        d.wait_log("reload refused", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     for t in load {
@@ -252,13 +348,20 @@ fn reload_adds_and_removes_backends_under_load_without_failures() {
     assert!(seen.contains(&ip(3)), "{seen:?}");
     assert!(!seen.contains(&ip(1)), "{seen:?}");
     let st = status(admin);
-    let names: Vec<_> = st["pools"][0]["backends"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> = st["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, ["b", "c"]);
     // b kept its counters across the reload
     assert!(st["pools"][0]["backends"][0]["queries"].as_u64().unwrap() > 10);
     assert_eq!(outstanding_total(admin), 0);
     d.signal(Signal::SIGTERM).unwrap();
-    let status = d.wait_exit(Duration::from_secs(5)).expect("exit after SIGTERM");
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit after SIGTERM");
     assert!(status.success(), "{status:?}");
 }
 
@@ -270,13 +373,28 @@ fn sigterm_finishes_queries_in_flight() {
     let (listen, admin) = (free_addr(), free_addr());
     // The first attempt goes to the silent backend: the query is in flight
     // for 800 ms, then retried on NSD.
-    let cfg = config(listen, admin, "policy = \"first\"\ntimeout_ms = 800", &[("hole", hole.addr(), 1), ("b", n2.addr(), 1)]);
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"first\"\ntimeout_ms = 800",
+        &[("hole", hole.addr(), 1), ("b", n2.addr(), 1)],
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_tcp(listen);
-    let q = std::thread::spawn(move || query_udp(listen, "www.example.test.", RecordType::A, Duration::from_secs(5)));
+    let q = std::thread::spawn(move || {
+        query_udp(
+            listen,
+            "www.example.test.",
+            RecordType::A,
+            Duration::from_secs(5),
+        )
+    });
     std::thread::sleep(Duration::from_millis(200));
     d.signal(Signal::SIGTERM).unwrap();
-    let answer = q.join().unwrap().expect("in-flight query answered during shutdown");
+    let answer = q
+        .join()
+        .unwrap()
+        .expect("in-flight query answered during shutdown");
     assert_eq!(a_record(&answer), Some(ip(2)));
     let status = d.wait_exit(Duration::from_secs(5)).expect("exit");
     assert!(status.success());

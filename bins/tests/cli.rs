@@ -1,5 +1,7 @@
 //! The command line: check, status, demo, access log.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
@@ -13,7 +15,11 @@ fn check(toml: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dnsha.toml");
     std::fs::write(&path, toml).unwrap();
-    let out = Command::new(bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).replace(&path.display().to_string(), "FILE");
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
     (out.status.success(), stdout, stderr)
@@ -81,23 +87,46 @@ fn status_command_prints_a_table() {
     init_tracing();
     let n1 = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
     let (listen, admin) = (free_addr(), free_addr());
-    let mut d = Dnsha::start(bin(), &config(listen, admin, "policy = \"lc\"", &[("coredns-001", n1.addr(), 2)]));
+    let mut d = Dnsha::start(
+        bin(),
+        &config(
+            listen,
+            admin,
+            "policy = \"lc\"",
+            &[("coredns-001", n1.addr(), 2)],
+        ),
+    );
     d.wait_udp(listen);
-    let out = Command::new(bin()).args(["status", "--admin", &admin.to_string()]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("p lc"), "{text}");
-    let row = text.lines().find(|l| l.contains("coredns-001")).expect(&text);
-    assert!(row.contains(&n1.addr().to_string()) && row.contains(" up "), "{row}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("coredns-001"))
+        .expect(&text);
+    assert!(
+        row.contains(&n1.addr().to_string()) && row.contains(" up "),
+        "{row}"
+    );
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[4], "2", "weight column: {row}");
     assert!(text.contains("udp") && text.contains("tcp"), "{text}");
     // /metrics has per-listener and per-backend series.
     let metrics = http_get(admin, "/metrics");
-    assert!(metrics.contains("dnsha_backend_up{pool=\"p\",backend=\"coredns-001\""), "{metrics}");
+    assert!(
+        metrics.contains("dnsha_backend_up{pool=\"p\",backend=\"coredns-001\""),
+        "{metrics}"
+    );
     assert!(metrics.contains("dnsha_queries_total{listener=\"udp\",protocol=\"udp\"}"));
     // An unreachable admin is a clear error.
-    let out = Command::new(bin()).args(["status", "--admin", &free_addr().to_string()]).output().unwrap();
+    let out = Command::new(bin())
+        .args(["status", "--admin", &free_addr().to_string()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
 }
@@ -110,7 +139,10 @@ fn access_log_lines_and_reopen_on_sigusr1() {
     let log = dir.path().join("access.log");
     let (listen, admin) = (free_addr(), free_addr());
     let extra = format!("access_log = \"{}\"", log.display());
-    let mut d = Dnsha::start(bin(), &config_with(listen, admin, &extra, "", &[("a", n1.addr(), 1)]));
+    let mut d = Dnsha::start(
+        bin(),
+        &config_with(listen, admin, &extra, "", &[("a", n1.addr(), 1)]),
+    );
     d.wait_udp(listen);
     d.wait_tcp(listen);
     query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
@@ -118,14 +150,21 @@ fn access_log_lines_and_reopen_on_sigusr1() {
     let wait_for = |path: &std::path::Path, needle: &str| {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(5) {
-            if std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
+            if std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains(needle)
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         false
     };
-    assert!(wait_for(&log, " TCP NOERROR "), "{:?}", std::fs::read_to_string(&log));
+    assert!(
+        wait_for(&log, " TCP NOERROR "),
+        "{:?}",
+        std::fs::read_to_string(&log)
+    );
     let text = std::fs::read_to_string(&log).unwrap();
     let line = text.lines().find(|l| l.contains(" UDP ")).expect(&text);
     let f: Vec<&str> = line.split(' ').collect();
@@ -144,8 +183,13 @@ fn access_log_lines_and_reopen_on_sigusr1() {
     assert!(d.wait_log("reopening access logs", Duration::from_secs(3)));
     std::thread::sleep(Duration::from_millis(200));
     query_udp(listen, "new.example.test.", RecordType::A, T).unwrap();
-    assert!(wait_for(&log, "new.example.test."), "no line in the reopened file");
-    assert!(!std::fs::read_to_string(&rotated).unwrap().contains("new.example.test."));
+    assert!(
+        wait_for(&log, "new.example.test."),
+        "no line in the reopened file"
+    );
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("new.example.test."));
 }
 
 #[test]
@@ -153,16 +197,26 @@ fn demo_balances_and_fails_over() {
     init_tracing();
     let (listen, admin) = (free_addr(), free_addr());
     let mut child = Command::new(bin())
-        .args(["demo", "--listen", &listen.to_string(), "--admin", &admin.to_string()])
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_udp(listen, Duration::from_secs(10)).expect("demo listening");
-    let who = || a_record(&query_udp(listen, "www.example.test.", RecordType::A, T).unwrap()).unwrap();
+    let who =
+        || a_record(&query_udp(listen, "www.example.test.", RecordType::A, T).unwrap()).unwrap();
     let seen: Vec<Ipv4Addr> = (0..4).map(|_| who()).collect();
-    assert!(seen.contains(&Ipv4Addr::new(192, 0, 2, 1)) && seen.contains(&Ipv4Addr::new(192, 0, 2, 2)), "{seen:?}");
+    assert!(
+        seen.contains(&Ipv4Addr::new(192, 0, 2, 1)) && seen.contains(&Ipv4Addr::new(192, 0, 2, 2)),
+        "{seen:?}"
+    );
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "stop 1").unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -181,6 +235,13 @@ fn demo_balances_and_fails_over() {
     }
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(out.contains(&format!("dig @{} -p {} www.example.test", listen.ip(), listen.port())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "dig @{} -p {} www.example.test",
+            listen.ip(),
+            listen.port()
+        )),
+        "{out}"
+    );
     assert!(out.contains("stop 1"));
 }

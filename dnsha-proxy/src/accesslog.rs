@@ -59,7 +59,11 @@ impl std::fmt::Debug for Msg {
 
 impl AccessLog {
     /// Starts the writer task (needs a Tokio runtime).
-    pub fn start(target: AccessLogTarget, format: LogFormat, metrics: Arc<ListenerMetrics>) -> Self {
+    pub fn start(
+        target: AccessLogTarget,
+        format: LogFormat,
+        metrics: Arc<ListenerMetrics>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(8192);
         tokio::spawn(writer(target, format, rx));
         Self { tx, metrics }
@@ -153,10 +157,11 @@ async fn writer(target: AccessLogTarget, format: LogFormat, mut rx: mpsc::Receiv
 /// Formats one record as a line (with its newline).
 pub fn format_record(r: &LogRecord, format: LogFormat, out: &mut String) {
     let secs = r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let millis = r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_millis());
-    let backend = r
-        .backend
-        .map_or_else(|| "-".to_string(), |b| b.to_string());
+    let millis = r
+        .time
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let backend = r.backend.map_or_else(|| "-".to_string(), |b| b.to_string());
     let dur = r.duration.as_secs_f64();
     match format {
         LogFormat::Text => {

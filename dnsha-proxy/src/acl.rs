@@ -34,7 +34,16 @@ mod tests {
     #[test]
     fn default_allows_private_and_refuses_public() {
         let acl = Acl::new(default_allow());
-        for ok in ["127.0.0.1", "10.1.2.3", "172.31.0.1", "192.168.3.1", "100.64.0.9", "::1", "fd00::1", "::ffff:192.168.1.1"] {
+        for ok in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.31.0.1",
+            "192.168.3.1",
+            "100.64.0.9",
+            "::1",
+            "fd00::1",
+            "::ffff:192.168.1.1",
+        ] {
             assert!(acl.allows(ok.parse().unwrap()), "{ok}");
         }
         for no in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {

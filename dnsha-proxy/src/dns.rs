@@ -131,9 +131,7 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
     let records = usize::from(header.answer_count())
         + usize::from(header.name_server_count())
         + usize::from(header.additional_count());
-    if header.query_count() != 1
-        || body < MIN_QUESTION + records * MIN_RR
-    {
+    if header.query_count() != 1 || body < MIN_QUESTION + records * MIN_RR {
         return Verdict::Reply(
             header_only_reply(&header, ResponseCode::FormErr),
             DropReason::Malformed,
@@ -225,6 +223,33 @@ pub fn rcode_of(buf: &[u8]) -> Option<ResponseCode> {
     Header::read(&mut dec).ok().map(|h| h.response_code())
 }
 
+/// The mnemonic of a response code as dig prints it (`NOERROR`, `SERVFAIL`, ...).
+pub fn rcode_name(rcode: ResponseCode) -> std::borrow::Cow<'static, str> {
+    let name = match u16::from(rcode) {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        6 => "YXDOMAIN",
+        7 => "YXRRSET",
+        8 => "NXRRSET",
+        9 => "NOTAUTH",
+        10 => "NOTZONE",
+        16 => "BADVERS",
+        n => return format!("RCODE{n}").into(),
+    };
+    name.into()
+}
+
+/// What the access log shows for the message sent to a client: the rcode
+/// mnemonic, or `-` when nothing was sent.
+pub fn rcode_label(sent: Option<&[u8]>) -> String {
+    sent.and_then(rcode_of)
+        .map_or_else(|| "-".to_string(), |r| rcode_name(r).into_owned())
+}
+
 fn header_only_reply(query: &Header, rcode: ResponseCode) -> Vec<u8> {
     let mut h = Header::response_from_request(query);
     h.set_response_code(rcode)
@@ -305,11 +330,17 @@ mod tests {
     #[test]
     fn edns_query_forwards() {
         let mut m = Message::new();
-        m.add_query(Query::query(Name::from_ascii("a.test.").unwrap(), RecordType::A));
+        m.add_query(Query::query(
+            Name::from_ascii("a.test.").unwrap(),
+            RecordType::A,
+        ));
         let mut edns = hickory_proto::op::Edns::new();
         edns.set_max_payload(4096);
         m.set_edns(edns);
-        assert!(matches!(classify_query(&m.to_vec().unwrap()), Verdict::Forward(_)));
+        assert!(matches!(
+            classify_query(&m.to_vec().unwrap()),
+            Verdict::Forward(_)
+        ));
     }
 
     #[test]
@@ -356,7 +387,11 @@ mod tests {
             let mut q = header.to_vec();
             q.extend_from_slice(name);
             q.extend_from_slice(&[0, 1, 0, 1]);
-            assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr, "{name:02x?}");
+            assert_eq!(
+                reply_rcode(classify_query(&q)),
+                ResponseCode::FormErr,
+                "{name:02x?}"
+            );
         }
     }
 
@@ -397,7 +432,9 @@ mod tests {
     #[test]
     fn id_rewrite_and_answer_match() {
         let mut q = query("WwW.Example.Test.");
-        let Verdict::Forward(info) = classify_query(&q) else { panic!() };
+        let Verdict::Forward(info) = classify_query(&q) else {
+            panic!()
+        };
         rewrite_id(&mut q, 0xBEEF);
         assert_eq!(message_id(&q), Some(0xBEEF));
         let mut ans = Message::from_vec(&q).unwrap();
@@ -406,7 +443,10 @@ mod tests {
         let a = parse_answer(&bytes).unwrap();
         assert_eq!(a.id, 0xBEEF);
         // case-insensitive question match
-        let other = Query::query(Name::from_ascii("www.example.test.").unwrap(), RecordType::A);
+        let other = Query::query(
+            Name::from_ascii("www.example.test.").unwrap(),
+            RecordType::A,
+        );
         assert!(answer_matches(&a, &other));
         assert!(answer_matches(&a, &info.question));
         let wrong = Query::query(Name::from_ascii("x.test.").unwrap(), RecordType::A);
@@ -417,9 +457,20 @@ mod tests {
     }
 
     #[test]
+    fn rcode_names_as_dig_prints_them() {
+        assert_eq!(rcode_name(ResponseCode::NoError), "NOERROR");
+        assert_eq!(rcode_name(ResponseCode::ServFail), "SERVFAIL");
+        assert_eq!(rcode_name(ResponseCode::NXDomain), "NXDOMAIN");
+        assert_eq!(rcode_name(ResponseCode::Unknown(3000)), "RCODE3000");
+        assert_eq!(rcode_label(None), "-");
+    }
+
+    #[test]
     fn synthesized_servfail_keeps_id_and_question() {
         let q = query("a.test.");
-        let Verdict::Forward(info) = classify_query(&q) else { panic!() };
+        let Verdict::Forward(info) = classify_query(&q) else {
+            panic!()
+        };
         let m = Message::from_vec(&synth_reply(&info, ResponseCode::ServFail)).unwrap();
         assert_eq!(m.id(), 0x1234);
         assert_eq!(m.response_code(), ResponseCode::ServFail);

@@ -2,7 +2,7 @@
 //! or HAProxy `mode tcp`. Each client connection goes to one backend chosen
 //! by the pool's policy, and bytes are copied both ways untouched.
 //!
-//! The connection holds its backend's [`InFlight`](dnsha_core::InFlight)
+//! The connection holds its backend's [`InFlight`]
 //! guard for its whole life, so `lc` balances open connections. A backend
 //! that refuses or does not accept within the pool timeout is marked with a
 //! failure and the next one is tried (up to the pool's `retries`). A

@@ -153,7 +153,12 @@ impl<T> PendingTable<T> {
     /// Removes every query pending on `slot` (its socket reported an ICMP
     /// refusal, so all of them are lost).
     pub fn drain_slot(&mut self, slot: u32) -> Vec<(Key, T)> {
-        let keys: Vec<Key> = self.entries.keys().filter(|k| k.0 == slot).copied().collect();
+        let keys: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|k| k.0 == slot)
+            .copied()
+            .collect();
         keys.into_iter()
             .filter_map(|k| self.remove(k).map(|v| (k, v)))
             .collect()

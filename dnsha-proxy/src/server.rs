@@ -108,7 +108,9 @@ impl Server {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn shared_for(
@@ -219,7 +221,12 @@ impl Server {
                 }
                 Some(p) => {
                     // New policy: new pool, same backend objects where kept.
-                    let merged = Pool::new(pc.name.clone(), pc.policy, pc.settings.clone(), p.snapshot().backends().to_vec());
+                    let merged = Pool::new(
+                        pc.name.clone(),
+                        pc.policy,
+                        pc.settings.clone(),
+                        p.snapshot().backends().to_vec(),
+                    );
                     merged.update(
                         pc.settings.clone(),
                         pc.backends
@@ -245,15 +252,17 @@ impl Server {
         let mut keep: Vec<(usize, ListenerShared)> = Vec::new();
         let mut started = Vec::new();
         for l in &config.listeners {
-            let existing = st
-                .listeners
-                .iter()
-                .position(|r| same_sockets(&r.config, l));
+            let existing = st.listeners.iter().position(|r| same_sockets(&r.config, l));
             match existing {
                 Some(i) => {
                     let r = &st.listeners[i];
                     let old = r.ctx.shared.load();
-                    match self.shared_for(l, &pools, &r.ctx.metrics, Some((&r.config, &old.access_log))) {
+                    match self.shared_for(
+                        l,
+                        &pools,
+                        &r.ctx.metrics,
+                        Some((&r.config, &old.access_log)),
+                    ) {
                         Ok(s) => keep.push((i, s)),
                         Err(e) => {
                             for r in started {
@@ -397,7 +406,9 @@ impl Server {
         let st = self.lock();
         let mut out = String::with_capacity(4096);
         let mut series = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
-            out.push_str(&format!("# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} {kind}\n"));
+            out.push_str(&format!(
+                "# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} {kind}\n"
+            ));
             for (labels, v) in rows {
                 out.push_str(&format!("dnsha_{name}{{{labels}}} {v}\n"));
             }
@@ -411,24 +422,51 @@ impl Server {
         };
         type Pick = fn(&ListenerMetrics) -> u64;
         let listener_counters: [(&str, &str, Pick); 9] = [
-            ("queries_total", "Valid queries received.", |m| get(&m.queries)),
-            ("answers_total", "Backend answers relayed to clients.", |m| get(&m.answers)),
-            ("servfail_total", "SERVFAIL answers made by the balancer.", |m| get(&m.servfail)),
-            ("refused_total", "REFUSED answers made by the balancer (ACL).", |m| get(&m.refused)),
-            ("retries_total", "Queries re-sent to another backend.", |m| get(&m.retries)),
-            ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
-            ("connections_total", "Client connections accepted.", |m| get(&m.connections_total)),
-            ("connections_refused_total", "Client connections refused by limits.", |m| {
-                get(&m.connections_refused)
+            ("queries_total", "Valid queries received.", |m| {
+                get(&m.queries)
             }),
-            ("access_log_dropped_total", "Access log lines lost.", |m| get(&m.log_dropped)),
+            (
+                "answers_total",
+                "Backend answers relayed to clients.",
+                |m| get(&m.answers),
+            ),
+            (
+                "servfail_total",
+                "SERVFAIL answers made by the balancer.",
+                |m| get(&m.servfail),
+            ),
+            (
+                "refused_total",
+                "REFUSED answers made by the balancer (ACL).",
+                |m| get(&m.refused),
+            ),
+            (
+                "retries_total",
+                "Queries re-sent to another backend.",
+                |m| get(&m.retries),
+            ),
+            ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
+            ("connections_total", "Client connections accepted.", |m| {
+                get(&m.connections_total)
+            }),
+            (
+                "connections_refused_total",
+                "Client connections refused by limits.",
+                |m| get(&m.connections_refused),
+            ),
+            ("access_log_dropped_total", "Access log lines lost.", |m| {
+                get(&m.log_dropped)
+            }),
         ];
         for (name, help, pick) in listener_counters {
             series(
                 name,
                 help,
                 "counter",
-                st.listeners.iter().map(|r| (ls(r), pick(&r.ctx.metrics))).collect(),
+                st.listeners
+                    .iter()
+                    .map(|r| (ls(r), pick(&r.ctx.metrics)))
+                    .collect(),
             );
         }
         series(
@@ -449,7 +487,12 @@ impl Server {
                 ));
             }
         }
-        series("dropped_total", "Messages dropped, by reason.", "counter", drops);
+        series(
+            "dropped_total",
+            "Messages dropped, by reason.",
+            "counter",
+            drops,
+        );
         let backends: Vec<(String, Arc<Backend>)> = st
             .pools
             .iter()
@@ -458,18 +501,53 @@ impl Server {
                 p.snapshot()
                     .backends()
                     .iter()
-                    .map(move |b| (format!("pool=\"{}\",backend=\"{}\",address=\"{}\"", name, b.name(), b.address()), Arc::clone(b)))
+                    .map(move |b| {
+                        (
+                            format!(
+                                "pool=\"{}\",backend=\"{}\",address=\"{}\"",
+                                name,
+                                b.name(),
+                                b.address()
+                            ),
+                            Arc::clone(b),
+                        )
+                    })
                     .collect::<Vec<_>>()
             })
             .collect();
         let rows = |f: fn(&Backend) -> u64| -> Vec<(String, u64)> {
             backends.iter().map(|(l, b)| (l.clone(), f(b))).collect()
         };
-        series("backend_up", "1 when the backend is up.", "gauge", rows(|b| u64::from(b.is_up())));
-        series("backend_outstanding", "Queries in flight to the backend.", "gauge", rows(Backend::outstanding));
-        series("backend_queries_total", "Queries sent to the backend.", "counter", rows(Backend::queries));
-        series("backend_failures_total", "Failed queries to the backend.", "counter", rows(Backend::failures));
-        series("backend_weight", "Configured weight.", "gauge", rows(|b| u64::from(b.weight())));
+        series(
+            "backend_up",
+            "1 when the backend is up.",
+            "gauge",
+            rows(|b| u64::from(b.is_up())),
+        );
+        series(
+            "backend_outstanding",
+            "Queries in flight to the backend.",
+            "gauge",
+            rows(Backend::outstanding),
+        );
+        series(
+            "backend_queries_total",
+            "Queries sent to the backend.",
+            "counter",
+            rows(Backend::queries),
+        );
+        series(
+            "backend_failures_total",
+            "Failed queries to the backend.",
+            "counter",
+            rows(Backend::failures),
+        );
+        series(
+            "backend_weight",
+            "Configured weight.",
+            "gauge",
+            rows(|b| u64::from(b.weight())),
+        );
         out.push_str(&format!(
             "# HELP dnsha_tcp_upstream_unmatched_total Backend TCP answers matching no query.\n# TYPE dnsha_tcp_upstream_unmatched_total counter\ndnsha_tcp_upstream_unmatched_total {}\n",
             self.tcp_upstreams.unmatched()

@@ -105,7 +105,13 @@ pub fn send_with_pktinfo(
                 },
                 ipi_addr: libc::in_addr { s_addr: 0 },
             };
-            sendmsg(s.as_raw_fd(), &iov, &[ControlMessage::Ipv4PacketInfo(&info)], flags, Some(&dest))
+            sendmsg(
+                s.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv4PacketInfo(&info)],
+                flags,
+                Some(&dest),
+            )
         }
         Some(PktInfo {
             dst: IpAddr::V6(src),
@@ -117,7 +123,13 @@ pub fn send_with_pktinfo(
                 },
                 ipi6_ifindex: ifindex,
             };
-            sendmsg(s.as_raw_fd(), &iov, &[ControlMessage::Ipv6PacketInfo(&info)], flags, Some(&dest))
+            sendmsg(
+                s.as_raw_fd(),
+                &iov,
+                &[ControlMessage::Ipv6PacketInfo(&info)],
+                flags,
+                Some(&dest),
+            )
         }
         _ => sendmsg(s.as_raw_fd(), &iov, &[], flags, Some(&dest)),
     };

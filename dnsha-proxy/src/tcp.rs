@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::accesslog::LogRecord;
 use crate::ctx::ListenerCtx;
 use crate::dns::{
-    classify_query, rcode_of, refused_for, rewrite_id, synth_reply, DropReason, QueryInfo, Verdict,
+    classify_query, refused_for, rewrite_id, synth_reply, DropReason, QueryInfo, Verdict,
     MAX_MESSAGE,
 };
 use crate::error::{Error, RetryType};
@@ -331,7 +331,8 @@ async fn connection(
     let mut reading = true;
     let mut last_activity = Instant::now();
     let mut msg_started: Option<Instant> = None;
-    let timer = tokio::time::sleep(FAR);
+    let far = Instant::now() + FAR;
+    let timer = tokio::time::sleep_until(far);
     tokio::pin!(timer);
     let close = loop {
         // Start every complete message, within the in-flight limit.
@@ -370,7 +371,7 @@ async fn connection(
             }
             None => None,
         };
-        let (at, why) = deadline.unwrap_or_else(|| (Instant::now() + FAR, Close::Done));
+        let (at, why) = deadline.unwrap_or((far, Close::Done));
         if timer.deadline() != at {
             timer.as_mut().reset(at);
         }
@@ -539,12 +540,9 @@ async fn forward(
             client: peer,
             backend: last_backend,
             protocol: "TCP",
-            rcode: reply
-                .as_deref()
-                .and_then(rcode_of)
-                .map_or_else(|| "-".to_string(), |r| r.to_string()),
+            rcode: crate::dns::rcode_label(reply.as_deref()),
             duration: started.elapsed(),
-            qname: info.question.name().to_string(),
+            qname: info.question.name().to_ascii(),
             qtype: info.question.query_type().to_string(),
         });
     }
@@ -1080,6 +1078,24 @@ mod tests {
                 .load(Ordering::Relaxed)
                 <= 16
         );
+    }
+
+    #[tokio::test]
+    async fn half_closed_client_still_gets_its_answers() {
+        let b = FakeBackend::start(1, Behavior::DelayAll(Duration::from_millis(50))).await;
+        let f = front("", "", &[b.addr]).await;
+        let mut c = TcpStream::connect(f.addr).await.unwrap();
+        for i in 0..3 {
+            send(&mut c, i, "half.test.").await;
+        }
+        c.shutdown().await.unwrap();
+        let mut ids: Vec<u16> = Vec::new();
+        for _ in 0..3 {
+            ids.push(recv(&mut c).await.id());
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, [0, 1, 2]);
+        closed_within(&mut c, Duration::from_secs(1)).await;
     }
 
     #[tokio::test]

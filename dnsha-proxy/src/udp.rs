@@ -177,7 +177,13 @@ impl Worker {
         }
     }
 
-    async fn on_client(&mut self, query: Vec<u8>, src: SocketAddr, info: Option<PktInfo>, now: Millis) {
+    async fn on_client(
+        &mut self,
+        query: Vec<u8>,
+        src: SocketAddr,
+        info: Option<PktInfo>,
+        now: Millis,
+    ) {
         let shared = self.ctx.shared.load();
         let m = &self.ctx.metrics;
         if !shared.acl.allows(src.ip()) {
@@ -308,14 +314,34 @@ impl Worker {
                 None
             }
         };
-        self.log(&p.info.question, p.client, backend, bytes.as_deref(), p.received, p.received_wall);
+        self.log(
+            &p.info.question,
+            p.client,
+            backend,
+            bytes.as_deref(),
+            p.received,
+            p.received_wall,
+        );
         if let Some(b) = bytes {
             self.try_send_client(&b, p.client, p.pktinfo);
         }
     }
 
-    async fn no_backend_first(&mut self, qi: QueryInfo, src: SocketAddr, info: Option<PktInfo>, now: Millis) {
-        let on_no_backend = self.ctx.shared.load().pool.snapshot().settings().on_no_backend;
+    async fn no_backend_first(
+        &mut self,
+        qi: QueryInfo,
+        src: SocketAddr,
+        info: Option<PktInfo>,
+        now: Millis,
+    ) {
+        let on_no_backend = self
+            .ctx
+            .shared
+            .load()
+            .pool
+            .snapshot()
+            .settings()
+            .on_no_backend;
         let bytes = match on_no_backend {
             OnNoBackend::Servfail => {
                 inc(&self.ctx.metrics.servfail);
@@ -326,7 +352,14 @@ impl Worker {
                 None
             }
         };
-        self.log(&qi.question, src, None, bytes.as_deref(), now, SystemTime::now());
+        self.log(
+            &qi.question,
+            src,
+            None,
+            bytes.as_deref(),
+            now,
+            SystemTime::now(),
+        );
         if let Some(b) = bytes {
             self.send_client(&b, src, info).await;
         }
@@ -425,10 +458,7 @@ impl Worker {
         let sock = UdpSocket::from_std(std)?;
         let slot = self.next_slot;
         self.next_slot = self.next_slot.wrapping_add(1);
-        self.upstreams.insert(
-            slot,
-            Upstream { sock },
-        );
+        self.upstreams.insert(slot, Upstream { sock });
         self.slots.insert(backend.id(), slot);
         Ok(slot)
     }
@@ -481,9 +511,7 @@ impl Worker {
             client,
             backend,
             protocol: "UDP",
-            rcode: sent
-                .and_then(dns::rcode_of)
-                .map_or_else(|| "-".to_string(), |r| r.to_str().to_string()),
+            rcode: dns::rcode_label(sent),
             duration: Millis::now().since(received),
             qname: question.name().to_ascii(),
             qtype: question.query_type().to_string(),

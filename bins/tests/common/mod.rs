@@ -1,5 +1,5 @@
 //! Shared pieces of the daemon's integration tests.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,7 +16,12 @@ pub fn bin() -> &'static Path {
 /// A config with UDP and TCP listeners on `listen`, an admin endpoint on
 /// `admin`, and one pool `p` of `backends` (`name = address` pairs); `pool`
 /// holds extra pool keys (policy, timeouts) as TOML lines.
-pub fn config(listen: SocketAddr, admin: SocketAddr, pool: &str, backends: &[(&str, SocketAddr, u32)]) -> String {
+pub fn config(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    pool: &str,
+    backends: &[(&str, SocketAddr, u32)],
+) -> String {
     config_with(listen, admin, "", pool, backends)
 }
 
@@ -64,7 +69,11 @@ name = "p"
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect admin");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let (head, body) = buf.split_once("\r\n\r\n").expect("http answer");

@@ -169,7 +169,12 @@ pub struct BackendConfig {
 
 impl ListenerConfig {
     /// A listener with every optional setting at its default.
-    pub fn new(name: impl Into<String>, protocol: Protocol, listen: SocketAddr, pool: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        protocol: Protocol,
+        listen: SocketAddr,
+        pool: impl Into<String>,
+    ) -> Self {
         Self {
             name: name.into(),
             protocol,

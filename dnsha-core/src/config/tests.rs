@@ -186,9 +186,18 @@ fn empty_config_has_nothing_to_serve() {
 #[test]
 fn constructors_match_toml_defaults() {
     let c = Config::parse(GOOD).unwrap();
-    let mut l = ListenerConfig::new("dns-udp", Protocol::Udp, "0.0.0.0:53".parse().unwrap(), "coredns");
+    let mut l = ListenerConfig::new(
+        "dns-udp",
+        Protocol::Udp,
+        "0.0.0.0:53".parse().unwrap(),
+        "coredns",
+    );
     assert_eq!(l, c.listeners[0]);
     l.name = "x".into();
-    let p = PoolConfig::new("coredns", PolicyKind::RoundRobin, c.pools[0].backends.clone());
+    let p = PoolConfig::new(
+        "coredns",
+        PolicyKind::RoundRobin,
+        c.pools[0].backends.clone(),
+    );
     assert_eq!(p, c.pools[0]);
 }

@@ -16,7 +16,9 @@ use dnsha_proxy::server::Server;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed: Result<Vec<SocketAddr>, _> = args.iter().map(|a| a.parse()).collect();
     let addrs = match parsed {

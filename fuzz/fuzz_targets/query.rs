@@ -1,0 +1,46 @@
+//! Arbitrary bytes through the query path: validation, ID rewrite, the
+//! answers the balancer makes, and answer matching.
+#![no_main]
+
+use dnsha_proxy::dns::{
+    answer_matches, classify_query, parse_answer, refused_for, rewrite_id, synth_reply, Verdict,
+};
+use hickory_proto::op::{Message, ResponseCode};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    match classify_query(data) {
+        Verdict::Forward(info) => {
+            // What is forwarded is the client's bytes with only the ID changed:
+            // it must decode to the same message.
+            let mut fwd = data.to_vec();
+            rewrite_id(&mut fwd, info.id ^ 0x5a5a);
+            let original = Message::from_vec(data).expect("validated query decodes");
+            let forwarded = Message::from_vec(&fwd).expect("rewritten query decodes");
+            assert_eq!(forwarded.id(), info.id ^ 0x5a5a);
+            assert_eq!(original.queries(), forwarded.queries());
+            assert_eq!(original.queries().len(), 1);
+            // The balancer's own answers decode and match the question.
+            for rcode in [ResponseCode::ServFail, ResponseCode::Refused] {
+                let bytes = synth_reply(&info, rcode);
+                let m = Message::from_vec(&bytes).expect("synthesized answer decodes");
+                assert_eq!(m.id(), info.id);
+                let a = parse_answer(&bytes).expect("synthesized answer parses");
+                assert!(answer_matches(&a, &info.question));
+            }
+        }
+        Verdict::Reply(bytes, _) => {
+            let m = Message::from_vec(&bytes).expect("error reply decodes");
+            assert_eq!(&bytes[..2], &data[..2]);
+            assert!(m.queries().is_empty());
+        }
+        Verdict::Drop(_) => {}
+    }
+    // Any bytes as a backend answer: never panics.
+    if let Some(a) = parse_answer(data) {
+        if let Some(q) = &a.question {
+            assert!(answer_matches(&a, q));
+        }
+    }
+    let _ = refused_for(data);
+});
