@@ -137,9 +137,15 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
             DropReason::Malformed,
         );
     }
+    if question_name_len(buf).is_none() {
+        return Verdict::Reply(
+            header_only_reply(&header, ResponseCode::FormErr),
+            DropReason::Malformed,
+        );
+    }
     let mut dec = BinDecoder::new(buf);
     match Message::read(&mut dec) {
-        Ok(msg) if dec.is_empty() => match msg.queries().first() {
+        Ok(msg) if dec.is_empty() && (records == 0 || same_without_id(buf, &msg)) => match msg.queries().first() {
             Some(q) => Verdict::Forward(QueryInfo {
                 id: header.id(),
                 question: q.clone(),
@@ -155,6 +161,46 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
             DropReason::Malformed,
         ),
     }
+}
+
+/// Wire length of the question name at offset 12, which must be written out
+/// in full: labels of 1 to 63 bytes, at most 255 bytes in all, no
+/// compression pointer (the question is the first name of a message, so any
+/// pointer in it points into the header or into itself).
+fn question_name_len(buf: &[u8]) -> Option<usize> {
+    let mut i = HEADER_LEN;
+    loop {
+        let len = usize::from(*buf.get(i)?);
+        if len == 0 {
+            let total = i + 1 - HEADER_LEN;
+            return (total <= 255).then_some(total);
+        }
+        if len > 63 {
+            return None;
+        }
+        i += 1 + len;
+        if i - HEADER_LEN > 255 {
+            return None;
+        }
+    }
+}
+
+/// True when the message decodes to the same records with another ID: a
+/// compression pointer into the ID field would make the forwarded message
+/// (whose ID is rewritten) mean something else.
+fn same_without_id(buf: &[u8], msg: &Message) -> bool {
+    let mut flipped = buf.to_vec();
+    if let Some(id) = flipped.get_mut(..2) {
+        id[0] ^= 0xff;
+        id[1] ^= 0xff;
+    }
+    let Ok(other) = Message::from_vec(&flipped) else {
+        return false;
+    };
+    other.answers() == msg.answers()
+        && other.name_servers() == msg.name_servers()
+        && other.additionals() == msg.additionals()
+        && other.extensions() == msg.extensions()
 }
 
 /// The ID of a message (first two bytes), if it has a header.
@@ -381,6 +427,7 @@ mod tests {
         for name in [
             &[0xC0, 0x00][..],
             &[0x01, 0x41, 0xC0, 0x00],
+            &[0xC0, 0x02, 0xC0, 0x00],
             &[0xC0, 0x0C],
             &[0xC0, 0x0E, 0xC0, 0x0C],
         ] {
@@ -410,6 +457,23 @@ mod tests {
         }
         q.extend_from_slice(&[0, 0, 1, 0, 1]);
         assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+    }
+
+    #[test]
+    fn pointer_into_the_id_in_a_record_is_formerr() {
+        // fuzz finding: an additional record whose owner name points at the
+        // ID bytes decodes differently once the ID is rewritten.
+        let mut q = query("a.test.");
+        q[11] = 1; // ARCOUNT 1
+        q.extend_from_slice(&[0xC0, 0x00, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q[0] = 0;
+        q[1] = 0;
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        // the same record with a pointer to the question name is fine
+        let mut q = query("a.test.");
+        q[11] = 1;
+        q.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4]);
+        assert!(matches!(classify_query(&q), Verdict::Forward(_)));
     }
 
     #[test]
