@@ -399,3 +399,44 @@ fn sigterm_finishes_queries_in_flight() {
     let status = d.wait_exit(Duration::from_secs(5)).expect("exit");
     assert!(status.success());
 }
+
+#[test]
+fn listener_binds_an_address_not_held_yet() {
+    // IP_FREEBIND: a VIP that VRRP will bring later. 198.51.100.7 is not on
+    // any interface of this machine.
+    init_tracing();
+    let n1 = Nsd::start(ip(1));
+    let (admin, port) = (free_addr(), free_port());
+    let vip: SocketAddr = (Ipv4Addr::new(198, 51, 100, 7), port).into();
+    let cfg = config(vip, admin, "", &[("a", n1.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    assert!(
+        d.wait_log("dnsha running", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert!(d.is_running());
+    let st = status(admin);
+    assert_eq!(st["listeners"][0]["address"], vip.to_string());
+}
+
+#[test]
+fn tcp_passthrough_spreads_connections() {
+    init_tracing();
+    let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(
+        listen,
+        admin,
+        "",
+        &[("a", n1.addr(), 1), ("b", n2.addr(), 1)],
+    )
+    .replace("protocol = \"tcp\"", "protocol = \"tcp-passthrough\"");
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    let seen: Vec<_> = (0..6).map(|_| who_tcp(listen)).collect();
+    assert!(seen.contains(&ip(1)) && seen.contains(&ip(2)), "{seen:?}");
+    for w in seen.windows(2) {
+        assert_ne!(w[0], w[1], "{seen:?}");
+    }
+}

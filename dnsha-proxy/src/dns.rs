@@ -145,17 +145,19 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
     }
     let mut dec = BinDecoder::new(buf);
     match Message::read(&mut dec) {
-        Ok(msg) if dec.is_empty() && (records == 0 || same_without_id(buf, &msg)) => match msg.queries().first() {
-            Some(q) => Verdict::Forward(QueryInfo {
-                id: header.id(),
-                question: q.clone(),
-                recursion_desired: header.recursion_desired(),
-            }),
-            None => Verdict::Reply(
-                header_only_reply(&header, ResponseCode::FormErr),
-                DropReason::Malformed,
-            ),
-        },
+        Ok(msg) if dec.is_empty() && (records == 0 || same_without_id(buf, &msg)) => {
+            match msg.queries().first() {
+                Some(q) => Verdict::Forward(QueryInfo {
+                    id: header.id(),
+                    question: q.clone(),
+                    recursion_desired: header.recursion_desired(),
+                }),
+                None => Verdict::Reply(
+                    header_only_reply(&header, ResponseCode::FormErr),
+                    DropReason::Malformed,
+                ),
+            }
+        }
         _ => Verdict::Reply(
             header_only_reply(&header, ResponseCode::FormErr),
             DropReason::Malformed,

@@ -22,6 +22,8 @@ pub mod server;
 pub mod socket;
 pub mod sys;
 pub mod tcp;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod udp;
 pub mod upstream_tcp;
 

@@ -254,7 +254,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<'_, S> {
 mod tests {
     use super::*;
     use crate::metrics::get;
-    use crate::tcp::testing::{closed_port, ctx};
+    use crate::testing::{closed_port, ctx};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A backend that greets with its tag, then echoes. Counts connections.

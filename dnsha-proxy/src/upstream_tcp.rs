@@ -509,7 +509,7 @@ fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::testing::{answer_tag, closed_port, query_msg, Behavior, FakeBackend};
+    use crate::testing::{answer_tag, closed_port, query_msg, Behavior, FakeBackend};
     use std::time::Duration;
 
     fn settings(max_conns: usize, max_in_flight: usize) -> TcpUpstreamSettings {

@@ -1,0 +1,419 @@
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::metrics::get;
+use crate::testing::*;
+use crate::upstream_tcp::TcpUpstreamSettings;
+use hickory_proto::op::Message;
+
+struct Front {
+    ctx: Arc<ListenerCtx>,
+    addr: SocketAddr,
+    upstreams: Arc<TcpUpstreams>,
+}
+
+async fn front(listener_extra: &str, pool_extra: &str, backends: &[SocketAddr]) -> Front {
+    let ctx = ctx("tcp", listener_extra, pool_extra, backends);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstreams = Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default()));
+    ctx.tasks
+        .spawn(serve(Arc::clone(&ctx), listener, Arc::clone(&upstreams)));
+    Front {
+        ctx,
+        addr,
+        upstreams,
+    }
+}
+
+async fn send(s: &mut TcpStream, id: u16, name: &str) {
+    s.write_all(&frame(&query_msg(id, name).0)).await.unwrap();
+}
+
+async fn recv(s: &mut TcpStream) -> Message {
+    let bytes = timeout(Duration::from_secs(5), read_msg(s))
+        .await
+        .expect("answer in time")
+        .expect("an answer");
+    Message::from_vec(&bytes).unwrap()
+}
+
+fn tag(m: &Message) -> Option<u8> {
+    answer_tag(&m.to_vec().unwrap())
+}
+
+/// Reads until EOF; returns how long it took.
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    loop {
+        match timeout(limit, s.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("connection still open after {limit:?}"),
+        }
+    }
+}
+
+#[test]
+fn frame_decoder_handles_one_byte_pieces() {
+    let (q, _) = query_msg(9, "a.test.");
+    let mut bytes = frame(&q);
+    bytes.extend(frame(&q));
+    let mut d = FrameDecoder::new();
+    let mut got = Vec::new();
+    for b in bytes {
+        d.push(&[b]);
+        while let Some(m) = d.next_message() {
+            got.push(m);
+        }
+    }
+    assert_eq!(got, vec![q.clone(), q]);
+    assert!(!d.partial());
+    assert_eq!(d.buffered(), 0);
+    d.push(&[0xff, 0xff, 1]);
+    assert!(d.partial());
+    assert_eq!(d.next_message(), None);
+}
+
+#[test]
+fn frame_decoder_compacts() {
+    let mut d = FrameDecoder::new();
+    for _ in 0..10_000 {
+        d.push(&[0, 3, 1, 2, 3]);
+        assert_eq!(d.next_message(), Some(vec![1, 2, 3]));
+    }
+    assert!(d.buf.len() <= COMPACT_AT + 5);
+}
+
+#[test]
+fn limiter_counts_per_client_and_total() {
+    let l = Arc::new(ConnLimiter::new());
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+    let b: IpAddr = "192.0.2.2".parse().unwrap();
+    let s1 = l.try_acquire(a, 3, 2).unwrap();
+    let _s2 = l.try_acquire(mapped, 3, 2).unwrap();
+    assert!(l.try_acquire(a, 3, 2).is_none());
+    let _s3 = l.try_acquire(b, 3, 2).unwrap();
+    assert!(l.try_acquire(b, 3, 2).is_none(), "total limit");
+    drop(s1);
+    assert_eq!(l.from_ip(a), 1);
+    assert!(l.try_acquire(a, 3, 2).is_some());
+    assert_eq!(l.total(), 2);
+}
+
+#[tokio::test]
+async fn round_robin_alternates() {
+    let b1 = FakeBackend::start(1, Behavior::Normal).await;
+    let b2 = FakeBackend::start(2, Behavior::Normal).await;
+    let f = front("", "", &[b1.addr, b2.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    let mut tags = Vec::new();
+    for i in 0..4 {
+        send(&mut c, 100 + i, "rr.test.").await;
+        let m = recv(&mut c).await;
+        assert_eq!(m.id(), 100 + i);
+        tags.push(tag(&m).unwrap());
+    }
+    assert_eq!(tags, [1, 2, 1, 2]);
+    assert_eq!(get(&f.ctx.metrics.queries), 4);
+    assert_eq!(get(&f.ctx.metrics.answers), 4);
+    assert_eq!(get(&f.ctx.metrics.connections), 1);
+    assert_eq!(get(&f.ctx.metrics.connections_total), 1);
+}
+
+#[tokio::test]
+async fn answers_leave_out_of_order() {
+    let b = FakeBackend::start(1, Behavior::DelayFirst(Duration::from_millis(300))).await;
+    let f = front("", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c, 1, "slow.test.").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    send(&mut c, 2, "fast.test.").await;
+    assert_eq!(recv(&mut c).await.id(), 2);
+    assert_eq!(recv(&mut c).await.id(), 1);
+}
+
+#[tokio::test]
+async fn backend_closing_with_queries_in_flight_retries_elsewhere() {
+    let bad = FakeBackend::start(1, Behavior::CloseAfter(1)).await;
+    let good = FakeBackend::start(2, Behavior::Normal).await;
+    let f = front(
+        "",
+        "timeout_ms = 5000\nmax_fails = 0",
+        &[bad.addr, good.addr],
+    )
+    .await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    let start = Instant::now();
+    for i in 0..10 {
+        send(&mut c, i, "close.test.").await;
+    }
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let m = recv(&mut c).await;
+        assert_eq!(tag(&m), Some(2), "answered by the good backend");
+        ids.push(m.id());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "no query waited for the timeout"
+    );
+    assert!(bad.queries() > 0);
+    assert!(get(&f.ctx.metrics.retries) > 0);
+    assert_eq!(get(&f.ctx.metrics.servfail), 0);
+}
+
+#[tokio::test]
+async fn refused_backend_is_retried_invisibly() {
+    let dead = closed_port().await;
+    let good = FakeBackend::start(2, Behavior::Normal).await;
+    let f = front("", "max_fails = 0", &[dead, good.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    for i in 0..6 {
+        send(&mut c, i, "refused.test.").await;
+        let m = recv(&mut c).await;
+        assert_eq!(m.id(), i);
+        assert_eq!(tag(&m), Some(2));
+    }
+    let failures = f.ctx.shared.load().pool.snapshot().backends()[0].failures();
+    assert!(failures >= 1);
+    assert_eq!(get(&f.ctx.metrics.retries), failures);
+    assert_eq!(get(&f.ctx.metrics.servfail), 0);
+}
+
+#[tokio::test]
+async fn all_backends_down_gives_servfail_or_nothing() {
+    let d1 = closed_port().await;
+    let d2 = closed_port().await;
+    let f = front("", "", &[d1, d2]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c, 77, "down.test.").await;
+    let m = recv(&mut c).await;
+    assert_eq!(m.id(), 77);
+    assert_eq!(m.response_code(), ResponseCode::ServFail);
+    assert_eq!(get(&f.ctx.metrics.servfail), 1);
+    assert_eq!(get(&f.ctx.metrics.retries), 1);
+
+    let f = front("", "on_no_backend = \"drop\"", &[d1, d2]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c, 78, "down.test.").await;
+    send(&mut c, 79, "down.test.").await;
+    let r = timeout(Duration::from_millis(500), read_msg(&mut c)).await;
+    assert!(r.is_err(), "nothing is written");
+    assert_eq!(f.ctx.metrics.drops(DropReason::NoBackend), 2);
+    assert_eq!(get(&f.ctx.metrics.servfail), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_pipelined_queries_are_all_answered() {
+    const N: u16 = 10_000;
+    let b1 = FakeBackend::start(1, Behavior::Normal).await;
+    let b2 = FakeBackend::start(2, Behavior::Normal).await;
+    let f = front("", "", &[b1.addr, b2.addr]).await;
+    let c = TcpStream::connect(f.addr).await.unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let writer = tokio::spawn(async move {
+        let mut all = Vec::new();
+        for i in 0..N {
+            all.extend(frame(&query_msg(i, "pipe.test.").0));
+        }
+        wr.write_all(&all).await.unwrap();
+        wr
+    });
+    let mut seen = vec![false; usize::from(N)];
+    for _ in 0..N {
+        let bytes = timeout(Duration::from_secs(20), read_msg(&mut rd))
+            .await
+            .expect("answers keep coming")
+            .expect("an answer");
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::NoError);
+        let slot = &mut seen[usize::from(m.id())];
+        assert!(!*slot, "answered once");
+        *slot = true;
+    }
+    assert!(seen.iter().all(|s| *s));
+    let _wr = writer.await.unwrap();
+    assert_eq!(get(&f.ctx.metrics.answers), u64::from(N));
+    assert!(b1.max_in_flight() + b2.max_in_flight() <= MAX_IN_FLIGHT_PER_CLIENT);
+    assert!(
+        f.upstreams
+            .stats()
+            .connections_opened
+            .load(Ordering::Relaxed)
+            <= 16
+    );
+}
+
+#[tokio::test]
+async fn half_closed_client_still_gets_its_answers() {
+    let b = FakeBackend::start(1, Behavior::DelayAll(Duration::from_millis(50))).await;
+    let f = front("", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    for i in 0..3 {
+        send(&mut c, i, "half.test.").await;
+    }
+    c.shutdown().await.unwrap();
+    let mut ids: Vec<u16> = Vec::new();
+    for _ in 0..3 {
+        ids.push(recv(&mut c).await.id());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1, 2]);
+    closed_within(&mut c, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn zero_length_prefix_closes() {
+    let b = FakeBackend::start(1, Behavior::Normal).await;
+    let f = front("", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    c.write_all(&[0, 0]).await.unwrap();
+    closed_within(&mut c, Duration::from_secs(1)).await;
+    assert_eq!(f.ctx.metrics.drops(DropReason::Short), 1);
+}
+
+#[tokio::test]
+async fn stalled_message_closes_at_read_timeout() {
+    let b = FakeBackend::start(1, Behavior::Normal).await;
+    let f = front(
+        "read_timeout_ms = 300\nidle_timeout_ms = 5000",
+        "",
+        &[b.addr],
+    )
+    .await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    c.write_all(&[0xff, 0xff]).await.unwrap();
+    let took = closed_within(&mut c, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+
+    // One byte every 100 ms is no better.
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    let (q, _) = query_msg(1, "slow.test.");
+    let bytes = frame(&q);
+    let start = Instant::now();
+    let mut closed = false;
+    for b in bytes {
+        if c.write_all(&[b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if start.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+    }
+    if !closed {
+        closed_within(&mut c, Duration::from_secs(2)).await;
+    }
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn one_byte_reads_and_writes_on_both_sides() {
+    let b = FakeBackend::start(3, Behavior::Dribble).await;
+    let f = front("", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    c.set_nodelay(true).unwrap();
+    for i in 0..3 {
+        for byte in frame(&query_msg(i, "dribble.test.").0) {
+            c.write_all(&[byte]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    for i in 0..3 {
+        let m = recv(&mut c).await;
+        assert_eq!(m.id(), i);
+        assert_eq!(tag(&m), Some(3));
+    }
+}
+
+#[tokio::test]
+async fn idle_connection_closes() {
+    let b = FakeBackend::start(1, Behavior::Normal).await;
+    let f = front("idle_timeout_ms = 200", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c, 1, "idle.test.").await;
+    recv(&mut c).await;
+    let took = closed_within(&mut c, Duration::from_secs(2)).await;
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+}
+
+#[tokio::test]
+async fn per_client_limit_refuses_exactly_the_extra_one() {
+    let b = FakeBackend::start(1, Behavior::Normal).await;
+    let f = front("max_connections_per_client = 2", "", &[b.addr]).await;
+    let mut c1 = TcpStream::connect(f.addr).await.unwrap();
+    let mut c2 = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c1, 1, "a.test.").await;
+    send(&mut c2, 2, "a.test.").await;
+    assert_eq!(recv(&mut c1).await.id(), 1);
+    assert_eq!(recv(&mut c2).await.id(), 2);
+    let mut c3 = TcpStream::connect(f.addr).await.unwrap();
+    closed_within(&mut c3, Duration::from_secs(1)).await;
+    assert_eq!(get(&f.ctx.metrics.connections_refused), 1);
+    assert_eq!(get(&f.ctx.metrics.connections), 2);
+    drop(c1);
+    for _ in 0..100 {
+        if get(&f.ctx.metrics.connections) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut c4 = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c4, 4, "a.test.").await;
+    assert_eq!(recv(&mut c4).await.id(), 4);
+    assert_eq!(get(&f.ctx.metrics.connections_refused), 1);
+    assert_eq!(get(&f.ctx.metrics.connections_total), 3);
+}
+
+#[tokio::test]
+async fn acl_refusal_answers_refused() {
+    let b = FakeBackend::start(1, Behavior::Normal).await;
+    let f = front("allow = [\"10.0.0.0/8\"]", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    for i in 0..2 {
+        send(&mut c, 40 + i, "acl.test.").await;
+        let m = recv(&mut c).await;
+        assert_eq!(m.id(), 40 + i);
+        assert_eq!(m.response_code(), ResponseCode::Refused);
+    }
+    assert_eq!(get(&f.ctx.metrics.refused), 2);
+    assert_eq!(f.ctx.metrics.drops(DropReason::Acl), 2);
+    assert_eq!(b.queries(), 0);
+}
+
+#[tokio::test]
+async fn malformed_gets_formerr_and_backend_is_not_asked() {
+    let b = FakeBackend::start(1, Behavior::Normal).await;
+    let f = front("", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    let (mut q, _) = query_msg(5, "a.test.");
+    q.extend_from_slice(b"junk");
+    c.write_all(&frame(&q)).await.unwrap();
+    let m = recv(&mut c).await;
+    assert_eq!(m.response_code(), ResponseCode::FormErr);
+    assert_eq!(f.ctx.metrics.drops(DropReason::Malformed), 1);
+    assert_eq!(b.queries(), 0);
+}
+
+#[tokio::test]
+async fn stop_finishes_queries_in_flight_then_closes() {
+    let b = FakeBackend::start(1, Behavior::DelayAll(Duration::from_millis(200))).await;
+    let f = front("", "", &[b.addr]).await;
+    let mut c = TcpStream::connect(f.addr).await.unwrap();
+    send(&mut c, 9, "stop.test.").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    f.ctx.stop.cancel();
+    f.ctx.tasks.close();
+    assert_eq!(recv(&mut c).await.id(), 9);
+    closed_within(&mut c, Duration::from_secs(1)).await;
+    timeout(Duration::from_secs(1), f.ctx.tasks.wait())
+        .await
+        .expect("all tasks end");
+    assert!(TcpStream::connect(f.addr).await.is_err());
+}
