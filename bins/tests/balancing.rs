@@ -434,9 +434,9 @@ fn tcp_passthrough_spreads_connections() {
     .replace("protocol = \"tcp\"", "protocol = \"tcp-passthrough\"");
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_tcp(listen);
-    let seen: Vec<_> = (0..6).map(|_| who_tcp(listen)).collect();
-    assert!(seen.contains(&ip(1)) && seen.contains(&ip(2)), "{seen:?}");
-    for w in seen.windows(2) {
-        assert_ne!(w[0], w[1], "{seen:?}");
-    }
+    // One backend per connection, round robin over connections (the
+    // readiness probe's connections take turns too, so count, not order).
+    let seen: Vec<_> = (0..8).map(|_| who_tcp(listen)).collect();
+    let ones = seen.iter().filter(|&&a| a == ip(1)).count();
+    assert!((3..=5).contains(&ones), "{seen:?}");
 }

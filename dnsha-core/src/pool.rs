@@ -169,6 +169,12 @@ impl Pool {
         self.kind
     }
 
+    /// Runs `f` on the current snapshot without taking a reference count
+    /// (the cheapest read, for the data path).
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(&BackendSet) -> R) -> R {
+        f(&self.set.load())
+    }
+
     /// The current snapshot (lock-free).
     pub fn snapshot(&self) -> Arc<BackendSet> {
         self.set.load_full()

@@ -19,7 +19,7 @@ use dnsha_core::{Backend, BackendId, FailureKind, InFlight, Millis, OnNoBackend,
 use hickory_proto::op::{Query, ResponseCode};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tokio::io::{Interest, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::accesslog::LogRecord;
@@ -31,6 +31,9 @@ use crate::sys::{self, PktInfo};
 
 /// Most queries one worker keeps in flight; more are dropped and counted.
 pub const MAX_PENDING_PER_WORKER: usize = 65_536;
+
+/// Datagrams read from one socket per wake-up before looking at the others.
+const BATCH: usize = 64;
 
 /// Drop upstream sockets of removed backends this often.
 const GC_INTERVAL_MS: u64 = 10_000;
@@ -50,12 +53,6 @@ struct Pending {
     received_wall: SystemTime,
 }
 
-enum Event {
-    Client(io::Result<(usize, SocketAddr, Option<PktInfo>)>),
-    Upstream(u32, io::Result<usize>),
-    Timer,
-    Stop,
-}
 
 /// Serves one UDP listener socket until `ctx.stop` is cancelled, then drains
 /// the queries in flight (each ends within the pool timeout × attempts).
@@ -92,8 +89,58 @@ impl Worker {
     async fn run(&mut self) {
         let mut client_buf = vec![0u8; dns::MAX_MESSAGE];
         let mut up_buf = vec![0u8; dns::MAX_MESSAGE];
+        let mut slots: Vec<u32> = Vec::new();
         let mut stopping = false;
         loop {
+            // Drain what is ready without going back to the reactor: one
+            // wake-up serves a batch of datagrams.
+            let mut rounds = 0;
+            loop {
+                let mut progressed = false;
+                let now = Millis::now();
+                if !stopping {
+                    for _ in 0..BATCH {
+                        match self.try_recv_client(&mut client_buf) {
+                            Ok((n, src, info)) => {
+                                progressed = true;
+                                if let Some(q) = client_buf.get(..n) {
+                                    self.on_client(q, src, info, now);
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                slots.clear();
+                slots.extend(self.upstreams.keys().copied());
+                for &slot in &slots {
+                    for _ in 0..BATCH {
+                        let Some(u) = self.upstreams.get(&slot) else { break };
+                        match u.sock.try_recv(&mut up_buf) {
+                            Ok(n) => {
+                                progressed = true;
+                                if let Some(a) = up_buf.get_mut(..n) {
+                                    self.on_answer(slot, a);
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                self.on_upstream_error(slot, &e, now);
+                                break;
+                            }
+                        }
+                    }
+                }
+                self.on_timer(now);
+                rounds += 1;
+                if !progressed || rounds >= 16 {
+                    break;
+                }
+            }
             if stopping && self.pending.is_empty() {
                 break;
             }
@@ -101,85 +148,49 @@ impl Worker {
                 .pending
                 .next_deadline()
                 .map_or(self.next_gc, |d| d.min(self.next_gc));
-            let ev = {
-                let socket = &self.socket;
-                let pktinfo = self.pktinfo;
-                let client_buf = &mut client_buf;
-                let up_buf = &mut up_buf;
-                let upstreams = &self.upstreams;
-                let stop = &self.ctx.stop;
-                let recv_client = async move {
-                    if pktinfo {
-                        socket
-                            .async_io(Interest::READABLE, || {
-                                sys::recv_with_pktinfo(socket, &mut client_buf[..])
-                            })
-                            .await
-                    } else {
-                        socket
-                            .recv_from(&mut client_buf[..])
-                            .await
-                            .map(|(n, a)| (n, a, None))
+            let socket = &self.socket;
+            let upstreams = &self.upstreams;
+            let stop = &self.ctx.stop;
+            let upstream_ready = std::future::poll_fn(move |cx| {
+                let mut ready = false;
+                for u in upstreams.values() {
+                    if u.sock.poll_recv_ready(cx).is_ready() {
+                        ready = true;
                     }
-                };
-                let recv_upstream = std::future::poll_fn(move |cx| {
-                    for (&slot, u) in upstreams {
-                        let mut rb = ReadBuf::new(&mut up_buf[..]);
-                        match u.sock.poll_recv(cx, &mut rb) {
-                            Poll::Ready(Ok(())) => {
-                                return Poll::Ready((slot, Ok(rb.filled().len())))
-                            }
-                            Poll::Ready(Err(e)) => return Poll::Ready((slot, Err(e))),
-                            Poll::Pending => {}
-                        }
-                    }
+                }
+                if ready {
+                    Poll::Ready(())
+                } else {
                     Poll::Pending
-                });
-                let sleep = tokio::time::sleep_until(deadline.to_instant().into());
-                tokio::select! {
-                    biased;
-                    (slot, r) = recv_upstream => Event::Upstream(slot, r),
-                    r = recv_client, if !stopping => Event::Client(r),
-                    () = sleep => Event::Timer,
-                    () = stop.cancelled(), if !stopping => Event::Stop,
                 }
-            };
-            match ev {
-                Event::Client(Ok((n, src, info))) => {
-                    let now = Millis::now();
-                    if let Some(q) = client_buf.get(..n) {
-                        let q = q.to_vec();
-                        self.on_client(q, src, info, now).await;
+            });
+            tokio::select! {
+                biased;
+                () = upstream_ready => {}
+                r = socket.readable(), if !stopping => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "udp readiness error");
                     }
                 }
-                Event::Client(Err(e)) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
-                    }
-                }
-                Event::Upstream(slot, Ok(n)) => {
-                    let now = Millis::now();
-                    let answer = up_buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
-                    self.on_answer(slot, answer, now).await;
-                }
-                Event::Upstream(slot, Err(e)) => {
-                    let now = Millis::now();
-                    self.on_upstream_error(slot, &e, now).await;
-                }
-                Event::Timer => {
-                    let now = Millis::now();
-                    self.on_timer(now).await;
-                }
-                Event::Stop => {
-                    stopping = true;
-                }
+                () = tokio::time::sleep_until(deadline.to_instant().into()) => {}
+                () = stop.cancelled(), if !stopping => stopping = true,
             }
         }
     }
 
-    async fn on_client(
+    fn try_recv_client(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<PktInfo>)> {
+        if self.pktinfo {
+            self.socket.try_io(Interest::READABLE, || {
+                sys::recv_with_pktinfo(&self.socket, buf)
+            })
+        } else {
+            self.socket.try_recv_from(buf).map(|(n, a)| (n, a, None))
+        }
+    }
+
+    fn on_client(
         &mut self,
-        query: Vec<u8>,
+        query: &[u8],
         src: SocketAddr,
         info: Option<PktInfo>,
         now: Millis,
@@ -190,37 +201,37 @@ impl Worker {
             m.dropped(DropReason::Acl);
             return;
         }
-        match dns::classify_query(&query) {
+        match dns::classify_query(query) {
             Verdict::Drop(reason) => m.dropped(reason),
             Verdict::Reply(bytes, reason) => {
                 m.dropped(reason);
-                self.send_client(&bytes, src, info).await;
+                self.try_send_client(&bytes, src, info);
             }
             Verdict::Forward(qi) => {
                 inc(&m.queries);
-                let Some(first) = shared.pool.snapshot().pick(&[], now) else {
+                let Some(first) = shared.pool.with_snapshot(|s| s.pick(&[], now)) else {
                     drop(shared);
-                    self.no_backend_first(qi, src, info, now).await;
+                    self.no_backend_first(qi, src, info, now);
                     return;
                 };
                 let p = Pending {
                     client: src,
                     pktinfo: info,
                     info: qi,
-                    query,
+                    query: query.to_vec(),
                     tried: Vec::with_capacity(2),
                     inflight: first,
                     received: now,
                     received_wall: SystemTime::now(),
                 };
                 drop(shared);
-                self.send_upstream(p, now).await;
+                self.send_upstream(p, now);
             }
         }
     }
 
     /// Sends `p` to the backend held by `p.inflight`; on failure moves on.
-    async fn send_upstream(&mut self, mut p: Pending, now: Millis) {
+    fn send_upstream(&mut self, mut p: Pending, now: Millis) {
         loop {
             let backend = Arc::clone(p.inflight.backend());
             p.tried.push(backend.id());
@@ -237,7 +248,12 @@ impl Worker {
                     }
                 }
             };
-            let timeout = self.ctx.shared.load().pool.snapshot().settings().timeout_ms;
+            let timeout = self
+                .ctx
+                .shared
+                .load()
+                .pool
+                .with_snapshot(|s| s.settings().timeout_ms);
             let deadline = now.plus(timeout);
             self.send_buf.clear();
             self.send_buf.extend_from_slice(&p.query);
@@ -251,7 +267,7 @@ impl Worker {
             };
             dns::rewrite_id(&mut self.send_buf, id);
             let sent = match self.upstreams.get(&slot) {
-                Some(u) => u.sock.send(&self.send_buf).await,
+                Some(u) => socket2::SockRef::from(&u.sock).send(&self.send_buf),
                 None => Err(io::Error::from(io::ErrorKind::NotFound)),
             };
             match sent {
@@ -327,7 +343,7 @@ impl Worker {
         }
     }
 
-    async fn no_backend_first(
+    fn no_backend_first(
         &mut self,
         qi: QueryInfo,
         src: SocketAddr,
@@ -361,13 +377,13 @@ impl Worker {
             SystemTime::now(),
         );
         if let Some(b) = bytes {
-            self.send_client(&b, src, info).await;
+            self.try_send_client(&b, src, info);
         }
     }
 
-    async fn on_answer(&mut self, slot: u32, mut answer: Vec<u8>, now: Millis) {
+    fn on_answer(&mut self, slot: u32, answer: &mut [u8]) {
         let m = &self.ctx.metrics;
-        let Some(ai) = dns::parse_answer(&answer) else {
+        let Some(ai) = dns::parse_answer(answer) else {
             m.dropped(DropReason::UnmatchedAnswer);
             return;
         };
@@ -391,20 +407,19 @@ impl Worker {
             tracing::info!(backend = %backend.name(), "backend up: answered a query");
         }
         inc(&m.answers);
-        dns::rewrite_id(&mut answer, p.info.id);
+        dns::rewrite_id(answer, p.info.id);
         self.log(
             &p.info.question,
             p.client,
             Some(backend.address()),
-            Some(&answer),
+            Some(answer),
             p.received,
             p.received_wall,
         );
-        let _ = now;
-        self.send_client(&answer, p.client, p.pktinfo).await;
+        self.try_send_client(answer, p.client, p.pktinfo);
     }
 
-    async fn on_upstream_error(&mut self, slot: u32, e: &io::Error, now: Millis) {
+    fn on_upstream_error(&mut self, slot: u32, e: &io::Error, now: Millis) {
         let kind = failure_kind(e);
         if kind != FailureKind::Refused {
             tracing::debug!(error = %e, "upstream receive error");
@@ -414,15 +429,15 @@ impl Worker {
         let lost = self.pending.drain_slot(slot);
         for (_, p) in lost {
             if let Some(next) = self.next_attempt(p, FailureKind::Refused, now) {
-                self.send_upstream(next, now).await;
+                self.send_upstream(next, now);
             }
         }
     }
 
-    async fn on_timer(&mut self, now: Millis) {
+    fn on_timer(&mut self, now: Millis) {
         while let Some((_, p)) = self.pending.pop_expired(now) {
             if let Some(next) = self.next_attempt(p, FailureKind::Timeout, now) {
-                self.send_upstream(next, now).await;
+                self.send_upstream(next, now);
             }
         }
         if now >= self.next_gc {
@@ -463,32 +478,20 @@ impl Worker {
         Ok(slot)
     }
 
-    async fn send_client(&self, bytes: &[u8], to: SocketAddr, info: Option<PktInfo>) {
-        let from = info.map(|i| PktInfo { ifindex: 0, ..i });
-        let r = if self.pktinfo {
-            self.socket
-                .async_io(Interest::WRITABLE, || {
-                    sys::send_with_pktinfo(&self.socket, bytes, to, from)
-                })
-                .await
-        } else {
-            self.socket.send_to(bytes, to).await
-        };
-        if let Err(e) = r {
-            tracing::debug!(client = %to, error = %e, "udp send to client failed");
-        }
-    }
-
+    /// Sends without waiting. The syscall is made directly on the
+    /// non-blocking socket: the worker never waits for writability, so it
+    /// does not go through the reactor's readiness (which a socket created in
+    /// this turn would not have yet). A full socket buffer drops the
+    /// datagram, as the kernel would, and it is counted.
     fn try_send_client(&self, bytes: &[u8], to: SocketAddr, info: Option<PktInfo>) {
         let from = info.map(|i| PktInfo { ifindex: 0, ..i });
         let r = if self.pktinfo {
-            self.socket.try_io(Interest::WRITABLE, || {
-                sys::send_with_pktinfo(&self.socket, bytes, to, from)
-            })
+            sys::send_with_pktinfo(&self.socket, bytes, to, from)
         } else {
-            self.socket.try_send_to(bytes, to)
+            socket2::SockRef::from(&self.socket).send_to(bytes, &to.into())
         };
         if let Err(e) = r {
+            self.ctx.metrics.dropped(DropReason::Overload);
             tracing::debug!(client = %to, error = %e, "udp send to client failed");
         }
     }
