@@ -137,15 +137,22 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
             DropReason::Malformed,
         );
     }
-    if question_name_len(buf).is_none() {
+    let Some(qname_len) = question_name_len(buf) else {
         return Verdict::Reply(
             header_only_reply(&header, ResponseCode::FormErr),
             DropReason::Malformed,
         );
-    }
+    };
+    // Records after the question may hold compression pointers; only when a
+    // pointer-like byte is there is the costlier ID-independence check run.
+    let after_question = HEADER_LEN + qname_len + 4;
+    let may_point = records > 0
+        && buf
+            .get(after_question..)
+            .is_some_and(|rest| rest.iter().any(|&b| b >= 0xC0));
     let mut dec = BinDecoder::new(buf);
     match Message::read(&mut dec) {
-        Ok(msg) if dec.is_empty() && (records == 0 || same_without_id(buf, &msg)) => {
+        Ok(msg) if dec.is_empty() && (!may_point || same_without_id(buf, &msg)) => {
             match msg.queries().first() {
                 Some(q) => Verdict::Forward(QueryInfo {
                     id: header.id(),
