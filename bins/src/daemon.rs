@@ -15,13 +15,23 @@ use tokio::signal::unix::{signal, SignalKind};
 pub fn load(path: &Path) -> Result<Config, String> {
     let src = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    Config::parse(&src).map_err(|errors| {
+    let render = |errors: Vec<dnsha_core::ConfigError>| {
         errors
             .iter()
             .map(|e| e.render(&path.display().to_string(), &src))
             .collect::<Vec<_>>()
             .join("\n")
-    })
+    };
+    let mut cfg = Config::parse(&src).map_err(render)?;
+    // Certificates, keys and CA files: relative to the configuration file,
+    // readable, matching, not expired.
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    dnsha_proxy::tls::resolve_relative(&mut cfg, dir);
+    let tls_errors = dnsha_proxy::tls::check_files(&cfg);
+    if !tls_errors.is_empty() {
+        return Err(render(tls_errors));
+    }
+    Ok(cfg)
 }
 
 /// `dnsha check`.

@@ -63,21 +63,26 @@ pub fn config_text(
 
 /// Runs the demo until `quit`, SIGTERM or Ctrl-C.
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
-    let b1: SocketAddr = (Ipv4Addr::LOCALHOST, 5301).into();
-    let b2: SocketAddr = (Ipv4Addr::LOCALHOST, 5302).into();
+    // The backends take free ports, so the demo never collides with another
+    // service; their addresses are printed below.
+    let any: SocketAddr = (Ipv4Addr::LOCALHOST, 0).into();
     let mut backends = Vec::new();
-    for (name, addr, answer) in [
-        ("demo-1", b1, Ipv4Addr::new(192, 0, 2, 1)),
-        ("demo-2", b2, Ipv4Addr::new(192, 0, 2, 2)),
+    for (name, answer) in [
+        ("demo-1", Ipv4Addr::new(192, 0, 2, 1)),
+        ("demo-2", Ipv4Addr::new(192, 0, 2, 2)),
     ] {
-        match DemoBackend::start(name, addr, answer).await {
+        match DemoBackend::start(name, any, answer).await {
             Ok(b) => backends.push(b),
             Err(e) => {
-                eprintln!("dnsha demo: cannot start backend {name} on {addr}: {e}");
+                eprintln!("dnsha demo: cannot start backend {name}: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
+    let (b1, b2) = match (backends.first(), backends.get(1)) {
+        (Some(a), Some(b)) => (a.addr(), b.addr()),
+        _ => return ExitCode::FAILURE,
+    };
     let text = config_text(listen, admin, b1, b2);
     let cfg = match Config::parse(&text) {
         Ok(c) => c,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use dnsha_core::{Backend, Millis, Pool, PolicyKind, PoolSettings};
+use dnsha_core::{Backend, Millis, PolicyKind, Pool, PoolSettings};
 
 fn pool(kind: PolicyKind) -> Pool {
     let backends = (1..=4)

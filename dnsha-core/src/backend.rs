@@ -103,6 +103,7 @@ pub struct Backend {
     queries: AtomicU64,
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
+    passive_run: AtomicU32,
 }
 
 impl fmt::Debug for Backend {
@@ -131,6 +132,7 @@ impl Backend {
             queries: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
+            passive_run: AtomicU32::new(0),
         }
     }
 
@@ -148,6 +150,7 @@ impl Backend {
             old.consecutive_failures.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        new.passive_run.store(old.passive_run(), Ordering::Relaxed);
         new
     }
 
@@ -196,6 +199,7 @@ impl Backend {
         let old = BackendState::from_u8(self.state.swap(state.to_u8(), Ordering::AcqRel));
         if state == BackendState::Up {
             self.consecutive_failures.store(0, Ordering::Relaxed);
+            self.passive_run.store(0, Ordering::Relaxed);
         }
         match (old == BackendState::Up, state == BackendState::Up) {
             (true, false) => Some(Transition::Down),
@@ -224,6 +228,13 @@ impl Backend {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
 
+    /// Consecutive bad outcomes of live queries (failures and SERVFAIL
+    /// answers) since the last good answer; what passive health checking
+    /// compares with its threshold.
+    pub fn passive_run(&self) -> u32 {
+        self.passive_run.load(Ordering::Relaxed)
+    }
+
     /// Starts a query: counts it and returns a guard that holds one
     /// outstanding slot until it is dropped.
     pub fn start_query(self: &Arc<Self>) -> InFlight {
@@ -237,10 +248,26 @@ impl Backend {
     /// Records an answered query. A backend down by traffic comes back up.
     pub fn record_success(&self) -> Option<Transition> {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.passive_run.store(0, Ordering::Relaxed);
         if self.state() == BackendState::DownByTraffic {
             return self.set_state(BackendState::Up);
         }
         None
+    }
+
+    /// Records a SERVFAIL answer: the backend is alive (as for
+    /// [`Backend::record_success`], a backend down by traffic comes back and
+    /// the failure run ends), but the answer counts as a bad outcome for
+    /// passive health ([`Backend::passive_run`]).
+    pub fn record_servfail(&self) -> Option<Transition> {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let transition = if self.state() == BackendState::DownByTraffic {
+            self.set_state(BackendState::Up)
+        } else {
+            None
+        };
+        self.passive_run.fetch_add(1, Ordering::Relaxed);
+        transition
     }
 
     /// Records a failed query. After `max_fails` consecutive failures an up
@@ -254,6 +281,7 @@ impl Backend {
         now: Millis,
     ) -> Option<Transition> {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.passive_run.fetch_add(1, Ordering::Relaxed);
         let n = self
             .consecutive_failures
             .fetch_add(1, Ordering::Relaxed)
@@ -369,6 +397,26 @@ mod tests {
         assert!(!b.is_available(Millis(u64::MAX)));
         assert_eq!(b.record_success(), None);
         assert_eq!(b.set_state(BackendState::Up), Some(Transition::Up));
+    }
+
+    #[test]
+    fn servfail_is_alive_but_extends_the_passive_run() {
+        let b = backend();
+        b.record_failure(FailureKind::Timeout, 3, 500, Millis(0));
+        assert_eq!(b.passive_run(), 1);
+        assert_eq!(b.record_servfail(), None);
+        assert_eq!(b.record_servfail(), None);
+        assert_eq!(b.passive_run(), 3);
+        assert_eq!(b.consecutive_failures(), 0);
+        b.record_success();
+        assert_eq!(b.passive_run(), 0);
+        // A SERVFAIL answer to a trial query still proves the backend alive.
+        for _ in 0..3 {
+            b.record_failure(FailureKind::Refused, 3, 500, Millis(0));
+        }
+        assert_eq!(b.state(), BackendState::DownByTraffic);
+        assert_eq!(b.record_servfail(), Some(Transition::Up));
+        assert_eq!(b.passive_run(), 1);
     }
 
     #[test]

@@ -34,4 +34,6 @@ pub use backend::{Backend, BackendId, BackendState, FailureKind, InFlight, Trans
 pub use clock::Millis;
 pub use error::{ConfigError, Error};
 pub use policy::{Candidates, Policy, PolicyKind};
-pub use pool::{BackendSet, OnNoBackend, PolicyFactory, Pool, PoolSettings};
+pub use pool::{
+    BackendSet, OnNoBackend, PassiveObserver, PassiveSignal, PolicyFactory, Pool, PoolSettings,
+};

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::backend::{Backend, BackendId, FailureKind, InFlight, Transition};
 use crate::clock::Millis;
@@ -87,6 +87,30 @@ impl BackendSet {
     }
 }
 
+/// A passive health signal: what one live query told about a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveSignal {
+    /// What went wrong.
+    pub kind: FailureKind,
+    /// The backend's [`Backend::passive_run`] after this outcome.
+    pub run: u32,
+    /// Whether this outcome marked the backend down by traffic.
+    pub marked_down: bool,
+}
+
+/// Receives passive health signals from the data path (for instance a health
+/// monitor that probes a suspect backend at once); see [`Pool::set_observer`].
+///
+/// It is called on the data path, so it must return at once: no I/O, no
+/// blocking lock, no allocation it can avoid.
+pub trait PassiveObserver: Send + Sync {
+    /// A live query to `backend` failed or was answered SERVFAIL.
+    fn observe(&self, backend: &Backend, signal: PassiveSignal);
+}
+
+/// Holds the observer trait object so that [`ArcSwapOption`] can swap it.
+struct ObserverSlot(Arc<dyn PassiveObserver>);
+
 /// Builds a policy for a snapshot; see [`Pool::with_policy`].
 pub type PolicyFactory = Arc<dyn Fn(&[Arc<Backend>]) -> Arc<dyn Policy> + Send + Sync>;
 
@@ -114,6 +138,7 @@ pub struct Pool {
     kind: Option<PolicyKind>,
     factory: PolicyFactory,
     set: ArcSwap<BackendSet>,
+    observer: ArcSwapOption<ObserverSlot>,
 }
 
 impl fmt::Debug for Pool {
@@ -156,6 +181,7 @@ impl Pool {
                 policy,
                 settings,
             }),
+            observer: ArcSwapOption::empty(),
         }
     }
 
@@ -235,12 +261,55 @@ impl Pool {
         now: Millis,
     ) -> Option<Transition> {
         let set = self.set.load();
-        backend.record_failure(
+        let transition = backend.record_failure(
             kind,
             set.settings.max_fails,
             set.settings.fail_timeout_ms,
             now,
-        )
+        );
+        self.notify(
+            backend,
+            PassiveSignal {
+                kind,
+                run: backend.passive_run(),
+                marked_down: transition == Some(Transition::Down),
+            },
+        );
+        transition
+    }
+
+    /// Records a SERVFAIL answer (see [`Backend::record_servfail`]) and tells
+    /// the observer, if any.
+    pub fn record_servfail(&self, backend: &Backend) -> Option<Transition> {
+        let transition = backend.record_servfail();
+        self.notify(
+            backend,
+            PassiveSignal {
+                kind: FailureKind::ServFail,
+                run: backend.passive_run(),
+                marked_down: false,
+            },
+        );
+        transition
+    }
+
+    /// Sets (or with `None` removes) the observer of passive health signals:
+    /// it hears of every failed or SERVFAIL live query recorded through this
+    /// pool. Without one, failures only count towards `max_fails`.
+    pub fn set_observer(&self, observer: Option<Arc<dyn PassiveObserver>>) {
+        self.observer
+            .store(observer.map(|o| Arc::new(ObserverSlot(o))));
+    }
+
+    /// Whether an observer is set.
+    pub fn has_observer(&self) -> bool {
+        self.observer.load().is_some()
+    }
+
+    fn notify(&self, backend: &Backend, signal: PassiveSignal) {
+        if let Some(slot) = &*self.observer.load() {
+            slot.0.observe(backend, signal);
+        }
     }
 }
 
@@ -311,6 +380,49 @@ mod tests {
         assert_eq!(b.weight(), 5);
         assert_eq!(b.queries(), 1);
         assert!(!b.is_up());
+    }
+
+    #[test]
+    fn observer_hears_failures_and_servfail() {
+        use std::sync::Mutex;
+        #[derive(Default)]
+        struct Seen(Mutex<Vec<(String, PassiveSignal)>>);
+        impl PassiveObserver for Seen {
+            fn observe(&self, backend: &Backend, signal: PassiveSignal) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push((backend.name().to_string(), signal));
+            }
+        }
+        let p = pool(PolicyKind::RoundRobin);
+        let a = Arc::clone(&p.snapshot().backends()[0]);
+        // Without an observer nothing is called.
+        p.record_failure(&a, FailureKind::Timeout, Millis(0));
+        let seen = Arc::new(Seen::default());
+        p.set_observer(Some(Arc::clone(&seen) as Arc<dyn PassiveObserver>));
+        assert!(p.has_observer());
+        p.record_servfail(&a);
+        p.record_failure(&a, FailureKind::Refused, Millis(0));
+        p.record_failure(&a, FailureKind::Refused, Millis(0));
+        let got = seen.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[0].1,
+            PassiveSignal {
+                kind: FailureKind::ServFail,
+                run: 2,
+                marked_down: false
+            }
+        );
+        // The SERVFAIL answer ended the failure run: the third failure in a
+        // row is only the second since.
+        assert!(!got[1].1.marked_down);
+        assert_eq!(got[2].1.run, 4);
+        p.record_failure(&a, FailureKind::Refused, Millis(0));
+        assert!(seen.0.lock().unwrap()[3].1.marked_down);
+        p.set_observer(None);
+        assert!(!p.has_observer());
     }
 
     #[test]

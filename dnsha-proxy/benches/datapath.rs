@@ -13,10 +13,12 @@ use rand::SeedableRng;
 
 fn query(edns: bool) -> Vec<u8> {
     let mut m = Message::new();
-    m.set_id(0x1234).set_recursion_desired(true).add_query(Query::query(
-        Name::from_ascii("www.example.test.").unwrap(),
-        RecordType::A,
-    ));
+    m.set_id(0x1234)
+        .set_recursion_desired(true)
+        .add_query(Query::query(
+            Name::from_ascii("www.example.test.").unwrap(),
+            RecordType::A,
+        ));
     if edns {
         let mut e = Edns::new();
         e.set_max_payload(1232);
@@ -41,7 +43,9 @@ fn validation(c: &mut Criterion) {
     let mut answer = Message::from_vec(&q).unwrap();
     answer.set_message_type(MessageType::Response);
     let answer = answer.to_vec().unwrap();
-    let Verdict::Forward(info) = classify_query(&q) else { unreachable!() };
+    let Verdict::Forward(info) = classify_query(&q) else {
+        unreachable!()
+    };
     c.bench_function("parse_and_match_answer", |b| {
         b.iter(|| {
             let a = parse_answer(black_box(&answer)).unwrap();

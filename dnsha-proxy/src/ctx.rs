@@ -25,6 +25,8 @@ pub struct ListenerShared {
     pub acl: Acl,
     /// Access log, if enabled.
     pub access_log: Option<AccessLog>,
+    /// How stream queries reach each backend (TCP or TLS).
+    pub routes: Arc<crate::routes::Routes>,
 }
 
 /// Everything a listener's tasks need.

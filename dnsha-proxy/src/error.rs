@@ -37,6 +37,15 @@ pub enum Error {
         /// Whether the query may be retried on another backend.
         retry: RetryType,
     },
+    /// A certificate, key or CA file could not be used, or a TLS
+    /// configuration could not be built.
+    #[error("{context}: {message}")]
+    Tls {
+        /// What was being done (listener or backend, file).
+        context: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Another I/O error.
     #[error("{context}: {source}")]
     Io {
@@ -44,6 +53,12 @@ pub enum Error {
         context: String,
         /// The system error.
         source: io::Error,
+    },
+    /// A health check could not be set up.
+    #[error("health checks: {source}")]
+    Health {
+        /// The health checker's error.
+        source: dnsha_health::Error,
     },
 }
 

@@ -36,6 +36,26 @@ pub struct ListenerMetrics {
     pub connections_refused: AtomicU64,
     /// Access log lines lost because the writer lagged.
     pub log_dropped: AtomicU64,
+    /// DoT/DoH: TLS handshakes that failed (not TLS, no common ALPN or
+    /// cipher, client gave up).
+    pub tls_handshake_failures: AtomicU64,
+    /// DoT/DoH: TLS handshakes not finished within `handshake_timeout_ms`.
+    pub tls_handshake_timeouts: AtomicU64,
+    /// DoT/DoH: TLS handshakes that resumed a session.
+    pub tls_resumed: AtomicU64,
+    /// DoH: requests over the per-client rate, answered 429.
+    pub rate_limited: AtomicU64,
+    /// DoH: requests the client abandoned (stream reset, connection closed)
+    /// before their answer.
+    pub http_cancelled: AtomicU64,
+    /// DoH: connections closed for abuse (too many reset or refused
+    /// requests).
+    pub http_abusive_closed: AtomicU64,
+    /// DoH: connections ended by an HTTP protocol error (headers too large,
+    /// malformed or flooding frames).
+    pub http_protocol_errors: AtomicU64,
+    /// DoH: responses by status, indexed like [`HTTP_STATUSES`].
+    pub http_responses: [AtomicU64; HTTP_STATUSES.len()],
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -56,6 +76,14 @@ impl ListenerMetrics {
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             log_dropped: AtomicU64::new(0),
+            tls_handshake_failures: AtomicU64::new(0),
+            tls_handshake_timeouts: AtomicU64::new(0),
+            tls_resumed: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            http_cancelled: AtomicU64::new(0),
+            http_abusive_closed: AtomicU64::new(0),
+            http_protocol_errors: AtomicU64::new(0),
+            http_responses: Default::default(),
             drops: Default::default(),
         }
     }
@@ -77,6 +105,31 @@ impl ListenerMetrics {
     /// Sum of all drops.
     pub fn drops_total(&self) -> u64 {
         self.drops.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// The HTTP statuses a DoH listener counts; any other is counted as the last.
+pub const HTTP_STATUSES: [u16; 12] = [200, 400, 404, 405, 408, 413, 415, 429, 431, 500, 503, 0];
+
+impl ListenerMetrics {
+    /// Counts one DoH response with `status`.
+    pub fn http_response(&self, status: u16) {
+        let i = HTTP_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(HTTP_STATUSES.len() - 1);
+        if let Some(c) = self.http_responses.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// DoH responses sent with `status` since start.
+    pub fn http_responses_with(&self, status: u16) -> u64 {
+        HTTP_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .and_then(|i| self.http_responses.get(i))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 }
 

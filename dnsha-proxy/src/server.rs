@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dnsha_core::config::{Config, ListenerConfig, PoolConfig, Protocol};
 use dnsha_core::{Backend, Pool};
+use dnsha_health::HealthMonitor;
 use serde::Serialize;
 
 use crate::accesslog::AccessLog;
@@ -14,12 +15,16 @@ use crate::acl::Acl;
 use crate::ctx::{ListenerCtx, ListenerShared};
 use crate::dns::DropReason;
 use crate::error::{Error, Result};
-use crate::metrics::{get, ListenerMetrics};
+use crate::metrics::{get, ListenerMetrics, HTTP_STATUSES};
+use crate::routes::Routes;
+use crate::tls::{ServerTls, ALPN_DOT, ALPN_H2, ALPN_HTTP11};
 use crate::upstream_tcp::{TcpUpstreamSettings, TcpUpstreams};
 
 struct RunningListener {
     config: ListenerConfig,
     ctx: Arc<ListenerCtx>,
+    /// The certificate of a DoT or DoH listener, reloaded in place.
+    tls: Option<Arc<ServerTls>>,
 }
 
 struct State {
@@ -33,6 +38,8 @@ pub struct Server {
     tcp_upstreams: Arc<TcpUpstreams>,
     /// Listeners stopped by reloads, still draining.
     retired: Mutex<Vec<Arc<ListenerCtx>>>,
+    /// Active and passive health checks of the pools' backends.
+    health: HealthMonitor,
 }
 
 impl std::fmt::Debug for Server {
@@ -71,6 +78,7 @@ fn same_sockets(old: &ListenerConfig, new: &ListenerConfig) -> bool {
     old.name == new.name
         && old.protocol == new.protocol
         && old.listen == new.listen
+        && old.tls.is_some() == new.tls.is_some()
         && (old.protocol != Protocol::Udp || workers_for(old) == workers_for(new))
 }
 
@@ -78,6 +86,8 @@ impl Server {
     /// Binds every listener of `config` and starts serving. Fails (and binds
     /// nothing) when a listener cannot bind.
     pub async fn start(config: &Config) -> Result<Arc<Self>> {
+        HealthMonitor::validate(config).map_err(|source| Error::Health { source })?;
+        let health = HealthMonitor::new().map_err(|source| Error::Health { source })?;
         let pools: Vec<Arc<Pool>> = config.pools.iter().map(new_pool).collect();
         let server = Arc::new(Self {
             state: Mutex::new(State {
@@ -86,10 +96,12 @@ impl Server {
             }),
             tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
             retired: Mutex::new(Vec::new()),
+            health,
         });
         let mut started = Vec::new();
+        let routes = server.routes_for(config)?;
         for l in &config.listeners {
-            match server.start_listener(l, &pools) {
+            match server.start_listener(l, &pools, &routes) {
                 Ok(r) => started.push(r),
                 Err(e) => {
                     for r in started {
@@ -103,6 +115,7 @@ impl Server {
             let mut st = server.lock();
             st.pools = pools;
             st.listeners = started;
+            server.reconcile_health(config, &st.pools);
         }
         Ok(server)
     }
@@ -113,10 +126,25 @@ impl Server {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The stream routes of every pool (TLS client configurations built).
+    fn routes_for(&self, config: &Config) -> Result<Vec<(String, Arc<Routes>)>> {
+        config
+            .pools
+            .iter()
+            .map(|p| {
+                Ok((
+                    p.name.clone(),
+                    Arc::new(Routes::new(p, &self.tcp_upstreams)?),
+                ))
+            })
+            .collect()
+    }
+
     fn shared_for(
         &self,
         l: &ListenerConfig,
         pools: &[Arc<Pool>],
+        routes: &[(String, Arc<Routes>)],
         metrics: &Arc<ListenerMetrics>,
         old_log: Option<(&ListenerConfig, &Option<AccessLog>)>,
     ) -> Result<ListenerShared> {
@@ -142,12 +170,43 @@ impl Server {
             pool,
             acl: Acl::new(l.allow.clone()),
             access_log,
+            routes: routes
+                .iter()
+                .find(|(name, _)| *name == l.pool)
+                .map(|(_, r)| Arc::clone(r))
+                .unwrap_or_default(),
         })
     }
 
-    fn start_listener(&self, l: &ListenerConfig, pools: &[Arc<Pool>]) -> Result<RunningListener> {
+    /// The TLS side of a DoT or DoH listener with a certificate.
+    fn server_tls(l: &ListenerConfig) -> Result<Option<Arc<ServerTls>>> {
+        let alpn: &[&[u8]] = match l.protocol {
+            Protocol::Dot => &[ALPN_DOT],
+            Protocol::Doh => &[ALPN_H2, ALPN_HTTP11],
+            _ => return Ok(None),
+        };
+        l.tls
+            .as_ref()
+            .map(|files| {
+                ServerTls::new(files, alpn)
+                    .map(Arc::new)
+                    .map_err(|e| Error::Tls {
+                        context: format!("listener {}", l.name),
+                        message: e.to_string(),
+                    })
+            })
+            .transpose()
+    }
+
+    fn start_listener(
+        &self,
+        l: &ListenerConfig,
+        pools: &[Arc<Pool>],
+        routes: &[(String, Arc<Routes>)],
+    ) -> Result<RunningListener> {
         let metrics = Arc::new(ListenerMetrics::new(l.name.clone(), l.protocol, l.listen));
-        let shared = self.shared_for(l, pools, &metrics, None)?;
+        let shared = self.shared_for(l, pools, routes, &metrics, None)?;
+        let tls = Self::server_tls(l)?;
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
         let bind_err = |source| Error::Bind {
             listener: l.name.clone(),
@@ -182,6 +241,35 @@ impl Server {
                         .spawn(crate::passthrough::serve(Arc::clone(&ctx), listener));
                 }
             }
+            Protocol::Dot | Protocol::Doh => {
+                let std = crate::socket::bind_tcp(l.listen, 1024).map_err(bind_err)?;
+                let listener = tokio::net::TcpListener::from_std(std).map_err(bind_err)?;
+                let up = Arc::clone(&self.tcp_upstreams);
+                match (l.protocol, &tls) {
+                    (Protocol::Dot, Some(tls)) => {
+                        ctx.tasks.spawn(crate::dot::serve(
+                            Arc::clone(&ctx),
+                            listener,
+                            Arc::clone(tls),
+                            up,
+                        ));
+                    }
+                    (Protocol::Dot, None) => {
+                        return Err(Error::Tls {
+                            context: format!("listener {}", l.name),
+                            message: "dot needs tls_cert and tls_key".into(),
+                        })
+                    }
+                    _ => {
+                        ctx.tasks.spawn(crate::doh::serve(
+                            Arc::clone(&ctx),
+                            listener,
+                            tls.clone(),
+                            up,
+                        ));
+                    }
+                }
+            }
         }
         ctx.tasks.close();
         tracing::info!(
@@ -194,6 +282,7 @@ impl Server {
         Ok(RunningListener {
             config: l.clone(),
             ctx,
+            tls,
         })
     }
 
@@ -203,6 +292,7 @@ impl Server {
     /// started or stopped (stopped ones finish their queries in flight). On
     /// error nothing changes.
     pub fn reload(&self, config: &Config) -> Result<ReloadSummary> {
+        HealthMonitor::validate(config).map_err(|source| Error::Health { source })?;
         let mut st = self.lock();
         let mut summary = ReloadSummary::default();
         // Pools: keep the Arc when the policy is unchanged.
@@ -249,7 +339,10 @@ impl Server {
             .filter(|p| !config.pools.iter().any(|c| c.name == p.name()))
             .count();
         // Listeners: start the new ones first, so a bind failure changes nothing.
+        let routes = self.routes_for(config)?;
         let mut keep: Vec<(usize, ListenerShared)> = Vec::new();
+        // New certificates of kept DoT/DoH listeners, installed on commit.
+        let mut new_keys = Vec::new();
         let mut started = Vec::new();
         for l in &config.listeners {
             let existing = st.listeners.iter().position(|r| same_sockets(&r.config, l));
@@ -257,13 +350,37 @@ impl Server {
                 Some(i) => {
                     let r = &st.listeners[i];
                     let old = r.ctx.shared.load();
+                    let key = match (&r.tls, &l.tls) {
+                        (Some(tls), Some(files)) => match crate::tls::load_certified_key(files) {
+                            Ok(k) => Some((Arc::clone(tls), k)),
+                            Err(errors) => {
+                                for r in started {
+                                    let r: RunningListener = r;
+                                    r.ctx.stop.cancel();
+                                }
+                                return Err(Error::Tls {
+                                    context: format!("listener {}", l.name),
+                                    message: errors
+                                        .iter()
+                                        .map(|e| e.message.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join("; "),
+                                });
+                            }
+                        },
+                        _ => None,
+                    };
                     match self.shared_for(
                         l,
                         &pools,
+                        &routes,
                         &r.ctx.metrics,
                         Some((&r.config, &old.access_log)),
                     ) {
-                        Ok(s) => keep.push((i, s)),
+                        Ok(s) => {
+                            keep.push((i, s));
+                            new_keys.extend(key);
+                        }
                         Err(e) => {
                             for r in started {
                                 let r: RunningListener = r;
@@ -273,7 +390,7 @@ impl Server {
                         }
                     }
                 }
-                None => match self.start_listener(l, &pools) {
+                None => match self.start_listener(l, &pools, &routes) {
                     Ok(r) => started.push(r),
                     Err(e) => {
                         for r in started {
@@ -285,6 +402,9 @@ impl Server {
             }
         }
         // Commit.
+        for (tls, key) in new_keys {
+            tls.install(key);
+        }
         let mut old = std::mem::take(&mut st.listeners);
         let mut next = Vec::new();
         let kept_idx: Vec<usize> = keep.iter().map(|(i, _)| *i).collect();
@@ -310,7 +430,23 @@ impl Server {
         next.extend(started);
         st.listeners = next;
         st.pools = pools;
+        self.reconcile_health(config, &st.pools);
         Ok(summary)
+    }
+
+    /// Points the health checks at the pools now in use (backends that stay
+    /// keep their health state; removed ones stop being checked).
+    fn reconcile_health(&self, config: &Config, pools: &[Arc<Pool>]) {
+        if let Err(e) = self.health.reconcile(config, pools) {
+            // validate() passed before the commit, so only a CA file changed
+            // meanwhile gets here: the previous checks keep running.
+            tracing::error!(error = %e, "health checks not updated");
+        }
+    }
+
+    /// The health monitor: subscribe to its events, read its pool counts.
+    pub fn health(&self) -> &HealthMonitor {
+        &self.health
     }
 
     /// Asks every access log writer to reopen its file (SIGUSR1).
@@ -331,6 +467,7 @@ impl Server {
     /// Stops accepting, lets queries in flight finish (at most `grace`), and
     /// returns whether everything drained in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.health.stop();
         let mut ctxs: Vec<Arc<ListenerCtx>> = {
             let st = self.lock();
             st.listeners.iter().map(|r| Arc::clone(&r.ctx)).collect()
@@ -375,6 +512,13 @@ impl Server {
                                 outstanding: b.outstanding(),
                                 queries: b.queries(),
                                 failures: b.failures(),
+                                health: self.health.backend(p.name(), b.name()).map(|h| {
+                                    let mut text = format!("{}: {}", h.check, h.health.as_str());
+                                    if let Some(r) = h.reason {
+                                        text.push_str(&format!(" ({r})"));
+                                    }
+                                    text
+                                }),
                             })
                             .collect(),
                     }
@@ -493,6 +637,80 @@ impl Server {
             "counter",
             drops,
         );
+        let tls_listeners: Vec<&RunningListener> = st
+            .listeners
+            .iter()
+            .filter(|r| matches!(r.config.protocol, Protocol::Dot | Protocol::Doh))
+            .collect();
+        let tls_counters: [(&str, &str, Pick); 7] = [
+            (
+                "tls_handshake_failures_total",
+                "TLS handshakes that failed (not TLS, no common protocol).",
+                |m| get(&m.tls_handshake_failures),
+            ),
+            (
+                "tls_handshake_timeouts_total",
+                "TLS handshakes not finished within handshake_timeout_ms.",
+                |m| get(&m.tls_handshake_timeouts),
+            ),
+            (
+                "tls_resumed_total",
+                "TLS handshakes that resumed a session.",
+                |m| get(&m.tls_resumed),
+            ),
+            (
+                "http_rate_limited_total",
+                "DoH requests over the per-client rate (429).",
+                |m| get(&m.rate_limited),
+            ),
+            (
+                "http_cancelled_total",
+                "DoH requests abandoned by the client before their answer.",
+                |m| get(&m.http_cancelled),
+            ),
+            (
+                "http_abusive_closed_total",
+                "DoH connections closed for too many reset or refused requests.",
+                |m| get(&m.http_abusive_closed),
+            ),
+            (
+                "http_protocol_errors_total",
+                "DoH connections ended by an HTTP protocol error (oversized headers, bad frames).",
+                |m| get(&m.http_protocol_errors),
+            ),
+        ];
+        for (name, help, pick) in tls_counters {
+            series(
+                name,
+                help,
+                "counter",
+                tls_listeners
+                    .iter()
+                    .map(|r| (ls(r), pick(&r.ctx.metrics)))
+                    .collect(),
+            );
+        }
+        let mut statuses = Vec::new();
+        for r in tls_listeners
+            .iter()
+            .filter(|r| r.config.protocol == Protocol::Doh)
+        {
+            for (i, code) in HTTP_STATUSES.iter().enumerate() {
+                let n = r.ctx.metrics.http_responses.get(i).map_or(0, get);
+                let code = if *code == 0 {
+                    "other".to_string()
+                } else {
+                    code.to_string()
+                };
+                statuses.push((format!("{},status=\"{code}\"", ls(r)), n));
+            }
+        }
+        series(
+            "http_responses_total",
+            "DoH responses, by HTTP status.",
+            "counter",
+            statuses,
+        );
         let backends: Vec<(String, Arc<Backend>)> = st
             .pools
             .iter()
@@ -552,6 +770,11 @@ impl Server {
             "# HELP dnsha_tcp_upstream_unmatched_total Backend TCP answers matching no query.\n# TYPE dnsha_tcp_upstream_unmatched_total counter\ndnsha_tcp_upstream_unmatched_total {}\n",
             self.tcp_upstreams.unmatched()
         ));
+        out.push_str(&format!(
+            "# HELP dnsha_tls_upstream_failures_total TLS handshakes with DoT backends that failed.\n# TYPE dnsha_tls_upstream_failures_total counter\ndnsha_tls_upstream_failures_total {}\n",
+            get(&self.tcp_upstreams.stats().tls_failures)
+        ));
+        out.push_str(&self.health.prometheus());
         out
     }
 }
@@ -608,6 +831,11 @@ pub struct BackendStatus {
     pub queries: u64,
     /// Failed queries since start.
     pub failures: u64,
+    /// The health check and its verdict with the reason of the last
+    /// transition (`dns: down (3 consecutive timeouts (200 ms))`), when the
+    /// backend is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// One listener in `/status`.

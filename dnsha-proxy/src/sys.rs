@@ -135,3 +135,147 @@ pub fn send_with_pktinfo(
     };
     r.map_err(io::Error::from)
 }
+
+/// Largest datagram one batch slot holds; a longer one arrives truncated
+/// (flagged) and is dropped by the caller.
+pub const BATCH_SLOT: usize = 4096;
+
+/// One datagram of a [`RecvBatch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes received (at most [`BATCH_SLOT`]).
+    pub len: usize,
+    /// Source address.
+    pub src: SocketAddr,
+    /// Destination address, when IP_PKTINFO is enabled.
+    pub info: Option<PktInfo>,
+    /// The datagram was longer than the slot.
+    pub truncated: bool,
+}
+
+/// Buffers and headers for receiving up to `n` datagrams in one `recvmmsg`.
+///
+/// The kernel headers (`mmsghdr`, addresses, control buffers) are built per
+/// call: nix's `MultiHeaders` holds raw pointers and is not `Send`, and a
+/// worker's future must be. That is three small allocations per batch, not
+/// per datagram.
+pub struct RecvBatch {
+    bufs: Vec<Vec<u8>>,
+    received: Vec<Received>,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("slots", &self.bufs.len())
+            .finish()
+    }
+}
+
+impl RecvBatch {
+    /// Room for `n` datagrams of up to [`BATCH_SLOT`] bytes.
+    pub fn new(n: usize) -> Self {
+        Self {
+            bufs: (0..n).map(|_| vec![0u8; BATCH_SLOT]).collect(),
+            received: Vec::with_capacity(n),
+        }
+    }
+
+    /// Receives what is queued on `s` (non-blocking), up to the batch size;
+    /// returns how many datagrams arrived (WouldBlock when none).
+    pub fn recv(&mut self, s: &impl AsRawFd) -> io::Result<usize> {
+        self.received.clear();
+        let cmsg = nix::cmsg_space!(libc::in6_pktinfo);
+        let mut headers = nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(
+            self.bufs.len(),
+            Some(cmsg),
+        );
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        let results = nix::sys::socket::recvmmsg(
+            s.as_raw_fd(),
+            &mut headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for msg in results {
+            let Some(src) = msg.address.as_ref().and_then(to_std) else {
+                continue;
+            };
+            let mut info = None;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    match c {
+                        ControlMessageOwned::Ipv4PacketInfo(p) => {
+                            info = Some(PktInfo {
+                                dst: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))),
+                                ifindex: u32::try_from(p.ipi_ifindex).unwrap_or(0),
+                            });
+                        }
+                        ControlMessageOwned::Ipv6PacketInfo(p) => {
+                            info = Some(PktInfo {
+                                dst: IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)),
+                                ifindex: p.ipi6_ifindex,
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            self.received.push(Received {
+                len: msg.bytes.min(BATCH_SLOT),
+                src,
+                info,
+                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+            });
+        }
+        Ok(self.received.len())
+    }
+
+    /// The datagrams of the last [`Self::recv`].
+    pub fn received(&self) -> &[Received] {
+        &self.received
+    }
+
+    /// Datagram `i` of the last receive, mutable (for an in-place ID rewrite).
+    pub fn datagram_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        let r = *self.received.get(i)?;
+        self.bufs.get_mut(i).and_then(|b| b.get_mut(..r.len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_receives_several_datagrams_with_their_sources() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_pktinfo(&rx, false).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&[i; 10], to).unwrap();
+        }
+        tx.send_to(&vec![9u8; BATCH_SLOT + 10], to).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut b = RecvBatch::new(4);
+        assert_eq!(b.recv(&rx).unwrap(), 4);
+        assert!(b
+            .received()
+            .iter()
+            .all(|r| r.src == tx.local_addr().unwrap()));
+        assert_eq!(b.received()[0].info.map(|i| i.dst), Some(to.ip()));
+        assert_eq!(b.datagram_mut(3).unwrap(), &[3u8; 10]);
+        assert_eq!(b.recv(&rx).unwrap(), 2);
+        assert!(b.received()[1].truncated);
+        assert_eq!(b.received()[1].len, BATCH_SLOT);
+        let e = b.recv(&rx).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+}

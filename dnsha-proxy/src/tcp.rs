@@ -13,6 +13,11 @@
 //! after `idle_timeout_ms`. A length prefix of 0 ends the connection once the
 //! queries in flight are answered. Connection limits ([`ConnLimiter`]) are
 //! shared with the passthrough frontend.
+//!
+//! The per-connection logic ([`handle_connection`]) is generic over the
+//! stream halves, so the DNS-over-TLS frontend ([`crate::dot`]) runs it
+//! unchanged after its handshake; [`forward`] is the per-query balancing
+//! shared by every stream frontend (and DoH).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use dnsha_core::{BackendId, Millis, OnNoBackend, Transition};
 use hickory_proto::op::ResponseCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
@@ -291,7 +296,10 @@ pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener, upstreams: Arc<
         let ctx2 = Arc::clone(&ctx);
         let up = Arc::clone(&upstreams);
         ctx.tasks.spawn(async move {
-            connection(ctx2, stream, peer, up).await;
+            let mut stream = stream;
+            let _ = stream.set_nodelay(true);
+            let (rd, wr) = stream.split();
+            handle_connection(ctx2, rd, wr, peer, up, "TCP").await;
             drop(slot);
         });
     }
@@ -310,13 +318,21 @@ enum Close {
     Error,
 }
 
-async fn connection(
+/// Serves one client connection of length-prefixed DNS messages (RFC 7766,
+/// and RFC 7858 once TLS is set up): reads queries, balances each one, writes
+/// answers in completion order, until the client closes, a timeout fires or
+/// the listener stops. `proto` labels the access log (`TCP`, `DoT`).
+pub async fn handle_connection<R, W>(
     ctx: Arc<ListenerCtx>,
-    mut stream: TcpStream,
+    mut rd: R,
+    mut wr: W,
     peer: SocketAddr,
     upstreams: Arc<TcpUpstreams>,
-) {
-    let _ = stream.set_nodelay(true);
+    proto: &'static str,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (read_timeout, idle_timeout) = {
         let s = ctx.shared.load();
         (
@@ -324,7 +340,6 @@ async fn connection(
             Duration::from_millis(s.config.idle_timeout_ms),
         )
     };
-    let (mut rd, mut wr) = stream.split();
     let mut decoder = FrameDecoder::new();
     let mut queries: JoinSet<Option<Vec<u8>>> = JoinSet::new();
     let mut out: Vec<u8> = Vec::new();
@@ -344,7 +359,7 @@ async fn connection(
                     debug!(client = %peer, "zero length prefix, closing");
                     reading = false;
                 }
-                Some(msg) => dispatch(&ctx, &upstreams, peer, msg, &mut queries, &mut out),
+                Some(msg) => dispatch(&ctx, &upstreams, peer, msg, proto, &mut queries, &mut out),
             }
         }
         if !out.is_empty() {
@@ -419,9 +434,14 @@ fn collect(done: Result<Option<Vec<u8>>, tokio::task::JoinError>, out: &mut Vec<
     }
 }
 
-/// Writes `out` within `limit`; false when the client does not take it.
+/// Writes (and flushes, for TLS) `out` within `limit`; false when the
+/// client does not take it.
 async fn write_out<W: AsyncWrite + Unpin>(wr: &mut W, out: &[u8], limit: Duration) -> bool {
-    matches!(timeout(limit, wr.write_all(out)).await, Ok(Ok(())))
+    let write = async {
+        wr.write_all(out).await?;
+        wr.flush().await
+    };
+    matches!(timeout(limit, write).await, Ok(Ok(())))
 }
 
 /// Handles one complete client message: an immediate reply goes to `out`, a
@@ -431,6 +451,7 @@ fn dispatch(
     upstreams: &Arc<TcpUpstreams>,
     peer: SocketAddr,
     msg: Vec<u8>,
+    proto: &'static str,
     queries: &mut JoinSet<Option<Vec<u8>>>,
     out: &mut Vec<u8>,
 ) {
@@ -453,19 +474,23 @@ fn dispatch(
             inc(&m.queries);
             let ctx = Arc::clone(ctx);
             let up = Arc::clone(upstreams);
-            queries.spawn(async move { forward(&ctx, &up, peer, &msg, &info).await });
+            queries.spawn(async move { forward(&ctx, &up, peer, &msg, &info, proto).await });
         }
     }
 }
 
-/// Balances one query: tries backends until one answers or the pool's retries
-/// are spent. Returns what to write to the client (with the client's ID).
-async fn forward(
+/// Balances one query over streams: tries backends (over TCP, or TLS for
+/// `dot` backends) until one answers or the pool's retries are spent.
+/// Returns what to send the client (with the client's ID): the answer, the
+/// pool's SERVFAIL, or `None` when the pool says `drop`. `proto` labels the
+/// access log.
+pub async fn forward(
     ctx: &ListenerCtx,
     upstreams: &TcpUpstreams,
     peer: SocketAddr,
     msg: &[u8],
     info: &QueryInfo,
+    proto: &'static str,
 ) -> Option<Vec<u8>> {
     let started = Instant::now();
     let time = SystemTime::now();
@@ -488,12 +513,21 @@ async fn forward(
         }
         tried.push(backend.id());
         last_backend = Some(backend.address());
+        let target = shared.routes.target(&backend);
         match upstreams
-            .query(backend.address(), msg, &info.question, per_try)
+            .query_target(&target, msg, &info.question, per_try)
             .await
         {
             Ok(mut a) => {
-                if backend.record_success() == Some(Transition::Up) {
+                // SERVFAIL: alive, but counted by passive health checking.
+                let servfail = crate::dns::parse_answer(&a)
+                    .is_some_and(|ai| ai.rcode == ResponseCode::ServFail);
+                let recorded = if servfail {
+                    pool.record_servfail(&backend)
+                } else {
+                    backend.record_success()
+                };
+                if recorded == Some(Transition::Up) {
                     info!(pool = %pool.name(), backend = %backend.name(), "backend up (answered)");
                 }
                 rewrite_id(&mut a, info.id);
@@ -539,7 +573,7 @@ async fn forward(
             time,
             client: peer,
             backend: last_backend,
-            protocol: "TCP",
+            protocol: proto,
             rcode: crate::dns::rcode_label(reply.as_deref()),
             duration: started.elapsed(),
             qname: info.question.name().to_ascii(),

@@ -262,6 +262,7 @@ pub(crate) fn ctx(
             config: lc,
             pool: Arc::new(pool),
             access_log: None,
+            routes: Arc::default(),
         },
         metrics,
     ))

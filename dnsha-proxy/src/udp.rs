@@ -32,8 +32,8 @@ use crate::sys::{self, PktInfo};
 /// Most queries one worker keeps in flight; more are dropped and counted.
 pub const MAX_PENDING_PER_WORKER: usize = 65_536;
 
-/// Datagrams read from one socket per wake-up before looking at the others.
-const BATCH: usize = 64;
+/// Datagrams read by one recvmmsg.
+const BATCH: usize = 32;
 
 /// Drop upstream sockets of removed backends this often.
 const GC_INTERVAL_MS: u64 = 10_000;
@@ -53,13 +53,12 @@ struct Pending {
     received_wall: SystemTime,
 }
 
-
 /// Serves one UDP listener socket until `ctx.stop` is cancelled, then drains
 /// the queries in flight (each ends within the pool timeout × attempts).
 pub async fn serve(ctx: Arc<ListenerCtx>, socket: UdpSocket, pktinfo: bool) {
     let mut w = Worker {
         ctx,
-        socket,
+        socket: Arc::new(socket),
         pktinfo,
         upstreams: HashMap::new(),
         slots: HashMap::new(),
@@ -74,7 +73,7 @@ pub async fn serve(ctx: Arc<ListenerCtx>, socket: UdpSocket, pktinfo: bool) {
 
 struct Worker {
     ctx: Arc<ListenerCtx>,
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     pktinfo: bool,
     upstreams: HashMap<u32, Upstream>,
     slots: HashMap<BackendId, u32>,
@@ -87,52 +86,60 @@ struct Worker {
 
 impl Worker {
     async fn run(&mut self) {
-        let mut client_buf = vec![0u8; dns::MAX_MESSAGE];
-        let mut up_buf = vec![0u8; dns::MAX_MESSAGE];
+        let mut client_batch = sys::RecvBatch::new(BATCH);
+        let mut up_batch = sys::RecvBatch::new(BATCH);
         let mut slots: Vec<u32> = Vec::new();
         let mut stopping = false;
         loop {
             // Drain what is ready without going back to the reactor: one
-            // wake-up serves a batch of datagrams.
+            // wake-up serves batches of datagrams, each read by one recvmmsg.
             let mut rounds = 0;
             loop {
                 let mut progressed = false;
                 let now = Millis::now();
                 if !stopping {
-                    for _ in 0..BATCH {
-                        match self.try_recv_client(&mut client_buf) {
-                            Ok((n, src, info)) => {
-                                progressed = true;
-                                if let Some(q) = client_buf.get(..n) {
-                                    self.on_client(q, src, info, now);
+                    let r = self
+                        .socket
+                        .try_io(Interest::READABLE, || client_batch.recv(&self.socket));
+                    match r {
+                        Ok(n) => {
+                            progressed = true;
+                            for i in 0..n {
+                                let Some(&d) = client_batch.received().get(i) else {
+                                    break;
+                                };
+                                if d.truncated {
+                                    self.ctx.metrics.dropped(DropReason::Malformed);
+                                    continue;
+                                }
+                                if let Some(q) = client_batch.datagram_mut(i) {
+                                    self.on_client(q, d.src, d.info, now);
                                 }
                             }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
-                                break;
-                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
                         }
                     }
                 }
                 slots.clear();
                 slots.extend(self.upstreams.keys().copied());
                 for &slot in &slots {
-                    for _ in 0..BATCH {
-                        let Some(u) = self.upstreams.get(&slot) else { break };
-                        match u.sock.try_recv(&mut up_buf) {
-                            Ok(n) => {
-                                progressed = true;
-                                if let Some(a) = up_buf.get_mut(..n) {
+                    let Some(u) = self.upstreams.get(&slot) else {
+                        continue;
+                    };
+                    match u.sock.try_io(Interest::READABLE, || up_batch.recv(&u.sock)) {
+                        Ok(n) => {
+                            progressed = true;
+                            for i in 0..n {
+                                if let Some(a) = up_batch.datagram_mut(i) {
                                     self.on_answer(slot, a);
                                 }
                             }
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                self.on_upstream_error(slot, &e, now);
-                                break;
-                            }
                         }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => self.on_upstream_error(slot, &e, now),
                     }
                 }
                 self.on_timer(now);
@@ -178,23 +185,7 @@ impl Worker {
         }
     }
 
-    fn try_recv_client(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<PktInfo>)> {
-        if self.pktinfo {
-            self.socket.try_io(Interest::READABLE, || {
-                sys::recv_with_pktinfo(&self.socket, buf)
-            })
-        } else {
-            self.socket.try_recv_from(buf).map(|(n, a)| (n, a, None))
-        }
-    }
-
-    fn on_client(
-        &mut self,
-        query: &[u8],
-        src: SocketAddr,
-        info: Option<PktInfo>,
-        now: Millis,
-    ) {
+    fn on_client(&mut self, query: &[u8], src: SocketAddr, info: Option<PktInfo>, now: Millis) {
         let shared = self.ctx.shared.load();
         let m = &self.ctx.metrics;
         if !shared.acl.allows(src.ip()) {
@@ -209,6 +200,13 @@ impl Worker {
             }
             Verdict::Forward(qi) => {
                 inc(&m.queries);
+                // Pools with tcp/dot backends: balanced over streams.
+                if let Some((up, slots)) = shared.routes.udp_via_stream() {
+                    let (ctx, sock) = (&self.ctx, &self.socket);
+                    let pktinfo = self.pktinfo;
+                    crate::udp_stream::spawn(ctx, sock, pktinfo, up, slots, query, qi, src, info);
+                    return;
+                }
                 let Some(first) = shared.pool.with_snapshot(|s| s.pick(&[], now)) else {
                     drop(shared);
                     self.no_backend_first(qi, src, info, now);
@@ -403,7 +401,14 @@ impl Worker {
             return;
         };
         let backend = p.inflight.backend();
-        if backend.record_success() == Some(Transition::Up) {
+        // A SERVFAIL answer proves the backend alive but counts for passive
+        // health checking (dnsha-health).
+        let recorded = if ai.rcode == ResponseCode::ServFail {
+            self.ctx.shared.load().pool.record_servfail(backend)
+        } else {
+            backend.record_success()
+        };
+        if recorded == Some(Transition::Up) {
             tracing::info!(backend = %backend.name(), "backend up: answered a query");
         }
         inc(&m.answers);

@@ -17,6 +17,13 @@
 //! Memory is bounded: a per-backend semaphore caps the queries in flight to
 //! `max_connections_per_backend × max_in_flight_per_connection`; a query that
 //! finds everything busy waits for a slot until its own timeout.
+//!
+//! The same pool speaks DNS over TLS (RFC 7858) to backends with
+//! `transport = "dot"`: an [`UpstreamTarget`] names the address and, for
+//! TLS, the rustls client configuration and server name. Connections are
+//! pooled per target; the TLS handshake is part of establishing a connection
+//! (a failed one counts as a refusal, so the query is retried elsewhere) and
+//! sessions are resumed when the backend allows it.
 
 use std::collections::HashMap;
 use std::io;
@@ -29,10 +36,11 @@ use dnsha_core::FailureKind;
 use hickory_proto::op::Query;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::AsyncWriteExt;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use crate::dns::{answer_matches, parse_answer, HEADER_LEN, MAX_MESSAGE};
@@ -50,6 +58,49 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 
 /// How often a query may be handed back (connection closing) before it fails.
 const MAX_HANDOVERS: usize = 4;
+
+/// TLS towards one backend: the client configuration (roots, ALPN `dot`,
+/// session cache) and the name sent in SNI and verified.
+pub struct UpstreamTls {
+    /// rustls client configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// SNI and verification name.
+    pub server_name: ServerName<'static>,
+    /// Identifies the settings: connections made with equal keys are shared.
+    pub key: String,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a stream query goes: an address, over TCP or over TLS.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// Backend address.
+    pub addr: SocketAddr,
+    /// TLS settings for a DoT backend; `None` for plain TCP.
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+impl UpstreamTarget {
+    /// Plain TCP to `addr`.
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self { addr, tls: None }
+    }
+
+    fn key(&self) -> ConnKey {
+        (self.addr, self.tls.as_ref().map(|t| t.key.clone()))
+    }
+}
+
+/// Connections are pooled per address and TLS settings.
+type ConnKey = (SocketAddr, Option<String>);
 
 /// Settings of [`TcpUpstreams`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +136,8 @@ pub struct TcpUpstreamStats {
     pub connections_opened: AtomicU64,
     /// Connections to backends open now (including ones still connecting).
     pub connections_open: AtomicU64,
+    /// TLS handshakes with DoT backends that failed.
+    pub tls_failures: AtomicU64,
 }
 
 /// A pool of pipelined TCP connections to backends, shared by all TCP
@@ -92,7 +145,7 @@ pub struct TcpUpstreamStats {
 #[derive(Debug)]
 pub struct TcpUpstreams {
     settings: TcpUpstreamSettings,
-    backends: Mutex<HashMap<SocketAddr, Arc<BackendConns>>>,
+    backends: Mutex<HashMap<ConnKey, Arc<BackendConns>>>,
     stats: Arc<TcpUpstreamStats>,
 }
 
@@ -196,6 +249,20 @@ impl TcpUpstreams {
         question: &Query,
         timeout: Duration,
     ) -> Result<Vec<u8>> {
+        self.query_target(&UpstreamTarget::tcp(backend), query, question, timeout)
+            .await
+    }
+
+    /// As [`Self::query`], to `target` over TCP or TLS. A failed TLS
+    /// handshake is a [`FailureKind::Refused`].
+    pub async fn query_target(
+        &self,
+        target: &UpstreamTarget,
+        query: &[u8],
+        question: &Query,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let backend = target.addr;
         let deadline = Instant::now() + timeout;
         let upstream = |kind| Error::Upstream {
             backend,
@@ -211,7 +278,7 @@ impl TcpUpstreams {
                 })
             }
         };
-        let conns = self.backend(backend);
+        let conns = self.backend(target.key());
         // The semaphore is never closed; a closed one would mean "no slot".
         let Ok(Ok(_permit)) = timeout_at(deadline, conns.permits.acquire()).await else {
             return Err(upstream(FailureKind::Timeout));
@@ -220,7 +287,7 @@ impl TcpUpstreams {
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(query);
         for _ in 0..MAX_HANDOVERS {
-            let load = self.connection(backend, &conns);
+            let load = self.connection(target, &conns);
             let (tx, rx) = oneshot::channel();
             let req = Request {
                 frame,
@@ -247,7 +314,7 @@ impl TcpUpstreams {
         Err(upstream(FailureKind::Closed))
     }
 
-    fn backend(&self, addr: SocketAddr) -> Arc<BackendConns> {
+    fn backend(&self, addr: ConnKey) -> Arc<BackendConns> {
         let mut map = lock(&self.backends);
         // Forget backends with no connection left (removed on reload).
         if map.len() > 64 {
@@ -271,7 +338,7 @@ impl TcpUpstreams {
     /// Chooses the connection for one query and takes a unit of its load:
     /// the least loaded live connection, unless all are busy and another may
     /// still be opened.
-    fn connection(&self, addr: SocketAddr, conns: &BackendConns) -> LoadGuard {
+    fn connection(&self, addr: &UpstreamTarget, conns: &BackendConns) -> LoadGuard {
         let max_conns = self.settings.max_connections_per_backend;
         let max_load = self.settings.max_in_flight_per_connection;
         let mut list = lock(&conns.conns);
@@ -303,12 +370,12 @@ impl TcpUpstreams {
         LoadGuard(conn)
     }
 
-    fn spawn(&self, addr: SocketAddr) -> Arc<ConnHandle> {
+    fn spawn(&self, addr: &UpstreamTarget) -> Arc<ConnHandle> {
         let (tx, rx) = mpsc::channel(self.settings.max_in_flight_per_connection);
         inc(&self.stats.connections_opened);
         inc(&self.stats.connections_open);
         tokio::spawn(run_connection(
-            addr,
+            addr.clone(),
             rx,
             self.settings.clone(),
             Arc::clone(&self.stats),
@@ -335,17 +402,73 @@ enum End {
     Failed(FailureKind),
 }
 
+/// An established connection to a backend.
+enum Connected {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Connects (and for DoT, completes the TLS handshake) within the connect
+/// timeout.
+async fn connect(
+    target: &UpstreamTarget,
+    limit: Duration,
+    stats: &TcpUpstreamStats,
+) -> std::result::Result<Connected, FailureKind> {
+    let addr = target.addr;
+    let deadline = Instant::now() + limit;
+    let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(backend = %addr, error = %e, "upstream tcp connect failed");
+            return Err(FailureKind::Refused);
+        }
+        Err(_) => {
+            debug!(backend = %addr, "upstream tcp connect timed out");
+            return Err(FailureKind::Timeout);
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let Some(tls) = &target.tls else {
+        return Ok(Connected::Tcp(stream));
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
+    match timeout_at(deadline, connector.connect(tls.server_name.clone(), stream)).await {
+        Ok(Ok(s)) => Ok(Connected::Tls(Box::new(s))),
+        Ok(Err(e)) => {
+            inc(&stats.tls_failures);
+            tracing::warn!(backend = %addr, error = %e, "upstream tls handshake failed");
+            Err(FailureKind::Refused)
+        }
+        Err(_) => {
+            inc(&stats.tls_failures);
+            debug!(backend = %addr, "upstream tls handshake timed out");
+            Err(FailureKind::Timeout)
+        }
+    }
+}
+
 async fn run_connection(
-    addr: SocketAddr,
+    target: UpstreamTarget,
     mut rx: mpsc::Receiver<Request>,
     settings: TcpUpstreamSettings,
     stats: Arc<TcpUpstreamStats>,
 ) {
-    let connect_failure = match timeout(settings.connect_timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => {
-            debug!(backend = %addr, "upstream tcp connection open");
+    let addr = target.addr;
+    let connect_failure = match connect(&target, settings.connect_timeout, &stats).await {
+        Ok(conn) => {
+            debug!(backend = %addr, tls = target.tls.is_some(), "upstream connection open");
             let mut pending = HashMap::new();
-            let end = drive(stream, addr, &mut rx, &mut pending, &settings, &stats).await;
+            let end = match conn {
+                Connected::Tcp(mut stream) => {
+                    let (rd, wr) = stream.split();
+                    drive(rd, wr, addr, &mut rx, &mut pending, &settings, &stats).await
+                }
+                Connected::Tls(stream) => {
+                    let (rd, wr) = tokio::io::split(*stream);
+                    drive(rd, wr, addr, &mut rx, &mut pending, &settings, &stats).await
+                }
+            };
             let kind = match end {
                 End::Failed(kind) => kind,
                 End::Done => FailureKind::Closed,
@@ -353,17 +476,10 @@ async fn run_connection(
             for (_, p) in pending.drain() {
                 let _ = p.reply.send(Reply::Failed(kind));
             }
-            debug!(backend = %addr, end = ?end, "upstream tcp connection closed");
+            debug!(backend = %addr, end = ?end, "upstream connection closed");
             None
         }
-        Ok(Err(e)) => {
-            debug!(backend = %addr, error = %e, "upstream tcp connect failed");
-            Some(FailureKind::Refused)
-        }
-        Err(_) => {
-            debug!(backend = %addr, "upstream tcp connect timed out");
-            Some(FailureKind::Timeout)
-        }
+        Err(kind) => Some(kind),
     };
     rx.close();
     while let Ok(req) = rx.try_recv() {
@@ -378,17 +494,36 @@ async fn run_connection(
     stats.connections_open.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// What [`write_or_flush`] did.
+pub(crate) enum Wrote {
+    Bytes(usize),
+    Flushed,
+}
+
+/// Writes from `buf`, or flushes when it is empty (TLS keeps records
+/// buffered until flushed).
+pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    buf: &[u8],
+) -> io::Result<Wrote> {
+    if buf.is_empty() {
+        wr.flush().await.map(|()| Wrote::Flushed)
+    } else {
+        wr.write(buf).await.map(Wrote::Bytes)
+    }
+}
+
 /// Runs an established connection until it fails or goes idle.
-async fn drive(
-    mut stream: TcpStream,
+async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut rd: R,
+    mut wr: W,
     addr: SocketAddr,
     rx: &mut mpsc::Receiver<Request>,
     pending: &mut HashMap<u16, Pending>,
     settings: &TcpUpstreamSettings,
     stats: &TcpUpstreamStats,
 ) -> End {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.split();
+    let mut need_flush = false;
     let mut rng = StdRng::from_entropy();
     let mut decoder = FrameDecoder::new();
     let mut out: Vec<u8> = Vec::new();
@@ -412,15 +547,18 @@ async fn drive(
                     return End::Failed(FailureKind::Closed);
                 }
             },
-            r = wr.write(out.get(written..).unwrap_or_default()), if written < out.len() => match r {
-                Ok(0) => return End::Failed(FailureKind::Closed),
-                Ok(n) => {
+            r = write_or_flush(&mut wr, out.get(written..).unwrap_or_default()),
+                if written < out.len() || need_flush => match r {
+                Ok(Wrote::Bytes(0)) => return End::Failed(FailureKind::Closed),
+                Ok(Wrote::Bytes(n)) => {
                     written += n;
                     if written >= out.len() {
                         out.clear();
                         written = 0;
+                        need_flush = true;
                     }
                 }
+                Ok(Wrote::Flushed) => need_flush = false,
                 Err(e) => {
                     debug!(backend = %addr, error = %e, "upstream tcp write failed");
                     return End::Failed(FailureKind::Closed);

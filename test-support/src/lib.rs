@@ -8,6 +8,7 @@
 //! - [`Nsd`] runs a real NSD serving the `example.test` zone as a backend;
 //! - [`Dnsha`] runs the built `dnsha` binary with a given configuration;
 //! - [`Blackhole`] accepts and reads but never answers;
+//! - [`TestCa`] makes certificates at test time (rcgen) for the TLS tests;
 //! - [`query_udp`], [`query_tcp`], [`a_record`], [`dig`] and friends are a
 //!   small blocking DNS client built on hickory-proto.
 //!
@@ -30,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod blackhole;
+mod certs;
 mod client;
 mod dnsha;
 mod nsd;
@@ -39,6 +41,7 @@ mod process;
 use std::sync::Once;
 
 pub use blackhole::Blackhole;
+pub use certs::{CertFiles, TestCa};
 pub use client::{
     a_record, a_records, build_query, dig, exchange_tcp, exchange_udp, query_tcp, query_udp,
     send_tcp, send_udp, txt_strings, wait_tcp, wait_udp,

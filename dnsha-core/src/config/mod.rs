@@ -36,7 +36,7 @@
 //!     .starts_with("dnsha.toml:3:1: unknown field `bogus`"));
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -49,9 +49,13 @@ pub use crate::error::ConfigError;
 use crate::policy::PolicyKind;
 use crate::pool::PoolSettings;
 
+mod health;
 mod raw;
 #[cfg(test)]
 mod tests;
+mod tls;
+
+pub use health::{CheckKind, CheckTransport, HealthConfig, QueryType, RANDOM_LABEL};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +85,10 @@ pub enum Protocol {
     Tcp,
     /// L4 stream proxy: one backend per connection, bytes copied both ways.
     TcpPassthrough,
+    /// DNS over TLS (RFC 7858), balanced per query.
+    Dot,
+    /// DNS over HTTPS (RFC 8484), HTTP/2 and HTTP/1.1, balanced per query.
+    Doh,
 }
 
 impl Protocol {
@@ -90,8 +98,67 @@ impl Protocol {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
             Self::TcpPassthrough => "tcp-passthrough",
+            Self::Dot => "dot",
+            Self::Doh => "doh",
         }
     }
+
+    /// True for protocols served over TCP (everything but `udp`).
+    pub fn is_stream(self) -> bool {
+        self != Self::Udp
+    }
+}
+
+/// How the balancer reaches a backend (`[[pool.backend]] transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// UDP from UDP listeners (TCP from stream listeners), the default.
+    #[default]
+    Udp,
+    /// TCP from every listener, connections pooled and pipelined.
+    Tcp,
+    /// DNS over TLS (RFC 7858) from every listener, connections pooled.
+    Dot,
+}
+
+impl Transport {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Dot => "dot",
+        }
+    }
+}
+
+/// Certificate chain and key files of a `dot` or `doh` listener. The spans
+/// locate the `tls_cert` and `tls_key` values, so errors found when the files
+/// are read (see `dnsha_proxy::tls::check_files`) point at them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Full chain PEM, end-entity certificate first.
+    pub cert: PathBuf,
+    /// Private key PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Byte range of the `tls_cert` value in the source.
+    pub cert_span: Option<Range<usize>>,
+    /// Byte range of the `tls_key` value in the source.
+    pub key_span: Option<Range<usize>>,
+}
+
+/// TLS settings of a `transport = "dot"` backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTls {
+    /// Verify the backend's certificate (default true).
+    pub verify: bool,
+    /// Server name sent in SNI and verified; the address's IP when absent.
+    pub name: Option<String>,
+    /// Extra CA certificates (PEM) trusted besides the system's.
+    pub ca: Option<PathBuf>,
+    /// Byte range of the `tls_ca` value in the source.
+    pub ca_span: Option<Range<usize>>,
 }
 
 /// Access log line format.
@@ -141,6 +208,23 @@ pub struct ListenerConfig {
     pub max_connections_per_client: usize,
     /// UDP: worker sockets (SO_REUSEPORT); 0 means one per CPU.
     pub workers: usize,
+    /// DoT and DoH: certificate and key; `None` for other protocols and for
+    /// DoH with `tls = false` (plain HTTP behind a reverse proxy).
+    pub tls: Option<TlsFiles>,
+    /// DoT and DoH: time allowed for a TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// DoT and DoH: TLS handshakes in progress at once from one client address.
+    pub max_handshakes_per_client: usize,
+    /// DoH: the URL path answered (default `/dns-query`); others get 404.
+    pub path: String,
+    /// DoH: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// DoH: concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+    /// DoH: largest request header block in bytes.
+    pub max_header_bytes: usize,
+    /// DoH: requests per second from one client address; 0 means no limit.
+    pub max_requests_per_second: u32,
 }
 
 /// `[[pool]]`.
@@ -154,6 +238,11 @@ pub struct PoolConfig {
     pub settings: PoolSettings,
     /// Backends in configured order.
     pub backends: Vec<BackendConfig>,
+    /// `[pool.health]`: the active check of every backend, if any.
+    pub health: Option<HealthConfig>,
+    /// The effective check of backends with a `[pool.backend.health]`
+    /// table (their keys over the pool's), by backend name.
+    pub backend_health: BTreeMap<String, HealthConfig>,
 }
 
 /// `[[pool.backend]]`.
@@ -165,6 +254,23 @@ pub struct BackendConfig {
     pub address: SocketAddr,
     /// Weight for `wrr` and `lc` (at least 1).
     pub weight: u32,
+    /// How queries reach it (default `udp`).
+    pub transport: Transport,
+    /// TLS settings when `transport = "dot"`.
+    pub tls: Option<BackendTls>,
+}
+
+impl BackendConfig {
+    /// A backend reached over UDP (and TCP from stream listeners).
+    pub fn new(name: impl Into<String>, address: SocketAddr, weight: u32) -> Self {
+        Self {
+            name: name.into(),
+            address,
+            weight,
+            transport: Transport::Udp,
+            tls: None,
+        }
+    }
 }
 
 impl ListenerConfig {
@@ -188,6 +294,14 @@ impl ListenerConfig {
             max_connections: 10_000,
             max_connections_per_client: 64,
             workers: 0,
+            tls: None,
+            handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            max_handshakes_per_client: DEFAULT_MAX_HANDSHAKES_PER_CLIENT,
+            path: DEFAULT_DOH_PATH.to_string(),
+            trusted_proxies: Vec::new(),
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_requests_per_second: 0,
         }
     }
 }
@@ -200,9 +314,30 @@ impl PoolConfig {
             policy,
             settings: PoolSettings::default(),
             backends,
+            health: None,
+            backend_health: BTreeMap::new(),
         }
     }
+
+    /// The health check of backend `name`: its own table over the pool's,
+    /// or the pool's, or none.
+    pub fn health_for(&self, name: &str) -> Option<&HealthConfig> {
+        self.backend_health.get(name).or(self.health.as_ref())
+    }
 }
+
+/// Default `handshake_timeout_ms`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+/// Default `max_handshakes_per_client`.
+pub const DEFAULT_MAX_HANDSHAKES_PER_CLIENT: usize = 16;
+/// Default DoH `path`.
+pub const DEFAULT_DOH_PATH: &str = "/dns-query";
+/// Default DoH `max_streams`.
+pub const DEFAULT_MAX_STREAMS: u32 = 100;
+/// Default DoH `max_header_bytes`.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default port of a `transport = "dot"` backend given as a bare IP.
+pub const DOT_PORT: u16 = 853;
 
 /// The client networks a listener accepts by default: loopback, RFC 1918,
 /// 100.64.0.0/10 (CGNAT), link-local and fc00::/7, as dnsdist does.
@@ -240,6 +375,9 @@ impl Config {
         } else {
             v.errors
                 .sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+            // A pool's health key inherited by several backends is checked
+            // once per backend: report it once.
+            v.errors.dedup();
             Err(v.errors)
         }
     }
@@ -307,7 +445,7 @@ impl Validator {
             .map(|l| {
                 let name = self.name("listener", &l.name, &mut seen);
                 let listen = self.listen_addr(&l.listen).unwrap_or(UNSPEC);
-                let tcp_like = matches!(l.protocol, Protocol::Tcp | Protocol::TcpPassthrough);
+                let tcp_like = l.protocol.is_stream();
                 if listen != UNSPEC && !binds.insert((listen, tcp_like)) {
                     self.err(
                         l.listen.span(),
@@ -354,6 +492,7 @@ impl Validator {
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                     max_connections_per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
                     workers: l.workers,
+                    ..self.tls_listener(l)
                 }
             })
             .collect::<Vec<_>>();
@@ -376,19 +515,37 @@ impl Validator {
             self.err(p.name.span(), format!("pool `{name}` has no backends"));
         }
         let mut seen_b = HashSet::new();
+        let health = p.health.as_ref().map(|h| self.health(h));
+        let mut backend_health = BTreeMap::new();
         let backends = p
             .backend
             .iter()
             .map(|b| {
                 let bname = self.name("backend", &b.name, &mut seen_b);
-                let address = self.backend_addr(&b.address).unwrap_or(UNSPEC);
+                if let Some(h) = &b.health {
+                    let merged = match &p.health {
+                        Some(pool_health) => h.over(pool_health),
+                        None => h.clone(),
+                    };
+                    backend_health.insert(bname.clone(), self.health(&merged));
+                }
+                let mut address = self.backend_addr(&b.address).unwrap_or(UNSPEC);
                 if *b.weight.get_ref() == 0 {
                     self.err(b.weight.span(), "weight must be at least 1");
+                }
+                let transport = *b.transport.get_ref();
+                if transport == Transport::Dot
+                    && address != UNSPEC
+                    && b.address.get_ref().trim().parse::<SocketAddr>().is_err()
+                {
+                    address.set_port(DOT_PORT);
                 }
                 BackendConfig {
                     name: bname,
                     address,
                     weight: *b.weight.get_ref(),
+                    transport,
+                    tls: self.backend_tls(b),
                 }
             })
             .collect();
@@ -404,6 +561,8 @@ impl Validator {
             policy: p.policy,
             settings,
             backends,
+            health,
+            backend_health,
         }
     }
 

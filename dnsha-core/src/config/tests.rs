@@ -201,3 +201,240 @@ fn constructors_match_toml_defaults() {
     );
     assert_eq!(p, c.pools[0]);
 }
+
+const HEALTHY: &str = r#"
+[[listener]]
+name = "dns-udp"
+protocol = "udp"
+listen = "0.0.0.0:53"
+pool = "coredns"
+
+[[pool]]
+name = "coredns"
+
+[pool.health]
+check = "dns"
+query_name = "{random}.example.test"
+query_type = "A"
+must_resolve = true
+expect_address = "10.0.0.1"
+cd_flag = true
+transport = "tcp"
+interval_ms = 500
+timeout_ms = 200
+rise = 3
+fall = 2
+passive_threshold = 5
+
+[[pool.backend]]
+name = "coredns-001"
+address = "192.168.1.1:53"
+
+[[pool.backend]]
+name = "coredns-002"
+address = "192.168.1.2:53"
+
+[pool.backend.health]
+check = "tcp"
+transport = "udp"
+"#;
+
+#[test]
+fn no_health_table_means_no_active_check() {
+    let c = Config::parse(GOOD).unwrap();
+    assert_eq!(c.pools[0].health, None);
+    assert!(c.pools[0].backend_health.is_empty());
+    assert_eq!(c.pools[0].health_for("coredns-001"), None);
+}
+
+#[test]
+fn health_table_with_defaults() {
+    let src = GOOD.replace("retries = 1\n", "retries = 1\n\n[pool.health]\n");
+    let c = Config::parse(&src).unwrap();
+    let h = c.pools[0].health.as_ref().unwrap();
+    assert_eq!(*h, HealthConfig::default());
+    assert_eq!(h.check, CheckKind::Dns);
+    assert_eq!(
+        (h.interval_ms, h.timeout_ms, h.rise, h.fall),
+        (1000, 1000, 2, 3)
+    );
+    assert_eq!(h.query_name, ".");
+    assert_eq!(h.query_type, QueryType::SOA);
+    assert_eq!(h.path, "/dns-query");
+    assert!(h.tls_verify);
+    assert_eq!(c.pools[0].health_for("coredns-002"), Some(h));
+}
+
+#[test]
+fn every_health_key_and_backend_override() {
+    let src = HEALTHY.replace(
+        "check = \"tcp\"\ntransport = \"udp\"\n",
+        "timeout_ms = 300\n",
+    );
+    let c = Config::parse(&src).unwrap();
+    let p = &c.pools[0];
+    let h = p.health.as_ref().unwrap();
+    assert_eq!(h.query_name, "{random}.example.test");
+    assert_eq!(h.query_type, QueryType(1));
+    assert!(h.must_resolve && h.cd_flag);
+    assert_eq!(h.expect_address, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(h.transport, CheckTransport::Tcp);
+    assert_eq!(
+        (h.interval_ms, h.timeout_ms, h.rise, h.fall),
+        (500, 200, 3, 2)
+    );
+    assert_eq!(h.passive_threshold, 5);
+    // The backend's table overrides key by key, the rest comes from the pool.
+    let b = p.health_for("coredns-002").unwrap();
+    assert_eq!(b.timeout_ms, 300);
+    assert_eq!(b.interval_ms, 500);
+    assert_eq!(b.query_name, "{random}.example.test");
+    assert_eq!(p.health_for("coredns-001"), Some(h));
+}
+
+#[test]
+fn keepalived_retry_and_delay_before_retry() {
+    let src = HEALTHY
+        .replace("fall = 2\n", "retry = 2\ndelay_before_retry = 0.25\n")
+        .replace("check = \"tcp\"\ntransport = \"udp\"\n", "fall = 4\n");
+    let c = Config::parse(&src).unwrap();
+    let h = c.pools[0].health.as_ref().unwrap();
+    // retry counts the probes after the first failure: fall = retry + 1.
+    assert_eq!(h.fall, 3);
+    assert_eq!(h.retry_interval_ms, Some(250));
+    assert_eq!(h.retry_interval(), 250);
+    // A backend's fall replaces the pool's retry.
+    assert_eq!(c.pools[0].health_for("coredns-002").unwrap().fall, 4);
+    // Both in one table is an error.
+    let src = HEALTHY.replace("fall = 2\n", "fall = 2\nretry = 2\n");
+    let e = rendered(&src);
+    assert!(e[0].contains("set either fall or retry"), "{e:?}");
+}
+
+#[test]
+fn health_errors_are_located() {
+    let src = r#"
+[[listener]]
+name = "l"
+protocol = "udp"
+listen = "127.0.0.1:53"
+pool = "p"
+
+[[pool]]
+name = "p"
+
+[pool.health]
+check = "ping"
+interval_ms = 0
+rise = 0
+query_type = "BOGUS"
+expect_address = "10.0.0.256"
+query_name = "a..b"
+delay_before_retry = -1
+
+[[pool.backend]]
+name = "a"
+address = "127.0.0.1:53"
+
+[pool.backend.health]
+check = "exec"
+
+[[pool.backend]]
+name = "b"
+address = "127.0.0.1:54"
+
+[pool.backend.health]
+check = "dns"
+command = "true"
+payload = "xyz"
+path = "dns-query"
+tls_name = "x"
+timeout_ms = 0
+
+[[pool.backend]]
+name = "c"
+address = "127.0.0.1:55"
+
+[pool.backend.health]
+check = "tcp"
+transport = "quic"
+"#;
+    let e = rendered(src);
+    let expect = [
+        "t.toml:12:9: unknown check kind `ping` (expected one of dns, tcp, udp, tls, doh, exec, none)",
+        "t.toml:13:15: interval_ms must be greater than 0",
+        "t.toml:14:8: rise must be at least 1",
+        "t.toml:15:14: unknown query_type `BOGUS`",
+        "t.toml:16:18: invalid expect_address `10.0.0.256`",
+        "t.toml:17:14: invalid query_name `a..b`: empty label",
+        "t.toml:18:22: delay_before_retry must be a number of seconds greater than 0",
+        "t.toml:25:9: check = \"exec\" needs a command",
+        "t.toml:33:11: command is only used by check = \"exec\", not \"dns\"",
+        "t.toml:34:11: payload is only used by check = \"udp\", not \"dns\"",
+        "t.toml:34:11: payload must be a non-empty even number of hex digits",
+        "t.toml:35:8: invalid path `dns-query`",
+        "t.toml:35:8: path is only used by check = \"doh\", not \"dns\"",
+        "t.toml:36:12: tls_name is only used by check = \"tls\" or \"doh\", not \"dns\"",
+        "t.toml:37:14: timeout_ms must be greater than 0",
+        "t.toml:45:13: transport is only used by check = \"dns\", not \"tcp\"",
+        "t.toml:45:13: unknown transport `quic` (expected udp or tcp)",
+    ];
+    for (want, got) in expect.iter().zip(&e) {
+        assert!(
+            got.starts_with(want),
+            "want {want}\n got {got}\nall: {e:#?}"
+        );
+    }
+    assert_eq!(e.len(), expect.len(), "{e:#?}");
+}
+
+#[test]
+fn check_kinds_and_their_keys() {
+    let with = |health: &str| {
+        GOOD.replace(
+            "retries = 1\n",
+            &format!("retries = 1\n\n[pool.health]\n{health}\n"),
+        )
+    };
+    let c = Config::parse(&with(
+        "check = \"exec\"\ncommand = \"dig @$DNSHA_BACKEND_IP\"",
+    ))
+    .unwrap();
+    let h = c.pools[0].health.as_ref().unwrap();
+    assert_eq!(h.command, ["/bin/sh", "-c", "dig @$DNSHA_BACKEND_IP"]);
+    let c = Config::parse(&with(
+        "check = \"exec\"\ncommand = [\"/usr/local/bin/chk\", \"-q\"]",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.pools[0].health.as_ref().unwrap().command,
+        ["/usr/local/bin/chk", "-q"]
+    );
+    let c = Config::parse(&with("check = \"udp\"\npayload = \"de:ad be ef\"")).unwrap();
+    assert_eq!(
+        c.pools[0].health.as_ref().unwrap().payload,
+        Some(vec![0xde, 0xad, 0xbe, 0xef])
+    );
+    let c = Config::parse(&with(
+        "check = \"doh\"\npath = \"/q\"\ntls_name = \"dns.example\"\ntls_verify = false\ntls_ca = \"/etc/ca.pem\"",
+    ))
+    .unwrap();
+    let h = c.pools[0].health.as_ref().unwrap();
+    assert_eq!((h.check, h.path.as_str()), (CheckKind::Doh, "/q"));
+    assert_eq!(h.tls_name.as_deref(), Some("dns.example"));
+    assert!(!h.tls_verify);
+    let c = Config::parse(&with("check = \"none\"")).unwrap();
+    assert!(!c.pools[0].health.as_ref().unwrap().is_active());
+    let e = rendered(&with("bogus_key = 1"));
+    assert!(e[0].contains("unknown field `bogus_key`"), "{e:?}");
+}
+
+#[test]
+fn an_error_inherited_by_many_backends_is_reported_once() {
+    let src = HEALTHY
+        .replace("interval_ms = 500", "interval_ms = 0")
+        .replace("check = \"tcp\"\ntransport = \"udp\"\n", "rise = 1\n");
+    let e = rendered(&src);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("interval_ms must be greater than 0"));
+}

@@ -5,6 +5,7 @@ use crate::metrics::get;
 use crate::testing::*;
 use crate::upstream_tcp::TcpUpstreamSettings;
 use hickory_proto::op::Message;
+use tokio::net::TcpStream;
 
 struct Front {
     ctx: Arc<ListenerCtx>,

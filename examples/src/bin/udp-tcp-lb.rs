@@ -41,11 +41,7 @@ async fn main() -> ExitCode {
             backends
                 .iter()
                 .enumerate()
-                .map(|(i, &address)| BackendConfig {
-                    name: format!("backend-{}", i + 1),
-                    address,
-                    weight: 1,
-                })
+                .map(|(i, &address)| BackendConfig::new(format!("backend-{}", i + 1), address, 1))
                 .collect(),
         )],
     };

@@ -1,0 +1,561 @@
+//! `[pool.health]` and `[pool.backend.health]`: what the health checker of
+//! `dnsha-health` runs against each backend.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::raw::{RawCommand, RawHealth};
+use super::Validator;
+
+/// The kind of active check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CheckKind {
+    /// A DNS query over UDP or TCP; the answer's ID, question and RCODE are checked.
+    #[default]
+    Dns,
+    /// A TCP connect.
+    Tcp,
+    /// A UDP datagram that must be answered (ICMP refusal or silence is down).
+    Udp,
+    /// A TLS handshake.
+    Tls,
+    /// A DNS query over HTTPS (RFC 8484 POST); HTTP 200 and a valid answer.
+    Doh,
+    /// A command run with the backend's address in its environment; exit 0 is up.
+    Exec,
+    /// No active check: only live traffic marks the backend down.
+    None,
+}
+
+impl CheckKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [Self; 7] = [
+        Self::Dns,
+        Self::Tcp,
+        Self::Udp,
+        Self::Tls,
+        Self::Doh,
+        Self::Exec,
+        Self::None,
+    ];
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Tls => "tls",
+            Self::Doh => "doh",
+            Self::Exec => "exec",
+            Self::None => "none",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a `dns` check reaches the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CheckTransport {
+    /// One datagram each way.
+    #[default]
+    Udp,
+    /// A new TCP connection per probe, 2-byte length prefix (RFC 7766).
+    Tcp,
+}
+
+/// A DNS RR type by number, parsed from its mnemonic (`SOA`, `AAAA`…) or
+/// `TYPEnnn` (RFC 3597).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueryType(pub u16);
+
+const QUERY_TYPES: [(&str, u16); 20] = [
+    ("A", 1),
+    ("NS", 2),
+    ("CNAME", 5),
+    ("SOA", 6),
+    ("PTR", 12),
+    ("HINFO", 13),
+    ("MX", 15),
+    ("TXT", 16),
+    ("AAAA", 28),
+    ("SRV", 33),
+    ("NAPTR", 35),
+    ("DS", 43),
+    ("RRSIG", 46),
+    ("NSEC", 47),
+    ("DNSKEY", 48),
+    ("TLSA", 52),
+    ("SVCB", 64),
+    ("HTTPS", 65),
+    ("ANY", 255),
+    ("CAA", 257),
+];
+
+impl QueryType {
+    /// `SOA`, the default of a `dns` check.
+    pub const SOA: Self = Self(6);
+
+    /// Parses a mnemonic (case-insensitive) or `TYPEnnn`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let up = s.trim().to_ascii_uppercase();
+        if let Some(&(_, n)) = QUERY_TYPES.iter().find(|(name, _)| *name == up) {
+            return Some(Self(n));
+        }
+        up.strip_prefix("TYPE")
+            .and_then(|n| n.parse::<u16>().ok())
+            .map(Self)
+    }
+}
+
+impl fmt::Display for QueryType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match QUERY_TYPES.iter().find(|(_, n)| *n == self.0) {
+            Some((name, _)) => f.write_str(name),
+            None => write!(f, "TYPE{}", self.0),
+        }
+    }
+}
+
+/// The label template replaced by a fresh random label in every probe.
+pub const RANDOM_LABEL: &str = "{random}";
+
+/// The effective health check settings of one backend (the pool's
+/// `[pool.health]`, overridden key by key by `[pool.backend.health]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// The kind of active check.
+    pub check: CheckKind,
+    /// Time between the start of two probes while the backend passes.
+    pub interval_ms: u64,
+    /// A probe not finished within this time fails as a timeout.
+    pub timeout_ms: u64,
+    /// Consecutive good probes that bring a down backend up.
+    pub rise: u32,
+    /// Consecutive failed probes that take an up backend down (keepalived:
+    /// `retry` + 1).
+    pub fall: u32,
+    /// Time before the next probe after a failed one (keepalived's
+    /// `delay_before_retry`); `interval_ms` when unset.
+    pub retry_interval_ms: Option<u64>,
+    /// `dns`/`doh`: name to query; [`RANDOM_LABEL`] is replaced by a random label.
+    pub query_name: String,
+    /// `dns`/`doh`: type to query.
+    pub query_type: QueryType,
+    /// `dns`/`doh`: only NOERROR is healthy (otherwise anything but SERVFAIL is).
+    pub must_resolve: bool,
+    /// `dns`/`doh`: the answer must contain this address (A or AAAA).
+    pub expect_address: Option<IpAddr>,
+    /// `dns`/`doh`: set the CD (checking disabled) bit.
+    pub cd_flag: bool,
+    /// `dns`: UDP or TCP.
+    pub transport: CheckTransport,
+    /// `udp`: the datagram to send; a DNS query for `. SOA` when unset.
+    pub payload: Option<Vec<u8>>,
+    /// `tls`/`doh`: server name sent as SNI and verified; the backend IP when unset.
+    pub tls_name: Option<String>,
+    /// `tls`/`doh`: verify the certificate chain and name.
+    pub tls_verify: bool,
+    /// `tls`/`doh`: PEM file of trusted CA certificates (system roots when unset).
+    pub tls_ca: Option<PathBuf>,
+    /// `doh`: the HTTP path.
+    pub path: String,
+    /// `exec`: program and arguments (a string is run by `/bin/sh -c`).
+    pub command: Vec<String>,
+    /// Consecutive bad live outcomes (timeouts, refusals, SERVFAIL) that make
+    /// the backend suspect and probe it at once; 0 disables.
+    pub passive_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            check: CheckKind::Dns,
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            rise: 2,
+            fall: 3,
+            retry_interval_ms: None,
+            query_name: ".".into(),
+            query_type: QueryType::SOA,
+            must_resolve: false,
+            expect_address: None,
+            cd_flag: false,
+            transport: CheckTransport::Udp,
+            payload: None,
+            tls_name: None,
+            tls_verify: true,
+            tls_ca: None,
+            path: "/dns-query".into(),
+            command: Vec::new(),
+            passive_threshold: 3,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Whether an active check runs (`check` is not `none`).
+    pub fn is_active(&self) -> bool {
+        self.check != CheckKind::None
+    }
+
+    /// Time before the next probe after a failed one.
+    pub fn retry_interval(&self) -> u64 {
+        self.retry_interval_ms.unwrap_or(self.interval_ms)
+    }
+
+    /// Worst-case time from a backend going silent to its removal by active
+    /// checks alone: a probe may just have passed (one interval), then
+    /// `fall` probes time out, each starting when the previous one ended or
+    /// its retry interval passed, whichever is later.
+    pub fn worst_case_detection_ms(&self) -> u64 {
+        let retries = u64::from(self.fall.saturating_sub(1));
+        let gap = self.retry_interval().max(self.timeout_ms);
+        self.interval_ms
+            .saturating_add(retries.saturating_mul(gap))
+            .saturating_add(self.timeout_ms)
+    }
+}
+
+impl Validator {
+    /// Validates a merged `[pool.health]` table.
+    pub(super) fn health(&mut self, r: &RawHealth) -> HealthConfig {
+        let d = HealthConfig::default();
+        let check = match &r.check {
+            None => CheckKind::Dns,
+            Some(s) => CheckKind::parse(s.get_ref().trim()).unwrap_or_else(|| {
+                let kinds: Vec<&str> = CheckKind::ALL.iter().map(|k| k.as_str()).collect();
+                self.err(
+                    s.span(),
+                    format!(
+                        "unknown check kind `{}` (expected one of {})",
+                        s.get_ref(),
+                        kinds.join(", ")
+                    ),
+                );
+                CheckKind::None
+            }),
+        };
+        let check_span = r.check.as_ref().map_or(0..0, Spanned::span);
+        let interval_ms = r
+            .interval_ms
+            .as_ref()
+            .map_or(d.interval_ms, |v| self.positive("interval_ms", v));
+        let timeout_ms = r
+            .timeout_ms
+            .as_ref()
+            .map_or(d.timeout_ms, |v| self.positive("timeout_ms", v));
+        let rise = r
+            .rise
+            .as_ref()
+            .map_or(d.rise, |v| self.at_least_one("rise", v));
+        let fall = match (&r.fall, &r.retry) {
+            (Some(f), Some(retry)) => {
+                self.err(
+                    retry.span(),
+                    "set either fall or retry (keepalived's spelling of fall - 1), not both",
+                );
+                *f.get_ref()
+            }
+            (Some(f), None) => self.at_least_one("fall", f),
+            (None, Some(retry)) => retry.get_ref().saturating_add(1),
+            (None, None) => d.fall,
+        };
+        let retry_interval_ms = r.delay_before_retry.as_ref().and_then(|v| {
+            let secs = *v.get_ref();
+            if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+                // Whole milliseconds; the bound above keeps the cast exact.
+                Some(((secs * 1000.0).round() as u64).max(1))
+            } else {
+                self.err(
+                    v.span(),
+                    "delay_before_retry must be a number of seconds greater than 0",
+                );
+                None
+            }
+        });
+        let query_name = match &r.query_name {
+            None => d.query_name.clone(),
+            Some(s) => {
+                let t = s.get_ref().trim();
+                if let Err(why) = check_query_name(t) {
+                    self.err(s.span(), format!("invalid query_name `{t}`: {why}"));
+                }
+                t.to_string()
+            }
+        };
+        let query_type = match &r.query_type {
+            None => d.query_type,
+            Some(s) => QueryType::parse(s.get_ref()).unwrap_or_else(|| {
+                self.err(
+                    s.span(),
+                    format!(
+                        "unknown query_type `{}` (expected a type such as SOA, A, AAAA or TYPE65)",
+                        s.get_ref()
+                    ),
+                );
+                d.query_type
+            }),
+        };
+        let expect_address = r.expect_address.as_ref().and_then(|s| {
+            let t = s.get_ref().trim();
+            let ip = t.parse::<IpAddr>().ok();
+            if ip.is_none() {
+                self.err(
+                    s.span(),
+                    format!("invalid expect_address `{t}` (expected an IPv4 or IPv6 address)"),
+                );
+            }
+            ip
+        });
+        let transport = match &r.transport {
+            None => CheckTransport::Udp,
+            Some(s) => {
+                if check != CheckKind::Dns {
+                    self.err(
+                        s.span(),
+                        format!("transport is only used by check = \"dns\", not \"{check}\""),
+                    );
+                }
+                match s.get_ref().trim() {
+                    "udp" => CheckTransport::Udp,
+                    "tcp" => CheckTransport::Tcp,
+                    other => {
+                        self.err(
+                            s.span(),
+                            format!("unknown transport `{other}` (expected udp or tcp)"),
+                        );
+                        CheckTransport::Udp
+                    }
+                }
+            }
+        };
+        let payload = r.payload.as_ref().and_then(|s| {
+            if check != CheckKind::Udp {
+                self.err(
+                    s.span(),
+                    format!("payload is only used by check = \"udp\", not \"{check}\""),
+                );
+            }
+            let bytes = decode_hex(s.get_ref());
+            match &bytes {
+                Some(b) if !b.is_empty() => {}
+                _ => self.err(
+                    s.span(),
+                    "payload must be a non-empty even number of hex digits (as keepalived's UDP_CHECK)",
+                ),
+            }
+            bytes
+        });
+        let tls_name = r.tls_name.as_ref().map(|s| {
+            let t = s.get_ref().trim();
+            if t.is_empty() || t.contains(char::is_whitespace) {
+                self.err(s.span(), format!("invalid tls_name `{t}`"));
+            }
+            if !matches!(check, CheckKind::Tls | CheckKind::Doh) {
+                self.err(
+                    s.span(),
+                    format!("tls_name is only used by check = \"tls\" or \"doh\", not \"{check}\""),
+                );
+            }
+            t.to_string()
+        });
+        let tls_ca = r.tls_ca.as_ref().map(|s| {
+            let t = s.get_ref().trim();
+            if t.is_empty() {
+                self.err(s.span(), "tls_ca is empty");
+            }
+            PathBuf::from(t)
+        });
+        let path = match &r.path {
+            None => d.path.clone(),
+            Some(s) => {
+                let t = s.get_ref().trim();
+                if !t.starts_with('/') || t.contains(char::is_whitespace) {
+                    self.err(
+                        s.span(),
+                        format!("invalid path `{t}` (expected an absolute HTTP path such as /dns-query)"),
+                    );
+                }
+                if check != CheckKind::Doh {
+                    self.err(
+                        s.span(),
+                        format!("path is only used by check = \"doh\", not \"{check}\""),
+                    );
+                }
+                t.to_string()
+            }
+        };
+        let command = match &r.command {
+            None => {
+                if check == CheckKind::Exec {
+                    self.err(check_span, "check = \"exec\" needs a command");
+                }
+                Vec::new()
+            }
+            Some(c) => {
+                if check != CheckKind::Exec {
+                    self.err(
+                        c.span(),
+                        format!("command is only used by check = \"exec\", not \"{check}\""),
+                    );
+                }
+                let argv = match c.get_ref() {
+                    RawCommand::Shell(line) if !line.trim().is_empty() => {
+                        vec!["/bin/sh".into(), "-c".into(), line.clone()]
+                    }
+                    RawCommand::Argv(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {
+                        argv.clone()
+                    }
+                    _ => Vec::new(),
+                };
+                if argv.is_empty() {
+                    self.err(c.span(), "command is empty");
+                }
+                argv
+            }
+        };
+        HealthConfig {
+            check,
+            interval_ms,
+            timeout_ms,
+            rise,
+            fall,
+            retry_interval_ms,
+            query_name,
+            query_type,
+            must_resolve: r.must_resolve.unwrap_or(d.must_resolve),
+            expect_address,
+            cd_flag: r.cd_flag.unwrap_or(d.cd_flag),
+            transport,
+            payload,
+            tls_name,
+            tls_verify: r.tls_verify.unwrap_or(d.tls_verify),
+            tls_ca,
+            path,
+            command,
+            passive_threshold: r.passive_threshold.unwrap_or(d.passive_threshold),
+        }
+    }
+
+    fn at_least_one(&mut self, what: &str, v: &Spanned<u32>) -> u32 {
+        if *v.get_ref() == 0 {
+            self.err(v.span(), format!("{what} must be at least 1"));
+            return 1;
+        }
+        *v.get_ref()
+    }
+}
+
+/// Checks a query name as the probe will send it: `.` or dot-separated
+/// labels of 1 to 63 bytes, 253 in all, where `{random}` stands for a label.
+fn check_query_name(name: &str) -> Result<(), String> {
+    if name == "." {
+        return Ok(());
+    }
+    // The random label is 16 characters long.
+    let expanded = name.replace(RANDOM_LABEL, "r123456789abcdef");
+    if expanded.contains(['{', '}']) {
+        return Err(format!("the only template is {RANDOM_LABEL}"));
+    }
+    let body = expanded.strip_suffix('.').unwrap_or(&expanded);
+    if body.is_empty() || body.len() > 253 {
+        return Err("a name has 1 to 253 characters".into());
+    }
+    for label in body.split('.') {
+        if label.is_empty() {
+            return Err("empty label".into());
+        }
+        if label.len() > 63 {
+            return Err(format!("label `{label}` is longer than 63 bytes"));
+        }
+        if label.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("label `{label}` contains white space"));
+        }
+    }
+    Ok(())
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b':')
+        .collect();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            u8::try_from(hi * 16 + lo).ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_types_round_trip() {
+        for (name, n) in QUERY_TYPES {
+            assert_eq!(QueryType::parse(name), Some(QueryType(n)));
+            assert_eq!(QueryType(n).to_string(), name);
+        }
+        assert_eq!(QueryType::parse("aaaa"), Some(QueryType(28)));
+        assert_eq!(QueryType::parse("TYPE65534"), Some(QueryType(65534)));
+        assert_eq!(QueryType(65534).to_string(), "TYPE65534");
+        assert_eq!(QueryType::parse("BOGUS"), None);
+        assert_eq!(QueryType::parse("TYPE70000"), None);
+    }
+
+    #[test]
+    fn query_names() {
+        assert!(check_query_name(".").is_ok());
+        assert!(check_query_name("example.test").is_ok());
+        assert!(check_query_name("{random}.example.test.").is_ok());
+        assert!(check_query_name("a..b").is_err());
+        assert!(check_query_name("{rand}.x").is_err());
+        assert!(check_query_name(&"x".repeat(64)).is_err());
+        assert!(check_query_name(&["abc"; 70].join(".")).is_err());
+        assert!(check_query_name("has space.test").is_err());
+    }
+
+    #[test]
+    fn hex() {
+        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
+        assert_eq!(
+            decode_hex("de:ad be:ef"),
+            Some(vec![0xde, 0xad, 0xbe, 0xef])
+        );
+        assert_eq!(decode_hex("abc"), None);
+        assert_eq!(decode_hex("zz"), None);
+    }
+
+    #[test]
+    fn detection_bound() {
+        let h = HealthConfig::default();
+        // 1000 + 2 × 1000 + 1000
+        assert_eq!(h.worst_case_detection_ms(), 4000);
+        let k = HealthConfig {
+            retry_interval_ms: Some(200),
+            fall: 2,
+            ..HealthConfig::default()
+        };
+        assert_eq!(k.worst_case_detection_ms(), 3000);
+    }
+}

@@ -1,0 +1,242 @@
+//! Validation of the DoT and DoH listener keys and of the backend TLS keys
+//! (issue 5). The files themselves are read by `dnsha_proxy::tls`, which
+//! reports its errors at the spans kept in [`TlsFiles`] and [`BackendTls`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::{raw, BackendTls, ListenerConfig, Protocol, TlsFiles, Transport, Validator, UNSPEC};
+
+impl Validator {
+    /// The DoT/DoH settings of a listener (other fields at their defaults),
+    /// with an error for every key set on a protocol it does not apply to.
+    pub(super) fn tls_listener(&mut self, l: &raw::RawListener) -> ListenerConfig {
+        let mut out = ListenerConfig::new("", l.protocol, UNSPEC, "");
+        let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
+        let proto = l.protocol.as_str();
+        let tls_proto = dot || doh;
+        let span = |s: Option<&Spanned<u64>>| s.map(Spanned::span);
+        let checks = [
+            ("tls", l.tls.as_ref().map(Spanned::span), doh),
+            ("path", l.path.as_ref().map(Spanned::span), doh),
+            (
+                "trusted_proxies",
+                l.trusted_proxies
+                    .as_ref()
+                    .map(|v| v.first().map_or(0..0, Spanned::span)),
+                doh,
+            ),
+            ("max_streams", span(l.max_streams.as_ref()), doh),
+            ("max_header_bytes", span(l.max_header_bytes.as_ref()), doh),
+            (
+                "max_requests_per_second",
+                span(l.max_requests_per_second.as_ref()),
+                doh,
+            ),
+            (
+                "tls_cert",
+                l.tls_cert.as_ref().map(Spanned::span),
+                tls_proto,
+            ),
+            ("tls_key", l.tls_key.as_ref().map(Spanned::span), tls_proto),
+            (
+                "handshake_timeout_ms",
+                span(l.handshake_timeout_ms.as_ref()),
+                tls_proto,
+            ),
+            (
+                "max_handshakes_per_client",
+                span(l.max_handshakes_per_client.as_ref()),
+                tls_proto,
+            ),
+        ];
+        for (key, at, allowed) in checks {
+            if let (Some(at), false) = (at, allowed) {
+                let for_what = if matches!(
+                    key,
+                    "tls_cert" | "tls_key" | "handshake_timeout_ms" | "max_handshakes_per_client"
+                ) {
+                    "dot and doh"
+                } else {
+                    "doh"
+                };
+                self.err(
+                    at,
+                    format!("`{key}` applies to {for_what} listeners only, not {proto}"),
+                );
+            }
+        }
+        if !tls_proto {
+            return out;
+        }
+        let wants_tls = dot || l.tls.as_ref().map_or(true, |t| *t.get_ref());
+        let file = |v: &mut Self, s: &Option<Spanned<String>>, key: &str| {
+            s.as_ref().and_then(|s| {
+                let t = s.get_ref().trim();
+                if t.is_empty() {
+                    v.err(s.span(), format!("{key} is empty"));
+                    None
+                } else {
+                    Some((PathBuf::from(t), s.span()))
+                }
+            })
+        };
+        let cert = file(self, &l.tls_cert, "tls_cert");
+        let key = file(self, &l.tls_key, "tls_key");
+        if wants_tls {
+            match (cert, key) {
+                (Some((cert, cs)), Some((key, ks))) => {
+                    out.tls = Some(TlsFiles {
+                        cert,
+                        key,
+                        cert_span: Some(cs),
+                        key_span: Some(ks),
+                    });
+                }
+                (c, k) => {
+                    let missing = match (
+                        c.is_none() && l.tls_cert.is_none(),
+                        k.is_none() && l.tls_key.is_none(),
+                    ) {
+                        (true, true) => "tls_cert and tls_key",
+                        (true, false) => "tls_cert",
+                        (false, true) => "tls_key",
+                        (false, false) => "",
+                    };
+                    if !missing.is_empty() {
+                        self.err(
+                            l.name.span(),
+                            format!(
+                                "{proto} listener `{}` needs {missing}{}",
+                                l.name.get_ref().trim(),
+                                if doh { " (or tls = false)" } else { "" }
+                            ),
+                        );
+                    }
+                }
+            }
+        } else {
+            for s in [&l.tls_cert, &l.tls_key].into_iter().flatten() {
+                self.err(s.span(), "certificate files are not used with tls = false");
+            }
+        }
+        if let Some(t) = &l.handshake_timeout_ms {
+            out.handshake_timeout_ms = self.positive("handshake_timeout_ms", t);
+        }
+        if let Some(t) = &l.max_handshakes_per_client {
+            let n = self.positive("max_handshakes_per_client", t);
+            out.max_handshakes_per_client = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(p) = &l.path {
+            let t = p.get_ref().trim();
+            if !t.starts_with('/') || t.contains(['?', '#', ' ']) {
+                self.err(
+                    p.span(),
+                    format!("path `{t}` must start with / and have no query"),
+                );
+            }
+            out.path = t.to_string();
+        }
+        if let Some(list) = &l.trusted_proxies {
+            out.trusted_proxies = list
+                .iter()
+                .filter_map(|s| self.cidr_for("trusted_proxies", s))
+                .collect();
+        }
+        if let Some(n) = &l.max_streams {
+            let n = self.positive("max_streams", n);
+            out.max_streams = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(n) = &l.max_header_bytes {
+            let v = *n.get_ref();
+            if !(1024..=1 << 20).contains(&v) {
+                self.err(
+                    n.span(),
+                    "max_header_bytes must be between 1024 and 1048576",
+                );
+            }
+            out.max_header_bytes = usize::try_from(v).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = &l.max_requests_per_second {
+            out.max_requests_per_second = u32::try_from(*n.get_ref()).unwrap_or(u32::MAX);
+        }
+        out
+    }
+
+    /// `tls_verify`, `tls_name`, `tls_ca` of a backend: only with `transport = "dot"`.
+    pub(super) fn backend_tls(&mut self, b: &raw::RawBackend) -> Option<BackendTls> {
+        let dot = *b.transport.get_ref() == Transport::Dot;
+        if !dot {
+            let spans = [
+                b.tls_verify.as_ref().map(|s| ("tls_verify", s.span())),
+                b.tls_name.as_ref().map(|s| ("tls_name", s.span())),
+                b.tls_ca.as_ref().map(|s| ("tls_ca", s.span())),
+            ];
+            for (key, span) in spans.into_iter().flatten() {
+                self.err(
+                    span,
+                    format!("`{key}` applies to transport = \"dot\" backends only"),
+                );
+            }
+            return None;
+        }
+        let name = b.tls_name.as_ref().and_then(|n| {
+            let t = n.get_ref().trim().trim_end_matches('.');
+            let valid = !t.is_empty()
+                && t.len() <= 253
+                && (t.parse::<IpAddr>().is_ok()
+                    || t.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.len() <= 63
+                            && label
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    }));
+            if valid {
+                Some(t.to_string())
+            } else {
+                self.err(
+                    n.span(),
+                    format!("invalid tls_name `{t}` (expected a host name or IP)"),
+                );
+                None
+            }
+        });
+        let (ca, ca_span) = match &b.tls_ca {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                self.err(s.span(), "tls_ca is empty");
+                (None, None)
+            }
+            Some(s) => (Some(PathBuf::from(s.get_ref().trim())), Some(s.span())),
+            None => (None, None),
+        };
+        Some(BackendTls {
+            verify: b.tls_verify.as_ref().map_or(true, |v| *v.get_ref()),
+            name,
+            ca,
+            ca_span,
+        })
+    }
+
+    fn cidr_for(&mut self, key: &str, s: &Spanned<String>) -> Option<IpNet> {
+        let t = s.get_ref().trim();
+        let parsed = t
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| t.parse::<IpAddr>().ok().map(IpNet::from));
+        if parsed.is_none() {
+            self.err(
+                s.span(),
+                format!("invalid network `{t}` in {key} (expected CIDR or IP)"),
+            );
+        }
+        parsed
+    }
+}
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;

@@ -1,0 +1,185 @@
+use crate::config::*;
+
+fn rendered(src: &str) -> Vec<String> {
+    Config::parse(src)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.render("t.toml", src))
+        .collect()
+}
+
+const POOL: &str =
+    "\n[[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n";
+
+fn listener(protocol: &str, extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:853\"\npool = \"p\"\n{extra}\n{POOL}"
+    )
+}
+
+#[test]
+fn dot_and_doh_listeners_with_defaults() {
+    let c = Config::parse(&listener(
+        "dot",
+        "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"",
+    ))
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, Protocol::Dot);
+    let tls = l.tls.as_ref().unwrap();
+    assert_eq!(tls.cert, PathBuf::from("c.pem"));
+    assert_eq!(tls.key, PathBuf::from("k.pem"));
+    assert!(tls.cert_span.is_some() && tls.key_span.is_some());
+    assert_eq!(l.handshake_timeout_ms, DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    assert_eq!(
+        l.max_handshakes_per_client,
+        DEFAULT_MAX_HANDSHAKES_PER_CLIENT
+    );
+
+    let c = Config::parse(&listener(
+        "doh",
+        "tls = false\npath = \"/q\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\nmax_streams = 10\nmax_header_bytes = 4096\nmax_requests_per_second = 50\nhandshake_timeout_ms = 700",
+    ))
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.tls, None);
+    assert_eq!(l.path, "/q");
+    assert_eq!(l.trusted_proxies.len(), 2);
+    assert_eq!(
+        (l.max_streams, l.max_header_bytes, l.max_requests_per_second),
+        (10, 4096, 50)
+    );
+    assert_eq!(l.handshake_timeout_ms, 700);
+    let c = Config::parse(&listener("doh", "tls_cert = \"c\"\ntls_key = \"k\"")).unwrap();
+    assert_eq!(c.listeners[0].path, DEFAULT_DOH_PATH);
+    assert_eq!(c.listeners[0].max_streams, DEFAULT_MAX_STREAMS);
+    assert_eq!(c.listeners[0].max_requests_per_second, 0);
+}
+
+#[test]
+fn tls_listener_errors_are_located() {
+    let e = rendered(&listener("dot", ""));
+    assert_eq!(
+        e,
+        ["t.toml:2:8: dot listener `l` needs tls_cert and tls_key"]
+    );
+    let e = rendered(&listener("doh", "tls_cert = \"c\""));
+    assert_eq!(
+        e,
+        ["t.toml:2:8: doh listener `l` needs tls_key (or tls = false)"]
+    );
+    let e = rendered(&listener(
+        "doh",
+        "tls = false\ntls_cert = \"c\"\npath = \"nope\"",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.toml:7:12: certificate files are not used with tls = false",
+            "t.toml:8:8: path `nope` must start with / and have no query",
+        ]
+    );
+    let e = rendered(&listener(
+        "udp",
+        "tls_cert = \"c\"\npath = \"/x\"\nmax_streams = 5\ntrusted_proxies = [\"nope\"]",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.toml:6:12: `tls_cert` applies to dot and doh listeners only, not udp",
+            "t.toml:7:8: `path` applies to doh listeners only, not udp",
+            "t.toml:8:15: `max_streams` applies to doh listeners only, not udp",
+            "t.toml:9:20: `trusted_proxies` applies to doh listeners only, not udp",
+        ]
+    );
+    let e = rendered(&listener(
+        "doh",
+        "tls = false\nmax_streams = 0\nmax_header_bytes = 10\ntrusted_proxies = [\"10.0.0.0/33\"]",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.toml:7:15: max_streams must be greater than 0",
+            "t.toml:8:20: max_header_bytes must be between 1024 and 1048576",
+            "t.toml:9:20: invalid network `10.0.0.0/33` in trusted_proxies (expected CIDR or IP)",
+        ]
+    );
+}
+
+#[test]
+fn stream_listeners_share_the_tcp_port_space() {
+    let src = format!(
+        "[[listener]]\nname = \"t\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:853\"\npool = \"p\"\n\n{}",
+        listener("dot", "tls_cert = \"c\"\ntls_key = \"k\"")
+    );
+    let e = rendered(&src);
+    assert!(
+        e[0].contains("already binds 127.0.0.1:853 over tcp"),
+        "{e:?}"
+    );
+}
+
+fn backend(extra: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"53\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn backend_transports() {
+    let c = Config::parse(&backend("")).unwrap();
+    let b = &c.pools[0].backends[0];
+    assert_eq!((b.transport, &b.tls), (Transport::Udp, &None));
+    assert_eq!(
+        b,
+        &BackendConfig::new("b", "192.0.2.1:53".parse().unwrap(), 1)
+    );
+
+    let c = Config::parse(&backend("transport = \"tcp\"")).unwrap();
+    assert_eq!(c.pools[0].backends[0].transport, Transport::Tcp);
+
+    // DoT: port 853 by default, verification on.
+    let c = Config::parse(&backend("transport = \"dot\"")).unwrap();
+    let b = &c.pools[0].backends[0];
+    assert_eq!(b.address, "192.0.2.1:853".parse().unwrap());
+    let tls = b.tls.as_ref().unwrap();
+    assert!(tls.verify);
+    assert_eq!((tls.name.as_deref(), tls.ca.as_deref()), (None, None));
+
+    let c = Config::parse(
+        &backend("transport = \"dot\"\ntls_verify = false\ntls_name = \"dns.example.\"\ntls_ca = \"ca.pem\"")
+            .replace("192.0.2.1", "192.0.2.1:8853"),
+    )
+    .unwrap();
+    let b = &c.pools[0].backends[0];
+    assert_eq!(b.address.port(), 8853);
+    let tls = b.tls.as_ref().unwrap();
+    assert!(!tls.verify);
+    assert_eq!(tls.name.as_deref(), Some("dns.example"));
+    assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert!(tls.ca_span.is_some());
+}
+
+#[test]
+fn backend_tls_errors_are_located() {
+    let e = rendered(&backend("tls_name = \"x\"\ntls_verify = false"));
+    assert_eq!(
+        e,
+        [
+            "t.toml:13:12: `tls_name` applies to transport = \"dot\" backends only",
+            "t.toml:14:14: `tls_verify` applies to transport = \"dot\" backends only",
+        ]
+    );
+    let e = rendered(&backend(
+        "transport = \"dot\"\ntls_name = \"bad name!\"\ntls_ca = \"\"",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.toml:14:12: invalid tls_name `bad name!` (expected a host name or IP)",
+            "t.toml:15:10: tls_ca is empty",
+        ]
+    );
+    let e = rendered(&backend("transport = \"quic\""));
+    assert!(e[0].contains("unknown variant `quic`"), "{e:?}");
+}

@@ -1,0 +1,154 @@
+//! Checkers: one probe of one backend, producing a [`ProbeResult`]. They
+//! hold no health state; [`crate::state::HealthState`] counts their results.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dnsha_core::config::{CheckKind, HealthConfig};
+
+use crate::error::Result;
+use crate::state::FailureReason;
+
+pub mod dns;
+pub mod doh;
+pub mod exec;
+pub mod tcp;
+pub mod tls;
+pub mod udp;
+
+/// The backend a probe goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The backend's configured name (for `exec`'s environment).
+    pub name: String,
+    /// Its address.
+    pub address: SocketAddr,
+}
+
+/// Why one probe failed, with a detail for the debug log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// What the state machine and the metrics count.
+    pub reason: FailureReason,
+    /// Free text: the system error, the unexpected answer.
+    pub detail: String,
+}
+
+impl ProbeFailure {
+    /// A failure for `reason` with `detail`.
+    pub fn new(reason: FailureReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classifies a socket error: refusals and resets are
+    /// [`FailureReason::Refused`], a timed-out connect is a timeout, other
+    /// errors are [`FailureReason::Local`].
+    pub fn io(what: &str, e: &io::Error, timeout: Duration) -> Self {
+        let reason = match e.kind() {
+            io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+            | io::ErrorKind::BrokenPipe => FailureReason::Refused,
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => FailureReason::Timeout(timeout),
+            io::ErrorKind::UnexpectedEof => FailureReason::BadAnswer,
+            _ => FailureReason::Local,
+        };
+        Self::new(reason, format!("{what}: {e}"))
+    }
+
+    /// A timeout after `timeout`.
+    pub fn timeout(timeout: Duration) -> Self {
+        Self::new(
+            FailureReason::Timeout(timeout),
+            format!("no answer within {} ms", timeout.as_millis()),
+        )
+    }
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+/// The outcome of one probe.
+pub type ProbeResult = std::result::Result<(), ProbeFailure>;
+
+/// A configured check, ready to probe any number of times.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Checker {
+    /// `check = "dns"`.
+    Dns(dns::DnsCheck),
+    /// `check = "tcp"`.
+    Tcp,
+    /// `check = "udp"`.
+    Udp(udp::UdpCheck),
+    /// `check = "tls"`.
+    Tls(tls::TlsCheck),
+    /// `check = "doh"`.
+    Doh(doh::DohCheck),
+    /// `check = "exec"`.
+    Exec(exec::ExecCheck),
+    /// `check = "none"`: every probe passes.
+    None,
+}
+
+impl Checker {
+    /// Builds the checker `config` describes (reading CA files for TLS).
+    pub fn new(config: &HealthConfig) -> Result<Self> {
+        Ok(match config.check {
+            CheckKind::Dns => Self::Dns(dns::DnsCheck::new(config)),
+            CheckKind::Tcp => Self::Tcp,
+            CheckKind::Udp => Self::Udp(udp::UdpCheck::new(config)),
+            CheckKind::Tls => Self::Tls(tls::TlsCheck::new(config)?),
+            CheckKind::Doh => Self::Doh(doh::DohCheck::new(config)?),
+            CheckKind::Exec => Self::Exec(exec::ExecCheck::new(config)),
+            CheckKind::None => Self::None,
+        })
+    }
+
+    /// The kind, as configured.
+    pub fn kind(&self) -> CheckKind {
+        match self {
+            Self::Dns(_) => CheckKind::Dns,
+            Self::Tcp => CheckKind::Tcp,
+            Self::Udp(_) => CheckKind::Udp,
+            Self::Tls(_) => CheckKind::Tls,
+            Self::Doh(_) => CheckKind::Doh,
+            Self::Exec(_) => CheckKind::Exec,
+            Self::None => CheckKind::None,
+        }
+    }
+
+    /// Probes `target` once; a probe not finished within `timeout` fails as
+    /// a timeout (an `exec` command is then killed with its process group).
+    pub async fn probe(&self, target: &Target, timeout: Duration) -> ProbeResult {
+        let work = async {
+            match self {
+                Self::Dns(c) => c.probe(target.address, timeout).await,
+                Self::Tcp => tcp::probe(target.address, timeout).await,
+                Self::Udp(c) => c.probe(target.address, timeout).await,
+                Self::Tls(c) => c.probe(target.address, timeout).await.map(drop),
+                Self::Doh(c) => c.probe(target.address, timeout).await,
+                Self::Exec(c) => c.probe(target, timeout).await,
+                Self::None => Ok(()),
+            }
+        };
+        if let Self::Exec(_) = self {
+            // It enforces the timeout itself, to kill the whole process group.
+            return work.await;
+        }
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(ProbeFailure::timeout(timeout)),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! How a listener's queries reach each backend of its pool over a stream:
+//! plain TCP, or DNS over TLS for `transport = "dot"` backends.
+//!
+//! A [`Routes`] value is built from the pool's configuration when the
+//! listener starts and on every reload (TLS client configurations included,
+//! so a new `tls_ca` applies to new connections), and read per query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dnsha_core::config::{PoolConfig, Transport};
+use dnsha_core::Backend;
+use tokio::sync::Semaphore;
+
+use crate::error::Result;
+use crate::upstream_tcp::{TcpUpstreams, UpstreamTarget, UpstreamTls};
+
+/// Queries a UDP listener may have in flight over streams at once (to
+/// `tcp` and `dot` backends); more are dropped and counted as overload.
+pub const MAX_UDP_STREAM_QUERIES: usize = 16_384;
+
+/// Per-backend stream targets of one pool.
+#[derive(Debug)]
+pub struct Routes {
+    targets: HashMap<String, UpstreamTarget>,
+    stream: Option<Arc<TcpUpstreams>>,
+    udp_slots: Arc<Semaphore>,
+}
+
+impl Default for Routes {
+    /// Plain TCP to every backend; UDP listeners use UDP.
+    fn default() -> Self {
+        Self {
+            targets: HashMap::new(),
+            stream: None,
+            udp_slots: Arc::new(Semaphore::new(MAX_UDP_STREAM_QUERIES)),
+        }
+    }
+}
+
+impl Routes {
+    /// Routes to the backends of `pool`. When a backend uses `tcp` or `dot`,
+    /// UDP listeners send their queries through `upstreams` too.
+    pub fn new(pool: &PoolConfig, upstreams: &Arc<TcpUpstreams>) -> Result<Self> {
+        let mut configs: HashMap<(bool, Option<std::path::PathBuf>), Arc<rustls::ClientConfig>> =
+            HashMap::new();
+        let mut targets = HashMap::new();
+        let mut stream = false;
+        for b in &pool.backends {
+            stream |= b.transport != Transport::Udp;
+            let tls = match (&b.transport, &b.tls) {
+                (Transport::Dot, Some(t)) => {
+                    let k = (t.verify, t.ca.clone());
+                    let config = match configs.get(&k) {
+                        Some(c) => Arc::clone(c),
+                        None => {
+                            let c = crate::tls::client_config(t)?;
+                            configs.insert(k, Arc::clone(&c));
+                            c
+                        }
+                    };
+                    let server_name = crate::tls::server_name(t, b.address)?;
+                    Some(Arc::new(UpstreamTls {
+                        config,
+                        key: format!(
+                            "verify={};name={:?};ca={:?}",
+                            t.verify,
+                            server_name.to_str(),
+                            t.ca
+                        ),
+                        server_name,
+                    }))
+                }
+                _ => None,
+            };
+            targets.insert(
+                b.name.clone(),
+                UpstreamTarget {
+                    addr: b.address,
+                    tls,
+                },
+            );
+        }
+        Ok(Self {
+            targets,
+            stream: stream.then(|| Arc::clone(upstreams)),
+            ..Self::default()
+        })
+    }
+
+    /// Where a stream query to `backend` goes: its configured transport when
+    /// the backend is known under this name and address, plain TCP otherwise.
+    pub fn target(&self, backend: &Backend) -> UpstreamTarget {
+        match self.targets.get(backend.name()) {
+            Some(t) if t.addr == backend.address() => t.clone(),
+            _ => UpstreamTarget::tcp(backend.address()),
+        }
+    }
+
+    /// For UDP listeners: the stream pool to use when the pool has `tcp` or
+    /// `dot` backends, with the semaphore bounding those queries.
+    pub fn udp_via_stream(&self) -> Option<(&Arc<TcpUpstreams>, &Arc<Semaphore>)> {
+        self.stream.as_ref().map(|s| (s, &self.udp_slots))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use dnsha_core::config::Config;
+
+    fn pool(backends: &str) -> PoolConfig {
+        let src = format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"53\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\n{backends}"
+        );
+        Config::parse(&src).unwrap().pools.remove(0)
+    }
+
+    #[test]
+    fn udp_only_pools_keep_udp_and_stream_targets_follow_transport() {
+        let up = Arc::new(TcpUpstreams::new(Default::default()));
+        let p = pool("[[pool.backend]]\nname = \"a\"\naddress = \"192.0.2.1\"\n");
+        let r = Routes::new(&p, &up).unwrap();
+        assert!(r.udp_via_stream().is_none());
+        let b = Backend::new("a", "192.0.2.1:53".parse().unwrap(), 1);
+        assert!(r.target(&b).tls.is_none());
+
+        let p = pool(
+            "[[pool.backend]]\nname = \"a\"\naddress = \"192.0.2.1\"\ntransport = \"tcp\"\n\n[[pool.backend]]\nname = \"d\"\naddress = \"192.0.2.2\"\ntransport = \"dot\"\ntls_verify = false\ntls_name = \"dns.test\"\n",
+        );
+        let r = Routes::new(&p, &up).unwrap();
+        assert!(r.udp_via_stream().is_some());
+        let a = Backend::new("a", "192.0.2.1:53".parse().unwrap(), 1);
+        let d = Backend::new("d", "192.0.2.2:853".parse().unwrap(), 1);
+        assert!(r.target(&a).tls.is_none());
+        let t = r.target(&d);
+        assert_eq!(t.addr, "192.0.2.2:853".parse().unwrap());
+        let tls = t.tls.unwrap();
+        assert_eq!(tls.server_name.to_str(), "dns.test");
+        assert_eq!(tls.config.alpn_protocols, vec![b"dot".to_vec()]);
+        // A backend moved to another address (pool updated before the
+        // routes): plain TCP to where it is now.
+        let moved = Backend::new("d", "192.0.2.9:853".parse().unwrap(), 1);
+        assert!(r.target(&moved).tls.is_none());
+    }
+}

@@ -1,0 +1,453 @@
+//! TLS with rustls (ring provider): certificates of the DoT and DoH
+//! listeners, reloadable without dropping connections, the client side of
+//! DoT backends, and the file checks `dnsha check` runs.
+//!
+//! A listener's [`ServerTls`] keeps its `rustls::ServerConfig` (and so its
+//! session-ticket keys and session cache) for its whole life; the
+//! certificate is served by a [`ReloadableCert`] resolver whose
+//! [`CertifiedKey`] sits in an [`ArcSwap`]. A reload reads the new files
+//! first ([`load_certified_key`]) and only then swaps the key in: open
+//! connections keep going, new handshakes present the new certificate.
+//!
+//! ```no_run
+//! use dnsha_core::config::TlsFiles;
+//! use dnsha_proxy::tls::{load_certified_key, ServerTls, ALPN_DOT};
+//!
+//! let files = TlsFiles {
+//!     cert: "/etc/dnsha/fullchain.pem".into(),
+//!     key: "/etc/dnsha/key.pem".into(),
+//!     cert_span: None,
+//!     key_span: None,
+//! };
+//! let tls = ServerTls::new(&files, &[ALPN_DOT]).unwrap();
+//! // ... later, on SIGHUP:
+//! let key = load_certified_key(&files).unwrap();
+//! tls.install(key);
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use dnsha_core::config::{BackendTls, Config, ConfigError, TlsFiles};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::{Error, Result};
+
+/// ALPN of DNS over TLS (RFC 7858 §3.2, IANA "dot").
+pub const ALPN_DOT: &[u8] = b"dot";
+/// ALPN of HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN of HTTP/1.1.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// TLS sessions remembered per listener for TLS 1.2 session-ID resumption.
+const SESSION_CACHE: usize = 4096;
+
+/// The process's crypto provider: ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A located problem with a TLS file.
+fn located(span: &Option<Range<usize>>, message: String) -> ConfigError {
+    ConfigError {
+        span: span.clone(),
+        message,
+    }
+}
+
+fn read_file(
+    path: &Path,
+    key: &str,
+    span: &Option<Range<usize>>,
+) -> std::result::Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| {
+        located(
+            span,
+            format!("{key} `{}`: cannot read: {e}", path.display()),
+        )
+    })
+}
+
+/// Reads a PEM certificate chain; errors are located at `span`.
+fn read_chain(
+    path: &Path,
+    key: &str,
+    span: &Option<Range<usize>>,
+) -> std::result::Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bytes = read_file(path, key, span)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| {
+            located(
+                span,
+                format!("{key} `{}`: not a PEM certificate: {e}", path.display()),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(located(
+            span,
+            format!("{key} `{}`: no certificate in the file", path.display()),
+        ));
+    }
+    Ok(chain)
+}
+
+/// Seconds since the epoch, now.
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Checks the validity period of the end-entity certificate.
+fn check_validity(
+    der: &CertificateDer<'_>,
+    files: &TlsFiles,
+) -> std::result::Result<(), ConfigError> {
+    let path = files.cert.display();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| {
+        located(
+            &files.cert_span,
+            format!("tls_cert `{path}`: cannot parse the certificate: {e}"),
+        )
+    })?;
+    let validity = cert.validity();
+    let now = now_secs();
+    if validity.not_after.timestamp() < now {
+        return Err(located(
+            &files.cert_span,
+            format!(
+                "tls_cert `{path}`: certificate expired on {}",
+                validity.not_after
+            ),
+        ));
+    }
+    if validity.not_before.timestamp() > now {
+        return Err(located(
+            &files.cert_span,
+            format!(
+                "tls_cert `{path}`: certificate not valid before {}",
+                validity.not_before
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a listener's certificate chain and key: both readable PEM, the key
+/// matching the end-entity certificate, the certificate within its validity
+/// period. Errors point at the `tls_cert` or `tls_key` value.
+pub fn load_certified_key(
+    files: &TlsFiles,
+) -> std::result::Result<Arc<CertifiedKey>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let chain = match read_chain(&files.cert, "tls_cert", &files.cert_span) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let key = read_file(&files.key, "tls_key", &files.key_span).and_then(|bytes| {
+        PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+            located(
+                &files.key_span,
+                format!(
+                    "tls_key `{}`: no usable PEM private key: {e}",
+                    files.key.display()
+                ),
+            )
+        })
+    });
+    let key = match key {
+        Ok(k) => Some(k),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if let Some(first) = chain.as_ref().and_then(|c| c.first()) {
+        if let Err(e) = check_validity(first, files) {
+            errors.push(e);
+        }
+    }
+    let (Some(chain), Some(key), true) = (chain, key, errors.is_empty()) else {
+        return Err(errors);
+    };
+    CertifiedKey::from_der(chain, key, &provider())
+        .map(Arc::new)
+        .map_err(|e| {
+            let message = match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "tls_key `{}` does not match the certificate in `{}`",
+                    files.key.display(),
+                    files.cert.display()
+                ),
+                other => format!("tls_key `{}`: {other}", files.key.display()),
+            };
+            vec![located(&files.key_span, message)]
+        })
+}
+
+/// Reads a backend's `tls_ca` file.
+fn load_ca(tls: &BackendTls) -> std::result::Result<Vec<CertificateDer<'static>>, ConfigError> {
+    match &tls.ca {
+        Some(path) => read_chain(path, "tls_ca", &tls.ca_span),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Every problem with the TLS files a configuration names: listener
+/// certificates and keys (readable, matching, not expired) and backend CA
+/// files. `dnsha check` and the daemon's (re)load report them as
+/// `FILE:LINE:COL: message` like the other configuration errors.
+pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for l in &cfg.listeners {
+        if let Some(files) = &l.tls {
+            if let Err(e) = load_certified_key(files) {
+                errors.extend(e);
+            }
+        }
+    }
+    for p in &cfg.pools {
+        for b in &p.backends {
+            if let Some(tls) = &b.tls {
+                if let Err(e) = load_ca(tls) {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+    errors
+}
+
+/// Makes the relative TLS file paths of `cfg` (certificates, keys, CA
+/// files) relative to `base`, the configuration file's directory.
+pub fn resolve_relative(cfg: &mut Config, base: &Path) {
+    let fix = |p: &mut std::path::PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for l in &mut cfg.listeners {
+        if let Some(files) = &mut l.tls {
+            fix(&mut files.cert);
+            fix(&mut files.key);
+        }
+    }
+    for p in &mut cfg.pools {
+        for b in &mut p.backends {
+            if let Some(ca) = b.tls.as_mut().and_then(|t| t.ca.as_mut()) {
+                fix(ca);
+            }
+        }
+    }
+}
+
+/// The certificate resolver of a listener: always the current key, swapped
+/// atomically on reload.
+pub struct ReloadableCert {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl fmt::Debug for ReloadableCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadableCert").finish_non_exhaustive()
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The server side of a DoT or DoH listener.
+pub struct ServerTls {
+    resolver: Arc<ReloadableCert>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("alpn", &self.config.alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+fn tls_error(context: impl Into<String>, message: impl fmt::Display) -> Error {
+    Error::Tls {
+        context: context.into(),
+        message: message.to_string(),
+    }
+}
+
+fn join_errors(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ServerTls {
+    /// TLS 1.2 and 1.3 with `alpn` offered (in preference order), session
+    /// resumption by tickets (stateless, rotating keys) and by session ID,
+    /// serving the certificate in `files`.
+    pub fn new(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Self> {
+        let key = load_certified_key(files)
+            .map_err(|e| tls_error(files.cert.display().to_string(), join_errors(&e)))?;
+        let resolver = Arc::new(ReloadableCert {
+            current: ArcSwap::new(key),
+        });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| tls_error("tls server configuration", e))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.ticketer =
+            rustls::crypto::ring::Ticketer::new().map_err(|e| tls_error("session tickets", e))?;
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        Ok(Self {
+            resolver,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The rustls configuration (shared by every connection).
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.config)
+    }
+
+    /// An acceptor for new connections.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config())
+    }
+
+    /// Serves `key` to the handshakes that start from now on.
+    pub fn install(&self, key: Arc<CertifiedKey>) {
+        self.resolver.current.store(key);
+    }
+
+    /// The key served now.
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.resolver.current.load_full()
+    }
+}
+
+/// Accepts any certificate (`tls_verify = false`) but still checks the
+/// handshake signatures, so the session is with the holder of the key the
+/// backend presented.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The rustls client configuration for a DoT backend: ALPN `dot`, TLS 1.2
+/// and 1.3, session resumption; the system's roots plus `tls_ca` when
+/// verifying, no verification with `tls_verify = false`.
+pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| tls_error("tls client configuration", e))?;
+    let mut config = if tls.verify {
+        let mut roots = RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system certificate rustls cannot use is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        let extra = load_ca(tls).map_err(|e| tls_error("tls_ca", e.message))?;
+        let ca_name = tls
+            .ca
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        for cert in extra {
+            roots
+                .add(cert)
+                .map_err(|e| tls_error(format!("tls_ca `{ca_name}`"), e))?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth()
+    };
+    config.alpn_protocols = vec![ALPN_DOT.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The server name to send and verify for a backend: `tls_name`, or the
+/// backend's IP address.
+pub fn server_name(tls: &BackendTls, addr: std::net::SocketAddr) -> Result<ServerName<'static>> {
+    match &tls.name {
+        Some(n) => {
+            ServerName::try_from(n.clone()).map_err(|e| tls_error(format!("tls_name `{n}`"), e))
+        }
+        None => Ok(ServerName::IpAddress(addr.ip().into())),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

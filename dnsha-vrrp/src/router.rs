@@ -1,0 +1,568 @@
+//! The sans-IO VRRPv2 state machine (RFC 3768 section 6).
+//!
+//! A [`Router`] owns no socket, no clock and no task. The I/O shell (or a
+//! test) feeds it packets, commands and the current time, asks it for its
+//! next deadline with [`Router::poll_timeout`], and drains what it wants done
+//! with [`Router::poll_output`]:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use dnsha_vrrp::{Command, Output, Router, RouterConfig, State};
+//!
+//! let mut r = Router::new(RouterConfig::new(134, 100, "10.0.0.1".parse().unwrap())).unwrap();
+//! let t0 = Instant::now();
+//! r.handle_command(t0, Command::Start);
+//! assert_eq!(r.state(), State::Backup);
+//! // Nobody advertises: Master_Down_Interval = 3 s + (256-100)/256 s later we are master.
+//! let deadline = r.poll_timeout().unwrap();
+//! assert_eq!(deadline - t0, Duration::from_secs(3) + Duration::from_micros(609_375));
+//! r.handle_timeout(deadline);
+//! assert_eq!(r.state(), State::Master);
+//! while let Some(out) = r.poll_output() {
+//!     if let Output::SendAdvert(bytes) = out {
+//!         assert_eq!(bytes[2], 100); // priority
+//!     }
+//! }
+//! ```
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, trace, warn};
+
+use crate::codec::{Advertisement, VRRP_TTL};
+use crate::config::ConfigError;
+use crate::error::{Error, Result};
+use crate::stats::{DropReason, Stats};
+
+/// Priority of the address owner.
+pub const PRIORITY_OWNER: u8 = 255;
+/// Priority a stopping master advertises.
+pub const PRIORITY_STOP: u8 = 0;
+
+/// The timers, each armed or not.
+#[derive(Clone, Copy, Debug, Default)]
+struct Timers {
+    advert: Option<Instant>,
+    master_down: Option<Instant>,
+    garp_delay: Option<Instant>,
+    garp_refresh: Option<Instant>,
+}
+
+impl Timers {
+    fn earliest(&self) -> Option<Instant> {
+        [
+            self.advert,
+            self.master_down,
+            self.garp_delay,
+            self.garp_refresh,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
+/// One VRRP instance as a pure state machine. See the [module docs](self).
+#[derive(Debug)]
+pub struct Router {
+    cfg: RouterConfig,
+    state: State,
+    /// Between Start and Shutdown.
+    running: bool,
+    tracker_up: Vec<bool>,
+    effective: u8,
+    timers: Timers,
+    /// Preemption is held back until this instant.
+    preempt_after: Option<Instant>,
+    /// The running Master_Down_Timer was set to Skew_Time by a priority 0.
+    priority_zero_seen: bool,
+    master: Option<(Ipv4Addr, u8)>,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Router {
+    /// A router in Initialize; checks the config's ranges.
+    pub fn new(cfg: RouterConfig) -> Result<Self> {
+        let mut errors = Vec::new();
+        let mut bad = |field: &str, message: &str| {
+            errors.push(ConfigError::new(field, message));
+        };
+        if cfg.vrid == 0 {
+            bad("virtual_router_id", "must be 1..255");
+        }
+        if cfg.priority == 0 {
+            bad("priority", "must be 1..255");
+        }
+        if cfg.advert_int == 0 {
+            bad("advert_int", "must be 1..255 seconds");
+        }
+        if cfg.vips.len() > 255 {
+            bad("virtual_ipaddress", "at most 255 addresses");
+        }
+        if !errors.is_empty() {
+            return Err(Error::Config { errors });
+        }
+        let tracker_up = vec![true; cfg.trackers.len()];
+        let mut r = Self {
+            cfg,
+            state: State::Initialize,
+            running: false,
+            tracker_up,
+            effective: 0,
+            timers: Timers::default(),
+            preempt_after: None,
+            priority_zero_seen: false,
+            master: None,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        r.effective = r.compute_priority();
+        Ok(r)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Configured priority.
+    pub fn base_priority(&self) -> u8 {
+        self.cfg.priority
+    }
+
+    /// Priority after tracker weights, the one advertised.
+    pub fn effective_priority(&self) -> u8 {
+        self.effective
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The master last heard from while backup (address, priority), if any.
+    pub fn current_master(&self) -> Option<(Ipv4Addr, u8)> {
+        match self.state {
+            State::Master => Some((self.cfg.primary_ip, self.effective)),
+            State::Backup => self.master,
+            _ => None,
+        }
+    }
+
+    /// Whether any weight-0 tracker is down.
+    pub fn in_fault(&self) -> bool {
+        self.cfg
+            .trackers
+            .iter()
+            .zip(&self.tracker_up)
+            .any(|(t, up)| t.weight == 0 && !up)
+    }
+
+    /// Skew_Time = (256 − priority) / 256 s, with the effective priority.
+    pub fn skew_time(&self) -> Duration {
+        skew_time(self.effective)
+    }
+
+    /// Master_Down_Interval = 3 × Advertisement_Interval + Skew_Time.
+    pub fn master_down_interval(&self) -> Duration {
+        self.advert_interval() * 3 + self.skew_time()
+    }
+
+    /// Advertisement_Interval.
+    pub fn advert_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cfg.advert_int))
+    }
+
+    /// The next instant [`Router::handle_timeout`] must be called at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.earliest()
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Handles a command.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Start => self.start(now),
+            Command::Shutdown => self.shutdown(),
+            Command::TrackerChanged { name, up } => self.tracker_changed(now, &name, up),
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if due(self.timers.master_down, now) {
+            self.timers.master_down = None;
+            if self.state == State::Backup {
+                let priority_zero = std::mem::take(&mut self.priority_zero_seen);
+                self.become_master(now, Reason::MasterDown { priority_zero });
+            }
+        }
+        if due(self.timers.advert, now) {
+            self.send_advert(self.effective);
+            self.timers.advert = Some(now + self.advert_interval());
+        }
+        if due(self.timers.garp_delay, now) {
+            self.timers.garp_delay = None;
+            self.garp(self.cfg.garp.repeat);
+        }
+        if due(self.timers.garp_refresh, now) {
+            self.garp(self.cfg.garp.refresh_repeat);
+            self.timers.garp_refresh = self.cfg.garp.refresh.map(|p| now + p);
+        }
+    }
+
+    /// Handles a received VRRP payload (the bytes after the IP header), with
+    /// the IP source address and TTL it arrived with.
+    ///
+    /// Returns the reason it was dropped, if it was; drops are also counted
+    /// in [`Router::stats`] and never change the state.
+    pub fn handle_packet(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        ttl: u8,
+        bytes: &[u8],
+    ) -> Option<DropReason> {
+        let adv = match self.check(src, ttl, bytes) {
+            Ok(Some(adv)) => adv,
+            Ok(None) => return None,
+            Err(reason) => {
+                self.stats.count_drop(reason);
+                debug!(vrid = self.cfg.vrid, %src, %reason, "advert dropped");
+                return Some(reason);
+            }
+        };
+        if !self.running || matches!(self.state, State::Fault | State::Initialize) {
+            self.stats.ignored += 1;
+            return None;
+        }
+        self.stats.adverts_received += 1;
+        if adv.priority == PRIORITY_STOP {
+            self.stats.priority_zero_received += 1;
+        }
+        if !self.same_addresses(&adv.addresses) {
+            self.stats.address_list_mismatch += 1;
+            debug!(vrid = self.cfg.vrid, %src, "advert address list differs from ours");
+        }
+        match self.state {
+            State::Backup => self.backup_rx(now, src, &adv),
+            State::Master => self.master_rx(now, src, &adv),
+            State::Initialize | State::Fault => {}
+        }
+        None
+    }
+
+    /// Counts a drop the caller detected before the VRRP payload (a
+    /// malformed IP header, say).
+    pub fn record_drop(&mut self, reason: DropReason) {
+        self.stats.count_drop(reason);
+    }
+
+    /// Validation shared by every state: Ok(None) for another VRID.
+    fn check(
+        &mut self,
+        src: Ipv4Addr,
+        ttl: u8,
+        bytes: &[u8],
+    ) -> std::result::Result<Option<Advertisement>, DropReason> {
+        if ttl != VRRP_TTL {
+            return Err(DropReason::Ttl);
+        }
+        let adv = Advertisement::decode(bytes).map_err(|e| drop_reason(&e))?;
+        if adv.vrid != self.cfg.vrid {
+            self.stats.other_vrid += 1;
+            return Ok(None);
+        }
+        adv.verify(&self.cfg.auth, self.cfg.advert_int)
+            .map_err(|e| drop_reason(&e))?;
+        if src == self.cfg.primary_ip {
+            return Err(DropReason::OwnAddress);
+        }
+        Ok(Some(adv))
+    }
+
+    fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advertisement) {
+        if adv.priority == PRIORITY_STOP {
+            trace!(vrid = self.cfg.vrid, %src, "master stopping, waiting Skew_Time");
+            self.timers.master_down = Some(now + self.skew_time());
+            self.priority_zero_seen = true;
+            self.master = None;
+            return;
+        }
+        let lower = adv.priority < self.effective;
+        let accept = if !self.cfg.preempt || !lower {
+            self.preempt_after = None;
+            true
+        } else if self.cfg.preempt_delay > Duration::ZERO {
+            // Hold preemption back: keep treating the lower master as master
+            // until the delay has passed.
+            let after = *self
+                .preempt_after
+                .get_or_insert(now + self.cfg.preempt_delay);
+            now < after
+        } else {
+            false
+        };
+        if accept {
+            self.timers.master_down = Some(now + self.master_down_interval());
+            self.priority_zero_seen = false;
+            self.master = Some((src, adv.priority));
+        } else {
+            trace!(vrid = self.cfg.vrid, %src, priority = adv.priority, "lower-priority master ignored, preempting");
+        }
+    }
+
+    fn master_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advertisement) {
+        if adv.priority == PRIORITY_STOP {
+            // Another router gave up: make sure everyone knows who is master.
+            self.send_advert(self.effective);
+            self.timers.advert = Some(now + self.advert_interval());
+            return;
+        }
+        let theirs = (adv.priority, u32::from(src));
+        let ours = (self.effective, u32::from(self.cfg.primary_ip));
+        if theirs > ours {
+            self.leave_master();
+            self.timers.master_down = Some(now + self.master_down_interval());
+            self.master = Some((src, adv.priority));
+            self.transition(
+                State::Backup,
+                Reason::HigherPriority {
+                    from: src,
+                    priority: adv.priority,
+                },
+            );
+        } else {
+            // A lower-priority router thinks it is master (split brain, or it
+            // just started): answer at once so it steps down, as keepalived does.
+            debug!(vrid = self.cfg.vrid, %src, priority = adv.priority, "lower-priority master seen, re-asserting");
+            self.send_advert(self.effective);
+            self.timers.advert = Some(now + self.advert_interval());
+        }
+    }
+
+    fn start(&mut self, now: Instant) {
+        if self.running {
+            return;
+        }
+        self.running = true;
+        if self.cfg.preempt_delay > Duration::ZERO {
+            self.preempt_after = Some(now + self.cfg.preempt_delay);
+        }
+        if let Some(tracker) = self.failing_fault_tracker() {
+            self.transition(State::Fault, Reason::Fault { tracker });
+        } else {
+            self.enter_backup_or_owner(now, Reason::Startup);
+        }
+    }
+
+    fn enter_backup_or_owner(&mut self, now: Instant, reason: Reason) {
+        if self.cfg.priority == PRIORITY_OWNER {
+            let reason = if reason == Reason::Startup {
+                Reason::AddressOwner
+            } else {
+                reason
+            };
+            self.become_master(now, reason);
+        } else {
+            self.timers.master_down = Some(now + self.master_down_interval());
+            self.priority_zero_seen = false;
+            self.master = None;
+            self.transition(State::Backup, reason);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        if self.state == State::Master {
+            self.leave_master();
+            self.send_advert(PRIORITY_STOP);
+        }
+        self.timers = Timers::default();
+        self.transition(State::Initialize, Reason::Shutdown);
+    }
+
+    fn tracker_changed(&mut self, now: Instant, name: &str, up: bool) {
+        let mut known = false;
+        for (spec, state) in self.cfg.trackers.iter().zip(self.tracker_up.iter_mut()) {
+            if spec.name == name {
+                *state = up;
+                known = true;
+            }
+        }
+        if !known {
+            warn!(
+                vrid = self.cfg.vrid,
+                tracker = name,
+                "unknown tracker ignored"
+            );
+            return;
+        }
+        let old = self.effective;
+        self.effective = self.compute_priority();
+        if old != self.effective {
+            info!(
+                vrid = self.cfg.vrid,
+                tracker = name,
+                up,
+                from = old,
+                to = self.effective,
+                "effective priority changed"
+            );
+        }
+        if !self.running {
+            return;
+        }
+        match (self.state, self.failing_fault_tracker()) {
+            (State::Fault, None) => self.enter_backup_or_owner(now, Reason::FaultCleared),
+            (State::Fault, Some(_)) => {}
+            (_, Some(tracker)) => {
+                if self.state == State::Master {
+                    self.leave_master();
+                    self.send_advert(PRIORITY_STOP);
+                }
+                self.timers = Timers::default();
+                self.transition(State::Fault, Reason::Fault { tracker });
+            }
+            (State::Master, None) if old != self.effective => {
+                // Tell the backups now rather than at the next interval.
+                self.send_advert(self.effective);
+                self.timers.advert = Some(now + self.advert_interval());
+            }
+            _ => {}
+        }
+    }
+
+    fn failing_fault_tracker(&self) -> Option<String> {
+        self.cfg
+            .trackers
+            .iter()
+            .zip(&self.tracker_up)
+            .find(|(t, up)| t.weight == 0 && !**up)
+            .map(|(t, _)| t.name.clone())
+    }
+
+    /// keepalived's rule: base + Σ(negative weights of down trackers) +
+    /// Σ(positive weights of up trackers), clamped to 1..=254; the address
+    /// owner ignores weights.
+    fn compute_priority(&self) -> u8 {
+        if self.cfg.priority == PRIORITY_OWNER {
+            return PRIORITY_OWNER;
+        }
+        let delta: i64 = self
+            .cfg
+            .trackers
+            .iter()
+            .zip(&self.tracker_up)
+            .map(|(t, up)| match (t.weight.signum(), up) {
+                (1, true) | (-1, false) => i64::from(t.weight),
+                _ => 0,
+            })
+            .sum();
+        let p = (i64::from(self.cfg.priority) + delta).clamp(1, 254);
+        u8::try_from(p).unwrap_or(1)
+    }
+
+    fn become_master(&mut self, now: Instant, reason: Reason) {
+        self.timers.master_down = None;
+        self.master = None;
+        self.transition(State::Master, reason);
+        self.stats.became_master += 1;
+        for vip in &self.cfg.vips {
+            self.outputs.push_back(Output::AddVip(*vip));
+        }
+        self.send_advert(self.effective);
+        self.garp(self.cfg.garp.repeat);
+        self.timers.advert = Some(now + self.advert_interval());
+        self.timers.garp_delay =
+            (self.cfg.garp.delay > Duration::ZERO).then(|| now + self.cfg.garp.delay);
+        self.timers.garp_refresh = self.cfg.garp.refresh.map(|p| now + p);
+    }
+
+    /// Drops the VIPs and master timers (the caller sets the next state).
+    fn leave_master(&mut self) {
+        self.timers.advert = None;
+        self.timers.garp_delay = None;
+        self.timers.garp_refresh = None;
+        for vip in &self.cfg.vips {
+            self.outputs.push_back(Output::DelVip(*vip));
+        }
+    }
+
+    fn transition(&mut self, to: State, reason: Reason) {
+        let from = self.state;
+        if from == to {
+            return;
+        }
+        info!(vrid = self.cfg.vrid, %from, %to, %reason, priority = self.effective, "VRRP transition");
+        self.state = to;
+        self.outputs
+            .push_back(Output::Transition { from, to, reason });
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        let adv = Advertisement {
+            vrid: self.cfg.vrid,
+            priority,
+            advert_int: self.cfg.advert_int,
+            auth: self.cfg.auth,
+            addresses: self.cfg.vips.iter().map(|v| v.addr).collect(),
+        };
+        self.stats.adverts_sent += 1;
+        if priority == PRIORITY_STOP {
+            self.stats.priority_zero_sent += 1;
+        }
+        self.outputs.push_back(Output::SendAdvert(adv.to_bytes()));
+    }
+
+    fn garp(&mut self, count: u32) {
+        if count == 0 {
+            return;
+        }
+        for vip in &self.cfg.vips {
+            self.outputs.push_back(Output::GratuitousArp {
+                addr: vip.addr,
+                count,
+            });
+        }
+    }
+
+    fn same_addresses(&self, addrs: &[Ipv4Addr]) -> bool {
+        addrs.len() == self.cfg.vips.len() && self.cfg.vips.iter().all(|v| addrs.contains(&v.addr))
+    }
+}
+
+/// Skew_Time for a priority: (256 − priority) / 256 s, exactly, in nanoseconds.
+pub fn skew_time(priority: u8) -> Duration {
+    Duration::from_nanos((256 - u64::from(priority)) * 3_906_250)
+}
+
+fn due(t: Option<Instant>, now: Instant) -> bool {
+    t.is_some_and(|t| t <= now)
+}
+
+fn drop_reason(e: &Error) -> DropReason {
+    e.drop_reason().unwrap_or(DropReason::IpHeader)
+}
+
+mod types;
+
+pub use types::{Command, GarpConfig, Output, Reason, RouterConfig, State, TrackerSpec, Vip};
+
+#[cfg(test)]
+mod tests;

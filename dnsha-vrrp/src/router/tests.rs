@@ -1,0 +1,657 @@
+//! State machine tests in simulated time: every deadline is computed, never
+//! slept on.
+
+use super::*;
+use crate::codec::Auth;
+
+const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const LOWER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+const VIP: Vip = Vip {
+    addr: Ipv4Addr::new(192, 168, 1, 5),
+    prefix_len: 32,
+};
+const MS: Duration = Duration::from_millis(1);
+
+fn cfg(priority: u8) -> RouterConfig {
+    RouterConfig {
+        auth: Auth::password("dnsvip"),
+        vips: vec![VIP],
+        ..RouterConfig::new(134, priority, ME)
+    }
+}
+
+fn adv(priority: u8) -> Vec<u8> {
+    Advertisement {
+        vrid: 134,
+        priority,
+        advert_int: 1,
+        auth: Auth::password("dnsvip"),
+        addresses: vec![VIP.addr],
+    }
+    .to_bytes()
+}
+
+fn drain(r: &mut Router) -> Vec<Output> {
+    std::iter::from_fn(|| r.poll_output()).collect()
+}
+
+fn started(c: RouterConfig) -> (Router, Instant) {
+    let mut r = Router::new(c).unwrap();
+    let t0 = Instant::now();
+    r.handle_command(t0, Command::Start);
+    (r, t0)
+}
+
+/// A router that has become master at the returned instant.
+fn master(c: RouterConfig) -> (Router, Instant) {
+    let (mut r, _) = started(c);
+    let t = r.poll_timeout().unwrap();
+    r.handle_timeout(t);
+    assert_eq!(r.state(), State::Master);
+    drain(&mut r);
+    (r, t)
+}
+
+fn sent_priorities(out: &[Output]) -> Vec<u8> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::SendAdvert(b) => Some(Advertisement::decode(b).unwrap().priority),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn skew_and_master_down_interval() {
+    assert_eq!(skew_time(255), Duration::from_nanos(3_906_250));
+    assert_eq!(skew_time(100), Duration::from_micros(609_375));
+    assert_eq!(skew_time(1), Duration::from_nanos(996_093_750));
+    let r = Router::new(cfg(100)).unwrap();
+    assert_eq!(
+        r.master_down_interval(),
+        Duration::from_secs(3) + Duration::from_micros(609_375)
+    );
+    let r = Router::new(RouterConfig {
+        advert_int: 2,
+        ..cfg(200)
+    })
+    .unwrap();
+    assert_eq!(
+        r.master_down_interval(),
+        Duration::from_secs(6) + Duration::from_nanos(56 * 3_906_250)
+    );
+}
+
+#[test]
+fn rejects_zero_fields() {
+    let Err(Error::Config { errors }) = Router::new(RouterConfig {
+        advert_int: 0,
+        ..RouterConfig::new(0, 0, ME)
+    }) else {
+        panic!("accepted");
+    };
+    assert_eq!(errors.len(), 3);
+}
+
+#[test]
+fn initialize_until_started() {
+    let mut r = Router::new(cfg(100)).unwrap();
+    assert_eq!(r.state(), State::Initialize);
+    assert_eq!(r.poll_timeout(), None);
+    let now = Instant::now();
+    r.handle_packet(now, HIGHER_IP, 255, &adv(200));
+    assert_eq!(r.stats().ignored, 1);
+    assert_eq!(r.state(), State::Initialize);
+    assert!(drain(&mut r).is_empty());
+}
+
+#[test]
+fn start_goes_backup_then_master_after_exactly_master_down_interval() {
+    let (mut r, t0) = started(cfg(100));
+    assert_eq!(
+        drain(&mut r),
+        [Output::Transition {
+            from: State::Initialize,
+            to: State::Backup,
+            reason: Reason::Startup
+        }]
+    );
+    let mdi = r.master_down_interval();
+    assert_eq!(r.poll_timeout(), Some(t0 + mdi));
+    r.handle_timeout(t0 + mdi - Duration::from_nanos(1));
+    assert_eq!(r.state(), State::Backup);
+    r.handle_timeout(t0 + mdi);
+    assert_eq!(r.state(), State::Master);
+    let out = drain(&mut r);
+    assert_eq!(
+        out[0],
+        Output::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown {
+                priority_zero: false
+            }
+        }
+    );
+    assert_eq!(out[1], Output::AddVip(VIP));
+    assert_eq!(sent_priorities(&out), [100]);
+    assert!(matches!(out[2], Output::SendAdvert(_)));
+    assert_eq!(
+        out[3],
+        Output::GratuitousArp {
+            addr: VIP.addr,
+            count: 5
+        }
+    );
+    assert_eq!(out.len(), 4);
+    assert_eq!(r.stats().became_master, 1);
+}
+
+#[test]
+fn master_advertises_every_interval_and_repeats_garp() {
+    let c = RouterConfig {
+        garp: GarpConfig {
+            delay: Duration::from_millis(2500),
+            repeat: 2,
+            refresh: Some(Duration::from_secs(10)),
+            refresh_repeat: 1,
+        },
+        ..cfg(100)
+    };
+    let (mut r, t) = master(c);
+    let mut adverts = 0;
+    let mut garps = Vec::new();
+    let mut now = t;
+    while let Some(next) = r.poll_timeout() {
+        if next > t + Duration::from_secs(21) {
+            break;
+        }
+        now = next;
+        r.handle_timeout(now);
+        for o in drain(&mut r) {
+            match o {
+                Output::SendAdvert(_) => adverts += 1,
+                Output::GratuitousArp { count, .. } => garps.push((now - t, count)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(now <= t + Duration::from_secs(21));
+    assert_eq!(adverts, 21);
+    assert_eq!(
+        garps,
+        [
+            (Duration::from_millis(2500), 2),
+            (Duration::from_secs(10), 1),
+            (Duration::from_secs(20), 1)
+        ]
+    );
+}
+
+#[test]
+fn address_owner_is_master_at_start() {
+    let (mut r, t0) = started(cfg(255));
+    assert_eq!(r.state(), State::Master);
+    let out = drain(&mut r);
+    assert_eq!(
+        out[0],
+        Output::Transition {
+            from: State::Initialize,
+            to: State::Master,
+            reason: Reason::AddressOwner
+        }
+    );
+    assert_eq!(sent_priorities(&out), [255]);
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+}
+
+#[test]
+fn backup_resets_timer_on_higher_or_equal_priority() {
+    for prio in [100, 150, 255] {
+        let (mut r, t0) = started(cfg(100));
+        drain(&mut r);
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(r.handle_packet(t1, LOWER_IP, 255, &adv(prio)), None);
+        assert_eq!(r.poll_timeout(), Some(t1 + r.master_down_interval()));
+        assert_eq!(r.current_master(), Some((LOWER_IP, prio)));
+        assert_eq!(r.stats().adverts_received, 1);
+        assert!(drain(&mut r).is_empty());
+    }
+}
+
+#[test]
+fn backup_preempts_lower_priority_master() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    let deadline = r.poll_timeout().unwrap();
+    for i in 0..3 {
+        r.handle_packet(t0 + Duration::from_secs(i), HIGHER_IP, 255, &adv(50));
+        assert_eq!(r.poll_timeout(), Some(deadline));
+    }
+    r.handle_timeout(deadline);
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn nopreempt_backup_keeps_lower_priority_master() {
+    let (mut r, t0) = started(RouterConfig {
+        preempt: false,
+        ..cfg(200)
+    });
+    drain(&mut r);
+    for i in 0..100 {
+        let now = t0 + Duration::from_secs(i);
+        r.handle_timeout(now);
+        r.handle_packet(now, HIGHER_IP, 255, &adv(50));
+    }
+    assert_eq!(r.state(), State::Backup);
+    // The master stops sending: we take over after Master_Down_Interval.
+    let last = t0 + Duration::from_secs(99);
+    assert_eq!(r.poll_timeout(), Some(last + r.master_down_interval()));
+}
+
+#[test]
+fn preempt_delay_holds_preemption_back() {
+    let (mut r, t0) = started(RouterConfig {
+        preempt_delay: Duration::from_secs(10),
+        ..cfg(200)
+    });
+    drain(&mut r);
+    let mut became = None;
+    for ms in (0..20_000).step_by(100) {
+        let now = t0 + MS * ms;
+        if ms % 1000 == 0 {
+            r.handle_packet(now, LOWER_IP, 255, &adv(100));
+        }
+        r.handle_timeout(now);
+        if r.state() == State::Master && became.is_none() {
+            became = Some(now - t0);
+        }
+    }
+    let became = became.unwrap();
+    // Adverts are accepted until t0 + 10 s, then ignored: takeover follows
+    // Master_Down_Interval after the last accepted one (t = 9 s).
+    let expected = Duration::from_secs(9) + r.master_down_interval();
+    assert!(
+        became >= expected && became < expected + MS * 100,
+        "{became:?} vs {expected:?}"
+    );
+}
+
+#[test]
+fn priority_zero_makes_backup_take_over_after_skew_time() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    let t1 = t0 + Duration::from_secs(1);
+    r.handle_packet(t1, HIGHER_IP, 255, &adv(200));
+    let t2 = t1 + Duration::from_millis(500);
+    r.handle_packet(t2, HIGHER_IP, 255, &adv(0));
+    assert_eq!(r.stats().priority_zero_received, 1);
+    assert_eq!(r.poll_timeout(), Some(t2 + skew_time(100)));
+    r.handle_timeout(t2 + skew_time(100));
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        drain(&mut r)[0],
+        Output::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown {
+                priority_zero: true
+            }
+        }
+    );
+}
+
+#[test]
+fn master_steps_down_for_higher_priority() {
+    let (mut r, t) = master(cfg(100));
+    let now = t + MS * 300;
+    r.handle_packet(now, LOWER_IP, 255, &adv(101));
+    assert_eq!(r.state(), State::Backup);
+    let out = drain(&mut r);
+    assert_eq!(
+        out,
+        [
+            Output::DelVip(VIP),
+            Output::Transition {
+                from: State::Master,
+                to: State::Backup,
+                reason: Reason::HigherPriority {
+                    from: LOWER_IP,
+                    priority: 101
+                }
+            }
+        ]
+    );
+    assert_eq!(r.poll_timeout(), Some(now + r.master_down_interval()));
+}
+
+#[test]
+fn equal_priority_is_resolved_by_higher_address() {
+    let (mut r, t) = master(cfg(100));
+    r.handle_packet(t + MS, LOWER_IP, 255, &adv(100));
+    assert_eq!(r.state(), State::Master);
+    // The lower address is told at once.
+    assert_eq!(sent_priorities(&drain(&mut r)), [100]);
+    r.handle_packet(t + MS * 2, HIGHER_IP, 255, &adv(100));
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn master_answers_priority_zero_and_lower_priority_at_once() {
+    let (mut r, t) = master(cfg(100));
+    r.handle_packet(t + MS * 100, HIGHER_IP, 255, &adv(0));
+    assert_eq!(sent_priorities(&drain(&mut r)), [100]);
+    assert_eq!(r.poll_timeout(), Some(t + MS * 1100));
+    r.handle_packet(t + MS * 200, HIGHER_IP, 255, &adv(99));
+    assert_eq!(sent_priorities(&drain(&mut r)), [100]);
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn bad_adverts_are_dropped_counted_and_change_nothing() {
+    let good = adv(200);
+    let mut bad_checksum = good.clone();
+    bad_checksum[7] ^= 1;
+    let mut count_mismatch = good.clone();
+    count_mismatch.extend_from_slice(&[0; 4]);
+    let other_pass = Advertisement {
+        auth: Auth::password("wrong"),
+        ..Advertisement::decode(&good).unwrap()
+    }
+    .to_bytes();
+    let other_int = Advertisement {
+        advert_int: 2,
+        ..Advertisement::decode(&good).unwrap()
+    }
+    .to_bytes();
+    let no_auth = Advertisement {
+        auth: Auth::None,
+        ..Advertisement::decode(&good).unwrap()
+    }
+    .to_bytes();
+    let mut v3 = good.clone();
+    v3[0] = 0x31;
+    let cases: Vec<(Ipv4Addr, u8, Vec<u8>, DropReason)> = vec![
+        (HIGHER_IP, 254, good.clone(), DropReason::Ttl),
+        (HIGHER_IP, 1, good.clone(), DropReason::Ttl),
+        (HIGHER_IP, 255, bad_checksum, DropReason::Checksum),
+        (HIGHER_IP, 255, good[..10].to_vec(), DropReason::Truncated),
+        (
+            HIGHER_IP,
+            255,
+            good[..19].to_vec(),
+            DropReason::CountMismatch,
+        ),
+        (HIGHER_IP, 255, count_mismatch, DropReason::CountMismatch),
+        (HIGHER_IP, 255, other_pass, DropReason::Password),
+        (HIGHER_IP, 255, other_int, DropReason::Interval),
+        (HIGHER_IP, 255, no_auth, DropReason::AuthType),
+        (HIGHER_IP, 255, v3, DropReason::Version),
+        (ME, 255, good.clone(), DropReason::OwnAddress),
+    ];
+    for st in [State::Backup, State::Master] {
+        let (mut r, t) = if st == State::Master {
+            master(cfg(100))
+        } else {
+            let (mut r, t) = started(cfg(100));
+            drain(&mut r);
+            (r, t)
+        };
+        let deadline = r.poll_timeout();
+        for (i, (src, ttl, bytes, reason)) in cases.iter().enumerate() {
+            assert_eq!(
+                r.handle_packet(t + MS * i as u32, *src, *ttl, bytes),
+                Some(*reason)
+            );
+            assert!(r.stats().dropped(*reason) > 0);
+        }
+        assert_eq!(r.state(), st);
+        assert_eq!(r.poll_timeout(), deadline);
+        assert!(drain(&mut r).is_empty());
+        assert_eq!(r.stats().dropped_total(), cases.len() as u64);
+        assert_eq!(r.stats().dropped(DropReason::Ttl), 2);
+        assert_eq!(r.stats().adverts_received, 0);
+    }
+}
+
+#[test]
+fn other_vrid_is_ignored_quietly() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    let deadline = r.poll_timeout();
+    let other = Advertisement {
+        vrid: 7,
+        priority: 200,
+        advert_int: 3,
+        auth: Auth::None,
+        addresses: vec![],
+    }
+    .to_bytes();
+    assert_eq!(r.handle_packet(t0, HIGHER_IP, 255, &other), None);
+    assert_eq!(r.stats().other_vrid, 1);
+    assert_eq!(r.stats().dropped_total(), 0);
+    assert_eq!(r.poll_timeout(), deadline);
+}
+
+#[test]
+fn address_list_mismatch_is_counted_but_accepted() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    let other = Advertisement {
+        addresses: vec![Ipv4Addr::new(192, 168, 1, 99)],
+        ..Advertisement::decode(&adv(200)).unwrap()
+    }
+    .to_bytes();
+    r.handle_packet(t0 + MS, HIGHER_IP, 255, &other);
+    assert_eq!(r.stats().address_list_mismatch, 1);
+    assert_eq!(r.current_master(), Some((HIGHER_IP, 200)));
+}
+
+fn tracked(priority: u8, weights: &[i32]) -> RouterConfig {
+    RouterConfig {
+        trackers: weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| TrackerSpec {
+                name: format!("t{i}"),
+                weight: *w,
+            })
+            .collect(),
+        ..cfg(priority)
+    }
+}
+
+fn set(r: &mut Router, now: Instant, i: usize, up: bool) {
+    r.handle_command(
+        now,
+        Command::TrackerChanged {
+            name: format!("t{i}"),
+            up,
+        },
+    );
+}
+
+#[test]
+fn effective_priority_follows_keepalived_weights() {
+    let mut r = Router::new(tracked(100, &[-20, -30, 10])).unwrap();
+    let now = Instant::now();
+    // Positive weights count while up: 100 + 10.
+    assert_eq!(r.effective_priority(), 110);
+    set(&mut r, now, 0, false);
+    assert_eq!(r.effective_priority(), 90);
+    set(&mut r, now, 1, false);
+    assert_eq!(r.effective_priority(), 60);
+    set(&mut r, now, 2, false);
+    assert_eq!(r.effective_priority(), 50);
+    set(&mut r, now, 0, true);
+    assert_eq!(r.effective_priority(), 70);
+    assert_eq!(r.base_priority(), 100);
+    // Unknown names change nothing.
+    r.handle_command(
+        now,
+        Command::TrackerChanged {
+            name: "nope".into(),
+            up: false,
+        },
+    );
+    assert_eq!(r.effective_priority(), 70);
+}
+
+#[test]
+fn effective_priority_is_clamped_and_owner_ignores_weights() {
+    let now = Instant::now();
+    let mut r = Router::new(tracked(10, &[-50])).unwrap();
+    set(&mut r, now, 0, false);
+    assert_eq!(r.effective_priority(), 1);
+    let r = Router::new(tracked(250, &[50])).unwrap();
+    assert_eq!(r.effective_priority(), 254);
+    let mut r = Router::new(tracked(255, &[-50])).unwrap();
+    set(&mut r, now, 0, false);
+    assert_eq!(r.effective_priority(), 255);
+}
+
+#[test]
+fn lower_effective_priority_is_advertised_at_once() {
+    let (mut r, t) = master(tracked(100, &[-20]));
+    set(&mut r, t + MS * 10, 0, false);
+    assert_eq!(sent_priorities(&drain(&mut r)), [80]);
+    assert_eq!(r.state(), State::Master);
+    // A backup at 90 receiving 80 preempts; when it advertises, we step down.
+    r.handle_packet(t + Duration::from_secs(4), HIGHER_IP, 255, &adv(90));
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn backup_skew_uses_effective_priority() {
+    let (mut r, t0) = started(tracked(200, &[-100]));
+    drain(&mut r);
+    set(&mut r, t0, 0, false);
+    r.handle_packet(t0 + MS, HIGHER_IP, 255, &adv(0));
+    assert_eq!(r.poll_timeout(), Some(t0 + MS + skew_time(100)));
+}
+
+#[test]
+fn weight_zero_tracker_means_fault() {
+    let (mut r, t) = master(tracked(100, &[0, -10]));
+    set(&mut r, t + MS, 0, false);
+    assert_eq!(r.state(), State::Fault);
+    let out = drain(&mut r);
+    assert_eq!(out[0], Output::DelVip(VIP));
+    assert_eq!(sent_priorities(&out), [0]);
+    assert_eq!(
+        out.last(),
+        Some(&Output::Transition {
+            from: State::Master,
+            to: State::Fault,
+            reason: Reason::Fault {
+                tracker: "t0".into()
+            }
+        })
+    );
+    assert_eq!(r.poll_timeout(), None);
+    // Adverts are ignored in FAULT; weighted trackers don't clear it.
+    r.handle_packet(t + MS * 2, HIGHER_IP, 255, &adv(0));
+    assert_eq!(r.stats().ignored, 1);
+    set(&mut r, t + MS * 3, 1, false);
+    assert_eq!(r.state(), State::Fault);
+    assert!(drain(&mut r).is_empty());
+    // Back up: BACKUP, then master after Master_Down_Interval.
+    let back = t + MS * 4;
+    set(&mut r, back, 0, true);
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(
+        drain(&mut r),
+        [Output::Transition {
+            from: State::Fault,
+            to: State::Backup,
+            reason: Reason::FaultCleared
+        }]
+    );
+    assert_eq!(r.poll_timeout(), Some(back + r.master_down_interval()));
+}
+
+#[test]
+fn start_in_fault_and_fault_in_backup() {
+    let mut r = Router::new(tracked(100, &[0])).unwrap();
+    let t0 = Instant::now();
+    set(&mut r, t0, 0, false);
+    r.handle_command(t0, Command::Start);
+    assert_eq!(r.state(), State::Fault);
+    assert_eq!(r.poll_timeout(), None);
+    set(&mut r, t0, 0, true);
+    assert_eq!(r.state(), State::Backup);
+    drain(&mut r);
+    set(&mut r, t0, 0, false);
+    assert_eq!(r.state(), State::Fault);
+    // No VIP to remove and no advert from a backup.
+    assert_eq!(drain(&mut r).len(), 1);
+}
+
+#[test]
+fn owner_leaves_fault_as_master() {
+    let mut r = Router::new(tracked(255, &[0])).unwrap();
+    let t0 = Instant::now();
+    set(&mut r, t0, 0, false);
+    r.handle_command(t0, Command::Start);
+    assert_eq!(r.state(), State::Fault);
+    set(&mut r, t0, 0, true);
+    assert_eq!(r.state(), State::Master);
+}
+
+#[test]
+fn shutdown_as_master_sends_priority_zero_and_removes_vips() {
+    let (mut r, t) = master(cfg(100));
+    r.handle_command(t + MS, Command::Shutdown);
+    let out = drain(&mut r);
+    assert_eq!(out[0], Output::DelVip(VIP));
+    assert_eq!(sent_priorities(&out), [0]);
+    assert_eq!(
+        out.last(),
+        Some(&Output::Transition {
+            from: State::Master,
+            to: State::Initialize,
+            reason: Reason::Shutdown
+        })
+    );
+    assert_eq!(r.stats().priority_zero_sent, 1);
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(r.state(), State::Initialize);
+    // Idempotent.
+    r.handle_command(t + MS, Command::Shutdown);
+    assert!(drain(&mut r).is_empty());
+    // And restartable.
+    r.handle_command(t + MS * 2, Command::Start);
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn shutdown_as_backup_is_silent() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    r.handle_command(t0, Command::Shutdown);
+    let out = drain(&mut r);
+    assert_eq!(out.len(), 1);
+    assert!(sent_priorities(&out).is_empty());
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn start_is_idempotent() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    let deadline = r.poll_timeout();
+    r.handle_command(t0 + Duration::from_secs(1), Command::Start);
+    assert_eq!(r.poll_timeout(), deadline);
+    assert!(drain(&mut r).is_empty());
+}
+
+#[test]
+fn late_timeout_does_not_burst_adverts() {
+    let (mut r, t) = master(cfg(100));
+    // The loop was stalled for 10 s: one advert, not ten.
+    r.handle_timeout(t + Duration::from_secs(10));
+    assert_eq!(sent_priorities(&drain(&mut r)), [100]);
+    assert_eq!(r.poll_timeout(), Some(t + Duration::from_secs(11)));
+}

@@ -1,0 +1,232 @@
+//! The values going in and out of a [`Router`](super::Router): its
+//! configuration, states, commands and outputs.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::codec::Auth;
+
+/// A virtual address with the prefix length it is added with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vip {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// Prefix length (32 unless configured).
+    pub prefix_len: u8,
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Gratuitous ARP timing, as keepalived's `garp_master_*` settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GarpConfig {
+    /// Delay before the second burst after becoming master (0 = none).
+    pub delay: Duration,
+    /// ARPs per address in each burst on becoming master.
+    pub repeat: u32,
+    /// Period of refresh bursts while master (`None` = off).
+    pub refresh: Option<Duration>,
+    /// ARPs per address in each refresh burst.
+    pub refresh_repeat: u32,
+}
+
+impl Default for GarpConfig {
+    /// keepalived's defaults: 5 ARPs now, 5 more after 5 s, no refresh.
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_secs(5),
+            repeat: 5,
+            refresh: None,
+            refresh_repeat: 1,
+        }
+    }
+}
+
+/// A tracked condition and how it affects the priority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackerSpec {
+    /// Name used in [`Command::TrackerChanged`].
+    pub name: String,
+    /// keepalived semantics: negative weights are added while the tracker is
+    /// down, positive weights while it is up, and weight 0 puts the instance
+    /// in FAULT while it is down.
+    pub weight: i32,
+}
+
+/// Everything a [`Router`] needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterConfig {
+    /// Virtual router identifier, 1..=255.
+    pub vrid: u8,
+    /// Base priority, 1..=255 (255 = address owner).
+    pub priority: u8,
+    /// Advertisement interval in seconds, 1..=255.
+    pub advert_int: u8,
+    /// Authentication sent and required.
+    pub auth: Auth,
+    /// Virtual addresses, in the order they are advertised and added.
+    pub vips: Vec<Vip>,
+    /// Our source address, used to break priority ties.
+    pub primary_ip: Ipv4Addr,
+    /// Whether a higher-priority backup preempts a lower-priority master.
+    pub preempt: bool,
+    /// How long after start (or after first seeing a lower-priority master)
+    /// preemption waits.
+    pub preempt_delay: Duration,
+    /// Gratuitous ARP timing.
+    pub garp: GarpConfig,
+    /// Trackers and their weights; all start up.
+    pub trackers: Vec<TrackerSpec>,
+}
+
+impl RouterConfig {
+    /// A config with keepalived's defaults: advert_int 1 s, no auth, no VIP,
+    /// preempt on, no delay, default GARP timing, no tracker.
+    pub fn new(vrid: u8, priority: u8, primary_ip: Ipv4Addr) -> Self {
+        Self {
+            vrid,
+            priority,
+            advert_int: 1,
+            auth: Auth::None,
+            vips: Vec::new(),
+            primary_ip,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            garp: GarpConfig::default(),
+            trackers: Vec::new(),
+        }
+    }
+}
+
+/// The states of RFC 3768 plus keepalived's FAULT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not started, or shut down.
+    Initialize,
+    /// Listening for the master.
+    Backup,
+    /// Holding the VIPs and advertising.
+    Master,
+    /// A tracker with weight 0 is down: no VIP, no advert.
+    Fault,
+}
+
+impl State {
+    /// The upper-case name keepalived uses in notify arguments.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initialize => "STOP",
+            Self::Backup => "BACKUP",
+            Self::Master => "MASTER",
+            Self::Fault => "FAULT",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a transition happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// [`Command::Start`] with a priority below 255.
+    Startup,
+    /// [`Command::Start`] as address owner (priority 255).
+    AddressOwner,
+    /// The Master_Down_Timer fired; `priority_zero` if it was shortened to
+    /// Skew_Time by a stopping master.
+    MasterDown {
+        /// A priority-0 advertisement preceded the expiry.
+        priority_zero: bool,
+    },
+    /// A better master advertised.
+    HigherPriority {
+        /// Its address.
+        from: Ipv4Addr,
+        /// Its priority.
+        priority: u8,
+    },
+    /// A weight-0 tracker went down.
+    Fault {
+        /// The tracker.
+        tracker: String,
+    },
+    /// The last failing weight-0 tracker came back.
+    FaultCleared,
+    /// [`Command::Shutdown`].
+    Shutdown,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Startup => f.write_str("startup"),
+            Self::AddressOwner => f.write_str("address owner"),
+            Self::MasterDown {
+                priority_zero: false,
+            } => f.write_str("master down timer expired"),
+            Self::MasterDown {
+                priority_zero: true,
+            } => f.write_str("master stopped (priority 0)"),
+            Self::HigherPriority { from, priority } => {
+                write!(f, "advert from {from} with priority {priority}")
+            }
+            Self::Fault { tracker } => write!(f, "tracker {tracker} down"),
+            Self::FaultCleared => f.write_str("fault cleared"),
+            Self::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
+/// Inputs other than packets and time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Leave Initialize: become master if owner, else backup.
+    Start,
+    /// Give up mastership with a priority-0 advert and go to Initialize.
+    Shutdown,
+    /// A tracker changed; unknown names are ignored (and logged).
+    TrackerChanged {
+        /// Tracker name as in [`TrackerSpec::name`].
+        name: String,
+        /// Whether it is now healthy.
+        up: bool,
+    },
+}
+
+/// What the router wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send this VRRP payload (no IP header) with TTL 255 to 224.0.0.18 or
+    /// the unicast peers.
+    SendAdvert(Vec<u8>),
+    /// Add this address to the interface.
+    AddVip(Vip),
+    /// Remove this address from the interface.
+    DelVip(Vip),
+    /// Send `count` gratuitous ARPs for this address.
+    GratuitousArp {
+        /// The address to announce.
+        addr: Ipv4Addr,
+        /// How many.
+        count: u32,
+    },
+    /// The state changed.
+    Transition {
+        /// Old state.
+        from: State,
+        /// New state.
+        to: State,
+        /// Why.
+        reason: Reason,
+    },
+}

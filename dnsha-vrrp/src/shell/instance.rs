@@ -1,0 +1,181 @@
+//! The event loop of one instance: socket, timers and commands in, router
+//! outputs carried out.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info_span, warn, Instrument};
+
+use super::garp::Garp;
+use super::netlink::Netlink;
+use super::notify::{Notifier, NotifyJob};
+use super::socket::{VrrpSocket, RECV_BUF};
+use super::{InstanceMsg, InstanceStatus};
+use crate::codec::{parse_ipv4, IPPROTO_VRRP};
+use crate::router::{Command, Output, Router, State};
+use crate::stats::DropReason;
+
+pub(crate) struct Instance {
+    pub(crate) name: String,
+    pub(crate) interface: String,
+    pub(crate) ifindex: u32,
+    pub(crate) router: Router,
+    pub(crate) socket: VrrpSocket,
+    pub(crate) garp: Option<Garp>,
+    pub(crate) netlink: Netlink,
+    pub(crate) notify: Option<(Notifier, String)>,
+    pub(crate) status: watch::Sender<InstanceStatus>,
+    pub(crate) transitions: u64,
+}
+
+impl Instance {
+    pub(crate) fn snapshot(&self) -> InstanceStatus {
+        let r = &self.router;
+        let st = r.stats();
+        InstanceStatus {
+            name: self.name.clone(),
+            interface: self.interface.clone(),
+            vrid: r.config().vrid,
+            state: r.state().as_str().to_owned(),
+            priority: r.base_priority(),
+            effective_priority: r.effective_priority(),
+            vips: r.config().vips.iter().map(ToString::to_string).collect(),
+            master: r.current_master().map(|(ip, _)| ip),
+            transitions: self.transitions,
+            adverts_received: st.adverts_received,
+            adverts_sent: st.adverts_sent,
+            priority_zero_received: st.priority_zero_received,
+            became_master: st.became_master,
+            dropped: st
+                .dropped_by_reason()
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (r.as_str().to_owned(), n))
+                .collect::<BTreeMap<_, _>>(),
+            dropped_total: st.dropped_total(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<InstanceMsg>) {
+        let span = info_span!("vrrp", instance = %self.name, vrid = self.router.config().vrid);
+        async move {
+            // Addresses left behind by a previous run are not ours yet.
+            for vip in self.router.config().vips.clone() {
+                if let Err(e) = self.netlink.del_vip(self.ifindex, vip).await {
+                    warn!(error = %e, "removing stale VIP failed");
+                }
+            }
+            self.router.handle_command(Instant::now(), Command::Start);
+            let mut buf = vec![0u8; RECV_BUF];
+            loop {
+                self.apply_outputs().await;
+                self.status.send_replace(self.snapshot());
+                let deadline = self
+                    .router
+                    .poll_timeout()
+                    .map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    res = self.socket.recv(&mut buf) => match res {
+                        Ok(n) => self.on_datagram(&buf[..n]),
+                        Err(e) => {
+                            warn!(error = %e, "VRRP socket receive failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    },
+                    msg = rx.recv() => match msg {
+                        Some(InstanceMsg::Router(cmd)) => {
+                            self.router.handle_command(Instant::now(), cmd);
+                        }
+                        Some(InstanceMsg::Shutdown(ack)) => {
+                            self.stop(Some(ack)).await;
+                            return;
+                        }
+                        None => {
+                            self.stop(None).await;
+                            return;
+                        }
+                    },
+                    () = sleep_until(deadline) => {
+                        self.router.handle_timeout(Instant::now());
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn stop(&mut self, ack: Option<oneshot::Sender<()>>) {
+        self.router
+            .handle_command(Instant::now(), Command::Shutdown);
+        self.apply_outputs().await;
+        self.status.send_replace(self.snapshot());
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+    }
+
+    fn on_datagram(&mut self, datagram: &[u8]) {
+        let now = Instant::now();
+        let (meta, payload) = match parse_ipv4(datagram) {
+            Ok(v) => v,
+            Err(e) => {
+                debug!(error = %e, "malformed IP datagram");
+                self.router.record_drop(DropReason::IpHeader);
+                return;
+            }
+        };
+        if meta.protocol != IPPROTO_VRRP {
+            return;
+        }
+        if let Some(reason) = self.router.handle_packet(now, meta.src, meta.ttl, payload) {
+            if reason != DropReason::OwnAddress {
+                debug!(src = %meta.src, %reason, "dropped advert");
+            }
+        }
+    }
+
+    async fn apply_outputs(&mut self) {
+        while let Some(out) = self.router.poll_output() {
+            match out {
+                Output::SendAdvert(bytes) => self.socket.send(&bytes),
+                Output::AddVip(vip) => {
+                    if let Err(e) = self.netlink.add_vip(self.ifindex, vip).await {
+                        error!(error = %e, "adding VIP failed");
+                    }
+                }
+                Output::DelVip(vip) => {
+                    if let Err(e) = self.netlink.del_vip(self.ifindex, vip).await {
+                        error!(error = %e, "removing VIP failed");
+                    }
+                }
+                Output::GratuitousArp { addr, count } => {
+                    if let Some(g) = &self.garp {
+                        g.send(addr, count);
+                    }
+                }
+                Output::Transition { to, .. } => {
+                    self.transitions += 1;
+                    if let Some((notifier, program)) = &self.notify {
+                        notifier.push(NotifyJob {
+                            program: program.clone(),
+                            instance: self.name.clone(),
+                            state: to.as_str(),
+                            priority: self.router.effective_priority(),
+                        });
+                    }
+                    if to == State::Master {
+                        debug!("now master");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,305 @@
+//! The Linux I/O shell: runs [`Router`](crate::Router)s on tokio.
+//!
+//! [`Vrrp::start`] takes the validated `[[vrrp]]` instances and, for each,
+//! opens a raw socket for protocol 112 on its interface (multicast
+//! 224.0.0.18, or the unicast peers), an AF_PACKET socket for gratuitous
+//! ARP, shares one rtnetlink connection for the VIPs, starts the interface
+//! and script trackers, and runs the instance's event loop. State changes
+//! go to one notify queue for the whole process (in order, never two
+//! commands at once). The daemon feeds pool health with
+//! [`Vrrp::set_pool_health`] and reads [`Vrrp::status`] for `/status` and
+//! `/metrics`. [`Vrrp::shutdown`] sends priority 0 from every master,
+//! removes the VIPs, and waits for the notify queue.
+//!
+//! ```no_run
+//! # async fn demo(instances: Vec<dnsha_vrrp::config::InstanceConfig>) -> Result<(), dnsha_vrrp::Error> {
+//! let vrrp = dnsha_vrrp::shell::Vrrp::start(&instances).await?;
+//! vrrp.set_pool_health("coredns", false); // track_pools = ["coredns"]
+//! for s in vrrp.status() {
+//!     println!("{} {} {}", s.name, s.state, s.effective_priority);
+//! }
+//! vrrp.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{pool_tracker, validate_all, InstanceConfig};
+use crate::error::{Error, Result};
+use crate::router::{Command, Router};
+
+mod garp;
+mod instance;
+mod netlink;
+mod notify;
+mod socket;
+mod track;
+
+pub use track::RiseFall;
+
+use instance::Instance;
+use netlink::{InterfaceInfo, Netlink};
+use notify::Notifier;
+use socket::{Destination, VrrpSocket};
+
+/// Messages into an instance's loop.
+#[derive(Debug)]
+pub(crate) enum InstanceMsg {
+    Router(Command),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A snapshot of one instance, for `/status` and `/metrics`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceStatus {
+    /// Instance name.
+    pub name: String,
+    /// Interface.
+    pub interface: String,
+    /// VRID.
+    pub vrid: u8,
+    /// `MASTER`, `BACKUP`, `FAULT` or `STOP`.
+    pub state: String,
+    /// Configured priority.
+    pub priority: u8,
+    /// Priority after tracker weights.
+    pub effective_priority: u8,
+    /// Virtual addresses (`IP/prefix`).
+    pub vips: Vec<String>,
+    /// The current master's address, if known.
+    pub master: Option<Ipv4Addr>,
+    /// State changes since start.
+    pub transitions: u64,
+    /// Valid adverts processed.
+    pub adverts_received: u64,
+    /// Adverts sent.
+    pub adverts_sent: u64,
+    /// Priority-0 adverts received.
+    pub priority_zero_received: u64,
+    /// Times this instance became master.
+    pub became_master: u64,
+    /// Dropped adverts by reason (only non-zero reasons).
+    pub dropped: BTreeMap<String, u64>,
+    /// Dropped adverts, all reasons.
+    pub dropped_total: u64,
+}
+
+struct Handle {
+    trackers: Vec<String>,
+    tx: mpsc::UnboundedSender<InstanceMsg>,
+    status: watch::Receiver<InstanceStatus>,
+    task: JoinHandle<()>,
+}
+
+/// Every VRRP instance of a process. See the [module docs](self).
+pub struct Vrrp {
+    instances: Vec<Handle>,
+    notifier: Option<Notifier>,
+    notify_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Vrrp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vrrp")
+            .field("instances", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vrrp {
+    /// Validates the instances and starts them on the current tokio runtime
+    /// (root or `CAP_NET_RAW` + `CAP_NET_ADMIN` needed).
+    pub async fn start(configs: &[InstanceConfig]) -> Result<Self> {
+        let errors = validate_all(configs);
+        if !errors.is_empty() {
+            return Err(Error::Config { errors });
+        }
+        let netlink = Netlink::new()?;
+        let (notifier, notify_task) = Notifier::spawn();
+        let mut instances = Vec::new();
+        for cfg in configs {
+            match start_one(cfg, &netlink, &notifier) {
+                Ok(h) => instances.push(h),
+                Err(e) => {
+                    let partial = Self {
+                        instances,
+                        notifier: Some(notifier),
+                        notify_task,
+                    };
+                    partial.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Self {
+            instances,
+            notifier: Some(notifier),
+            notify_task,
+        })
+    }
+
+    /// Feeds a generic tracker (by its full name, e.g.
+    /// [`pool_tracker`]`("coredns")`) to every instance that tracks it.
+    pub fn set_tracker(&self, name: &str, up: bool) {
+        for h in &self.instances {
+            if h.trackers.iter().any(|t| t == name) {
+                let _ = h.tx.send(InstanceMsg::Router(Command::TrackerChanged {
+                    name: name.to_owned(),
+                    up,
+                }));
+            }
+        }
+    }
+
+    /// `track_pools` input: whether pool `pool` has a healthy backend and
+    /// its listeners are up.
+    pub fn set_pool_health(&self, pool: &str, up: bool) {
+        self.set_tracker(&pool_tracker(pool), up);
+    }
+
+    /// Snapshots of every instance, in configuration order.
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .iter()
+            .map(|h| h.status.borrow().clone())
+            .collect()
+    }
+
+    /// A receiver that sees every status change of instance `name`.
+    pub fn watch(&self, name: &str) -> Option<watch::Receiver<InstanceStatus>> {
+        self.instances
+            .iter()
+            .find(|h| h.status.borrow().name == name)
+            .map(|h| h.status.clone())
+    }
+
+    /// Stops every instance (priority 0 from masters, VIPs removed), then
+    /// lets the notify queue finish (bounded by the notify timeout).
+    pub async fn shutdown(mut self) {
+        let mut acks = Vec::new();
+        for h in &self.instances {
+            let (tx, rx) = oneshot::channel();
+            if h.tx.send(InstanceMsg::Shutdown(tx)).is_ok() {
+                acks.push(rx);
+            }
+        }
+        for ack in acks {
+            let _ = ack.await;
+        }
+        for h in self.instances.drain(..) {
+            drop(h.tx);
+            let _ = h.task.await;
+        }
+        self.notifier = None;
+        let deadline = notify::NOTIFY_TIMEOUT + Duration::from_secs(1);
+        if tokio::time::timeout(deadline, &mut self.notify_task)
+            .await
+            .is_err()
+        {
+            warn!("notify queue still busy at shutdown");
+            self.notify_task.abort();
+        }
+        info!("VRRP stopped");
+    }
+}
+
+fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Result<Handle> {
+    let info = InterfaceInfo::lookup(&cfg.interface)?;
+    let Some(primary) = cfg.unicast_src().or(info.primary_ip) else {
+        return Err(Error::Interface {
+            interface: cfg.interface.clone(),
+            reason: "no IPv4 address to send adverts from (set unicast_src_ip)".into(),
+        });
+    };
+    let router = Router::new(cfg.router_config(primary)?)?;
+    let peers = cfg.unicast_peers();
+    let dst = if peers.is_empty() {
+        Destination::Multicast
+    } else {
+        Destination::Unicast(peers)
+    };
+    let socket = VrrpSocket::open(&info.name, info.index, primary, dst)?;
+    let garp = match info.link {
+        Some(link) => Some(garp::Garp::open(&info.name, link)?),
+        None => {
+            warn!(interface = %info.name, "no link-layer address: gratuitous ARP disabled");
+            None
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let trackers = router
+        .config()
+        .trackers
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let inst = Instance {
+        name: cfg.name.clone(),
+        interface: cfg.interface.clone(),
+        ifindex: info.index,
+        router,
+        socket,
+        garp,
+        netlink: netlink.clone(),
+        notify: cfg.notify.clone().map(|p| (notifier.clone(), p)),
+        status: watch::channel(InstanceStatus::default()).0,
+        transitions: 0,
+    };
+    let status_tx = watch::Sender::new(inst.snapshot());
+    let status = status_tx.subscribe();
+    let inst = Instance {
+        status: status_tx,
+        ..inst
+    };
+    // Trackers: the own interface, track_interface, track_script.
+    let mut interfaces = vec![cfg.interface.clone()];
+    for t in &cfg.track_interface {
+        let name = t.parts().0.to_owned();
+        if !interfaces.contains(&name) {
+            interfaces.push(name);
+        }
+    }
+    for ifname in interfaces {
+        tokio::spawn(track::interface(netlink.clone(), ifname, tx.clone()));
+    }
+    for s in &cfg.track_script {
+        tokio::spawn(track::script(s.clone(), tx.clone()));
+    }
+    info!(instance = %cfg.name, interface = %cfg.interface, vrid = cfg.virtual_router_id, %primary, "VRRP instance starting");
+    let task = tokio::spawn(inst.run(rx));
+    Ok(Handle {
+        trackers,
+        tx,
+        status,
+        task,
+    })
+}
+
+impl Default for InstanceStatus {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            interface: String::new(),
+            vrid: 0,
+            state: "STOP".into(),
+            priority: 0,
+            effective_priority: 0,
+            vips: Vec::new(),
+            master: None,
+            transitions: 0,
+            adverts_received: 0,
+            adverts_sent: 0,
+            priority_zero_received: 0,
+            became_master: 0,
+            dropped: BTreeMap::new(),
+            dropped_total: 0,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Interface facts (getifaddrs) and address changes (rtnetlink).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures_util::stream::TryStreamExt;
+use nix::errno::Errno;
+use nix::sys::socket::{LinkAddr, SockaddrLike};
+use rtnetlink::packet_route::link::LinkFlags;
+use rtnetlink::{AddressMessageBuilder, Handle};
+use tracing::debug;
+
+use crate::error::{Error, Result};
+use crate::router::Vip;
+
+/// What the shell needs to know about an interface.
+#[derive(Clone, Debug)]
+pub(crate) struct InterfaceInfo {
+    pub(crate) name: String,
+    pub(crate) index: u32,
+    /// First IPv4 address (the primary one).
+    pub(crate) primary_ip: Option<Ipv4Addr>,
+    /// Hardware address and index as an AF_PACKET address.
+    pub(crate) link: Option<LinkAddr>,
+}
+
+impl InterfaceInfo {
+    /// Looks `name` up in the current network namespace.
+    pub(crate) fn lookup(name: &str) -> Result<Self> {
+        let index = nix::net::if_::if_nametoindex(name).map_err(|e| Error::Interface {
+            interface: name.to_owned(),
+            reason: format!("no such interface ({e})"),
+        })?;
+        let mut primary_ip = None;
+        let mut link = None;
+        let addrs = nix::ifaddrs::getifaddrs()
+            .map_err(|e| Error::io("getifaddrs", std::io::Error::from(e)))?;
+        for ifa in addrs.filter(|a| a.interface_name == name) {
+            let Some(addr) = ifa.address else { continue };
+            if let Some(sin) = addr.as_sockaddr_in() {
+                if primary_ip.is_none() {
+                    primary_ip = Some(sin.ip());
+                }
+            } else if let Some(ll) = addr.as_link_addr() {
+                if ll.family().is_some() {
+                    link = Some(*ll);
+                }
+            }
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            index,
+            primary_ip,
+            link,
+        })
+    }
+}
+
+/// An rtnetlink connection running on the current tokio runtime.
+#[derive(Clone, Debug)]
+pub(crate) struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    pub(crate) fn new() -> Result<Self> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("rtnetlink socket", e))?;
+        tokio::spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Adds `vip` to interface `index`; already present is fine.
+    pub(crate) async fn add_vip(&self, index: u32, vip: Vip) -> Result<()> {
+        let res = self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(vip.addr), vip.prefix_len)
+            .execute()
+            .await;
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(Errno::EEXIST) => {
+                debug!(%vip, "VIP already present");
+                Ok(())
+            }
+            Err(e) => Err(Error::Netlink {
+                operation: "add",
+                address: vip.addr,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Removes `vip` from interface `index`; already absent is fine.
+    pub(crate) async fn del_vip(&self, index: u32, vip: Vip) -> Result<()> {
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(vip.addr, vip.prefix_len)
+            .build();
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(errno(&e), Some(Errno::EADDRNOTAVAIL | Errno::ENODEV)) => Ok(()),
+            Err(e) => Err(Error::Netlink {
+                operation: "del",
+                address: vip.addr,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Whether the link is up and has carrier; a missing link is down.
+    pub(crate) async fn link_running(&self, name: &str) -> bool {
+        let req = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        futures_util::pin_mut!(req);
+        match req.try_next().await {
+            Ok(Some(msg)) => {
+                let f = msg.header.flags;
+                f.contains(LinkFlags::Up) && f.contains(LinkFlags::LowerUp)
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<Errno> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.to_io().raw_os_error().map(Errno::from_raw),
+        _ => None,
+    }
+}
