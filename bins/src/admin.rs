@@ -31,8 +31,15 @@ impl Admin {
     }
 }
 
+/// The daemon's VRRP instances, if any (shared with the admin endpoint).
+pub type VrrpSlot = Arc<std::sync::Mutex<Option<crate::vrrp::Running>>>;
+
 /// Starts the endpoint on `addr` (nothing when `None`).
-pub async fn start(addr: Option<SocketAddr>, server: Arc<Server>) -> std::io::Result<Admin> {
+pub async fn start(
+    addr: Option<SocketAddr>,
+    server: Arc<Server>,
+    vrrp: VrrpSlot,
+) -> std::io::Result<Admin> {
     let stop = CancellationToken::new();
     let Some(addr) = addr else {
         return Ok(Admin { addr: None, stop });
@@ -48,10 +55,12 @@ pub async fn start(addr: Option<SocketAddr>, server: Arc<Server>) -> std::io::Re
             };
             let Ok((stream, _)) = accepted else { continue };
             let server = Arc::clone(&server);
+            let vrrp = Arc::clone(&vrrp);
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
                     let server = Arc::clone(&server);
-                    async move { Ok::<_, Infallible>(handle(&server, &req)) }
+                    let vrrp = Arc::clone(&vrrp);
+                    async move { Ok::<_, Infallible>(handle(&server, &vrrp, &req)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
@@ -75,7 +84,12 @@ fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>>
 }
 
 /// Routes one request.
-pub fn handle(server: &Server, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let instances = vrrp
+        .lock()
+        .ok()
+        .and_then(|g| g.as_ref().map(crate::vrrp::Running::status))
+        .unwrap_or_default();
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -95,7 +109,7 @@ pub fn handle(server: &Server, req: &Request<Incoming>) -> Response<Full<Bytes>>
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            server.prometheus(),
+            server.prometheus() + &crate::vrrp::prometheus(&instances),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,

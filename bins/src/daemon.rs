@@ -27,9 +27,13 @@ pub fn load(path: &Path) -> Result<Config, String> {
     // readable, matching, not expired.
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     dnsha_proxy::tls::resolve_relative(&mut cfg, dir);
-    let tls_errors = dnsha_proxy::tls::check_files(&cfg);
-    if !tls_errors.is_empty() {
-        return Err(render(tls_errors));
+    let mut errors = dnsha_proxy::tls::check_files(&cfg);
+    if let Err(vrrp_errors) = crate::vrrp::instances(&cfg) {
+        errors.extend(vrrp_errors);
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+        return Err(render(errors));
     }
     Ok(cfg)
 }
@@ -86,9 +90,33 @@ pub async fn serve(
             return ExitCode::FAILURE;
         }
     };
+    let vrrp: crate::admin::VrrpSlot = Arc::default();
+    let instances = match crate::vrrp::instances(&cfg) {
+        Ok(i) => i,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!(error = %e.message, "vrrp configuration error");
+            }
+            server.shutdown(Duration::from_millis(100)).await;
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::vrrp::start(instances, Arc::clone(&server)).await {
+        Ok(running) => {
+            if let Ok(mut slot) = vrrp.lock() {
+                *slot = running;
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start vrrp");
+            server.shutdown(Duration::from_millis(100)).await;
+            return ExitCode::FAILURE;
+        }
+    }
     let mut admin = match crate::admin::start(
         cfg.admin.as_ref().map(|a| a.listen),
         Arc::clone(&server),
+        Arc::clone(&vrrp),
     )
     .await
     {
@@ -138,11 +166,18 @@ pub async fn serve(
                     }
                     Ok(new) => match server.reload(&new) {
                         Ok(s) => {
+                            let running_vrrp = vrrp
+                                .lock()
+                                .ok()
+                                .and_then(|g| g.as_ref().map(|r| r.configs().to_vec()));
+                            if crate::vrrp::instances(&new).ok() != running_vrrp.or_else(|| Some(Vec::new())) {
+                                tracing::warn!("[[vrrp]] changes take effect at the next restart; the running instances are kept");
+                            }
                             grace = grace_for(&new);
                             let admin_addr = new.admin.as_ref().map(|a| a.listen);
                             if admin_addr != admin.addr() {
                                 admin.stop();
-                                match crate::admin::start(admin_addr, Arc::clone(&server)).await {
+                                match crate::admin::start(admin_addr, Arc::clone(&server), Arc::clone(&vrrp)).await {
                                     Ok(a) => admin = a,
                                     Err(e) => tracing::error!(error = %e, "admin endpoint not restarted"),
                                 }
@@ -166,6 +201,12 @@ pub async fn serve(
         grace_ms = grace.as_millis() as u64,
         "stopping: finishing queries in flight"
     );
+    // Hand the virtual IPs over first (priority 0), then drain the queries
+    // that are still in flight, as keepalived + a proxy would.
+    let running = vrrp.lock().ok().and_then(|mut g| g.take());
+    if let Some(r) = running {
+        r.shutdown().await;
+    }
     admin.stop();
     let drained = server.shutdown(grace).await;
     if drained {

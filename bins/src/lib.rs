@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod demo;
 pub mod demo_backend;
 pub mod status;
+pub mod vrrp;

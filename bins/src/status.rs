@@ -94,6 +94,49 @@ pub fn render(st: &Status) -> String {
     out
 }
 
+/// Renders the `vrrp` part of `/status` (empty when there is none).
+pub fn render_vrrp(status: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let Some(list) = status.get("vrrp").and_then(|v| v.as_array()) else {
+        return out;
+    };
+    if list.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<16} {}",
+        "VRRP instance", "Interface", "VRID", "State", "Priority", "Effective", "Master", "VIPs"
+    );
+    for i in list {
+        let text = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let num = |k: &str| i.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let vips: Vec<String> = i
+            .get("vips")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<16} {}",
+            text("name"),
+            text("interface"),
+            num("vrid"),
+            text("state"),
+            num("priority"),
+            num("effective_priority"),
+            text("master"),
+            vips.join(",")
+        );
+    }
+    out
+}
+
 /// `dnsha status`.
 pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
     let body = match fetch(admin, "/status").await {
@@ -110,6 +153,9 @@ pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
     match serde_json::from_str::<Status>(&body) {
         Ok(st) => {
             print!("{}", render(&st));
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                print!("{}", render_vrrp(&v));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

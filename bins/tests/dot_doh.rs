@@ -654,12 +654,18 @@ tls_ca = "{ca}"
     }
     let m = query_tcp(a_listen, "www.example.test.", RecordType::A, T).expect("tcp via dot");
     assert_eq!(a_record(&m), Some(ip(7)));
-    // Twenty-one queries, one pooled TLS connection to B.
+    // An answer over the UDP client's 512 bytes: TC=1, and its TCP retry
+    // gets everything.
+    let m = query_udp(a_listen, "big.example.test.", RecordType::TXT, T).expect("big over udp");
+    assert!(m.truncated(), "{m:?}");
+    let m = query_tcp(a_listen, "big.example.test.", RecordType::TXT, T).expect("big over tcp");
+    assert_eq!(txt_strings(&m).len(), BIG_TXT_RECORDS);
+    // Twenty-three queries, one pooled TLS connection to B.
     assert_eq!(
         metric(b_admin, "dnsha_connections_total{listener=\"dot\""),
         conns_before + 1
     );
-    assert_eq!(metric(b_admin, "dnsha_queries_total{listener=\"dot\""), 21);
+    assert_eq!(metric(b_admin, "dnsha_queries_total{listener=\"dot\""), 23);
 
     // B restarts: A's connection dies; A reconnects on the next queries.
     b.kill();
@@ -760,4 +766,31 @@ fn check_reports_missing_mismatched_and_expired_certificates() {
         err.contains("check.toml:6:12:") && err.contains("expired"),
         "{err}"
     );
+}
+
+/// HTTP/1.1 keep-alive lasts `idle_timeout_ms`, not `read_timeout_ms`.
+#[test]
+fn http1_keep_alive_outlives_the_read_timeout() {
+    use std::io::{Read, Write};
+    let s = stack("");
+    let cfg = client::client_config(&s.pki.files.ca, &[b"http/1.1"]);
+    let mut c = client::connect(s.doh, &cfg, HOST).unwrap();
+    let q = build_query("www.example.test", RecordType::A)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let req = format!(
+        "GET /dns-query?dns={} HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
+        dnsha_proxy::doh::encode_get_param(&q)
+    );
+    for _ in 0..2 {
+        c.write_all(req.as_bytes()).unwrap();
+        c.flush().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // Longer than the listener's read_timeout_ms (1 s).
+        std::thread::sleep(Duration::from_millis(1500));
+    }
 }

@@ -23,7 +23,8 @@
 //! refused with `REFUSED_STREAM`), `max_header_bytes` of request headers
 //! (HTTP/1.1 gets 431, HTTP/2 a stream or connection error), a body must
 //! arrive within `read_timeout_ms` (408), a connection idle for
-//! `idle_timeout_ms` is closed, and `max_requests_per_second` per client.
+//! `idle_timeout_ms` is closed (for HTTP/1.1 this also bounds the time to
+//! send a request head), and `max_requests_per_second` per client.
 //! A connection whose client abandons or overruns more than
 //! [`ABUSE_LIMIT`] requests within [`ABUSE_WINDOW`] (HTTP/2 open-and-reset
 //! churn, "rapid reset") is sent GOAWAY and closed; streams reset before the
@@ -198,7 +199,6 @@ async fn connection(
 ) {
     let cfg = ctx.shared.load().config.clone();
     let idle = Duration::from_millis(cfg.idle_timeout_ms);
-    let read = Duration::from_millis(cfg.read_timeout_ms);
     let state = Arc::new(ConnState::new());
     let service = {
         let (ctx, state) = (Arc::clone(&ctx), Arc::clone(&state));
@@ -219,7 +219,10 @@ async fn connection(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(read)
+        // From the previous response to the end of the next request head:
+        // keep-alive connections idle up to `idle_timeout_ms`, and a head
+        // sent slowly is cut at the same bound.
+        .header_read_timeout(idle)
         .max_buf_size(cfg.max_header_bytes.max(8192))
         .keep_alive(true);
     builder

@@ -242,6 +242,12 @@ impl RecvBatch {
         &self.received
     }
 
+    /// Datagram `i` of the last receive.
+    pub fn datagram(&self, i: usize) -> Option<&[u8]> {
+        let r = *self.received.get(i)?;
+        self.bufs.get(i).and_then(|b| b.get(..r.len))
+    }
+
     /// Datagram `i` of the last receive, mutable (for an in-place ID rewrite).
     pub fn datagram_mut(&mut self, i: usize) -> Option<&mut [u8]> {
         let r = *self.received.get(i)?;
@@ -249,9 +255,56 @@ impl RecvBatch {
     }
 }
 
+/// Sends several datagrams with one `sendmmsg` (non-blocking); returns how
+/// many the kernel took.
+pub fn send_batch(s: &impl AsRawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = msgs
+        .iter()
+        .map(|(_, a)| Some(SockaddrStorage::from(*a)))
+        .collect();
+    let mut headers =
+        nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(msgs.len(), None);
+    let sent = nix::sys::socket::sendmmsg(
+        s.as_raw_fd(),
+        &mut headers,
+        &iovs,
+        &addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn send_batch_delivers_each_datagram_to_its_address() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let n = send_batch(&tx, &[(b"one", aa), (b"two", ba), (b"three", aa)]).unwrap();
+        assert_eq!(n, 3);
+        let mut buf = [0u8; 16];
+        a.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"one");
+        let n = a.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"three");
+        let n = b.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        assert_eq!(send_batch(&tx, &[]).unwrap(), 0);
+    }
 
     #[test]
     fn batch_receives_several_datagrams_with_their_sources() {

@@ -89,6 +89,7 @@ impl Worker {
         let mut client_batch = sys::RecvBatch::new(BATCH);
         let mut up_batch = sys::RecvBatch::new(BATCH);
         let mut slots: Vec<u32> = Vec::new();
+        let mut replies: Vec<(usize, SocketAddr, Option<PktInfo>)> = Vec::with_capacity(BATCH);
         let mut stopping = false;
         loop {
             // Drain what is ready without going back to the reactor: one
@@ -132,11 +133,15 @@ impl Worker {
                     match u.sock.try_io(Interest::READABLE, || up_batch.recv(&u.sock)) {
                         Ok(n) => {
                             progressed = true;
+                            replies.clear();
                             for i in 0..n {
                                 if let Some(a) = up_batch.datagram_mut(i) {
-                                    self.on_answer(slot, a);
+                                    if let Some((to, info)) = self.on_answer(slot, a) {
+                                        replies.push((i, to, info));
+                                    }
                                 }
                             }
+                            self.send_replies(&up_batch, &replies);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => self.on_upstream_error(slot, &e, now),
@@ -379,27 +384,27 @@ impl Worker {
         }
     }
 
-    fn on_answer(&mut self, slot: u32, answer: &mut [u8]) {
+    /// Matches a backend answer; when it belongs to a pending query, rewrites
+    /// its ID in place and returns where it must go (the caller sends).
+    fn on_answer(&mut self, slot: u32, answer: &mut [u8]) -> Option<(SocketAddr, Option<PktInfo>)> {
         let m = &self.ctx.metrics;
         let Some(ai) = dns::parse_answer(answer) else {
             m.dropped(DropReason::UnmatchedAnswer);
-            return;
+            return None;
         };
         let key: Key = (slot, ai.id);
         match self.pending.get(key) {
             None => {
                 m.dropped(DropReason::UnmatchedAnswer);
-                return;
+                return None;
             }
             Some(p) if !dns::answer_matches(&ai, &p.info.question) => {
                 m.dropped(DropReason::WrongQuestion);
-                return;
+                return None;
             }
             Some(_) => {}
         }
-        let Some(p) = self.pending.remove(key) else {
-            return;
-        };
+        let p = self.pending.remove(key)?;
         let backend = p.inflight.backend();
         // A SERVFAIL answer proves the backend alive but counts for passive
         // health checking (dnsha-health).
@@ -421,7 +426,7 @@ impl Worker {
             p.received,
             p.received_wall,
         );
-        self.try_send_client(answer, p.client, p.pktinfo);
+        Some((p.client, p.pktinfo))
     }
 
     fn on_upstream_error(&mut self, slot: u32, e: &io::Error, now: Millis) {
@@ -481,6 +486,45 @@ impl Worker {
         self.upstreams.insert(slot, Upstream { sock });
         self.slots.insert(backend.id(), slot);
         Ok(slot)
+    }
+
+    /// Sends the answers of a batch: one sendmmsg when the listener has a
+    /// fixed address, one sendmsg each (with its source address) otherwise.
+    fn send_replies(
+        &self,
+        batch: &sys::RecvBatch,
+        replies: &[(usize, SocketAddr, Option<PktInfo>)],
+    ) {
+        if replies.is_empty() {
+            return;
+        }
+        if self.pktinfo {
+            for &(i, to, info) in replies {
+                if let Some(bytes) = batch.datagram(i) {
+                    self.try_send_client(bytes, to, info);
+                }
+            }
+            return;
+        }
+        let msgs: Vec<(&[u8], SocketAddr)> = replies
+            .iter()
+            .filter_map(|&(i, to, _)| batch.datagram(i).map(|b| (b, to)))
+            .collect();
+        match sys::send_batch(&self.socket, &msgs) {
+            Ok(sent) if sent == msgs.len() => {}
+            Ok(sent) => {
+                // The socket buffer filled up: send the rest one by one.
+                for &(bytes, to) in msgs.get(sent..).unwrap_or_default() {
+                    self.try_send_client(bytes, to, None);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "udp sendmmsg failed");
+                for &(bytes, to) in &msgs {
+                    self.try_send_client(bytes, to, None);
+                }
+            }
+        }
     }
 
     /// Sends without waiting. The syscall is made directly on the

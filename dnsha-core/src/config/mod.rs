@@ -66,6 +66,18 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Pools of backends.
     pub pools: Vec<PoolConfig>,
+    /// `[[vrrp]]` sections, passed through for the VRRP layer to interpret
+    /// (dnsha-core does not depend on it).
+    pub vrrp: Vec<Section>,
+}
+
+/// A TOML table this crate passes through uninterpreted, with its location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Section {
+    /// Byte range of the table in the source (for error locations).
+    pub span: Range<usize>,
+    /// The table.
+    pub value: toml::Table,
 }
 
 /// `[admin]`.
@@ -386,10 +398,15 @@ impl Config {
     pub fn summary(&self) -> String {
         let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
         format!(
-            "{} listener(s), {} pool(s), {} backend(s){}",
+            "{} listener(s), {} pool(s), {} backend(s){}{}",
             self.listeners.len(),
             self.pools.len(),
             backends,
+            if self.vrrp.is_empty() {
+                String::new()
+            } else {
+                format!(", {} vrrp instance(s)", self.vrrp.len())
+            },
             self.admin
                 .as_ref()
                 .map(|a| format!(", admin on {}", a.listen))
@@ -496,16 +513,25 @@ impl Validator {
                 }
             })
             .collect::<Vec<_>>();
-        if listeners.is_empty() {
+        let vrrp: Vec<Section> = raw
+            .vrrp
+            .into_iter()
+            .map(|t| Section {
+                span: t.span(),
+                value: t.into_inner(),
+            })
+            .collect();
+        if listeners.is_empty() && vrrp.is_empty() {
             self.errors.push(ConfigError {
                 span: None,
-                message: "no [[listener]]: nothing to serve".into(),
+                message: "no [[listener]] and no [[vrrp]]: nothing to serve".into(),
             });
         }
         Config {
             admin,
             listeners,
             pools,
+            vrrp,
         }
     }
 

@@ -15,6 +15,9 @@ pub(super) struct RawConfig {
     pub(super) listener: Vec<RawListener>,
     #[serde(default)]
     pub(super) pool: Vec<RawPool>,
+    /// `[[vrrp]]` tables, interpreted by dnsha-vrrp (not by this crate).
+    #[serde(default)]
+    pub(super) vrrp: Vec<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -180,7 +180,10 @@ fn syntax_error_is_located() {
 #[test]
 fn empty_config_has_nothing_to_serve() {
     let e = rendered("");
-    assert_eq!(e, ["t.toml: no [[listener]]: nothing to serve"]);
+    assert_eq!(
+        e,
+        ["t.toml: no [[listener]] and no [[vrrp]]: nothing to serve"]
+    );
 }
 
 #[test]

@@ -164,6 +164,27 @@ impl Vrrp {
         self.set_tracker(&pool_tracker(pool), up);
     }
 
+    /// A `track_pools` input that can be moved into another task: calling it
+    /// has the effect of [`Self::set_pool_health`].
+    pub fn pool_setter(&self) -> impl Fn(&str, bool) + Send + Sync + 'static {
+        let targets: Vec<(Vec<String>, mpsc::UnboundedSender<InstanceMsg>)> = self
+            .instances
+            .iter()
+            .map(|h| (h.trackers.clone(), h.tx.clone()))
+            .collect();
+        move |pool: &str, up: bool| {
+            let name = pool_tracker(pool);
+            for (trackers, tx) in &targets {
+                if trackers.iter().any(|t| *t == name) {
+                    let _ = tx.send(InstanceMsg::Router(Command::TrackerChanged {
+                        name: name.clone(),
+                        up,
+                    }));
+                }
+            }
+        }
+    }
+
     /// Snapshots of every instance, in configuration order.
     pub fn status(&self) -> Vec<InstanceStatus> {
         self.instances

@@ -44,6 +44,7 @@ async fn main() -> ExitCode {
                 .map(|(i, &address)| BackendConfig::new(format!("backend-{}", i + 1), address, 1))
                 .collect(),
         )],
+        vrrp: Vec::new(),
     };
     let server = match Server::start(&config).await {
         Ok(s) => s,

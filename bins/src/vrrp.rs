@@ -1,0 +1,237 @@
+//! The daemon's VRRP: `[[vrrp]]` sections read with dnsha-vrrp, instances
+//! started next to the balancer, `track_pools` fed from the balancer's own
+//! pools, status and metrics for the admin endpoint.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dnsha_core::config::Config;
+use dnsha_core::ConfigError;
+use dnsha_proxy::server::Server;
+use dnsha_vrrp::config::{validate_all, InstanceConfig};
+use dnsha_vrrp::shell::{InstanceStatus, Vrrp};
+use serde::Deserialize as _;
+use tokio_util::sync::CancellationToken;
+
+/// How often tracked pools are looked at.
+pub const TRACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Reads and validates the `[[vrrp]]` sections of `cfg`; every error is
+/// located at its section (`vrrp[i].key: message`).
+pub fn instances(cfg: &Config) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, s) in cfg.vrrp.iter().enumerate() {
+        match InstanceConfig::deserialize(toml::Value::Table(s.value.clone())) {
+            Ok(ic) => out.push(ic),
+            Err(e) => errors.push(ConfigError::at(
+                s.span.clone(),
+                format!("vrrp[{i}]: {}", e.message().trim()),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let span_of = |location: &str| {
+        location
+            .strip_prefix("vrrp[")
+            .and_then(|r| r.split(']').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|i| cfg.vrrp.get(i))
+            .or_else(|| cfg.vrrp.first())
+            .map(|s| s.span.clone())
+    };
+    for e in validate_all(&out) {
+        errors.push(ConfigError {
+            span: span_of(&e.location),
+            message: format!("{}: {}", e.location, e.message),
+        });
+    }
+    for (i, ic) in out.iter().enumerate() {
+        for t in &ic.track_pools {
+            let (name, _) = t.parts();
+            if cfg.pool(name).is_none() {
+                errors.push(ConfigError {
+                    span: cfg.vrrp.get(i).map(|s| s.span.clone()),
+                    message: format!("vrrp[{i}].track_pools: unknown pool `{name}`"),
+                });
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The running VRRP instances and the task that feeds them pool health.
+pub struct Running {
+    vrrp: Vrrp,
+    configs: Vec<InstanceConfig>,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("vrrp", &self.vrrp).finish()
+    }
+}
+
+/// Whether a tracked pool can serve: it exists, a backend is up, and the
+/// listeners that use it are running.
+fn pool_serves(server: &Server, name: &str) -> bool {
+    server
+        .pools()
+        .iter()
+        .find(|p| p.name() == name)
+        .is_some_and(|p| p.snapshot().any_up())
+}
+
+/// Starts the instances (none: `Ok(None)`) and the pool tracker.
+pub async fn start(
+    configs: Vec<InstanceConfig>,
+    server: Arc<Server>,
+) -> Result<Option<Running>, dnsha_vrrp::Error> {
+    if configs.is_empty() {
+        return Ok(None);
+    }
+    let tracked: BTreeSet<String> = configs
+        .iter()
+        .flat_map(|c| c.track_pools.iter().map(|t| t.parts().0.to_string()))
+        .collect();
+    let vrrp = Vrrp::start(&configs).await?;
+    // Tell the instances the pools' state before their first election.
+    for name in &tracked {
+        vrrp.set_pool_health(name, pool_serves(&server, name));
+    }
+    let stop = CancellationToken::new();
+    let running = Running {
+        vrrp,
+        configs,
+        stop: stop.clone(),
+    };
+    let setter = running.tracker_input();
+    tokio::spawn(async move {
+        let mut last: Vec<Option<bool>> = vec![None; tracked.len()];
+        let mut tick = tokio::time::interval(TRACK_INTERVAL);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            for (i, name) in tracked.iter().enumerate() {
+                let up = pool_serves(&server, name);
+                if last.get(i).copied().flatten() != Some(up) {
+                    if last.get(i).copied().flatten().is_some() {
+                        tracing::info!(pool = %name, up, "tracked pool changed");
+                    }
+                    setter(name, up);
+                    if let Some(l) = last.get_mut(i) {
+                        *l = Some(up);
+                    }
+                }
+            }
+        }
+    });
+    Ok(Some(running))
+}
+
+impl Running {
+    fn tracker_input(&self) -> impl Fn(&str, bool) + Send + 'static {
+        let handle = self.vrrp.pool_setter();
+        move |name: &str, up: bool| handle(name, up)
+    }
+
+    /// The configuration the instances run with.
+    pub fn configs(&self) -> &[InstanceConfig] {
+        &self.configs
+    }
+
+    /// Instance snapshots for `/status`.
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.vrrp.status()
+    }
+
+    /// Priority 0 from masters, VIPs removed, notify queue drained.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        self.vrrp.shutdown().await;
+    }
+}
+
+/// `/metrics` series of the instances.
+pub fn prometheus(status: &[InstanceStatus]) -> String {
+    let mut out = String::new();
+    let states = ["MASTER", "BACKUP", "FAULT", "STOP"];
+    let _ = writeln!(out, "# HELP dnsha_vrrp_state 1 for the instance's current state.\n# TYPE dnsha_vrrp_state gauge");
+    for s in status {
+        for st in states {
+            let _ = writeln!(
+                out,
+                "dnsha_vrrp_state{{instance=\"{}\",state=\"{st}\"}} {}",
+                s.name,
+                u8::from(s.state == st)
+            );
+        }
+    }
+    type Pick = fn(&InstanceStatus) -> u64;
+    let series: [(&str, &str, &str, Pick); 7] = [
+        ("vrrp_priority", "Configured priority.", "gauge", |s| {
+            u64::from(s.priority)
+        }),
+        (
+            "vrrp_effective_priority",
+            "Priority after tracker weights.",
+            "gauge",
+            |s| u64::from(s.effective_priority),
+        ),
+        ("vrrp_transitions_total", "State changes.", "counter", |s| {
+            s.transitions
+        }),
+        (
+            "vrrp_adverts_received_total",
+            "Valid adverts received.",
+            "counter",
+            |s| s.adverts_received,
+        ),
+        ("vrrp_adverts_sent_total", "Adverts sent.", "counter", |s| {
+            s.adverts_sent
+        }),
+        (
+            "vrrp_became_master_total",
+            "Times this node became master.",
+            "counter",
+            |s| s.became_master,
+        ),
+        (
+            "vrrp_priority_zero_received_total",
+            "Priority-0 adverts received.",
+            "counter",
+            |s| s.priority_zero_received,
+        ),
+    ];
+    for (name, help, kind, pick) in series {
+        let _ = writeln!(
+            out,
+            "# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} {kind}"
+        );
+        for s in status {
+            let _ = writeln!(out, "dnsha_{name}{{instance=\"{}\"}} {}", s.name, pick(s));
+        }
+    }
+    let _ = writeln!(out, "# HELP dnsha_vrrp_dropped_total Adverts dropped, by reason.\n# TYPE dnsha_vrrp_dropped_total counter");
+    for s in status {
+        for (reason, n) in &s.dropped {
+            let _ = writeln!(
+                out,
+                "dnsha_vrrp_dropped_total{{instance=\"{}\",reason=\"{reason}\"}} {n}",
+                s.name
+            );
+        }
+    }
+    out
+}
