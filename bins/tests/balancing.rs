@@ -440,3 +440,55 @@ fn tcp_passthrough_spreads_connections() {
     let ones = seen.iter().filter(|&&a| a == ip(1)).count();
     assert!((3..=5).contains(&ones), "{seen:?}");
 }
+
+#[test]
+fn upstream_queries_use_random_ids_and_several_source_ports() {
+    init_tracing();
+    // A backend that records the source port and ID of every query, then answers.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let backend = sock.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            seen2.lock().unwrap().push((from.port(), q.id()));
+            let mut a = q.clone();
+            a.set_message_type(hickory_proto::op::MessageType::Response);
+            let _ = sock.send_to(&a.to_vec().unwrap(), from);
+        }
+    });
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config_with(listen, admin, "workers = 1", "", &[("rec", backend, 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let mut client_ids = Vec::new();
+    for _ in 0..40 {
+        let q = build_query("www.example.test.", RecordType::A).unwrap();
+        client_ids.push(q.id());
+        let m = send_udp(listen, &q, T).unwrap();
+        assert_eq!(m.id(), q.id(), "the client gets its own ID back");
+    }
+    let seen = seen.lock().unwrap().clone();
+    let ports: std::collections::HashSet<u16> = seen.iter().map(|s| s.0).collect();
+    assert!(ports.len() >= 2, "one source port only: {ports:?}");
+    let ids: std::collections::HashSet<u16> = seen.iter().map(|s| s.1).collect();
+    assert!(
+        ids.len() >= 35,
+        "upstream IDs repeat: {} distinct of {}",
+        ids.len(),
+        seen.len()
+    );
+    // upstream IDs are not the clients' IDs
+    let same = seen
+        .iter()
+        .rev()
+        .take(40)
+        .zip(client_ids.iter().rev())
+        .filter(|(s, c)| s.1 == **c)
+        .count();
+    assert!(same <= 2, "{same} upstream IDs equal the client's");
+}

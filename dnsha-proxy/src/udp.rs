@@ -35,6 +35,9 @@ pub const MAX_PENDING_PER_WORKER: usize = 65_536;
 /// Datagrams read by one recvmmsg.
 const BATCH: usize = 32;
 
+/// Connected upstream sockets (source ports) per backend and worker.
+pub const PORTS_PER_BACKEND: usize = 2;
+
 /// Drop upstream sockets of removed backends this often.
 const GC_INTERVAL_MS: u64 = 10_000;
 
@@ -62,6 +65,7 @@ pub async fn serve(ctx: Arc<ListenerCtx>, socket: UdpSocket, pktinfo: bool) {
         pktinfo,
         upstreams: HashMap::new(),
         slots: HashMap::new(),
+        next_port: 0,
         next_slot: 0,
         pending: PendingTable::new(MAX_PENDING_PER_WORKER),
         rng: StdRng::from_entropy(),
@@ -76,7 +80,8 @@ struct Worker {
     socket: Arc<UdpSocket>,
     pktinfo: bool,
     upstreams: HashMap<u32, Upstream>,
-    slots: HashMap<BackendId, u32>,
+    slots: HashMap<BackendId, Vec<u32>>,
+    next_port: usize,
     next_slot: u32,
     pending: PendingTable<Pending>,
     rng: StdRng,
@@ -460,32 +465,46 @@ impl Worker {
     fn gc(&mut self) {
         let snapshot = self.ctx.shared.load().pool.snapshot();
         let live: Vec<BackendId> = snapshot.backends().iter().map(|b| b.id()).collect();
-        let dead: Vec<(BackendId, u32)> = self
+        let dead: Vec<(BackendId, Vec<u32>)> = self
             .slots
             .iter()
             .filter(|(id, _)| !live.contains(id))
-            .map(|(&id, &slot)| (id, slot))
+            .map(|(&id, slots)| (id, slots.clone()))
             .collect();
-        for (id, slot) in dead {
+        for (id, slots) in dead {
             // keep sockets that still have queries in flight
-            if self.pending.slot_len(slot) == 0 {
+            if slots.iter().all(|&s| self.pending.slot_len(s) == 0) {
                 self.slots.remove(&id);
-                self.upstreams.remove(&slot);
+                for s in slots {
+                    self.upstreams.remove(&s);
+                }
             }
         }
     }
 
+    /// The upstream socket for the next query to `backend`: each backend has
+    /// [`PORTS_PER_BACKEND`] connected sockets (random source ports), used in
+    /// turn, so a multi-threaded backend that spreads by source port gets the
+    /// load spread too.
     fn slot_for(&mut self, backend: &Arc<Backend>) -> io::Result<u32> {
-        if let Some(&s) = self.slots.get(&backend.id()) {
-            return Ok(s);
+        self.next_port = self.next_port.wrapping_add(1);
+        if let Some(slots) = self.slots.get(&backend.id()) {
+            if let Some(&s) = slots.get(self.next_port % slots.len().max(1)) {
+                return Ok(s);
+            }
         }
-        let std = crate::socket::connect_udp(backend.address())?;
-        let sock = UdpSocket::from_std(std)?;
-        let slot = self.next_slot;
-        self.next_slot = self.next_slot.wrapping_add(1);
-        self.upstreams.insert(slot, Upstream { sock });
-        self.slots.insert(backend.id(), slot);
-        Ok(slot)
+        let mut slots = Vec::with_capacity(PORTS_PER_BACKEND);
+        for _ in 0..PORTS_PER_BACKEND {
+            let std = crate::socket::connect_udp(backend.address())?;
+            let sock = UdpSocket::from_std(std)?;
+            let slot = self.next_slot;
+            self.next_slot = self.next_slot.wrapping_add(1);
+            self.upstreams.insert(slot, Upstream { sock });
+            slots.push(slot);
+        }
+        let first = slots.first().copied().unwrap_or_default();
+        self.slots.insert(backend.id(), slots);
+        Ok(first)
     }
 
     /// Sends the answers of a batch: one sendmmsg when the listener has a
