@@ -106,8 +106,8 @@ pub fn render_vrrp(status: &serde_json::Value) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<16} {}",
-        "VRRP instance", "Interface", "VRID", "State", "Priority", "Effective", "Master", "VIPs"
+        "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<16} VIPs",
+        "VRRP instance", "Interface", "VRID", "State", "Priority", "Effective", "Master"
     );
     for i in list {
         let text = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();

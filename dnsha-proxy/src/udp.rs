@@ -30,7 +30,7 @@ use crate::pending::{Key, PendingTable};
 use crate::sys::{self, PktInfo};
 
 /// Most queries one worker keeps in flight; more are dropped and counted.
-pub const MAX_PENDING_PER_WORKER: usize = 65_536;
+pub const MAX_PENDING_PER_WORKER: usize = 32_768;
 
 /// Datagrams read by one recvmmsg.
 const BATCH: usize = 32;

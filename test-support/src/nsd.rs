@@ -5,7 +5,7 @@ use std::fs::{self, File};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::client::{a_record, query_udp};
+use crate::netns;
 use crate::ports::free_addr;
 use crate::process::signal_tree;
 
@@ -45,6 +46,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// - `big.example.test.` with [`BIG_TXT_RECORDS`] TXT records of 100
 ///   characters, for truncation tests.
 ///
+/// [`Nsd::start_in`] runs it in a network namespace (see
+/// [`netns`](crate::netns)), where it may use port 53 of the namespace's
+/// own address.
+///
 /// Dropping it kills NSD and the processes it forked (SIGKILL). NSD stays in
 /// the test's process group, so an interrupted `cargo test` stops it too.
 #[derive(Debug)]
@@ -52,6 +57,7 @@ pub struct Nsd {
     dir: TempDir,
     addr: SocketAddr,
     answer: Ipv4Addr,
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -70,6 +76,24 @@ impl Nsd {
     /// Starts NSD on `addr` (an IPv4 address this machine has), answering
     /// `answer`, and waits until it answers.
     pub fn try_start_on(addr: SocketAddr, answer: Ipv4Addr) -> io::Result<Self> {
+        Self::try_start_in(None, addr, answer)
+    }
+
+    /// Starts NSD in network namespace `netns` (with `ip netns exec`) on
+    /// `addr`, an address of that namespace, answering `answer`, and waits
+    /// until it answers there. Panics on failure.
+    pub fn start_in(netns: &str, addr: SocketAddr, answer: Ipv4Addr) -> Self {
+        Self::try_start_in(Some(netns), addr, answer)
+            .unwrap_or_else(|e| panic!("cannot start NSD in {netns}: {e}"))
+    }
+
+    /// Like [`Nsd::start_in`] (or [`Nsd::try_start_on`] when `netns` is
+    /// `None`), returning the error instead of panicking.
+    pub fn try_start_in(
+        netns: Option<&str>,
+        addr: SocketAddr,
+        answer: Ipv4Addr,
+    ) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("dnsha-nsd-").tempdir()?;
         let zones = dir.path().join("zones");
         fs::create_dir(&zones)?;
@@ -79,6 +103,7 @@ impl Nsd {
             dir,
             addr,
             answer,
+            netns: netns.map(str::to_owned),
             child: None,
         };
         nsd.spawn()?;
@@ -176,7 +201,7 @@ impl Nsd {
             .create(true)
             .append(true)
             .open(self.output_path())?;
-        let child = Command::new(NSD)
+        let child = netns::command(self.netns.as_deref(), NSD)
             .arg("-d")
             .arg("-c")
             .arg(self.dir.path().join("nsd.conf"))
@@ -197,12 +222,16 @@ impl Nsd {
                     self.log()
                 )));
             }
-            let last_error = match query_udp(
-                self.addr,
-                "www.example.test.",
-                RecordType::A,
-                Duration::from_millis(200),
-            ) {
+            let addr = self.addr;
+            let probe = netns::maybe_in(self.netns.as_deref(), || {
+                query_udp(
+                    addr,
+                    "www.example.test.",
+                    RecordType::A,
+                    Duration::from_millis(200),
+                )
+            });
+            let last_error = match probe {
                 Ok(answer) if a_record(&answer) == Some(self.answer) => break,
                 Ok(answer) => format!("unexpected answer {answer:?}"),
                 Err(e) => e,
@@ -300,6 +329,8 @@ whoami  IN TXT \"nsd-{answer}\"
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use hickory_proto::op::ResponseCode;
 
     use super::*;

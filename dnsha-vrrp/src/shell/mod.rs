@@ -175,7 +175,7 @@ impl Vrrp {
         move |pool: &str, up: bool| {
             let name = pool_tracker(pool);
             for (trackers, tx) in &targets {
-                if trackers.iter().any(|t| *t == name) {
+                if trackers.contains(&name) {
                     let _ = tx.send(InstanceMsg::Router(Command::TrackerChanged {
                         name: name.clone(),
                         up,
