@@ -138,6 +138,7 @@ fn plan(config: &Config, pools: &[Arc<Pool>]) -> Vec<(Key, Arc<Pool>, Arc<Backen
             let Some(hc) = pc.health_for(&bc.name).filter(|h| h.is_active()) else {
                 continue;
             };
+            let hc = hc.for_backend(bc);
             let Some(b) = snapshot
                 .backends()
                 .iter()
@@ -153,7 +154,7 @@ fn plan(config: &Config, pools: &[Arc<Pool>]) -> Vec<(Key, Arc<Pool>, Arc<Backen
                 },
                 Arc::clone(pool),
                 Arc::clone(b),
-                hc.clone(),
+                hc,
             ));
         }
     }
@@ -190,7 +191,7 @@ impl HealthMonitor {
         for pc in &config.pools {
             for bc in &pc.backends {
                 if let Some(hc) = pc.health_for(&bc.name).filter(|h| h.is_active()) {
-                    Checker::new(hc).map_err(|e| Error::Backend {
+                    Checker::new(&hc.for_backend(bc)).map_err(|e| Error::Backend {
                         pool: pc.name.clone(),
                         backend: bc.name.clone(),
                         source: Box::new(e),

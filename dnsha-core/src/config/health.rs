@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use super::raw::{RawCommand, RawHealth};
-use super::Validator;
+use super::{BackendConfig, Transport, Validator};
 
 /// The kind of active check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum CheckKind {
-    /// A DNS query over UDP or TCP; the answer's ID, question and RCODE are checked.
+    /// A DNS query over UDP, TCP or TLS; the answer's ID, question and RCODE
+    /// are checked.
     #[default]
     Dns,
     /// A TCP connect.
@@ -74,6 +75,38 @@ pub enum CheckTransport {
     Udp,
     /// A new TCP connection per probe, 2-byte length prefix (RFC 7766).
     Tcp,
+    /// A new TLS connection per probe (RFC 7858): ALPN `dot`, 2-byte length
+    /// prefix.
+    Dot,
+}
+
+impl CheckTransport {
+    /// Every transport, in documentation order.
+    pub const ALL: [Self; 3] = [Self::Udp, Self::Tcp, Self::Dot];
+
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Dot => "dot",
+        }
+    }
+
+    /// The transport that reaches a backend the way the balancer does.
+    pub fn of_backend(transport: Transport) -> Self {
+        match transport {
+            Transport::Udp => Self::Udp,
+            Transport::Tcp => Self::Tcp,
+            Transport::Dot => Self::Dot,
+        }
+    }
+}
+
+impl fmt::Display for CheckTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A DNS RR type by number, parsed from its mnemonic (`SOA`, `AAAA`…) or
@@ -160,15 +193,19 @@ pub struct HealthConfig {
     pub expect_address: Option<IpAddr>,
     /// `dns`/`doh`: set the CD (checking disabled) bit.
     pub cd_flag: bool,
-    /// `dns`: UDP or TCP.
-    pub transport: CheckTransport,
+    /// `dns`: UDP, TCP or DoT; `None` (the key not set) means the
+    /// backend's own transport, see [`HealthConfig::for_backend`].
+    pub transport: Option<CheckTransport>,
     /// `udp`: the datagram to send; a DNS query for `. SOA` when unset.
     pub payload: Option<Vec<u8>>,
-    /// `tls`/`doh`: server name sent as SNI and verified; the backend IP when unset.
+    /// `tls`/`doh`/`dns` over DoT: server name sent as SNI and verified; the
+    /// backend IP when unset.
     pub tls_name: Option<String>,
-    /// `tls`/`doh`: verify the certificate chain and name.
+    /// `tls`/`doh`/`dns` over DoT: verify the certificate chain and name.
     pub tls_verify: bool,
-    /// `tls`/`doh`: PEM file of trusted CA certificates (system roots when unset).
+    /// `tls`/`doh`: PEM file of trusted CA certificates (system roots when
+    /// unset). `dns` over DoT: CA certificates trusted besides the system's,
+    /// as the backend's own `tls_ca`.
     pub tls_ca: Option<PathBuf>,
     /// `doh`: the HTTP path.
     pub path: String,
@@ -193,7 +230,7 @@ impl Default for HealthConfig {
             must_resolve: false,
             expect_address: None,
             cd_flag: false,
-            transport: CheckTransport::Udp,
+            transport: None,
             payload: None,
             tls_name: None,
             tls_verify: true,
@@ -214,6 +251,28 @@ impl HealthConfig {
     /// Time before the next probe after a failed one.
     pub fn retry_interval(&self) -> u64 {
         self.retry_interval_ms.unwrap_or(self.interval_ms)
+    }
+
+    /// The check as it runs against `backend`. A `dns` check whose
+    /// `transport` is not set uses the backend's: `udp`, `tcp`, or `dot`.
+    /// Over DoT the backend's `tls_name` and `tls_ca` apply unless the
+    /// health table sets its own, and the certificate is verified unless
+    /// either table says `tls_verify = false`.
+    pub fn for_backend(&self, backend: &BackendConfig) -> Self {
+        let mut out = self.clone();
+        if self.check != CheckKind::Dns {
+            return out;
+        }
+        let transport = self
+            .transport
+            .unwrap_or_else(|| CheckTransport::of_backend(backend.transport));
+        out.transport = Some(transport);
+        if let (CheckTransport::Dot, Some(tls)) = (transport, &backend.tls) {
+            out.tls_name = out.tls_name.or_else(|| tls.name.clone());
+            out.tls_ca = out.tls_ca.or_else(|| tls.ca.clone());
+            out.tls_verify = out.tls_verify && tls.verify;
+        }
+        out
     }
 
     /// Worst-case time from a backend going silent to its removal by active
@@ -320,28 +379,25 @@ impl Validator {
             }
             ip
         });
-        let transport = match &r.transport {
-            None => CheckTransport::Udp,
-            Some(s) => {
-                if check != CheckKind::Dns {
+        let transport = r.transport.as_ref().map(|s| {
+            if check != CheckKind::Dns {
+                self.err(
+                    s.span(),
+                    format!("transport is only used by check = \"dns\", not \"{check}\""),
+                );
+            }
+            let t = s.get_ref().trim();
+            CheckTransport::ALL
+                .into_iter()
+                .find(|k| k.as_str() == t)
+                .unwrap_or_else(|| {
                     self.err(
                         s.span(),
-                        format!("transport is only used by check = \"dns\", not \"{check}\""),
+                        format!("unknown transport `{t}` (expected udp, tcp or dot)"),
                     );
-                }
-                match s.get_ref().trim() {
-                    "udp" => CheckTransport::Udp,
-                    "tcp" => CheckTransport::Tcp,
-                    other => {
-                        self.err(
-                            s.span(),
-                            format!("unknown transport `{other}` (expected udp or tcp)"),
-                        );
-                        CheckTransport::Udp
-                    }
-                }
-            }
-        };
+                    CheckTransport::Udp
+                })
+        });
         let payload = r.payload.as_ref().and_then(|s| {
             if check != CheckKind::Udp {
                 self.err(
@@ -364,10 +420,15 @@ impl Validator {
             if t.is_empty() || t.contains(char::is_whitespace) {
                 self.err(s.span(), format!("invalid tls_name `{t}`"));
             }
-            if !matches!(check, CheckKind::Tls | CheckKind::Doh) {
+            if check == CheckKind::Dns && transport != Some(CheckTransport::Dot) {
                 self.err(
                     s.span(),
-                    format!("tls_name is only used by check = \"tls\" or \"doh\", not \"{check}\""),
+                    "tls_name is only used by check = \"dns\" with transport = \"dot\" (a dot backend's own tls_name is used by default)",
+                );
+            } else if !matches!(check, CheckKind::Tls | CheckKind::Doh | CheckKind::Dns) {
+                self.err(
+                    s.span(),
+                    format!("tls_name is only used by check = \"tls\", \"doh\" or \"dns\", not \"{check}\""),
                 );
             }
             t.to_string()

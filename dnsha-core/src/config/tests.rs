@@ -281,7 +281,7 @@ fn every_health_key_and_backend_override() {
     assert_eq!(h.query_type, QueryType(1));
     assert!(h.must_resolve && h.cd_flag);
     assert_eq!(h.expect_address, Some("10.0.0.1".parse().unwrap()));
-    assert_eq!(h.transport, CheckTransport::Tcp);
+    assert_eq!(h.transport, Some(CheckTransport::Tcp));
     assert_eq!(
         (h.interval_ms, h.timeout_ms, h.rise, h.fall),
         (500, 200, 3, 2)
@@ -377,10 +377,10 @@ transport = "quic"
         "t.toml:34:11: payload must be a non-empty even number of hex digits",
         "t.toml:35:8: invalid path `dns-query`",
         "t.toml:35:8: path is only used by check = \"doh\", not \"dns\"",
-        "t.toml:36:12: tls_name is only used by check = \"tls\" or \"doh\", not \"dns\"",
+        "t.toml:36:12: tls_name is only used by check = \"dns\" with transport = \"dot\"",
         "t.toml:37:14: timeout_ms must be greater than 0",
         "t.toml:45:13: transport is only used by check = \"dns\", not \"tcp\"",
-        "t.toml:45:13: unknown transport `quic` (expected udp or tcp)",
+        "t.toml:45:13: unknown transport `quic` (expected udp, tcp or dot)",
     ];
     for (want, got) in expect.iter().zip(&e) {
         assert!(

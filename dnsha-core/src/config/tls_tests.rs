@@ -183,3 +183,140 @@ fn backend_tls_errors_are_located() {
     let e = rendered(&backend("transport = \"quic\""));
     assert!(e[0].contains("unknown variant `quic`"), "{e:?}");
 }
+
+/// A pool of a udp, a tcp and a dot backend with `health` as its
+/// `[pool.health]`.
+fn pool_with_health(health: &str) -> String {
+    format!(
+        r#"[[listener]]
+name = "l"
+protocol = "udp"
+listen = "53"
+pool = "p"
+
+[[pool]]
+name = "p"
+
+[pool.health]
+{health}
+
+[[pool.backend]]
+name = "u"
+address = "192.0.2.1"
+
+[[pool.backend]]
+name = "t"
+address = "192.0.2.2"
+transport = "tcp"
+
+[[pool.backend]]
+name = "d"
+address = "192.0.2.3"
+transport = "dot"
+tls_name = "dns.example"
+tls_ca = "ca.pem"
+"#
+    )
+}
+
+/// The check each backend of the first pool gets, by name.
+fn effective(c: &Config) -> Vec<(String, HealthConfig)> {
+    let p = &c.pools[0];
+    p.backends
+        .iter()
+        .map(|b| {
+            (
+                b.name.clone(),
+                p.health_for(&b.name).unwrap().for_backend(b),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dns_checks_use_the_backend_transport_unless_set() {
+    let c = Config::parse(&pool_with_health("check = \"dns\"")).unwrap();
+    assert_eq!(c.pools[0].health.as_ref().unwrap().transport, None);
+    let e = effective(&c);
+    let transports: Vec<_> = e.iter().map(|(n, h)| (n.as_str(), h.transport)).collect();
+    assert_eq!(
+        transports,
+        [
+            ("u", Some(CheckTransport::Udp)),
+            ("t", Some(CheckTransport::Tcp)),
+            ("d", Some(CheckTransport::Dot)),
+        ]
+    );
+    // Over DoT, with the backend's TLS settings.
+    let dot = &e[2].1;
+    assert_eq!(dot.tls_name.as_deref(), Some("dns.example"));
+    assert_eq!(dot.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert!(dot.tls_verify);
+    // Other kinds are left alone.
+    let c = Config::parse(&pool_with_health("check = \"tcp\"")).unwrap();
+    assert!(effective(&c).iter().all(|(_, h)| h.transport.is_none()));
+}
+
+#[test]
+fn an_explicit_health_transport_wins() {
+    let c = Config::parse(&pool_with_health("transport = \"udp\"")).unwrap();
+    assert!(effective(&c)
+        .iter()
+        .all(|(_, h)| h.transport == Some(CheckTransport::Udp)));
+    // Explicit dot: its own TLS keys first, then the backend's; either side
+    // can turn verification off.
+    let c = Config::parse(&pool_with_health(
+        "transport = \"dot\"\ntls_name = \"health.example\"\ntls_verify = false",
+    ))
+    .unwrap();
+    let e = effective(&c);
+    assert!(e
+        .iter()
+        .all(|(_, h)| h.transport == Some(CheckTransport::Dot)));
+    let (u, d) = (&e[0].1, &e[2].1);
+    assert_eq!(u.tls_name.as_deref(), Some("health.example"));
+    assert_eq!(u.tls_ca, None);
+    assert_eq!(d.tls_name.as_deref(), Some("health.example"));
+    assert_eq!(d.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    assert!(!u.tls_verify && !d.tls_verify);
+    let lax_backend = pool_with_health("transport = \"dot\"")
+        .replace("tls_ca = \"ca.pem\"", "tls_verify = false");
+    let e = effective(&Config::parse(&lax_backend).unwrap());
+    assert!(e[0].1.tls_verify);
+    assert!(!e[2].1.tls_verify);
+    // A backend's own health table can set it too.
+    let src = format!(
+        "{}\n[pool.backend.health]\ntransport = \"tcp\"\n",
+        pool_with_health("check = \"dns\"")
+    );
+    let e = effective(&Config::parse(&src).unwrap());
+    assert_eq!(e[2].1.transport, Some(CheckTransport::Tcp));
+    assert_eq!(e[0].1.transport, Some(CheckTransport::Udp));
+}
+
+#[test]
+fn health_transport_errors_are_located() {
+    let e = rendered(&pool_with_health(
+        "transport = \"doh\"\ntls_name = \"x.example\"",
+    ));
+    assert_eq!(
+        e,
+        [
+            "t.toml:11:13: unknown transport `doh` (expected udp, tcp or dot)",
+            "t.toml:12:12: tls_name is only used by check = \"dns\" with transport = \"dot\" (a dot backend's own tls_name is used by default)",
+        ]
+    );
+    let e = rendered(&pool_with_health("tls_name = \"x.example\""));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "t.toml:11:12: tls_name is only used by check = \"dns\" with transport = \"dot\""
+        ),
+        "{e:?}"
+    );
+    let e = rendered(&pool_with_health("check = \"tcp\"\ntransport = \"dot\""));
+    assert_eq!(
+        e,
+        ["t.toml:12:13: transport is only used by check = \"dns\", not \"tcp\""]
+    );
+}

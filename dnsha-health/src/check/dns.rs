@@ -1,5 +1,7 @@
-//! `check = "dns"`: a real query over UDP or TCP, with a random ID, whose
-//! answer must carry the same ID and question and an acceptable RCODE.
+//! `check = "dns"`: a real query over UDP, TCP or TLS (the transport set in
+//! the health table, or the backend's: see
+//! [`HealthConfig::for_backend`]), with a random ID, whose answer must carry
+//! the same ID and question and an acceptable RCODE.
 //!
 //! Building the query and judging the answer are pure functions
 //! ([`DnsCheck::query`], [`DnsCheck::judge`]), shared with `doh`.
@@ -14,39 +16,70 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::{ProbeFailure, ProbeResult};
+use super::tls::TlsCheck;
+use super::{dot, ProbeFailure, ProbeResult};
+use crate::error::Result;
 use crate::state::FailureReason;
 
 /// Largest answer read over UDP or TCP.
 const MAX_ANSWER: usize = 65_535;
 
 /// A `dns` check (also the DNS half of `doh`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DnsCheck {
     query_name: String,
     query_type: RecordType,
     must_resolve: bool,
     expect_address: Option<IpAddr>,
     cd_flag: bool,
-    transport: CheckTransport,
+    wire: Wire,
+}
+
+/// How the query travels.
+#[derive(Debug, Clone)]
+enum Wire {
+    Udp,
+    Tcp,
+    /// RFC 7858, a new connection per probe.
+    Tls(TlsCheck),
 }
 
 impl DnsCheck {
-    /// The check `config` describes.
-    pub fn new(config: &HealthConfig) -> Self {
-        Self {
+    /// The check `config` describes (reading the CA file of a DoT check). A
+    /// `transport` left unset is UDP: resolve it against the backend first
+    /// with [`HealthConfig::for_backend`].
+    pub fn new(config: &HealthConfig) -> Result<Self> {
+        let wire = match config.transport.unwrap_or_default() {
+            CheckTransport::Udp => Wire::Udp,
+            CheckTransport::Tcp => Wire::Tcp,
+            CheckTransport::Dot => Wire::Tls(TlsCheck::dot(config)?),
+        };
+        Ok(Self {
             query_name: config.query_name.clone(),
             query_type: RecordType::from(config.query_type.0),
             must_resolve: config.must_resolve,
             expect_address: config.expect_address,
             cd_flag: config.cd_flag,
-            transport: config.transport,
+            wire,
+        })
+    }
+
+    /// The transport the probes use.
+    pub fn transport(&self) -> CheckTransport {
+        match self.wire {
+            Wire::Udp => CheckTransport::Udp,
+            Wire::Tcp => CheckTransport::Tcp,
+            Wire::Tls(_) => CheckTransport::Dot,
         }
     }
 
     /// A query with ID `id`: RD set, CD as configured, `{random}` replaced by
     /// a fresh random label. Returns the wire bytes and the question.
-    pub fn query(&self, id: u16, rng: &mut impl Rng) -> Result<(Vec<u8>, Query), ProbeFailure> {
+    pub fn query(
+        &self,
+        id: u16,
+        rng: &mut impl Rng,
+    ) -> std::result::Result<(Vec<u8>, Query), ProbeFailure> {
         let text = if self.query_name.contains(RANDOM_LABEL) {
             let label: String = (0..16)
                 .map(|_| {
@@ -132,13 +165,12 @@ impl DnsCheck {
     pub async fn probe(&self, backend: SocketAddr, timeout: Duration) -> ProbeResult {
         let id: u16 = rand::random();
         let (query, question) = self.query(id, &mut rand::thread_rng())?;
-        match self.transport {
-            CheckTransport::Udp => self.udp(backend, &query, id, &question, timeout).await,
-            CheckTransport::Tcp => {
-                let answer = exchange_tcp(backend, &query, timeout).await?;
-                self.judge(&answer, id, &question)
-            }
-        }
+        let answer = match &self.wire {
+            Wire::Udp => return self.udp(backend, &query, id, &question, timeout).await,
+            Wire::Tcp => exchange_tcp(backend, &query, timeout).await?,
+            Wire::Tls(tls) => dot::exchange(tls, backend, &query, timeout).await?,
+        };
+        self.judge(&answer, id, &question)
     }
 
     /// Over UDP a stray datagram (another ID, garbage) is not the answer:
@@ -185,7 +217,7 @@ fn same_question(a: &Query, b: &Query) -> bool {
 pub(crate) async fn connected_udp(
     backend: SocketAddr,
     timeout: Duration,
-) -> Result<UdpSocket, ProbeFailure> {
+) -> std::result::Result<UdpSocket, ProbeFailure> {
     let local: SocketAddr = match backend {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -205,10 +237,23 @@ pub(crate) async fn exchange_tcp(
     backend: SocketAddr,
     query: &[u8],
     timeout: Duration,
-) -> Result<Vec<u8>, ProbeFailure> {
+) -> std::result::Result<Vec<u8>, ProbeFailure> {
     let mut stream = TcpStream::connect(backend)
         .await
         .map_err(|e| ProbeFailure::io("connect", &e, timeout))?;
+    exchange_framed(&mut stream, query, timeout).await
+}
+
+/// Writes `query` with its 2-byte length (RFC 1035 4.2.2) on `stream` and
+/// reads one length-prefixed answer.
+pub(crate) async fn exchange_framed<S>(
+    stream: &mut S,
+    query: &[u8],
+    timeout: Duration,
+) -> std::result::Result<Vec<u8>, ProbeFailure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let len = u16::try_from(query.len())
         .map_err(|_| ProbeFailure::new(FailureReason::Local, "query too long"))?;
     let mut framed = Vec::with_capacity(query.len() + 2);
@@ -216,6 +261,11 @@ pub(crate) async fn exchange_tcp(
     framed.extend_from_slice(query);
     stream
         .write_all(&framed)
+        .await
+        .map_err(|e| ProbeFailure::io("write", &e, timeout))?;
+    // A TLS stream may hold the record until flushed.
+    stream
+        .flush()
         .await
         .map_err(|e| ProbeFailure::io("write", &e, timeout))?;
     let n = stream
@@ -243,7 +293,7 @@ mod tests {
     fn check(f: impl FnOnce(&mut HealthConfig)) -> DnsCheck {
         let mut c = HealthConfig::default();
         f(&mut c);
-        DnsCheck::new(&c)
+        DnsCheck::new(&c).unwrap()
     }
 
     fn answer_to(query: &[u8], rcode: ResponseCode, a: Option<Ipv4Addr>) -> Message {

@@ -38,7 +38,7 @@ impl DohCheck {
     pub fn new(config: &HealthConfig) -> Result<Self> {
         Ok(Self {
             tls: TlsCheck::with_alpn(config, vec![b"h2".to_vec(), b"http/1.1".to_vec()])?,
-            dns: DnsCheck::new(config),
+            dns: DnsCheck::new(config)?,
             path: config.path.clone(),
             host: config.tls_name.clone(),
         })

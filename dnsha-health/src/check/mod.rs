@@ -13,6 +13,7 @@ use crate::state::FailureReason;
 
 pub mod dns;
 pub mod doh;
+pub mod dot;
 pub mod exec;
 pub mod tcp;
 pub mod tls;
@@ -85,7 +86,7 @@ pub type ProbeResult = std::result::Result<(), ProbeFailure>;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Checker {
-    /// `check = "dns"`.
+    /// `check = "dns"`, over UDP, TCP or TLS.
     Dns(dns::DnsCheck),
     /// `check = "tcp"`.
     Tcp,
@@ -103,11 +104,13 @@ pub enum Checker {
 
 impl Checker {
     /// Builds the checker `config` describes (reading CA files for TLS).
+    /// Pass the configuration resolved for the backend
+    /// ([`HealthConfig::for_backend`]), so a `dns` check knows its transport.
     pub fn new(config: &HealthConfig) -> Result<Self> {
         Ok(match config.check {
-            CheckKind::Dns => Self::Dns(dns::DnsCheck::new(config)),
+            CheckKind::Dns => Self::Dns(dns::DnsCheck::new(config)?),
             CheckKind::Tcp => Self::Tcp,
-            CheckKind::Udp => Self::Udp(udp::UdpCheck::new(config)),
+            CheckKind::Udp => Self::Udp(udp::UdpCheck::new(config)?),
             CheckKind::Tls => Self::Tls(tls::TlsCheck::new(config)?),
             CheckKind::Doh => Self::Doh(doh::DohCheck::new(config)?),
             CheckKind::Exec => Self::Exec(exec::ExecCheck::new(config)),

@@ -1,6 +1,7 @@
 //! `check = "tls"`: a TLS handshake with the backend (a DoT or DoH server),
 //! with optional SNI (`tls_name`) and certificate verification
-//! (`tls_verify`, against `tls_ca` or the system roots).
+//! (`tls_verify`, against `tls_ca` or the system roots). Also the TLS client
+//! of `doh` and of `dns` over DoT.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -45,6 +46,25 @@ impl TlsCheck {
 
     /// The same, offering `alpn` protocols.
     pub(crate) fn with_alpn(config: &HealthConfig, alpn: Vec<Vec<u8>>) -> Result<Self> {
+        let roots = match &config.tls_ca {
+            Some(path) => Roots::File(path),
+            None => Roots::System,
+        };
+        Self::build(config, alpn, roots)
+    }
+
+    /// The client of a `dns` check over DoT, set up as the data path's
+    /// client to a `transport = "dot"` backend: ALPN `dot`, the system roots
+    /// and `tls_ca` besides them.
+    pub(crate) fn dot(config: &HealthConfig) -> Result<Self> {
+        let roots = match &config.tls_ca {
+            Some(path) => Roots::SystemAndFile(path),
+            None => Roots::System,
+        };
+        Self::build(config, vec![ALPN_DOT.to_vec()], roots)
+    }
+
+    fn build(config: &HealthConfig, alpn: Vec<Vec<u8>>, roots: Roots<'_>) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -52,9 +72,14 @@ impl TlsCheck {
                 message: e.to_string(),
             })?;
         let mut client = if config.tls_verify {
-            let roots = match &config.tls_ca {
-                Some(path) => roots_from_file(path)?,
-                None => system_roots(),
+            let roots = match roots {
+                Roots::System => system_roots(),
+                Roots::File(path) => roots_from_file(path)?,
+                Roots::SystemAndFile(path) => {
+                    let mut all = system_roots();
+                    all.roots.extend(roots_from_file(path)?.roots);
+                    all
+                }
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
@@ -99,6 +124,19 @@ impl TlsCheck {
     pub async fn probe(&self, backend: SocketAddr, timeout: Duration) -> ProbeResult {
         self.connect(backend, timeout).await.map(drop)
     }
+}
+
+/// ALPN of DNS over TLS (RFC 7858), as the data path offers it.
+pub(crate) const ALPN_DOT: &[u8] = b"dot";
+
+/// The certificates a verifying client trusts.
+enum Roots<'a> {
+    /// The system's.
+    System,
+    /// Those of a PEM file only.
+    File(&'a Path),
+    /// The system's and those of a PEM file.
+    SystemAndFile(&'a Path),
 }
 
 fn roots_from_file(path: &Path) -> Result<RootCertStore> {

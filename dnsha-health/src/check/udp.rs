@@ -9,9 +9,10 @@ use dnsha_core::config::HealthConfig;
 
 use super::dns::{connected_udp, DnsCheck};
 use super::{ProbeFailure, ProbeResult};
+use crate::error::Result;
 
 /// A `udp` check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct UdpCheck {
     /// The configured payload; a fresh `. SOA` query per probe when `None`.
     payload: Option<Vec<u8>>,
@@ -20,11 +21,11 @@ pub struct UdpCheck {
 
 impl UdpCheck {
     /// The check `config` describes.
-    pub fn new(config: &HealthConfig) -> Self {
-        Self {
+    pub fn new(config: &HealthConfig) -> Result<Self> {
+        Ok(Self {
             payload: config.payload.clone(),
-            default_query: DnsCheck::new(&HealthConfig::default()),
-        }
+            default_query: DnsCheck::new(&HealthConfig::default())?,
+        })
     }
 
     /// One probe of `backend`.
@@ -70,7 +71,8 @@ mod tests {
         let check = UdpCheck::new(&HealthConfig {
             payload: Some(b"ping".to_vec()),
             ..HealthConfig::default()
-        });
+        })
+        .unwrap();
         let t = Duration::from_secs(2);
         assert_eq!(check.probe(addr, t).await, Ok(()));
         assert_eq!(echo.await.unwrap(), b"ping");
