@@ -150,6 +150,24 @@ impl<T> PendingTable<T> {
         None
     }
 
+    /// True when no more queries fit.
+    pub fn is_full(&self) -> bool {
+        self.entries.len() >= self.capacity
+    }
+
+    /// Removes and returns the query closest to its deadline (the oldest),
+    /// to make room for a new one when the table is full: under a flood of
+    /// queries that are never answered, fresh queries keep getting a slot and
+    /// those the backend answers quickly are still served.
+    pub fn evict_oldest(&mut self) -> Option<(Key, T)> {
+        while let Some(Reverse((_, seq, key))) = self.deadlines.pop() {
+            if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
+                return self.remove(key).map(|v| (key, v));
+            }
+        }
+        None
+    }
+
     /// Removes every query pending on `slot` (its socket reported an ICMP
     /// refusal, so all of them are lost).
     pub fn drain_slot(&mut self, slot: u32) -> Vec<(Key, T)> {
@@ -230,6 +248,22 @@ mod tests {
         while t.pop_expired(Millis(u64::MAX)).is_some() {}
         assert!(t.is_empty());
         assert!(t.insert(0, 1, Millis(0), &mut r).is_ok());
+    }
+
+    #[test]
+    fn evicting_the_oldest_makes_room() {
+        let mut t = PendingTable::new(3);
+        let mut r = rng();
+        let a = t.insert(0, "a", Millis(10), &mut r).unwrap();
+        let b = t.insert(0, "b", Millis(20), &mut r).unwrap();
+        t.insert(0, "c", Millis(30), &mut r).unwrap();
+        assert!(t.is_full());
+        t.remove((0, a));
+        t.insert(0, "d", Millis(40), &mut r).unwrap();
+        // "a" was answered: the oldest still pending is "b".
+        assert_eq!(t.evict_oldest(), Some(((0, b), "b")));
+        assert!(!t.is_full());
+        assert_eq!(t.len(), 2);
     }
 
     #[test]

@@ -265,6 +265,11 @@ impl Worker {
             let deadline = now.plus(timeout);
             self.send_buf.clear();
             self.send_buf.extend_from_slice(&p.query);
+            if self.pending.is_full() && self.pending.evict_oldest().is_some() {
+                // The oldest query gives way (a flood of unanswered queries
+                // must not lock out the ones backends answer); counted.
+                self.ctx.metrics.dropped(DropReason::Overload);
+            }
             let id = match self.pending.insert(slot, p, deadline, &mut self.rng) {
                 Ok(id) => id,
                 Err(p) => {
