@@ -98,7 +98,7 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
         );
     }
     match req.uri().path() {
-        "/status" => match serde_json::to_string(&server.status()) {
+        "/status" => match status_json(server, &instances) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,4 +117,17 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
             "try /status or /metrics\n".into(),
         ),
     }
+}
+
+/// The balancer's status with the VRRP instances added as `"vrrp"` (an
+/// empty list when there are none).
+fn status_json(
+    server: &Server,
+    instances: &[dnsha_vrrp::shell::InstanceStatus],
+) -> serde_json::Result<String> {
+    let mut status = serde_json::to_value(server.status())?;
+    if let Some(obj) = status.as_object_mut() {
+        obj.insert("vrrp".into(), serde_json::to_value(instances)?);
+    }
+    serde_json::to_string(&status)
 }

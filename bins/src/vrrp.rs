@@ -89,6 +89,7 @@ fn pool_serves(server: &Server, name: &str) -> bool {
         .iter()
         .find(|p| p.name() == name)
         .is_some_and(|p| p.snapshot().any_up())
+        && server.pool_listeners_running(name)
 }
 
 /// Starts the instances (none: `Ok(None)`) and the pool tracker.

@@ -459,6 +459,17 @@ impl Server {
         }
     }
 
+    /// Whether every listener that sends queries to pool `pool` is running
+    /// (its tasks are alive and it was not stopped). True when no listener
+    /// uses the pool.
+    pub fn pool_listeners_running(&self, pool: &str) -> bool {
+        self.lock()
+            .listeners
+            .iter()
+            .filter(|r| r.config.pool == pool)
+            .all(|r| !r.ctx.stop.is_cancelled() && !r.ctx.tasks.is_empty())
+    }
+
     /// The pools, in configured order.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
         self.lock().pools.clone()

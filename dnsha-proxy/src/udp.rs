@@ -35,6 +35,10 @@ pub const MAX_PENDING_PER_WORKER: usize = 32_768;
 /// Datagrams read by one recvmmsg.
 const BATCH: usize = 32;
 
+/// Batches read from one upstream socket before the next deadline check
+/// (a socket buffer of 4 MB holds at most this many answers of ~100 bytes).
+const MAX_BATCHES_PER_SOCKET: usize = 2048;
+
 /// Connected upstream sockets (source ports) per backend and worker.
 pub const PORTS_PER_BACKEND: usize = 2;
 
@@ -131,25 +135,37 @@ impl Worker {
                 }
                 slots.clear();
                 slots.extend(self.upstreams.keys().copied());
+                // Answers first, and all of them, before any deadline is
+                // checked: after a stall (the process not scheduled for a
+                // while) answers waiting in the socket buffers must not be
+                // counted as backend timeouts.
                 for &slot in &slots {
-                    let Some(u) = self.upstreams.get(&slot) else {
-                        continue;
-                    };
-                    match u.sock.try_io(Interest::READABLE, || up_batch.recv(&u.sock)) {
-                        Ok(n) => {
-                            progressed = true;
-                            replies.clear();
-                            for i in 0..n {
-                                if let Some(a) = up_batch.datagram_mut(i) {
-                                    if let Some((to, info)) = self.on_answer(slot, a) {
-                                        replies.push((i, to, info));
+                    for _ in 0..MAX_BATCHES_PER_SOCKET {
+                        let Some(u) = self.upstreams.get(&slot) else {
+                            break;
+                        };
+                        match u.sock.try_io(Interest::READABLE, || up_batch.recv(&u.sock)) {
+                            Ok(n) => {
+                                progressed = true;
+                                replies.clear();
+                                for i in 0..n {
+                                    if let Some(a) = up_batch.datagram_mut(i) {
+                                        if let Some((to, info)) = self.on_answer(slot, a) {
+                                            replies.push((i, to, info));
+                                        }
                                     }
                                 }
+                                self.send_replies(&up_batch, &replies);
+                                if n < BATCH {
+                                    break;
+                                }
                             }
-                            self.send_replies(&up_batch, &replies);
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                self.on_upstream_error(slot, &e, now);
+                                break;
+                            }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => self.on_upstream_error(slot, &e, now),
                     }
                 }
                 self.on_timer(now);

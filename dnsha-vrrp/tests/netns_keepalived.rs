@@ -8,7 +8,7 @@ mod netns;
 
 use std::time::{Duration, Instant};
 
-use netns::{keepalived_conf, mdi, skew, vrrpd_conf, Lab, KEEPALIVED};
+use netns::{keepalived_conf, mdi, skew, vrrpd_conf, Lab, StatusFile, VrrpLab, KEEPALIVED};
 
 const SLACK: Duration = Duration::from_millis(500);
 

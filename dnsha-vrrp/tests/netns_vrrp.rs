@@ -6,7 +6,7 @@ mod netns;
 
 use std::time::Duration;
 
-use netns::{mdi, skew, vrrpd_conf, Lab};
+use netns::{mdi, skew, vrrpd_conf, Lab, StatusFile, VrrpLab};
 
 const SLACK: Duration = Duration::from_millis(500);
 

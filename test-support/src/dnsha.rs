@@ -4,7 +4,7 @@ use std::fs::{self, File};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use tempfile::TempDir;
 
 use crate::client;
+use crate::netns;
 use crate::process::signal_tree;
 
 /// How long [`Dnsha::wait_udp`] and [`Dnsha::wait_tcp`] wait.
@@ -34,6 +35,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// dnsha.wait_udp(addr);
 /// ```
 ///
+/// [`Dnsha::start_in`] runs it in a network namespace (see
+/// [`netns`](crate::netns)); [`Dnsha::wait_udp`] and [`Dnsha::wait_tcp`]
+/// then probe from inside that namespace.
+///
 /// Dropping it kills the process (SIGKILL); if the test is panicking, the
 /// log is printed first, so a failing test shows what the daemon said.
 #[derive(Debug)]
@@ -42,6 +47,7 @@ pub struct Dnsha {
     config: PathBuf,
     log: PathBuf,
     pid: u32,
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -68,12 +74,31 @@ impl Dnsha {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> io::Result<Self> {
+        Self::try_start_in(None, bin, config_toml, extra_args, env)
+    }
+
+    /// Like [`Dnsha::start`], in network namespace `netns` (with
+    /// `ip netns exec`, so [`Dnsha::pid`] is the daemon's own).
+    pub fn start_in(netns: &str, bin: &Path, config_toml: &str) -> Self {
+        Self::try_start_in(Some(netns), bin, config_toml, &[], &[])
+            .unwrap_or_else(|e| panic!("cannot start {} in {netns}: {e}", bin.display()))
+    }
+
+    /// Like [`Dnsha::try_start_with`], in network namespace `netns` when it
+    /// is given.
+    pub fn try_start_in(
+        netns: Option<&str>,
+        bin: &Path,
+        config_toml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("dnsha-run-").tempdir()?;
         let config = dir.path().join("dnsha.toml");
         let log = dir.path().join("dnsha.log");
         fs::write(&config, config_toml)?;
         let output = File::create(&log)?;
-        let child = Command::new(bin)
+        let child = netns::command(netns, bin)
             .arg("run")
             .arg("--config")
             .arg(&config)
@@ -91,6 +116,7 @@ impl Dnsha {
             dir,
             config,
             log,
+            netns: netns.map(str::to_owned),
             child: Some(child),
         })
     }
@@ -147,7 +173,7 @@ impl Dnsha {
         &mut self,
         addr: SocketAddr,
         what: &str,
-        probe: impl Fn(SocketAddr, Duration) -> Result<(), String>,
+        probe: impl Fn(SocketAddr, Duration) -> Result<(), String> + Sync,
     ) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last_error = String::new();
@@ -158,7 +184,10 @@ impl Dnsha {
                     self.log()
                 );
             }
-            match probe(addr, Duration::from_millis(250)) {
+            let result = netns::maybe_in(self.netns.as_deref(), || {
+                probe(addr, Duration::from_millis(250))
+            });
+            match result {
                 Ok(()) => return,
                 Err(e) => last_error = e,
             }
@@ -236,6 +265,8 @@ impl Drop for Dnsha {
 
 #[cfg(test)]
 mod tests {
+    use std::process::Command;
+
     use super::*;
 
     /// A stand-in for the daemon: a shell script that logs its arguments and

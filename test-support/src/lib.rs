@@ -9,6 +9,9 @@
 //! - [`Dnsha`] runs the built `dnsha` binary with a given configuration;
 //! - [`Blackhole`] accepts and reads but never answers;
 //! - [`TestCa`] makes certificates at test time (rcgen) for the TLS tests;
+//! - [`netns`] builds a lab of network namespaces on a bridge (balancers,
+//!   backends, clients, keepalived), where [`Nsd::start_in`] and
+//!   [`Dnsha::start_in`] run their processes;
 //! - [`query_udp`], [`query_tcp`], [`a_record`], [`dig`] and friends are a
 //!   small blocking DNS client built on hickory-proto.
 //!
@@ -34,6 +37,7 @@ mod blackhole;
 mod certs;
 mod client;
 mod dnsha;
+pub mod netns;
 mod nsd;
 mod ports;
 mod process;

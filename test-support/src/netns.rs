@@ -90,8 +90,8 @@ pub fn run_in<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
     thread::scope(|s| {
         let worker = s.spawn(|| {
             let path = Path::new(NETNS_DIR).join(netns);
-            let file = File::open(&path)
-                .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+            let file =
+                File::open(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
             setns(&file, CloneFlags::CLONE_NEWNET)
                 .unwrap_or_else(|e| panic!("cannot enter namespace {netns}: {e}"));
             f()

@@ -1,0 +1,322 @@
+//! Failover as a client sees it: a fixed-rate UDP client that records, per
+//! query, when it was sent and whether an answer came back within the
+//! timeout, so the queries lost around each injected fault can be counted;
+//! and `dnsperf` (`-Q 1000 -q 10000 -t 1`) as a cross-check.
+
+#![allow(unreachable_pub, dead_code)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::common::{build_query, netns::Lab, Message, RecordType, ResponseCode};
+
+/// An answer later than this after its query counts as lost (dnsperf -t 1).
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Sends one query every `period` (catching up after a late wake-up, so the
+/// rate holds on average) and matches the answers by sequence number (the
+/// first label of the name, `q<N>.example.test.`, answered by the zone's
+/// wildcard).
+pub struct RateClient {
+    start: Instant,
+    period: Duration,
+    stop: Arc<AtomicBool>,
+    sender: Option<JoinHandle<Vec<Duration>>>,
+    receiver: Option<JoinHandle<Vec<(u64, Duration, bool)>>>,
+}
+
+impl RateClient {
+    /// Starts sending to `server` from `node` of `lab`.
+    pub fn start(lab: &Lab, node: &str, server: SocketAddr, period: Duration) -> Self {
+        let socket = lab.run_in(node, || {
+            let s = UdpSocket::bind("0.0.0.0:0").expect("bind client socket");
+            s.connect(server).expect("connect client socket");
+            s
+        });
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("read timeout");
+        let rx = socket.try_clone().expect("clone socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let stop_tx = Arc::clone(&stop);
+        let sender = thread::spawn(move || {
+            let mut sent = Vec::new();
+            let mut seq: u32 = 0;
+            while !stop_tx.load(Ordering::Relaxed) {
+                let due = start + period * seq;
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    thread::sleep(wait);
+                }
+                let mut q =
+                    build_query(&format!("q{seq}.example.test."), RecordType::A).expect("query");
+                q.set_id(seq as u16);
+                // Refusals (ICMP port unreachable) come back as send errors on
+                // a connected socket: the query is lost all the same.
+                let _ = socket.send(&q.to_vec().expect("encode"));
+                sent.push(start.elapsed());
+                seq += 1;
+            }
+            sent
+        });
+        let stop_rx = Arc::clone(&stop);
+        let receiver = thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1500];
+            let mut stopping: Option<Instant> = None;
+            loop {
+                if stopping.is_none() && stop_rx.load(Ordering::Relaxed) {
+                    stopping = Some(Instant::now());
+                }
+                // Answers to the last queries may come up to the timeout later.
+                if stopping.is_some_and(|t| t.elapsed() > QUERY_TIMEOUT) {
+                    return got;
+                }
+                let Ok(n) = rx.recv(&mut buf) else { continue };
+                let at = start.elapsed();
+                let Ok(m) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let seq = m.queries().first().and_then(|q| {
+                    let name = q.name().to_string();
+                    name.strip_prefix('q')?
+                        .split('.')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                });
+                if let Some(seq) = seq {
+                    let ok = m.response_code() == ResponseCode::NoError && !m.answers().is_empty();
+                    got.push((seq, at, ok));
+                }
+            }
+        });
+        Self {
+            start,
+            period,
+            stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        }
+    }
+
+    /// When it started: event times are given relative to this.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// Stops sending, waits [`QUERY_TIMEOUT`] for the last answers, and
+    /// returns what happened to every query.
+    pub fn finish(mut self) -> Report {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self
+            .sender
+            .take()
+            .map(|h| h.join().expect("sender"))
+            .unwrap_or_default();
+        let got = self
+            .receiver
+            .take()
+            .map(|h| h.join().expect("receiver"))
+            .unwrap_or_default();
+        let mut answered = vec![false; sent.len()];
+        let mut errors = 0;
+        for (seq, at, ok) in got {
+            let Some(&sent_at) = usize::try_from(seq).ok().and_then(|i| sent.get(i)) else {
+                continue;
+            };
+            if !ok {
+                errors += 1;
+            } else if at.saturating_sub(sent_at) <= QUERY_TIMEOUT {
+                answered[seq as usize] = true;
+            }
+        }
+        Report {
+            sent,
+            answered,
+            errors,
+            period: self.period,
+        }
+    }
+}
+
+impl Drop for RateClient {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Every query of a [`RateClient`] run.
+#[derive(Debug)]
+pub struct Report {
+    /// Send time of query `i`, from the start.
+    sent: Vec<Duration>,
+    /// Whether query `i` got a good answer within [`QUERY_TIMEOUT`].
+    answered: Vec<bool>,
+    /// Answers that were not NOERROR with an A record.
+    pub errors: usize,
+    period: Duration,
+}
+
+/// The queries sent in one time window of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Queries sent in the window.
+    pub sent: usize,
+    /// Of those, not answered within [`QUERY_TIMEOUT`].
+    pub lost: usize,
+    /// The longest run of consecutive lost queries, as time: from the first
+    /// lost query's send time to the next answered one's.
+    pub blackout: Duration,
+    /// From the window's start (the fault) to the send time of the first
+    /// answered query after that longest run: the failover time as the
+    /// client sees it (zero when nothing was lost).
+    pub recovered_after: Duration,
+}
+
+impl Report {
+    /// Queries sent.
+    pub fn sent(&self) -> usize {
+        self.sent.len()
+    }
+
+    /// Queries not answered in time.
+    pub fn lost(&self) -> usize {
+        self.answered.iter().filter(|a| !**a).count()
+    }
+
+    /// The queries sent from `from` (inclusive) to `to` (exclusive), times
+    /// relative to [`RateClient::started`].
+    pub fn window(&self, from: Duration, to: Duration) -> Window {
+        let idx: Vec<usize> = (0..self.sent.len())
+            .filter(|&i| self.sent[i] >= from && self.sent[i] < to)
+            .collect();
+        let lost = idx.iter().filter(|&&i| !self.answered[i]).count();
+        let (mut best, mut best_start, mut best_end) = (0, 0, 0);
+        let mut run_start = None;
+        for &i in &idx {
+            if self.answered[i] {
+                if let Some(s) = run_start.take() {
+                    if i - s > best {
+                        (best, best_start, best_end) = (i - s, s, i);
+                    }
+                }
+            } else if run_start.is_none() {
+                run_start = Some(i);
+            }
+        }
+        if let Some(s) = run_start {
+            // Still lost at the end of the window: runs to the next answer.
+            let end = (s..self.sent.len())
+                .find(|&i| self.answered[i])
+                .unwrap_or(self.sent.len());
+            if end - s > best {
+                (best, best_start, best_end) = (end - s, s, end);
+            }
+        }
+        let time = |i: usize| {
+            self.sent
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| self.sent.last().copied().unwrap_or_default() + self.period)
+        };
+        let (blackout, recovered_after) = if best == 0 {
+            (Duration::ZERO, Duration::ZERO)
+        } else {
+            (
+                time(best_end).saturating_sub(time(best_start)),
+                time(best_end).saturating_sub(from),
+            )
+        };
+        Window {
+            sent: idx.len(),
+            lost,
+            blackout,
+            recovered_after,
+        }
+    }
+}
+
+/// `dnsperf -s SERVER -Q RATE -q 10000 -t 1 -l SECONDS` from `node`, started
+/// now and read by [`Dnsperf::finish`].
+pub struct Dnsperf {
+    child: Option<Child>,
+    _data: tempfile::NamedTempFile,
+}
+
+/// What dnsperf reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsperfResult {
+    /// `Queries sent`.
+    pub sent: u64,
+    /// `Queries lost` (no answer within the 1 s timeout).
+    pub lost: u64,
+}
+
+pub const DNSPERF: &str = "/usr/bin/dnsperf";
+
+impl Dnsperf {
+    /// Starts it, or returns `None` when dnsperf is not installed.
+    pub fn start(lab: &Lab, node: &str, server: SocketAddr, rate: u32, secs: u32) -> Option<Self> {
+        if !std::path::Path::new(DNSPERF).exists() {
+            return None;
+        }
+        let data = tempfile::NamedTempFile::new().expect("dnsperf data");
+        std::fs::write(data.path(), "www.example.test A\nfoo.example.test A\n").expect("data");
+        let child = lab
+            .command(node, DNSPERF)
+            .args([
+                "-s",
+                &server.ip().to_string(),
+                "-p",
+                &server.port().to_string(),
+            ])
+            .args(["-Q", &rate.to_string(), "-q", "10000", "-t", "1"])
+            .args(["-l", &secs.to_string(), "-d"])
+            .arg(data.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run dnsperf");
+        Some(Self {
+            child: Some(child),
+            _data: data,
+        })
+    }
+
+    /// Waits for it to end and reads its summary.
+    pub fn finish(mut self) -> DnsperfResult {
+        let child = self.child.take().expect("dnsperf child");
+        let out = child.wait_with_output().expect("dnsperf output");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(key))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no `{key}` in dnsperf output:\n{text}\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })
+        };
+        DnsperfResult {
+            sent: field("Queries sent:"),
+            lost: field("Queries lost:"),
+        }
+    }
+}
+
+impl Drop for Dnsperf {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
