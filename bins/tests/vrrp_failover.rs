@@ -552,3 +552,82 @@ fn dnsha_master_keepalived_backup() {
     println!("longest time both held the VIP: {overlap:?}");
     assert!(overlap <= ADVERT, "{overlap:?}\n{}", watch.timeline());
 }
+
+/// `nopreempt` and a partition: B (100) is master alone; A (150, with
+/// `nopreempt`) starts and does not take the VIP. A partition (nftables on
+/// A drops VRRP both ways; the links stay up) makes A master on its side
+/// too; when it heals, exactly one master remains (the higher priority, A)
+/// and the VIP is held once.
+#[test]
+fn nopreempt_then_partition_heals_to_one_master() {
+    if skip(&["/usr/sbin/nft"]) {
+        return;
+    }
+    let lab = Lab::with_subnet("g", 86, &["a", "b", "n1"]);
+    let vip = lab.host(100);
+    let _n1 = nsd(&lab, "n1");
+    let conf = |prio, extra: &str| {
+        let vrrp = vrrp_section("VI_1", VRID, prio, vip, extra);
+        balancer_conf(vip, &[lab.node_addr("n1")], &vrrp)
+    };
+    let watch = VipWatch::start(&lab, &["a", "b"], vip);
+    let _b = start_balancer(&lab, "b", &conf(100, ""));
+    watch
+        .wait(mdi(100) + Duration::from_secs(3), |h| h == [false, true])
+        .unwrap_or_else(|| fail!(watch, lab, "B alone never became master"));
+    let _a = start_balancer(&lab, "a", &conf(150, "nopreempt = true"));
+    wait_state(
+        &lab,
+        "a",
+        "VI_1",
+        "BACKUP",
+        mdi(150) + Duration::from_secs(2),
+    )
+    .unwrap_or_else(|s| panic!("{s}"));
+    // Longer than A's Master_Down_Interval: A must not preempt.
+    assert!(
+        watch.always(mdi(150) + Duration::from_secs(1), |h| h == [false, true]),
+        "A preempted despite nopreempt\n{}",
+        watch.timeline()
+    );
+    expect_row(&lab, "a", "VI_1", "BACKUP", 150, 150);
+
+    // Partition: A hears nothing and becomes master on its side.
+    let nft = |script: &str| {
+        let mut c = lab.command("a", "/usr/sbin/nft");
+        c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
+        let mut child = c.spawn().expect("nft");
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        assert!(child.wait().unwrap().success(), "nft failed: {script}");
+    };
+    nft("table inet part {\n chain i { type filter hook input priority 0; ip protocol vrrp drop; }\n chain o { type filter hook output priority 0; ip protocol vrrp drop; }\n}\n");
+    wait_state(
+        &lab,
+        "a",
+        "VI_1",
+        "MASTER",
+        mdi(150) + Duration::from_secs(2),
+    )
+    .unwrap_or_else(|s| panic!("{s}"));
+    assert!(
+        lab.holds("a", vip) && lab.holds("b", vip),
+        "both sides hold the VIP during the partition"
+    );
+    // Heal: two masters hear each other; the higher priority stays.
+    let heal = Instant::now();
+    nft("delete table inet part\n");
+    let at = watch
+        .wait(Duration::from_secs(4), |h| h == [true, false])
+        .unwrap_or_else(|| fail!(watch, lab, "the partition did not heal to one master"));
+    println!(
+        "partition healed to one master (A) {:?} after VRRP flowed again",
+        at - heal
+    );
+    wait_state(&lab, "b", "VI_1", "BACKUP", ADVERT * 2).unwrap_or_else(|s| panic!("{s}"));
+    assert!(
+        watch.always(Duration::from_secs(2), |h| h == [true, false]),
+        "{}",
+        watch.timeline()
+    );
+}
