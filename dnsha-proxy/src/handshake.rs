@@ -19,15 +19,12 @@ use std::time::Duration;
 use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::ctx::ListenerCtx;
 use crate::metrics::inc;
-use crate::tcp::{admit, ConnLimiter};
+use crate::tcp::{accept_next, admit, ConnLimiter};
 use crate::tls::ServerTls;
-
-/// Pause after a failed `accept` (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A client connection after the handshake: TLS, or plain TCP for DoH with
 /// `tls = false`.
@@ -124,21 +121,7 @@ pub async fn accept_loop<F, Fut>(
     let handshakes = Arc::new(ConnLimiter::new());
     let proto = ctx.metrics.protocol.as_str();
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, proto, "listener started");
-    loop {
-        let accepted = tokio::select! {
-            () = ctx.stop.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(listener = %ctx.metrics.name, error = %e, "accept failed");
-                tokio::select! {
-                    () = ctx.stop.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
-        };
+    while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
         let Some(slot) = admit(&ctx, &limiter, peer) else {
             drop(stream);
             continue;

@@ -27,10 +27,7 @@ use crate::accesslog::LogRecord;
 use crate::ctx::ListenerCtx;
 use crate::dns::DropReason;
 use crate::metrics::inc;
-use crate::tcp::{admit, ConnLimiter};
-
-/// Pause after a failed `accept` (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+use crate::tcp::{accept_next, admit, ConnLimiter};
 
 /// Accepts client connections until `ctx.stop` is cancelled and proxies each
 /// to a backend, in a task tracked by `ctx.tasks`. Connections already open
@@ -38,21 +35,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener) {
     let limiter = Arc::new(ConnLimiter::new());
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "tcp passthrough listener started");
-    loop {
-        let accepted = tokio::select! {
-            () = ctx.stop.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(listener = %ctx.metrics.name, error = %e, "accept failed");
-                tokio::select! {
-                    () = ctx.stop.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
-        };
+    while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
         if !ctx.shared.load().acl.allows(peer.ip()) {
             ctx.metrics.dropped(DropReason::Acl);
             debug!(listener = %ctx.metrics.name, client = %peer, "client outside the acl closed");

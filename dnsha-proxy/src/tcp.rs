@@ -241,6 +241,31 @@ impl Drop for ConnSlot {
     }
 }
 
+/// Waits for the next client connection; `None` once `ctx.stop` is
+/// cancelled. A failed accept (e.g. out of file descriptors) is logged and
+/// retried after a short pause.
+pub async fn accept_next(
+    ctx: &ListenerCtx,
+    listener: &TcpListener,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.stop.cancelled() => return None,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                warn!(listener = %ctx.metrics.name, error = %e, "accept failed");
+                tokio::select! {
+                    () = ctx.stop.cancelled() => return None,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Applies the listener's connection limits to a new client connection and
 /// counts it: `connections` and `connections_total` when admitted,
 /// `connections_refused` when not (the caller then closes it).
@@ -274,21 +299,7 @@ pub fn admit(ctx: &ListenerCtx, limiter: &Arc<ConnLimiter>, peer: SocketAddr) ->
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener, upstreams: Arc<TcpUpstreams>) {
     let limiter = Arc::new(ConnLimiter::new());
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "dns tcp listener started");
-    loop {
-        let accepted = tokio::select! {
-            () = ctx.stop.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(listener = %ctx.metrics.name, error = %e, "accept failed");
-                tokio::select! {
-                    () = ctx.stop.cancelled() => break,
-                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
-                }
-            }
-        };
+    while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
         let Some(slot) = admit(&ctx, &limiter, peer) else {
             drop(stream);
             continue;
