@@ -43,7 +43,7 @@ pub fn render(st: &Status) -> String {
     let _ = writeln!(out, "Pool Policy");
     let _ = writeln!(
         out,
-        "  -> {:<20} {:<26} {:<5} {:>6} {:>11} {:>10} {:>9}",
+        "  -> {:<20} {:<26} {:<5} {:>6} {:>11} {:>10} {:>9}  Health",
         "Backend", "Address", "State", "Weight", "Outstanding", "Queries", "Failures"
     );
     for p in &st.pools {
@@ -51,14 +51,15 @@ pub fn render(st: &Status) -> String {
         for b in &p.backends {
             let _ = writeln!(
                 out,
-                "  -> {:<20} {:<26} {:<5} {:>6} {:>11} {:>10} {:>9}",
+                "  -> {:<20} {:<26} {:<5} {:>6} {:>11} {:>10} {:>9}  {}",
                 b.name,
                 b.address.to_string(),
                 b.state,
                 b.weight,
                 b.outstanding,
                 b.queries,
-                b.failures
+                b.failures,
+                b.health.as_deref().unwrap_or("-")
             );
         }
     }

@@ -15,7 +15,8 @@ use dnsha_vrrp::shell::{InstanceStatus, Vrrp};
 use serde::Deserialize as _;
 use tokio_util::sync::CancellationToken;
 
-/// How often tracked pools are looked at.
+/// How often tracked pools are looked at (health check transitions are
+/// also pushed at once through the health monitor's subscription).
 pub const TRACK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Reads and validates the `[[vrrp]]` sections of `cfg`; every error is
@@ -119,10 +120,14 @@ pub async fn start(
     tokio::spawn(async move {
         let mut last: Vec<Option<bool>> = vec![None; tracked.len()];
         let mut tick = tokio::time::interval(TRACK_INTERVAL);
+        // Health transitions wake the tracker at once; the tick covers
+        // passive marking by traffic and listeners stopping.
+        let mut events = server.health().subscribe();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
+                _ = events.recv() => {}
             }
             for (i, name) in tracked.iter().enumerate() {
                 let up = pool_serves(&server, name);

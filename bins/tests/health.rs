@@ -201,6 +201,17 @@ fn killed_backend_is_down_within_one_interval_and_back_after_rise() {
         "{}",
         d.log()
     );
+    // `dnsha status` shows the state and its reason.
+    let out = std::process::Command::new(bin())
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = table
+        .lines()
+        .find(|l| l.contains("-> a "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" down ") && row.contains("refused"), "{row}");
 
     // While it is down no client query goes to it.
     let before = backend(admin, "a")["queries"].as_u64().unwrap();
