@@ -245,3 +245,51 @@ fn demo_balances_and_fails_over() {
     );
     assert!(out.contains("stop 1"));
 }
+
+#[test]
+fn check_accepts_a_vrrp_only_config_and_reports_vrrp_errors() {
+    let ok = r#"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 134
+priority = 100
+advert_int = 1
+auth_pass = "dnsvip"
+virtual_ipaddress = ["192.168.1.5/32"]
+"#;
+    let (good, out, err) = check(ok);
+    assert!(good, "{err}");
+    assert!(out.contains("1 vrrp instance(s)"), "{out}");
+    let bad = r#"
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 134
+priority = 256
+advert_int = 0.5
+virtual_ipaddress = ["192.168.1.5/32", "not-an-ip"]
+track_pools = ["nope"]
+
+[[vrrp]]
+name = "VI_2"
+interface = "eth0"
+virtual_router_id = 134
+priority = 90
+virtual_ipaddress = ["192.168.1.6"]
+"#;
+    let (good, _, err) = check(bad);
+    assert!(!good);
+    for want in [
+        "FILE:2:1: vrrp[0].priority",
+        "FILE:2:1: vrrp[0].advert_int",
+        "FILE:2:1: vrrp[0].virtual_ipaddress[1]",
+        "FILE:2:1: vrrp[0].track_pools: unknown pool `nope`",
+        "FILE:11:1: vrrp[1].virtual_router_id: VRID 134 on eth0 already used",
+    ] {
+        assert!(
+            err.lines().any(|l| l.starts_with(want)),
+            "missing {want} in\n{err}"
+        );
+    }
+}
