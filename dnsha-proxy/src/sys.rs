@@ -9,8 +9,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use nix::libc;
 use nix::sys::socket::{
-    recvmsg, sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockaddrStorage,
+    sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
 };
 
 /// Where a datagram was addressed to, as the kernel reports it.
@@ -40,47 +39,19 @@ fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
 }
 
-/// Receives one datagram (non-blocking) with its source and, when enabled,
-/// its destination address.
-pub fn recv_with_pktinfo(
-    s: &impl AsRawFd,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<PktInfo>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-    let msg = recvmsg::<SockaddrStorage>(
-        s.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    let src = msg
-        .address
-        .as_ref()
-        .and_then(to_std)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
-    let mut info = None;
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            match c {
-                ControlMessageOwned::Ipv4PacketInfo(p) => {
-                    info = Some(PktInfo {
-                        dst: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))),
-                        ifindex: u32::try_from(p.ipi_ifindex).unwrap_or(0),
-                    });
-                }
-                ControlMessageOwned::Ipv6PacketInfo(p) => {
-                    info = Some(PktInfo {
-                        dst: IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)),
-                        ifindex: p.ipi6_ifindex,
-                    });
-                }
-                _ => {}
-            }
-        }
+/// The destination address a control message reports, if it is one.
+fn pktinfo_of(c: ControlMessageOwned) -> Option<PktInfo> {
+    match c {
+        ControlMessageOwned::Ipv4PacketInfo(p) => Some(PktInfo {
+            dst: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))),
+            ifindex: u32::try_from(p.ipi_ifindex).unwrap_or(0),
+        }),
+        ControlMessageOwned::Ipv6PacketInfo(p) => Some(PktInfo {
+            dst: IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)),
+            ifindex: p.ipi6_ifindex,
+        }),
+        _ => None,
     }
-    Ok((msg.bytes, src, info))
 }
 
 /// Sends one datagram (non-blocking) to `to`, leaving from `from` when given.
@@ -207,26 +178,10 @@ impl RecvBatch {
             let Some(src) = msg.address.as_ref().and_then(to_std) else {
                 continue;
             };
-            let mut info = None;
-            if let Ok(cmsgs) = msg.cmsgs() {
-                for c in cmsgs {
-                    match c {
-                        ControlMessageOwned::Ipv4PacketInfo(p) => {
-                            info = Some(PktInfo {
-                                dst: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))),
-                                ifindex: u32::try_from(p.ipi_ifindex).unwrap_or(0),
-                            });
-                        }
-                        ControlMessageOwned::Ipv6PacketInfo(p) => {
-                            info = Some(PktInfo {
-                                dst: IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)),
-                                ifindex: p.ipi6_ifindex,
-                            });
-                        }
-                        _ => {}
-                    }
-                }
-            }
+            let info = msg
+                .cmsgs()
+                .ok()
+                .and_then(|mut cmsgs| cmsgs.find_map(pktinfo_of));
             self.received.push(Received {
                 len: msg.bytes.min(BATCH_SLOT),
                 src,
