@@ -217,14 +217,30 @@ impl Server {
             Protocol::Udp => {
                 let mut sockets = Vec::new();
                 for _ in 0..workers_for(l) {
-                    let std = crate::socket::bind_udp(l.listen).map_err(bind_err)?;
-                    let sock = tokio::net::UdpSocket::from_std(std).map_err(bind_err)?;
-                    sockets.push(sock);
+                    sockets.push(crate::socket::bind_udp(l.listen).map_err(bind_err)?);
                 }
                 let pktinfo = l.listen.ip().is_unspecified();
-                for sock in sockets {
-                    ctx.tasks
-                        .spawn(crate::udp::serve(Arc::clone(&ctx), sock, pktinfo));
+                let main = tokio::runtime::Handle::current();
+                // Each UDP worker runs on its own thread with a single-thread
+                // runtime, as dnsdist's listener threads: no work stealing or
+                // cross-thread wake-ups on the hot path.
+                for (i, std) in sockets.into_iter().enumerate() {
+                    let ctx2 = Arc::clone(&ctx);
+                    let main = main.clone();
+                    let work = ctx.tasks.track_future(async move {
+                        match tokio::net::UdpSocket::from_std(std) {
+                            Ok(sock) => crate::udp::serve(ctx2, sock, pktinfo, main).await,
+                            Err(e) => tracing::error!(error = %e, "udp worker socket"),
+                        }
+                    });
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(bind_err)?;
+                    std::thread::Builder::new()
+                        .name(format!("udp-{}-{i}", l.name))
+                        .spawn(move || rt.block_on(work))
+                        .map_err(bind_err)?;
                 }
             }
             Protocol::Tcp | Protocol::TcpPassthrough => {

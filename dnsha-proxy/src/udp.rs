@@ -62,9 +62,15 @@ struct Pending {
 
 /// Serves one UDP listener socket until `ctx.stop` is cancelled, then drains
 /// the queries in flight (each ends within the pool timeout × attempts).
-pub async fn serve(ctx: Arc<ListenerCtx>, socket: UdpSocket, pktinfo: bool) {
+pub async fn serve(
+    ctx: Arc<ListenerCtx>,
+    socket: UdpSocket,
+    pktinfo: bool,
+    main: tokio::runtime::Handle,
+) {
     let mut w = Worker {
         ctx,
+        main,
         socket: Arc::new(socket),
         pktinfo,
         upstreams: HashMap::new(),
@@ -81,6 +87,9 @@ pub async fn serve(ctx: Arc<ListenerCtx>, socket: UdpSocket, pktinfo: bool) {
 
 struct Worker {
     ctx: Arc<ListenerCtx>,
+    /// The daemon's main runtime: stream tasks go there, not on the
+    /// worker's own thread.
+    main: tokio::runtime::Handle,
     socket: Arc<UdpSocket>,
     pktinfo: bool,
     upstreams: HashMap<u32, Upstream>,
@@ -230,7 +239,9 @@ impl Worker {
                 if let Some((up, slots)) = shared.routes.udp_via_stream() {
                     let (ctx, sock) = (&self.ctx, &self.socket);
                     let pktinfo = self.pktinfo;
-                    crate::udp_stream::spawn(ctx, sock, pktinfo, up, slots, query, qi, src, info);
+                    crate::udp_stream::spawn(
+                        ctx, sock, pktinfo, up, slots, query, qi, src, info, &self.main,
+                    );
                     return;
                 }
                 let Some(first) = shared.pool.with_snapshot(|s| s.pick(&[], now)) else {

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Message, ResponseCode};
-use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
@@ -53,6 +52,7 @@ pub fn spawn(
     info: QueryInfo,
     client: SocketAddr,
     pkt: Option<PktInfo>,
+    main: &tokio::runtime::Handle,
 ) {
     let Ok(permit) = Arc::clone(slots).try_acquire_owned() else {
         ctx.metrics.dropped(DropReason::Overload);
@@ -60,30 +60,32 @@ pub fn spawn(
     };
     let (ctx2, socket, up) = (Arc::clone(ctx), Arc::clone(socket), Arc::clone(upstreams));
     let query = query.to_vec();
-    ctx.tasks.spawn(async move {
-        let _permit = permit;
-        let Some(mut answer) = crate::tcp::forward(&ctx2, &up, client, &query, &info, "UDP").await
-        else {
-            return;
-        };
-        if answer.len() > udp_payload_limit(&query) {
-            answer = truncated(&info);
-        }
-        let from = pkt.map(|i| PktInfo { ifindex: 0, ..i });
-        let sent = if pktinfo {
-            socket
-                .async_io(Interest::WRITABLE, || {
-                    sys::send_with_pktinfo(&*socket, &answer, client, from)
-                })
-                .await
-        } else {
-            socket.send_to(&answer, client).await
-        };
-        if let Err(e) = sent {
-            ctx2.metrics.dropped(DropReason::Overload);
-            tracing::debug!(client = %client, error = %e, "udp send to client failed");
-        }
-    });
+    ctx.tasks.spawn_on(
+        async move {
+            let _permit = permit;
+            let Some(mut answer) =
+                crate::tcp::forward(&ctx2, &up, client, &query, &info, "UDP").await
+            else {
+                return;
+            };
+            if answer.len() > udp_payload_limit(&query) {
+                answer = truncated(&info);
+            }
+            let from = pkt.map(|i| PktInfo { ifindex: 0, ..i });
+            // Direct non-blocking send: the socket belongs to the UDP worker's
+            // runtime, this task may run on another one.
+            let sent = if pktinfo {
+                sys::send_with_pktinfo(&*socket, &answer, client, from)
+            } else {
+                socket2::SockRef::from(&*socket).send_to(&answer, &client.into())
+            };
+            if let Err(e) = sent {
+                ctx2.metrics.dropped(DropReason::Overload);
+                tracing::debug!(client = %client, error = %e, "udp send to client failed");
+            }
+        },
+        main,
+    );
 }
 
 #[cfg(test)]
