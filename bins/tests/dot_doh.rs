@@ -794,3 +794,135 @@ fn http1_keep_alive_outlives_the_read_timeout() {
         std::thread::sleep(Duration::from_millis(1500));
     }
 }
+
+/// DoH sends queries for `udp` backends over UDP, as dnsdist does: the
+/// backend here is a second dnsha with only a UDP listener, so a query sent
+/// over TCP would be refused. A truncated UDP answer is asked again over
+/// TCP (straight to NSD, which has both) and arrives whole.
+#[test]
+fn doh_reaches_udp_backends_over_udp_and_retries_truncated_answers_over_tcp() {
+    init_tracing();
+    let pki = pki();
+    let nsd = Nsd::start(ip(8));
+    let (b_udp, b_admin) = (free_addr(), free_addr());
+    let b_cfg = format!(
+        r#"
+[admin]
+listen = "{b_admin}"
+
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "{b_udp}"
+pool = "p"
+
+[[pool]]
+name = "p"
+
+[[pool.backend]]
+name = "nsd"
+address = "{nsd}"
+"#,
+        nsd = nsd.addr()
+    );
+    let mut b = Dnsha::start(bin(), &b_cfg);
+    b.wait_udp(b_udp);
+    let (udp, doh, doh_big, admin) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let (cert, key) = (pki.files.cert.display(), pki.files.key.display());
+    let a_cfg = format!(
+        r#"
+[admin]
+listen = "{admin}"
+
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "{udp}"
+pool = "via-b"
+
+[[listener]]
+name = "doh"
+protocol = "doh"
+listen = "{doh}"
+pool = "via-b"
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[[listener]]
+name = "doh-big"
+protocol = "doh"
+listen = "{doh_big}"
+pool = "nsd"
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[[pool]]
+name = "via-b"
+
+[[pool.backend]]
+name = "b"
+address = "{b_udp}"
+
+[[pool]]
+name = "nsd"
+
+[[pool.backend]]
+name = "nsd"
+address = "{nsd}"
+"#,
+        nsd = nsd.addr()
+    );
+    let mut a = Dnsha::start(bin(), &a_cfg);
+    a.wait_udp(udp);
+    a.wait_tcp(doh);
+    a.wait_tcp(doh_big);
+    let before = metric(b_admin, "dnsha_queries_total{listener=\"udp\"");
+    let ca = &pki.files.ca;
+    for mode in ["+https", "+https-get", "+https", "+https-get"] {
+        let out = kdig(doh, ca, &[mode]);
+        assert!(out.contains("status: 200"), "{out}");
+        assert_eq!(answers(&out), vec!["10.0.0.8".to_string()], "{out}");
+    }
+    // All four reached B over UDP (B has no TCP listener at all).
+    assert!(metric(b_admin, "dnsha_queries_total{listener=\"udp\"") >= before + 4);
+    assert_eq!(
+        metric(admin, "dnsha_tcp_fallbacks_total{listener=\"doh\""),
+        0
+    );
+    assert_eq!(metric(admin, "dnsha_servfail_total{listener=\"doh\""), 0);
+
+    // NSD truncates the big answer over UDP; DoH has no size limit, so
+    // dnsha asks again over TCP and the client gets every record.
+    let port = doh_big.port().to_string();
+    let ca_arg = format!("+tls-ca={}", ca.display());
+    let host = format!("+tls-hostname={HOST}");
+    let out = run(
+        "kdig",
+        &[
+            "@127.0.0.1",
+            "-p",
+            &port,
+            &ca_arg,
+            &host,
+            "+https",
+            "+time=3",
+            "+retry=0",
+            "+bufsize=1232",
+            "big.example.test",
+            "TXT",
+        ],
+    );
+    assert!(out.contains("status: 200"), "{out}");
+    assert!(!out.contains(" tc"), "answer still truncated: {out}");
+    let txt = out
+        .lines()
+        .filter(|l| l.contains("\tTXT\t") || l.contains(" TXT "))
+        .filter(|l| l.starts_with("big.example.test"))
+        .count();
+    assert_eq!(txt, BIG_TXT_RECORDS, "{out}");
+    assert_eq!(
+        metric(admin, "dnsha_tcp_fallbacks_total{listener=\"doh-big\""),
+        1
+    );
+    let _ = (&nsd, &b);
+}

@@ -220,6 +220,12 @@ pub fn message_id(buf: &[u8]) -> Option<u16> {
     }
 }
 
+/// Whether a message has the TC (truncated) bit set; `false` without a
+/// header.
+pub fn is_truncated(buf: &[u8]) -> bool {
+    buf.len() >= HEADER_LEN && buf.get(2).is_some_and(|b| b & 0x02 != 0)
+}
+
 /// Writes `id` into the message's ID field (no-op on a buffer shorter than a header).
 pub fn rewrite_id(buf: &mut [u8], id: u16) {
     if buf.len() >= HEADER_LEN {

@@ -58,6 +58,7 @@ use crate::metrics::inc;
 use crate::tcp::forward;
 use crate::tls::ServerTls;
 use crate::upstream_tcp::TcpUpstreams;
+use crate::upstream_udp::UdpUpstreams;
 
 /// Abandoned or over-rate requests tolerated on one connection per
 /// [`ABUSE_WINDOW`] before it is closed.
@@ -169,22 +170,28 @@ impl Drop for Active {
     }
 }
 
+/// How DoH reaches backends: `udp` backends over UDP (falling back to TCP
+/// for truncated answers), `tcp` and `dot` backends over pooled streams.
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// Pooled TCP and TLS connections.
+    pub tcp: Arc<TcpUpstreams>,
+    /// UDP sockets to `udp` backends.
+    pub udp: Arc<UdpUpstreams>,
+}
+
 /// Serves DoH on `listener` (over TLS when `tls` is set) until `ctx.stop`
 /// is cancelled; open connections are then shut down gracefully.
 pub async fn serve(
     ctx: Arc<ListenerCtx>,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
-    upstreams: Arc<TcpUpstreams>,
+    upstreams: Upstreams,
 ) {
     let limiter = Arc::new(RateLimiter::default());
     let ctx2 = Arc::clone(&ctx);
     accept_loop(ctx, listener, tls, move |stream, peer| {
-        let (ctx, up, lim) = (
-            Arc::clone(&ctx2),
-            Arc::clone(&upstreams),
-            Arc::clone(&limiter),
-        );
+        let (ctx, up, lim) = (Arc::clone(&ctx2), upstreams.clone(), Arc::clone(&limiter));
         connection(ctx, stream, peer, up, lim)
     })
     .await;
@@ -194,7 +201,7 @@ async fn connection(
     ctx: Arc<ListenerCtx>,
     stream: ClientStream,
     peer: SocketAddr,
-    upstreams: Arc<TcpUpstreams>,
+    upstreams: Upstreams,
     limiter: Arc<RateLimiter>,
 ) {
     let cfg = ctx.shared.load().config.clone();
@@ -206,7 +213,7 @@ async fn connection(
             let active = Active::start(&ctx, &state);
             let fut = handle(
                 Arc::clone(&ctx),
-                Arc::clone(&upstreams),
+                upstreams.clone(),
                 Arc::clone(&limiter),
                 Arc::clone(&state),
                 peer,
@@ -362,7 +369,7 @@ async fn read_body(mut body: Incoming, limit: Duration, keep: bool) -> Result<Ve
 
 async fn handle(
     ctx: Arc<ListenerCtx>,
-    upstreams: Arc<TcpUpstreams>,
+    upstreams: Upstreams,
     limiter: Arc<RateLimiter>,
     conn: Arc<ConnState>,
     peer: SocketAddr,
@@ -445,7 +452,17 @@ async fn handle(
         }
         Verdict::Forward(info) => {
             inc(&m.queries);
-            match forward(&ctx, &upstreams, client, &wire, &info, "DoH").await {
+            match forward(
+                &ctx,
+                &upstreams.tcp,
+                Some(&upstreams.udp),
+                client,
+                &wire,
+                &info,
+                "DoH",
+            )
+            .await
+            {
                 Some(answer) => dns_answer(answer),
                 None => text(DohError::Unavailable),
             }

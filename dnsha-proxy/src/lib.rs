@@ -34,5 +34,6 @@ pub mod tls;
 pub mod udp;
 pub mod udp_stream;
 pub mod upstream_tcp;
+pub mod upstream_udp;
 
 pub use error::{Error, RetryType};

@@ -28,6 +28,9 @@ pub struct ListenerMetrics {
     pub retries: AtomicU64,
     /// Backend timeouts seen by this listener's queries.
     pub timeouts: AtomicU64,
+    /// DoH: answers from `udp` backends that were truncated (TC) or too
+    /// large, asked again over TCP.
+    pub tcp_fallbacks: AtomicU64,
     /// Client connections open now (TCP).
     pub connections: AtomicU64,
     /// Client connections accepted since start (TCP).
@@ -72,6 +75,7 @@ impl ListenerMetrics {
             refused: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            tcp_fallbacks: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),

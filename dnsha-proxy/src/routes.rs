@@ -23,6 +23,8 @@ pub const MAX_UDP_STREAM_QUERIES: usize = 16_384;
 #[derive(Debug)]
 pub struct Routes {
     targets: HashMap<String, UpstreamTarget>,
+    /// Backends with `transport = "udp"`.
+    udp: HashMap<String, std::net::SocketAddr>,
     stream: Option<Arc<TcpUpstreams>>,
     udp_slots: Arc<Semaphore>,
 }
@@ -32,6 +34,7 @@ impl Default for Routes {
     fn default() -> Self {
         Self {
             targets: HashMap::new(),
+            udp: HashMap::new(),
             stream: None,
             udp_slots: Arc::new(Semaphore::new(MAX_UDP_STREAM_QUERIES)),
         }
@@ -45,8 +48,12 @@ impl Routes {
         let mut configs: HashMap<(bool, Option<std::path::PathBuf>), Arc<rustls::ClientConfig>> =
             HashMap::new();
         let mut targets = HashMap::new();
+        let mut udp = HashMap::new();
         let mut stream = false;
         for b in &pool.backends {
+            if b.transport == Transport::Udp {
+                udp.insert(b.name.clone(), b.address);
+            }
             stream |= b.transport != Transport::Udp;
             let tls = match (&b.transport, &b.tls) {
                 (Transport::Dot, Some(t)) => {
@@ -83,6 +90,7 @@ impl Routes {
         }
         Ok(Self {
             targets,
+            udp,
             stream: stream.then(|| Arc::clone(upstreams)),
             ..Self::default()
         })
@@ -94,6 +102,15 @@ impl Routes {
         match self.targets.get(backend.name()) {
             Some(t) if t.addr == backend.address() => t.clone(),
             _ => UpstreamTarget::tcp(backend.address()),
+        }
+    }
+
+    /// Whether `backend` speaks plain DNS over UDP (`transport = "udp"`, the
+    /// default): stream frontends that can (DoH) then ask it over UDP first.
+    pub fn uses_udp(&self, backend: &Backend) -> bool {
+        match self.udp.get(backend.name()) {
+            Some(a) => *a == backend.address(),
+            None => !self.targets.contains_key(backend.name()),
         }
     }
 

@@ -19,6 +19,7 @@ use crate::metrics::{get, ListenerMetrics, HTTP_STATUSES};
 use crate::routes::Routes;
 use crate::tls::{ServerTls, ALPN_DOT, ALPN_H2, ALPN_HTTP11};
 use crate::upstream_tcp::{TcpUpstreamSettings, TcpUpstreams};
+use crate::upstream_udp::UdpUpstreams;
 
 struct RunningListener {
     config: ListenerConfig,
@@ -36,6 +37,7 @@ struct State {
 pub struct Server {
     state: Mutex<State>,
     tcp_upstreams: Arc<TcpUpstreams>,
+    udp_upstreams: Arc<UdpUpstreams>,
     /// Listeners stopped by reloads, still draining.
     retired: Mutex<Vec<Arc<ListenerCtx>>>,
     /// Active and passive health checks of the pools' backends.
@@ -95,6 +97,7 @@ impl Server {
                 listeners: Vec::new(),
             }),
             tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
+            udp_upstreams: Arc::new(UdpUpstreams::new()),
             retired: Mutex::new(Vec::new()),
             health,
         });
@@ -281,7 +284,10 @@ impl Server {
                             Arc::clone(&ctx),
                             listener,
                             tls.clone(),
-                            up,
+                            crate::doh::Upstreams {
+                                tcp: up,
+                                udp: Arc::clone(&self.udp_upstreams),
+                            },
                         ));
                     }
                 }
@@ -592,7 +598,7 @@ impl Server {
             )
         };
         type Pick = fn(&ListenerMetrics) -> u64;
-        let listener_counters: [(&str, &str, Pick); 9] = [
+        let listener_counters: [(&str, &str, Pick); 10] = [
             ("queries_total", "Valid queries received.", |m| {
                 get(&m.queries)
             }),
@@ -617,6 +623,11 @@ impl Server {
                 |m| get(&m.retries),
             ),
             ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
+            (
+                "tcp_fallbacks_total",
+                "DoH answers over UDP that were truncated, asked again over TCP.",
+                |m| get(&m.tcp_fallbacks),
+            ),
             ("connections_total", "Client connections accepted.", |m| {
                 get(&m.connections_total)
             }),
@@ -796,6 +807,10 @@ impl Server {
         out.push_str(&format!(
             "# HELP dnsha_tcp_upstream_unmatched_total Backend TCP answers matching no query.\n# TYPE dnsha_tcp_upstream_unmatched_total counter\ndnsha_tcp_upstream_unmatched_total {}\n",
             self.tcp_upstreams.unmatched()
+        ));
+        out.push_str(&format!(
+            "# HELP dnsha_udp_upstream_unmatched_total Backend UDP answers to DoH queries matching no query.\n# TYPE dnsha_udp_upstream_unmatched_total counter\ndnsha_udp_upstream_unmatched_total {}\n",
+            get(&self.udp_upstreams.stats().unmatched)
         ));
         out.push_str(&format!(
             "# HELP dnsha_tls_upstream_failures_total TLS handshakes with DoT backends that failed.\n# TYPE dnsha_tls_upstream_failures_total counter\ndnsha_tls_upstream_failures_total {}\n",

@@ -40,7 +40,8 @@ use crate::dns::{
 };
 use crate::error::{Error, RetryType};
 use crate::metrics::{inc, ListenerMetrics};
-use crate::upstream_tcp::TcpUpstreams;
+use crate::upstream_tcp::{TcpUpstreams, UpstreamTarget};
+use crate::upstream_udp::{UdpReply, UdpUpstreams};
 
 /// Most queries in flight on one client connection; at the limit the
 /// connection stops reading until an answer is written.
@@ -485,7 +486,7 @@ fn dispatch(
             inc(&m.queries);
             let ctx = Arc::clone(ctx);
             let up = Arc::clone(upstreams);
-            queries.spawn(async move { forward(&ctx, &up, peer, &msg, &info, proto).await });
+            queries.spawn(async move { forward(&ctx, &up, None, peer, &msg, &info, proto).await });
         }
     }
 }
@@ -494,10 +495,12 @@ fn dispatch(
 /// `dot` backends) until one answers or the pool's retries are spent.
 /// Returns what to send the client (with the client's ID): the answer, the
 /// pool's SERVFAIL, or `None` when the pool says `drop`. `proto` labels the
-/// access log.
+/// access log. With `udp` given (DoH), `udp` backends are asked over UDP
+/// first and over TCP only when their answer is truncated or too large.
 pub async fn forward(
     ctx: &ListenerCtx,
     upstreams: &TcpUpstreams,
+    udp: Option<&UdpUpstreams>,
     peer: SocketAddr,
     msg: &[u8],
     info: &QueryInfo,
@@ -525,10 +528,8 @@ pub async fn forward(
         tried.push(backend.id());
         last_backend = Some(backend.address());
         let target = shared.routes.target(&backend);
-        match upstreams
-            .query_target(&target, msg, &info.question, per_try)
-            .await
-        {
+        let udp = udp.filter(|_| target.tls.is_none() && shared.routes.uses_udp(&backend));
+        match query_backend(upstreams, udp, &target, msg, &info.question, per_try, m).await {
             Ok(mut a) => {
                 // SERVFAIL: alive, but counted by passive health checking.
                 let servfail = crate::dns::parse_answer(&a)
@@ -592,6 +593,26 @@ pub async fn forward(
         });
     }
     reply.filter(|r| r.len() <= MAX_MESSAGE)
+}
+
+/// One try on one backend: over UDP when `udp` is given, then over the
+/// stream if the UDP answer is truncated or did not fit.
+async fn query_backend(
+    upstreams: &TcpUpstreams,
+    udp: Option<&UdpUpstreams>,
+    target: &UpstreamTarget,
+    msg: &[u8],
+    question: &hickory_proto::op::Query,
+    per_try: Duration,
+    m: &ListenerMetrics,
+) -> crate::error::Result<Vec<u8>> {
+    if let Some(udp) = udp {
+        match udp.query(target.addr, msg, question, per_try).await? {
+            UdpReply::Answer(a) if !crate::dns::is_truncated(&a) => return Ok(a),
+            UdpReply::Answer(_) | UdpReply::TooBig => inc(&m.tcp_fallbacks),
+        }
+    }
+    upstreams.query_target(target, msg, question, per_try).await
 }
 
 #[cfg(test)]

@@ -174,7 +174,8 @@ async fn serve_conn(s: TcpStream, tag: u8, behavior: Behavior, st: &Arc<Stats>) 
     }
 }
 
-fn answer(q: &Message, tag: u8) -> Message {
+/// An answer to `q`: `A 10.0.0.<tag>` for each question.
+pub(crate) fn answer(q: &Message, tag: u8) -> Message {
     let mut m = Message::new();
     m.set_id(q.id())
         .set_message_type(MessageType::Response)

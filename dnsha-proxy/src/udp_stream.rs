@@ -64,7 +64,7 @@ pub fn spawn(
         async move {
             let _permit = permit;
             let Some(mut answer) =
-                crate::tcp::forward(&ctx2, &up, client, &query, &info, "UDP").await
+                crate::tcp::forward(&ctx2, &up, None, client, &query, &info, "UDP").await
             else {
                 return;
             };

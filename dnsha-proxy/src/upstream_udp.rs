@@ -1,0 +1,362 @@
+//! Queries from stream frontends (DoH) to `udp` backends over UDP, as
+//! dnsdist does: no TCP hop per query, the backend's fast path.
+//!
+//! [`UdpUpstreams`] keeps, per backend, [`SOCKETS_PER_BACKEND`] connected
+//! UDP sockets from kernel-chosen random ports. Each socket has a reader
+//! task that receives answers in batches (`recvmmsg`) and hands each to the
+//! query waiting for it, matched by upstream ID and question; anything else
+//! is dropped and counted in [`UdpUpstreamStats::unmatched`]. Each query gets
+//! a fresh random ID unique on its socket. A query that gives up (timeout,
+//! or its client went away) removes itself, so the table only holds queries
+//! someone still waits for, at most [`MAX_IN_FLIGHT_PER_SOCKET`] per socket.
+//!
+//! An ICMP port unreachable (ECONNREFUSED on the connected socket) fails
+//! every query waiting on that socket with [`FailureKind::Refused`], so they
+//! are retried elsewhere at once, as on the UDP frontend. An answer larger
+//! than a batch slot is reported as [`UdpReply::TooBig`]; the caller then
+//! asks the same backend over TCP, as for an answer with TC set.
+//!
+//! A socket with nothing in flight for [`IDLE`] is closed and its reader
+//! ends; the next query opens a new one.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use dnsha_core::FailureKind;
+use hickory_proto::op::Query;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+use tokio::time::{timeout_at, Instant};
+use tracing::debug;
+
+use crate::dns::{answer_matches, message_id, parse_answer, rewrite_id, HEADER_LEN};
+use crate::error::{Error, Result, RetryType};
+use crate::metrics::inc;
+use crate::sys::RecvBatch;
+
+/// Connected sockets (source ports) per backend.
+pub const SOCKETS_PER_BACKEND: usize = 2;
+
+/// Most queries waiting on one socket; a query finding its socket full
+/// fails as a timeout would, without waiting.
+pub const MAX_IN_FLIGHT_PER_SOCKET: usize = 16_384;
+
+/// A socket with nothing in flight for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(30);
+
+/// Datagrams received per `recvmmsg`.
+const BATCH: usize = 32;
+
+/// What a backend sent back over UDP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpReply {
+    /// The answer, with the upstream ID still in it (the caller writes the
+    /// client's ID back). It may have TC set.
+    Answer(Vec<u8>),
+    /// The answer was larger than a receive slot and was not kept: ask
+    /// again over TCP.
+    TooBig,
+}
+
+/// Counters of [`UdpUpstreams`], updated with relaxed atomics.
+#[derive(Debug, Default)]
+pub struct UdpUpstreamStats {
+    /// Datagrams from backends that matched no query waiting on their
+    /// socket (unknown ID, wrong question, not a response); dropped.
+    pub unmatched: AtomicU64,
+    /// Sockets opened since start.
+    pub sockets_opened: AtomicU64,
+    /// Queries that found their socket's table full.
+    pub overloaded: AtomicU64,
+}
+
+/// The UDP sockets of every backend, shared by the stream frontends.
+#[derive(Debug, Default)]
+pub struct UdpUpstreams {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    socks: Mutex<HashMap<(SocketAddr, usize), Arc<Sock>>>,
+    next: AtomicUsize,
+    stats: UdpUpstreamStats,
+}
+
+#[derive(Debug)]
+struct Sock {
+    io: UdpSocket,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug)]
+struct Table {
+    waiting: HashMap<u16, Waiter>,
+    rng: StdRng,
+    /// Set by the reader when it closes the socket for idleness.
+    closed: bool,
+    last_active: Instant,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    question: Query,
+    reply: oneshot::Sender<std::result::Result<UdpReply, FailureKind>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a query's entry when its future ends, whatever the reason.
+struct Slot<'a> {
+    sock: &'a Sock,
+    id: u16,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        lock(&self.sock.table).waiting.remove(&self.id);
+    }
+}
+
+impl UdpUpstreams {
+    /// No sockets yet; they open on first use.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &UdpUpstreamStats {
+        &self.inner.stats
+    }
+
+    /// Sockets open now.
+    pub fn sockets(&self) -> usize {
+        lock(&self.inner.socks).len()
+    }
+
+    /// Sends `query` (a complete DNS message) to `backend` over UDP and
+    /// waits up to `timeout` for the answer that matches its ID and
+    /// `question`.
+    ///
+    /// Fails with [`Error::Upstream`] (always [`RetryType::Retry`]) of kind
+    /// [`FailureKind::Timeout`] when nothing matching came in time or the
+    /// socket's table is full, and [`FailureKind::Refused`] on an ICMP
+    /// refusal or a failed send. A message shorter than a header or longer
+    /// than 65 535 bytes is an [`Error::Io`].
+    pub async fn query(
+        &self,
+        backend: SocketAddr,
+        query: &[u8],
+        question: &Query,
+        timeout: Duration,
+    ) -> Result<UdpReply> {
+        let deadline = Instant::now() + timeout;
+        let upstream = |kind| Error::Upstream {
+            backend,
+            kind,
+            retry: RetryType::Retry,
+        };
+        if query.len() < HEADER_LEN || query.len() > crate::dns::MAX_MESSAGE {
+            return Err(Error::Io {
+                context: format!("query of {} bytes to {backend}", query.len()),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a DNS message size"),
+            });
+        }
+        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % SOCKETS_PER_BACKEND;
+        let (sock, id, rx) = loop {
+            let sock = self.socket(backend, index).map_err(|e| {
+                debug!(%backend, error = %e, "udp upstream socket");
+                upstream(FailureKind::Refused)
+            })?;
+            let mut t = lock(&sock.table);
+            if t.closed {
+                // The reader closed it just now and removed it from the map.
+                continue;
+            }
+            if t.waiting.len() >= MAX_IN_FLIGHT_PER_SOCKET {
+                drop(t);
+                inc(&self.inner.stats.overloaded);
+                return Err(upstream(FailureKind::Timeout));
+            }
+            let id = loop {
+                let id: u16 = t.rng.gen();
+                if !t.waiting.contains_key(&id) {
+                    break id;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            t.waiting.insert(
+                id,
+                Waiter {
+                    question: question.clone(),
+                    reply: tx,
+                },
+            );
+            t.last_active = Instant::now();
+            drop(t);
+            break (sock, id, rx);
+        };
+        let _slot = Slot { sock: &sock, id };
+        let mut msg = query.to_vec();
+        rewrite_id(&mut msg, id);
+        match sock.io.try_send(&msg) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match timeout_at(deadline, sock.io.send(&msg)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(upstream(send_failure(&e))),
+                    Err(_) => return Err(upstream(FailureKind::Timeout)),
+                }
+            }
+            Err(e) => return Err(upstream(send_failure(&e))),
+        }
+        match timeout_at(deadline, rx).await {
+            Err(_) => Err(upstream(FailureKind::Timeout)),
+            Ok(Err(_)) => Err(upstream(FailureKind::Closed)),
+            Ok(Ok(Ok(reply))) => Ok(reply),
+            Ok(Ok(Err(kind))) => Err(upstream(kind)),
+        }
+    }
+
+    fn socket(&self, backend: SocketAddr, index: usize) -> io::Result<Arc<Sock>> {
+        let mut map = lock(&self.inner.socks);
+        if let Some(s) = map.get(&(backend, index)) {
+            return Ok(Arc::clone(s));
+        }
+        let io = UdpSocket::from_std(crate::socket::connect_udp(backend)?)?;
+        let sock = Arc::new(Sock {
+            io,
+            table: Mutex::new(Table {
+                waiting: HashMap::new(),
+                rng: StdRng::from_entropy(),
+                closed: false,
+                last_active: Instant::now(),
+            }),
+        });
+        map.insert((backend, index), Arc::clone(&sock));
+        inc(&self.inner.stats.sockets_opened);
+        tokio::spawn(read_answers(
+            Arc::clone(&self.inner),
+            (backend, index),
+            Arc::clone(&sock),
+        ));
+        Ok(sock)
+    }
+}
+
+fn send_failure(e: &io::Error) -> FailureKind {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable => FailureKind::Refused,
+        _ => FailureKind::Closed,
+    }
+}
+
+/// The reader of one socket: hands answers to their queries until the
+/// socket has been idle for [`IDLE`].
+async fn read_answers(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Sock>) {
+    let mut batch = RecvBatch::new(BATCH);
+    loop {
+        let idle_at = lock(&sock.table).last_active + IDLE;
+        // An ICMP error alone is no read readiness: ask for errors too.
+        let ready = sock.io.ready(Interest::READABLE | Interest::ERROR);
+        let got = match timeout_at(idle_at, ready).await {
+            Err(_) => {
+                let mut map = lock(&shared.socks);
+                let mut t = lock(&sock.table);
+                if t.waiting.is_empty() && t.last_active + IDLE <= Instant::now() {
+                    t.closed = true;
+                    if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &sock)) {
+                        map.remove(&key);
+                    }
+                    debug!(backend = %key.0, "idle udp upstream socket closed");
+                    return;
+                }
+                continue;
+            }
+            Ok(Err(e)) => {
+                // The reactor lost the socket: close it; the next query
+                // opens a new one.
+                debug!(backend = %key.0, error = %e, "udp upstream socket failed");
+                let mut map = lock(&shared.socks);
+                lock(&sock.table).closed = true;
+                if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, &sock)) {
+                    map.remove(&key);
+                }
+                drop(map);
+                fail_all(&sock, FailureKind::Closed);
+                return;
+            }
+            // try_io clears the readiness it is given on WouldBlock; it
+            // takes one interest at a time.
+            Ok(Ok(r)) => {
+                let interest = if r.is_readable() {
+                    Interest::READABLE
+                } else {
+                    Interest::ERROR
+                };
+                sock.io.try_io(interest, || batch.recv(&sock.io))
+            }
+        };
+        match got {
+            Ok(_) => deliver(&shared.stats, &sock, &batch),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                let kind = send_failure(&e);
+                debug!(backend = %key.0, error = %e, "udp upstream receive failed");
+                fail_all(&sock, kind);
+            }
+        }
+    }
+}
+
+/// Hands each datagram of `batch` to the query waiting for it.
+fn deliver(stats: &UdpUpstreamStats, sock: &Sock, batch: &RecvBatch) {
+    let mut t = lock(&sock.table);
+    t.last_active = Instant::now();
+    for (i, r) in batch.received().iter().enumerate() {
+        let Some(data) = batch.datagram(i) else {
+            continue;
+        };
+        let reply = if r.truncated {
+            // Too big for the slot: only the ID is usable.
+            message_id(data).map(|id| (id, UdpReply::TooBig))
+        } else {
+            parse_answer(data).and_then(|a| {
+                let ok = t
+                    .waiting
+                    .get(&a.id)
+                    .is_some_and(|w| answer_matches(&a, &w.question));
+                ok.then(|| (a.id, UdpReply::Answer(data.to_vec())))
+            })
+        };
+        match reply.and_then(|(id, reply)| t.waiting.remove(&id).map(|w| (w, reply))) {
+            // The query may have given up just now: nothing to do then.
+            Some((w, reply)) => {
+                let _ = w.reply.send(Ok(reply));
+            }
+            None => inc(&stats.unmatched),
+        }
+    }
+}
+
+fn fail_all(sock: &Sock, kind: FailureKind) {
+    let mut t = lock(&sock.table);
+    for (_, w) in t.waiting.drain() {
+        let _ = w.reply.send(Err(kind));
+    }
+}
+
+#[cfg(test)]
+mod tests;
