@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::accesslog::AccessLog;
 use crate::acl::Acl;
 use crate::metrics::ListenerMetrics;
+use crate::tcp::ConnLimiter;
 
 /// Settings a listener reads per query; a reload swaps in a new value
 /// without restarting the listener's sockets.
@@ -40,6 +41,11 @@ pub struct ListenerCtx {
     pub stop: CancellationToken,
     /// Tracks every task of the listener so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Client connections open, per client address (stream listeners),
+    /// shared by the listener's workers.
+    pub conns: Arc<ConnLimiter>,
+    /// TLS handshakes under way, per client address.
+    pub handshakes: Arc<ConnLimiter>,
 }
 
 impl ListenerCtx {
@@ -50,6 +56,8 @@ impl ListenerCtx {
             metrics,
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            conns: Arc::new(ConnLimiter::new()),
+            handshakes: Arc::new(ConnLimiter::new()),
         }
     }
 }

@@ -23,7 +23,7 @@ use tracing::{debug, info};
 
 use crate::ctx::ListenerCtx;
 use crate::metrics::inc;
-use crate::tcp::{accept_next, admit, ConnLimiter};
+use crate::tcp::{accept_next, admit};
 use crate::tls::ServerTls;
 
 /// A client connection after the handshake: TLS, or plain TCP for DoH with
@@ -117,8 +117,8 @@ pub async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handler = Arc::new(handler);
-    let limiter = Arc::new(ConnLimiter::new());
-    let handshakes = Arc::new(ConnLimiter::new());
+    let limiter = Arc::clone(&ctx.conns);
+    let handshakes = Arc::clone(&ctx.handshakes);
     let proto = ctx.metrics.protocol.as_str();
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, proto, "listener started");
     while let Some((stream, peer)) = accept_next(&ctx, &listener).await {

@@ -27,13 +27,13 @@ use crate::accesslog::LogRecord;
 use crate::ctx::ListenerCtx;
 use crate::dns::DropReason;
 use crate::metrics::inc;
-use crate::tcp::{accept_next, admit, ConnLimiter};
+use crate::tcp::{accept_next, admit};
 
 /// Accepts client connections until `ctx.stop` is cancelled and proxies each
 /// to a backend, in a task tracked by `ctx.tasks`. Connections already open
 /// at stop run until either side closes or they go idle.
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener) {
-    let limiter = Arc::new(ConnLimiter::new());
+    let limiter = Arc::clone(&ctx.conns);
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "tcp passthrough listener started");
     while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
         if !ctx.shared.load().acl.allows(peer.ip()) {

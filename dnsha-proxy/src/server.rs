@@ -66,6 +66,36 @@ fn new_pool(p: &PoolConfig) -> Arc<Pool> {
     ))
 }
 
+fn bind_error(l: &ListenerConfig, source: std::io::Error) -> Error {
+    Error::Bind {
+        listener: l.name.clone(),
+        address: l.listen,
+        source,
+    }
+}
+
+/// Runs `work` on a thread of its own with a single-thread runtime. The
+/// thread ends when `work` is done and every task of the listener has
+/// finished (connections drain on their worker's runtime).
+fn spawn_worker(
+    ctx: &Arc<ListenerCtx>,
+    name: String,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tasks = ctx.tasks.clone();
+    let work = ctx.tasks.track_future(work);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new().name(name).spawn(move || {
+        rt.block_on(async move {
+            work.await;
+            tasks.wait().await;
+        });
+    })?;
+    Ok(())
+}
+
 fn workers_for(l: &ListenerConfig) -> usize {
     if l.workers > 0 {
         l.workers
@@ -201,6 +231,95 @@ impl Server {
             .transpose()
     }
 
+    /// UDP: one SO_REUSEPORT socket per worker, each worker on its own
+    /// thread with a single-thread runtime, as dnsdist's listener threads:
+    /// no work stealing or cross-thread wake-ups on the hot path.
+    fn start_udp_workers(&self, l: &ListenerConfig, ctx: &Arc<ListenerCtx>) -> Result<()> {
+        let bind_err = |source| bind_error(l, source);
+        let mut sockets = Vec::new();
+        let mut addr = l.listen;
+        for _ in 0..workers_for(l) {
+            let s = crate::socket::bind_udp(addr).map_err(bind_err)?;
+            // With port 0, the other workers share the first one's port.
+            addr = s.local_addr().map_err(bind_err)?;
+            sockets.push(s);
+        }
+        let pktinfo = l.listen.ip().is_unspecified();
+        let main = tokio::runtime::Handle::current();
+        for (i, std) in sockets.into_iter().enumerate() {
+            let (ctx2, main) = (Arc::clone(ctx), main.clone());
+            let work = async move {
+                match tokio::net::UdpSocket::from_std(std) {
+                    Ok(sock) => crate::udp::serve(ctx2, sock, pktinfo, main).await,
+                    Err(e) => tracing::error!(error = %e, "udp worker socket"),
+                }
+            };
+            spawn_worker(ctx, format!("udp-{}-{i}", l.name), work).map_err(bind_err)?;
+        }
+        Ok(())
+    }
+
+    /// TCP, DoT, DoH and passthrough: like UDP, one SO_REUSEPORT listening
+    /// socket per worker, each worker on its own thread and single-thread
+    /// runtime with its own upstream connections and sockets, so a
+    /// connection, its queries and their answers stay on one thread (an
+    /// HTTP/2 connection then writes many answers per flush). Connection
+    /// limits are shared by the workers.
+    fn start_stream_workers(
+        &self,
+        l: &ListenerConfig,
+        ctx: &Arc<ListenerCtx>,
+        tls: &Option<Arc<ServerTls>>,
+    ) -> Result<()> {
+        let bind_err = |source| bind_error(l, source);
+        if l.protocol == Protocol::Dot && tls.is_none() {
+            return Err(Error::Tls {
+                context: format!("listener {}", l.name),
+                message: "dot needs tls_cert and tls_key".into(),
+            });
+        }
+        let mut sockets = Vec::new();
+        let mut addr = l.listen;
+        for _ in 0..workers_for(l) {
+            let s = crate::socket::bind_tcp(addr, 1024).map_err(bind_err)?;
+            addr = s.local_addr().map_err(bind_err)?;
+            sockets.push(s);
+        }
+        for (i, std) in sockets.into_iter().enumerate() {
+            let ctx2 = Arc::clone(ctx);
+            let tls = tls.clone();
+            let protocol = l.protocol;
+            let tcp = Arc::new(TcpUpstreams::with_stats(
+                self.tcp_upstreams.settings().clone(),
+                self.tcp_upstreams.shared_stats(),
+            ));
+            let udp = Arc::new(UdpUpstreams::with_stats(self.udp_upstreams.shared_stats()));
+            let work = async move {
+                let listener = match tokio::net::TcpListener::from_std(std) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stream worker socket");
+                        return;
+                    }
+                };
+                match (protocol, tls) {
+                    (Protocol::Tcp, _) => crate::tcp::serve(ctx2, listener, tcp).await,
+                    (Protocol::Dot, Some(tls)) => {
+                        crate::dot::serve(ctx2, listener, tls, tcp).await;
+                    }
+                    (Protocol::Doh, tls) => {
+                        let up = crate::doh::Upstreams { tcp, udp };
+                        crate::doh::serve(ctx2, listener, tls, up).await;
+                    }
+                    _ => crate::passthrough::serve(ctx2, listener).await,
+                }
+            };
+            let name = format!("{}-{}-{i}", l.protocol.as_str(), l.name);
+            spawn_worker(ctx, name, work).map_err(bind_err)?;
+        }
+        Ok(())
+    }
+
     fn start_listener(
         &self,
         l: &ListenerConfig,
@@ -211,87 +330,15 @@ impl Server {
         let shared = self.shared_for(l, pools, routes, &metrics, None)?;
         let tls = Self::server_tls(l)?;
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
-        let bind_err = |source| Error::Bind {
-            listener: l.name.clone(),
-            address: l.listen,
-            source,
+        let started = match l.protocol {
+            Protocol::Udp => self.start_udp_workers(l, &ctx),
+            _ => self.start_stream_workers(l, &ctx, &tls),
         };
-        match l.protocol {
-            Protocol::Udp => {
-                let mut sockets = Vec::new();
-                for _ in 0..workers_for(l) {
-                    sockets.push(crate::socket::bind_udp(l.listen).map_err(bind_err)?);
-                }
-                let pktinfo = l.listen.ip().is_unspecified();
-                let main = tokio::runtime::Handle::current();
-                // Each UDP worker runs on its own thread with a single-thread
-                // runtime, as dnsdist's listener threads: no work stealing or
-                // cross-thread wake-ups on the hot path.
-                for (i, std) in sockets.into_iter().enumerate() {
-                    let ctx2 = Arc::clone(&ctx);
-                    let main = main.clone();
-                    let work = ctx.tasks.track_future(async move {
-                        match tokio::net::UdpSocket::from_std(std) {
-                            Ok(sock) => crate::udp::serve(ctx2, sock, pktinfo, main).await,
-                            Err(e) => tracing::error!(error = %e, "udp worker socket"),
-                        }
-                    });
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(bind_err)?;
-                    std::thread::Builder::new()
-                        .name(format!("udp-{}-{i}", l.name))
-                        .spawn(move || rt.block_on(work))
-                        .map_err(bind_err)?;
-                }
-            }
-            Protocol::Tcp | Protocol::TcpPassthrough => {
-                let std = crate::socket::bind_tcp(l.listen, 1024).map_err(bind_err)?;
-                let listener = tokio::net::TcpListener::from_std(std).map_err(bind_err)?;
-                if l.protocol == Protocol::Tcp {
-                    ctx.tasks.spawn(crate::tcp::serve(
-                        Arc::clone(&ctx),
-                        listener,
-                        Arc::clone(&self.tcp_upstreams),
-                    ));
-                } else {
-                    ctx.tasks
-                        .spawn(crate::passthrough::serve(Arc::clone(&ctx), listener));
-                }
-            }
-            Protocol::Dot | Protocol::Doh => {
-                let std = crate::socket::bind_tcp(l.listen, 1024).map_err(bind_err)?;
-                let listener = tokio::net::TcpListener::from_std(std).map_err(bind_err)?;
-                let up = Arc::clone(&self.tcp_upstreams);
-                match (l.protocol, &tls) {
-                    (Protocol::Dot, Some(tls)) => {
-                        ctx.tasks.spawn(crate::dot::serve(
-                            Arc::clone(&ctx),
-                            listener,
-                            Arc::clone(tls),
-                            up,
-                        ));
-                    }
-                    (Protocol::Dot, None) => {
-                        return Err(Error::Tls {
-                            context: format!("listener {}", l.name),
-                            message: "dot needs tls_cert and tls_key".into(),
-                        })
-                    }
-                    _ => {
-                        ctx.tasks.spawn(crate::doh::serve(
-                            Arc::clone(&ctx),
-                            listener,
-                            tls.clone(),
-                            crate::doh::Upstreams {
-                                tcp: up,
-                                udp: Arc::clone(&self.udp_upstreams),
-                            },
-                        ));
-                    }
-                }
-            }
+        if let Err(e) = started {
+            // Workers already running stop at once.
+            ctx.stop.cancel();
+            ctx.tasks.close();
+            return Err(e);
         }
         ctx.tasks.close();
         tracing::info!(

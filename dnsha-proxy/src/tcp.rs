@@ -298,7 +298,7 @@ pub fn admit(ctx: &ListenerCtx, limiter: &Arc<ConnLimiter>, peer: SocketAddr) ->
 /// connection tracked by `ctx.tasks`. Open connections then stop reading,
 /// answer what is in flight and close.
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener, upstreams: Arc<TcpUpstreams>) {
-    let limiter = Arc::new(ConnLimiter::new());
+    let limiter = Arc::clone(&ctx.conns);
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "dns tcp listener started");
     while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
         let Some(slot) = admit(&ctx, &limiter, peer) else {

@@ -216,6 +216,20 @@ impl TcpUpstreams {
         }
     }
 
+    /// As [`Self::new`], counting into `stats` (shared by the pools of a
+    /// listener's workers).
+    pub fn with_stats(settings: TcpUpstreamSettings, stats: Arc<TcpUpstreamStats>) -> Self {
+        Self {
+            stats,
+            ..Self::new(settings)
+        }
+    }
+
+    /// The counters, to share with another pool ([`Self::with_stats`]).
+    pub fn shared_stats(&self) -> Arc<TcpUpstreamStats> {
+        Arc::clone(&self.stats)
+    }
+
     /// The settings in use (after clamping).
     pub fn settings(&self) -> &TcpUpstreamSettings {
         &self.settings

@@ -87,7 +87,7 @@ pub struct UdpUpstreams {
 struct Shared {
     socks: Mutex<HashMap<(SocketAddr, usize), Arc<Sock>>>,
     next: AtomicUsize,
-    stats: UdpUpstreamStats,
+    stats: Arc<UdpUpstreamStats>,
 }
 
 #[derive(Debug)]
@@ -131,6 +131,22 @@ impl UdpUpstreams {
     /// No sockets yet; they open on first use.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// No sockets yet, counting into `stats` (shared by the sockets of a
+    /// listener's workers).
+    pub fn with_stats(stats: Arc<UdpUpstreamStats>) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                stats,
+                ..Shared::default()
+            }),
+        }
+    }
+
+    /// The counters, to share ([`Self::with_stats`]).
+    pub fn shared_stats(&self) -> Arc<UdpUpstreamStats> {
+        Arc::clone(&self.inner.stats)
     }
 
     /// The counters.

@@ -218,7 +218,8 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// TCP: maximum connections from one client address.
     pub max_connections_per_client: usize,
-    /// UDP: worker sockets (SO_REUSEPORT); 0 means one per CPU.
+    /// Worker threads, each with its own SO_REUSEPORT socket; 0 means one
+    /// per CPU.
     pub workers: usize,
     /// DoT and DoH: certificate and key; `None` for other protocols and for
     /// DoH with `tls = false` (plain HTTP behind a reverse proxy).
