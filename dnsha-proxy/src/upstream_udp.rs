@@ -32,14 +32,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use crate::dns::{answer_matches, message_id, parse_answer, rewrite_id, HEADER_LEN};
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
-use crate::sys::RecvBatch;
+use crate::sys::{send_batch, RecvBatch};
 
 /// Connected sockets (source ports) per backend.
 pub const SOCKETS_PER_BACKEND: usize = 2;
@@ -93,7 +93,13 @@ struct Shared {
 #[derive(Debug)]
 struct Sock {
     io: UdpSocket,
+    /// The backend (the socket's peer), for `sendmmsg`.
+    peer: SocketAddr,
     table: Mutex<Table>,
+    /// Queries waiting to be sent by the socket's task.
+    out: Mutex<Vec<Vec<u8>>>,
+    /// Wakes the socket's task when `out` gets its first query.
+    flush: Notify,
 }
 
 #[derive(Debug)]
@@ -224,16 +230,15 @@ impl UdpUpstreams {
         let _slot = Slot { sock: &sock, id };
         let mut msg = query.to_vec();
         rewrite_id(&mut msg, id);
-        match sock.io.try_send(&msg) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match timeout_at(deadline, sock.io.send(&msg)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(upstream(send_failure(&e))),
-                    Err(_) => return Err(upstream(FailureKind::Timeout)),
-                }
-            }
-            Err(e) => return Err(upstream(send_failure(&e))),
+        // Queued for the socket's task, which sends what the queries of one
+        // scheduler round queued with one `sendmmsg`.
+        let first = {
+            let mut out = lock(&sock.out);
+            out.push(msg);
+            out.len() == 1
+        };
+        if first {
+            sock.flush.notify_one();
         }
         match timeout_at(deadline, rx).await {
             Err(_) => Err(upstream(FailureKind::Timeout)),
@@ -251,6 +256,9 @@ impl UdpUpstreams {
         let io = UdpSocket::from_std(crate::socket::connect_udp(backend)?)?;
         let sock = Arc::new(Sock {
             io,
+            peer: backend,
+            out: Mutex::new(Vec::new()),
+            flush: Notify::new(),
             table: Mutex::new(Table {
                 waiting: HashMap::new(),
                 rng: StdRng::from_entropy(),
@@ -260,13 +268,35 @@ impl UdpUpstreams {
         });
         map.insert((backend, index), Arc::clone(&sock));
         inc(&self.inner.stats.sockets_opened);
-        tokio::spawn(read_answers(
+        tokio::spawn(run_socket(
             Arc::clone(&self.inner),
             (backend, index),
             Arc::clone(&sock),
         ));
         Ok(sock)
     }
+}
+
+/// Sends `msgs` to the socket's peer with as few `sendmmsg` calls as the
+/// kernel allows, waiting for room when the send buffer is full.
+async fn send_all(sock: &Sock, msgs: &[Vec<u8>]) -> io::Result<()> {
+    let mut rest = msgs;
+    while !rest.is_empty() {
+        let chunk: Vec<(&[u8], SocketAddr)> = rest
+            .iter()
+            .take(BATCH)
+            .map(|m| (m.as_slice(), sock.peer))
+            .collect();
+        match sock
+            .io
+            .try_io(Interest::WRITABLE, || send_batch(&sock.io, &chunk))
+        {
+            Ok(n) => rest = rest.get(n.max(1)..).unwrap_or_default(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.io.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn send_failure(e: &io::Error) -> FailureKind {
@@ -279,15 +309,29 @@ fn send_failure(e: &io::Error) -> FailureKind {
     }
 }
 
-/// The reader of one socket: hands answers to their queries until the
-/// socket has been idle for [`IDLE`].
-async fn read_answers(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Sock>) {
+/// The task of one socket: sends queued queries in batches and hands
+/// answers to their queries, until the socket has been idle for [`IDLE`].
+async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Sock>) {
     let mut batch = RecvBatch::new(BATCH);
+    let mut sending = Vec::new();
     loop {
         let idle_at = lock(&sock.table).last_active + IDLE;
         // An ICMP error alone is no read readiness: ask for errors too.
         let ready = sock.io.ready(Interest::READABLE | Interest::ERROR);
-        let got = match timeout_at(idle_at, ready).await {
+        let got = tokio::select! {
+            biased;
+            () = sock.flush.notified() => {
+                std::mem::swap(&mut *lock(&sock.out), &mut sending);
+                if let Err(e) = send_all(&sock, &sending).await {
+                    debug!(backend = %key.0, error = %e, "udp upstream send failed");
+                    fail_all(&sock, send_failure(&e));
+                }
+                sending.clear();
+                continue;
+            }
+            r = timeout_at(idle_at, ready) => r,
+        };
+        let got = match got {
             Err(_) => {
                 let mut map = lock(&shared.socks);
                 let mut t = lock(&sock.table);
