@@ -116,32 +116,6 @@ impl Worker {
             loop {
                 let mut progressed = false;
                 let now = Millis::now();
-                if !stopping {
-                    let r = self
-                        .socket
-                        .try_io(Interest::READABLE, || client_batch.recv(&self.socket));
-                    match r {
-                        Ok(n) => {
-                            progressed = true;
-                            for i in 0..n {
-                                let Some(&d) = client_batch.received().get(i) else {
-                                    break;
-                                };
-                                if d.truncated {
-                                    self.ctx.metrics.dropped(DropReason::Malformed);
-                                    continue;
-                                }
-                                if let Some(q) = client_batch.datagram_mut(i) {
-                                    self.on_client(q, d.src, d.info, now);
-                                }
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
-                        }
-                    }
-                }
                 slots.clear();
                 slots.extend(self.upstreams.keys().copied());
                 // Answers first, and all of them, before any deadline is
@@ -174,6 +148,32 @@ impl Worker {
                                 self.on_upstream_error(slot, &e, now);
                                 break;
                             }
+                        }
+                    }
+                }
+                if !stopping {
+                    let r = self
+                        .socket
+                        .try_io(Interest::READABLE, || client_batch.recv(&self.socket));
+                    match r {
+                        Ok(n) => {
+                            progressed = true;
+                            for i in 0..n {
+                                let Some(&d) = client_batch.received().get(i) else {
+                                    break;
+                                };
+                                if d.truncated {
+                                    self.ctx.metrics.dropped(DropReason::Malformed);
+                                    continue;
+                                }
+                                if let Some(q) = client_batch.datagram_mut(i) {
+                                    self.on_client(q, d.src, d.info, now);
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
                         }
                     }
                 }
