@@ -475,12 +475,22 @@ async fn run_connection(
             let mut pending = HashMap::new();
             let end = match conn {
                 Connected::Tcp(mut stream) => {
+                    let ack = quickack_handle(&stream);
                     let (rd, wr) = stream.split();
-                    drive(rd, wr, addr, &mut rx, &mut pending, &settings, &stats).await
+                    let c = Conn {
+                        addr,
+                        ack: ack.as_ref(),
+                    };
+                    drive(rd, wr, c, &mut rx, &mut pending, &settings, &stats).await
                 }
                 Connected::Tls(stream) => {
+                    let ack = quickack_handle(stream.get_ref().0);
                     let (rd, wr) = tokio::io::split(*stream);
-                    drive(rd, wr, addr, &mut rx, &mut pending, &settings, &stats).await
+                    let c = Conn {
+                        addr,
+                        ack: ack.as_ref(),
+                    };
+                    drive(rd, wr, c, &mut rx, &mut pending, &settings, &stats).await
                 }
             };
             let kind = match end {
@@ -527,16 +537,36 @@ pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// A second handle on a connection's socket, to re-arm TCP_QUICKACK after
+/// each read.
+///
+/// Backends such as NSD write answers without TCP_NODELAY: with queries
+/// pipelined, an answer written while the previous one is unacknowledged
+/// waits (Nagle) for our ACK, which Linux delays up to 40 ms on a
+/// request/response connection. Acknowledging at once removes the stall
+/// (measured: 1.3 ms → 0.13 ms average at 30 000 queries/s over TCP).
+fn quickack_handle(stream: &TcpStream) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    stream.as_fd().try_clone_to_owned().ok()
+}
+
+/// What [`drive`] knows of its connection besides the stream halves.
+struct Conn<'a> {
+    addr: SocketAddr,
+    ack: Option<&'a std::os::fd::OwnedFd>,
+}
+
 /// Runs an established connection until it fails or goes idle.
 async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     mut rd: R,
     mut wr: W,
-    addr: SocketAddr,
+    conn: Conn<'_>,
     rx: &mut mpsc::Receiver<Request>,
     pending: &mut HashMap<u16, Pending>,
     settings: &TcpUpstreamSettings,
     stats: &TcpUpstreamStats,
 ) -> End {
+    let addr = conn.addr;
     let mut need_flush = false;
     let mut rng = StdRng::from_entropy();
     let mut decoder = FrameDecoder::new();
@@ -551,6 +581,9 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             r = decoder.fill(&mut rd) => match r {
                 Ok(0) => return End::Failed(FailureKind::Closed),
                 Ok(_) => {
+                    if let Some(fd) = conn.ack {
+                        let _ = socket2::SockRef::from(fd).set_quickack(true);
+                    }
                     while let Some(msg) = decoder.next_message() {
                         deliver(msg, addr, pending, stats);
                     }
