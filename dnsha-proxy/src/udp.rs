@@ -622,7 +622,8 @@ impl Worker {
     }
 }
 
-fn failure_kind(e: &io::Error) -> FailureKind {
+/// How passive health counts a socket error on a backend's socket.
+pub(crate) fn failure_kind(e: &io::Error) -> FailureKind {
     match e.kind() {
         io::ErrorKind::ConnectionRefused
         | io::ErrorKind::ConnectionReset

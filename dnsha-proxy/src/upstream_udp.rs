@@ -40,6 +40,7 @@ use crate::dns::{answer_matches, message_id, parse_answer, rewrite_id, HEADER_LE
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
 use crate::sys::{send_batch, RecvBatch};
+use crate::udp::failure_kind;
 
 /// Connected sockets (source ports) per backend.
 pub const SOCKETS_PER_BACKEND: usize = 2;
@@ -299,16 +300,6 @@ async fn send_all(sock: &Sock, msgs: &[Vec<u8>]) -> io::Result<()> {
     Ok(())
 }
 
-fn send_failure(e: &io::Error) -> FailureKind {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::HostUnreachable
-        | io::ErrorKind::NetworkUnreachable => FailureKind::Refused,
-        _ => FailureKind::Closed,
-    }
-}
-
 /// The task of one socket: sends queued queries in batches and hands
 /// answers to their queries, until the socket has been idle for [`IDLE`].
 async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Sock>) {
@@ -324,7 +315,7 @@ async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Soc
                 std::mem::swap(&mut *lock(&sock.out), &mut sending);
                 if let Err(e) = send_all(&sock, &sending).await {
                     debug!(backend = %key.0, error = %e, "udp upstream send failed");
-                    fail_all(&sock, send_failure(&e));
+                    fail_all(&sock, failure_kind(&e));
                 }
                 sending.clear();
                 continue;
@@ -373,7 +364,7 @@ async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Soc
             Ok(_) => deliver(&shared.stats, &sock, &batch),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
-                let kind = send_failure(&e);
+                let kind = failure_kind(&e);
                 debug!(backend = %key.0, error = %e, "udp upstream receive failed");
                 fail_all(&sock, kind);
             }
