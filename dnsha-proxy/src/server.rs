@@ -74,6 +74,23 @@ fn bind_error(l: &ListenerConfig, source: std::io::Error) -> Error {
     }
 }
 
+/// One socket per worker of `l`, all on the listener's address (SO_REUSEPORT);
+/// with port 0, the other workers share the first one's port.
+fn bind_workers<S>(
+    l: &ListenerConfig,
+    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+    local: impl Fn(&S) -> std::io::Result<SocketAddr>,
+) -> Result<Vec<S>> {
+    let mut sockets = Vec::new();
+    let mut addr = l.listen;
+    for _ in 0..workers_for(l) {
+        let s = bind(addr).map_err(|e| bind_error(l, e))?;
+        addr = local(&s).map_err(|e| bind_error(l, e))?;
+        sockets.push(s);
+    }
+    Ok(sockets)
+}
+
 /// Runs `work` on a thread of its own with a single-thread runtime. The
 /// thread ends when `work` is done and every task of the listener has
 /// finished (connections drain on their worker's runtime).
@@ -236,14 +253,7 @@ impl Server {
     /// no work stealing or cross-thread wake-ups on the hot path.
     fn start_udp_workers(&self, l: &ListenerConfig, ctx: &Arc<ListenerCtx>) -> Result<()> {
         let bind_err = |source| bind_error(l, source);
-        let mut sockets = Vec::new();
-        let mut addr = l.listen;
-        for _ in 0..workers_for(l) {
-            let s = crate::socket::bind_udp(addr).map_err(bind_err)?;
-            // With port 0, the other workers share the first one's port.
-            addr = s.local_addr().map_err(bind_err)?;
-            sockets.push(s);
-        }
+        let sockets = bind_workers(l, crate::socket::bind_udp, std::net::UdpSocket::local_addr)?;
         let pktinfo = l.listen.ip().is_unspecified();
         let main = tokio::runtime::Handle::current();
         for (i, std) in sockets.into_iter().enumerate() {
@@ -278,13 +288,11 @@ impl Server {
                 message: "dot needs tls_cert and tls_key".into(),
             });
         }
-        let mut sockets = Vec::new();
-        let mut addr = l.listen;
-        for _ in 0..workers_for(l) {
-            let s = crate::socket::bind_tcp(addr, 1024).map_err(bind_err)?;
-            addr = s.local_addr().map_err(bind_err)?;
-            sockets.push(s);
-        }
+        let sockets = bind_workers(
+            l,
+            |a| crate::socket::bind_tcp(a, 1024),
+            std::net::TcpListener::local_addr,
+        )?;
         for (i, std) in sockets.into_iter().enumerate() {
             let ctx2 = Arc::clone(ctx);
             let tls = tls.clone();
@@ -634,7 +642,11 @@ impl Server {
                 "# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} {kind}\n"
             ));
             for (labels, v) in rows {
-                out.push_str(&format!("dnsha_{name}{{{labels}}} {v}\n"));
+                if labels.is_empty() {
+                    out.push_str(&format!("dnsha_{name} {v}\n"));
+                } else {
+                    out.push_str(&format!("dnsha_{name}{{{labels}}} {v}\n"));
+                }
             }
         };
         let ls = |r: &RunningListener| {
@@ -851,18 +863,26 @@ impl Server {
             "gauge",
             rows(|b| u64::from(b.weight())),
         );
-        out.push_str(&format!(
-            "# HELP dnsha_tcp_upstream_unmatched_total Backend TCP answers matching no query.\n# TYPE dnsha_tcp_upstream_unmatched_total counter\ndnsha_tcp_upstream_unmatched_total {}\n",
-            self.tcp_upstreams.unmatched()
-        ));
-        out.push_str(&format!(
-            "# HELP dnsha_udp_upstream_unmatched_total Backend UDP answers to DoH queries matching no query.\n# TYPE dnsha_udp_upstream_unmatched_total counter\ndnsha_udp_upstream_unmatched_total {}\n",
-            get(&self.udp_upstreams.stats().unmatched)
-        ));
-        out.push_str(&format!(
-            "# HELP dnsha_tls_upstream_failures_total TLS handshakes with DoT backends that failed.\n# TYPE dnsha_tls_upstream_failures_total counter\ndnsha_tls_upstream_failures_total {}\n",
-            get(&self.tcp_upstreams.stats().tls_failures)
-        ));
+        let globals = [
+            (
+                "tcp_upstream_unmatched_total",
+                "Backend TCP answers matching no query.",
+                self.tcp_upstreams.unmatched(),
+            ),
+            (
+                "udp_upstream_unmatched_total",
+                "Backend UDP answers to DoH queries matching no query.",
+                get(&self.udp_upstreams.stats().unmatched),
+            ),
+            (
+                "tls_upstream_failures_total",
+                "TLS handshakes with DoT backends that failed.",
+                get(&self.tcp_upstreams.stats().tls_failures),
+            ),
+        ];
+        for (name, help, v) in globals {
+            series(name, help, "counter", vec![(String::new(), v)]);
+        }
         out.push_str(&self.health.prometheus());
         out
     }
