@@ -143,9 +143,35 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
             DropReason::Malformed,
         );
     };
+    let after_question = HEADER_LEN + qname_len + 4;
+    // The common cases — the question alone, or the question and an OPT
+    // record without options — need nothing beyond the header and question:
+    // read just those (no allocation), check that nothing follows.
+    let bare = match buf.get(after_question..) {
+        Some([]) => records == 0,
+        Some(rest) => {
+            header.answer_count() == 0
+                && header.name_server_count() == 0
+                && header.additional_count() == 1
+                && is_bare_opt(rest)
+        }
+        None => false,
+    };
+    if bare {
+        return match Query::read(&mut dec) {
+            Ok(question) => Verdict::Forward(QueryInfo {
+                id: header.id(),
+                question,
+                recursion_desired: header.recursion_desired(),
+            }),
+            Err(_) => Verdict::Reply(
+                header_only_reply(&header, ResponseCode::FormErr),
+                DropReason::Malformed,
+            ),
+        };
+    }
     // Records after the question may hold compression pointers; only when a
     // pointer-like byte is there is the costlier ID-independence check run.
-    let after_question = HEADER_LEN + qname_len + 4;
     let may_point = records > 0
         && buf
             .get(after_question..)
@@ -170,6 +196,12 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
             DropReason::Malformed,
         ),
     }
+}
+
+/// True when `rest` is exactly one OPT record (EDNS) with no options: root
+/// owner name, type 41, any payload size / extended flags, RDLENGTH 0.
+fn is_bare_opt(rest: &[u8]) -> bool {
+    matches!(rest, [0, 0, 41, _, _, _, _, _, _, 0, 0])
 }
 
 /// Wire length of the question name at offset 12, which must be written out
@@ -557,5 +589,70 @@ mod tests {
         let r = Message::from_vec(&refused_for(&q).unwrap()).unwrap();
         assert_eq!(r.response_code(), ResponseCode::Refused);
         assert!(refused_for(&[0; 3]).is_none());
+    }
+
+    fn edns_query(options: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(0x4242).add_query(Query::query(
+            Name::from_ascii("Mixed.Case.test.").unwrap(),
+            RecordType::AAAA,
+        ));
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(1232);
+        if options {
+            edns.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                    10,
+                    vec![1, 2, 3, 4, 5, 6, 7, 8],
+                ));
+        }
+        m.set_edns(edns);
+        m.to_vec().unwrap()
+    }
+
+    /// The header-and-question fast path and the full parse agree on every
+    /// query both accept: same ID, question and RD flag.
+    #[test]
+    fn fast_path_and_full_parse_agree() {
+        for q in [
+            query("www.example.test."),
+            edns_query(false),
+            edns_query(true),
+        ] {
+            let full = Message::from_vec(&q).unwrap();
+            match classify_query(&q) {
+                Verdict::Forward(info) => {
+                    assert_eq!(info.id, full.id());
+                    assert_eq!(Some(&info.question), full.queries().first());
+                    assert_eq!(info.recursion_desired, full.recursion_desired());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let bare = edns_query(false);
+        assert!(is_bare_opt(&bare[bare.len() - 11..]));
+        let with_option = edns_query(true);
+        assert!(!is_bare_opt(&with_option[with_option.len() - 23..]));
+    }
+
+    #[test]
+    fn damaged_opt_records_are_formerr() {
+        // A bare OPT with a byte after it.
+        let mut q = edns_query(false);
+        q.push(0);
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        // An OPT whose RDLENGTH claims more than there is.
+        let mut q = edns_query(false);
+        let n = q.len();
+        q[n - 1] = 4;
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        // ARCOUNT 1 and no record.
+        let mut q = query("a.test.");
+        q[11] = 1;
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+        // An option cut short inside the OPT record.
+        let mut q = edns_query(true);
+        q.truncate(q.len() - 3);
+        assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
     }
 }

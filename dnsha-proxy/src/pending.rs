@@ -106,6 +106,11 @@ impl<T> PendingTable<T> {
         self.entries.get(&key).map(|e| &e.value)
     }
 
+    /// The value pending under `key`, mutable.
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        self.entries.get_mut(&key).map(|e| &mut e.value)
+    }
+
     /// Removes and returns the value pending under `key`.
     pub fn remove(&mut self, key: Key) -> Option<T> {
         let e = self.entries.remove(&key)?;

@@ -235,6 +235,29 @@ pub fn send_batch(s: &impl AsRawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<
     Ok(sent.count())
 }
 
+/// Sends several datagrams on a connected socket with one `sendmmsg`
+/// (non-blocking); returns how many the kernel took. An error means the
+/// first datagram was not sent.
+pub fn send_connected_batch(s: &impl AsRawFd, msgs: &[&[u8]]) -> io::Result<usize> {
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|b| [IoSlice::new(b)]).collect();
+    let addrs: Vec<Option<SockaddrStorage>> = vec![None; msgs.len()];
+    let mut headers =
+        nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(msgs.len(), None);
+    let sent = nix::sys::socket::sendmmsg(
+        s.as_raw_fd(),
+        &mut headers,
+        &iovs,
+        &addrs,
+        [],
+        MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +308,23 @@ mod tests {
         assert_eq!(b.received()[1].len, BATCH_SLOT);
         let e = b.recv(&rx).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn connected_batch_sends_in_order() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let n = send_connected_batch(&tx, &[b"one", b"two", b"three"]).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(send_connected_batch(&tx, &[]).unwrap(), 0);
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        for want in [&b"one"[..], b"two", b"three"] {
+            let (n, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+            assert_eq!(from, tx.local_addr().unwrap());
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! balanced on its own, answered out of order.
 //!
 //! One task per client connection reads messages, starts one future per
-//! query in a [`JoinSet`] and is the only writer: answers go out in
-//! completion order. At most [`MAX_IN_FLIGHT_PER_CLIENT`] queries are in
+//! query (polled by the connection task itself: no task per query) and is
+//! the only writer: answers go out in completion order. At most [`MAX_IN_FLIGHT_PER_CLIENT`] queries are in
 //! flight per connection; at that limit the task stops reading, so a client
 //! pipelining thousands of queries costs bounded memory. Queries reach the
 //! backends through the shared [`TcpUpstreams`].
@@ -24,11 +24,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+
 use dnsha_core::{BackendId, Millis, OnNoBackend, Transition};
 use hickory_proto::op::ResponseCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -318,6 +320,12 @@ pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener, upstreams: Arc<
     info!(listener = %ctx.metrics.name, "dns tcp listener stopped accepting");
 }
 
+/// The queries of one connection in flight: futures polled by the
+/// connection's own task (no task per query), each yielding what to send the
+/// client.
+type Queries =
+    FuturesUnordered<std::pin::Pin<Box<dyn std::future::Future<Output = Option<Vec<u8>>> + Send>>>;
+
 /// Why a client connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Close {
@@ -353,7 +361,7 @@ pub async fn handle_connection<R, W>(
         )
     };
     let mut decoder = FrameDecoder::new();
-    let mut queries: JoinSet<Option<Vec<u8>>> = JoinSet::new();
+    let mut queries: Queries = FuturesUnordered::new();
     let mut out: Vec<u8> = Vec::new();
     let mut reading = true;
     let mut last_activity = Instant::now();
@@ -416,10 +424,10 @@ pub async fn handle_connection<R, W>(
                     break Close::Error;
                 }
             },
-            Some(done) = queries.join_next(), if !queries.is_empty() => {
+            Some(done) = queries.next(), if !queries.is_empty() => {
                 collect(done, &mut out);
                 while out.len() < WRITE_BATCH {
-                    let Some(done) = queries.try_join_next() else { break };
+                    let Some(Some(done)) = queries.next().now_or_never() else { break };
                     collect(done, &mut out);
                 }
             },
@@ -436,13 +444,9 @@ pub async fn handle_connection<R, W>(
 }
 
 /// Adds a finished query's answer to the output.
-fn collect(done: Result<Option<Vec<u8>>, tokio::task::JoinError>, out: &mut Vec<u8>) {
-    match done {
-        Ok(Some(answer)) => {
-            push_frame(out, &answer);
-        }
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "query task failed"),
+fn collect(done: Option<Vec<u8>>, out: &mut Vec<u8>) {
+    if let Some(answer) = done {
+        push_frame(out, &answer);
     }
 }
 
@@ -464,7 +468,7 @@ fn dispatch(
     peer: SocketAddr,
     msg: Vec<u8>,
     proto: &'static str,
-    queries: &mut JoinSet<Option<Vec<u8>>>,
+    queries: &mut Queries,
     out: &mut Vec<u8>,
 ) {
     let m = &ctx.metrics;
@@ -486,7 +490,9 @@ fn dispatch(
             inc(&m.queries);
             let ctx = Arc::clone(ctx);
             let up = Arc::clone(upstreams);
-            queries.spawn(async move { forward(&ctx, &up, None, peer, &msg, &info, proto).await });
+            queries.push(Box::pin(async move {
+                forward(&ctx, &up, None, peer, &msg, &info, proto).await
+            }));
         }
     }
 }

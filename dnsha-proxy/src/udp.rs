@@ -45,16 +45,30 @@ pub const PORTS_PER_BACKEND: usize = 2;
 /// Drop upstream sockets of removed backends this often.
 const GC_INTERVAL_MS: u64 = 10_000;
 
+/// Most spare query buffers a worker keeps for reuse.
+const SPARE_BUFFERS: usize = 4096;
+
+/// Capacity of a fresh query buffer (most queries fit, so it never grows).
+const QUERY_BUFFER: usize = 512;
+
 struct Upstream {
     sock: UdpSocket,
+    /// Upstream IDs of queries waiting to leave on this socket at the end of
+    /// the round (one sendmmsg for all of them).
+    outbox: Vec<u16>,
 }
+
+/// Backends a query has tried (inline: no allocation for the usual 1–4).
+type Tried = smallvec::SmallVec<[BackendId; 4]>;
 
 struct Pending {
     client: SocketAddr,
     pktinfo: Option<PktInfo>,
     info: QueryInfo,
+    /// The query as it leaves for the backend: its ID is the upstream ID of
+    /// the current attempt (the client's is in `info`). A reused buffer.
     query: Vec<u8>,
-    tried: Vec<BackendId>,
+    tried: Tried,
     inflight: InFlight,
     received: Millis,
     received_wall: SystemTime,
@@ -79,7 +93,9 @@ pub async fn serve(
         next_slot: 0,
         pending: PendingTable::new(MAX_PENDING_PER_WORKER),
         rng: StdRng::from_entropy(),
-        send_buf: Vec::with_capacity(dns::MAX_MESSAGE),
+        spare: Vec::new(),
+        dirty: Vec::new(),
+        dirty_spare: Vec::new(),
         next_gc: Millis::now().plus(GC_INTERVAL_MS),
     };
     w.run().await;
@@ -98,7 +114,11 @@ struct Worker {
     next_slot: u32,
     pending: PendingTable<Pending>,
     rng: StdRng,
-    send_buf: Vec<u8>,
+    /// Query buffers of finished queries, reused for new ones.
+    spare: Vec<Vec<u8>>,
+    /// Upstream slots with queries in their outbox.
+    dirty: Vec<u32>,
+    dirty_spare: Vec<u32>,
     next_gc: Millis,
 }
 
@@ -178,6 +198,7 @@ impl Worker {
                     }
                 }
                 self.on_timer(now);
+                self.flush_upstream(now);
                 rounds += 1;
                 if !progressed || rounds >= 16 {
                     break;
@@ -249,12 +270,16 @@ impl Worker {
                     self.no_backend_first(qi, src, info, now);
                     return;
                 };
+                let mut buf = self.spare.pop().unwrap_or_default();
+                buf.clear();
+                buf.reserve(query.len().max(QUERY_BUFFER));
+                buf.extend_from_slice(query);
                 let p = Pending {
                     client: src,
                     pktinfo: info,
                     info: qi,
-                    query: query.to_vec(),
-                    tried: Vec::with_capacity(2),
+                    query: buf,
+                    tried: Tried::new(),
                     inflight: first,
                     received: now,
                     received_wall: SystemTime::now(),
@@ -265,7 +290,9 @@ impl Worker {
         }
     }
 
-    /// Sends `p` to the backend held by `p.inflight`; on failure moves on.
+    /// Queues `p` for the backend held by `p.inflight`: it enters the pending
+    /// table under a fresh random ID and leaves with the other queries of
+    /// its upstream socket when the round ends ([`Self::flush_upstream`]).
     fn send_upstream(&mut self, mut p: Pending, now: Millis) {
         loop {
             let backend = Arc::clone(p.inflight.backend());
@@ -290,39 +317,78 @@ impl Worker {
                 .pool
                 .with_snapshot(|s| s.settings().timeout_ms);
             let deadline = now.plus(timeout);
-            self.send_buf.clear();
-            self.send_buf.extend_from_slice(&p.query);
-            if self.pending.is_full() && self.pending.evict_oldest().is_some() {
-                // The oldest query gives way (a flood of unanswered queries
-                // must not lock out the ones backends answer); counted.
-                self.ctx.metrics.dropped(DropReason::Overload);
+            if self.pending.is_full() {
+                if let Some((_, old)) = self.pending.evict_oldest() {
+                    // The oldest query gives way (a flood of unanswered
+                    // queries must not lock out the ones backends answer);
+                    // counted.
+                    self.ctx.metrics.dropped(DropReason::Overload);
+                    self.recycle(old.query);
+                }
             }
             let id = match self.pending.insert(slot, p, deadline, &mut self.rng) {
                 Ok(id) => id,
                 Err(p) => {
                     self.ctx.metrics.dropped(DropReason::Overload);
-                    drop(p);
+                    self.recycle(p.query);
                     return;
                 }
             };
-            dns::rewrite_id(&mut self.send_buf, id);
-            let sent = match self.upstreams.get(&slot) {
-                Some(u) => socket2::SockRef::from(&u.sock).send(&self.send_buf),
-                None => Err(io::Error::from(io::ErrorKind::NotFound)),
-            };
-            match sent {
-                Ok(_) => return,
-                Err(e) => {
-                    let kind = failure_kind(&e);
-                    let Some(back) = self.pending.remove((slot, id)) else {
-                        return;
-                    };
-                    match self.next_attempt(back, kind, now) {
-                        Some(next) => p = next,
-                        None => return,
+            if let Some(q) = self.pending.get_mut((slot, id)) {
+                dns::rewrite_id(&mut q.query, id);
+            }
+            if let Some(u) = self.upstreams.get_mut(&slot) {
+                if u.outbox.is_empty() {
+                    self.dirty.push(slot);
+                }
+                u.outbox.push(id);
+            }
+            return;
+        }
+    }
+
+    /// Sends every queued query: one sendmmsg per upstream socket. A query
+    /// the kernel refuses is counted against its backend and tried on the
+    /// next one (queued again, sent in the next pass of this loop).
+    fn flush_upstream(&mut self, now: Millis) {
+        let mut failed: Vec<(Key, FailureKind)> = Vec::new();
+        while !self.dirty.is_empty() {
+            let mut dirty =
+                std::mem::replace(&mut self.dirty, std::mem::take(&mut self.dirty_spare));
+            for &slot in &dirty {
+                let Some(u) = self.upstreams.get_mut(&slot) else {
+                    continue;
+                };
+                let mut ids = std::mem::take(&mut u.outbox);
+                // A query evicted since it was queued is not sent.
+                ids.retain(|&id| self.pending.get((slot, id)).is_some());
+                if let Some(u) = self.upstreams.get(&slot) {
+                    send_queued(&u.sock, &self.pending, slot, &ids, &mut failed);
+                }
+                ids.clear();
+                if let Some(u) = self.upstreams.get_mut(&slot) {
+                    if u.outbox.is_empty() {
+                        u.outbox = ids;
                     }
                 }
             }
+            dirty.clear();
+            self.dirty_spare = dirty;
+            for (key, kind) in failed.drain(..) {
+                let Some(p) = self.pending.remove(key) else {
+                    continue;
+                };
+                if let Some(next) = self.next_attempt(p, kind, now) {
+                    self.send_upstream(next, now);
+                }
+            }
+        }
+    }
+
+    /// Keeps a finished query's buffer for the next query.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= dns::MAX_MESSAGE {
+            self.spare.push(buf);
         }
     }
 
@@ -381,6 +447,7 @@ impl Worker {
         if let Some(b) = bytes {
             self.try_send_client(&b, p.client, p.pktinfo);
         }
+        self.recycle(p.query);
     }
 
     fn no_backend_first(
@@ -463,7 +530,9 @@ impl Worker {
             p.received,
             p.received_wall,
         );
-        Some((p.client, p.pktinfo))
+        let to = (p.client, p.pktinfo);
+        self.recycle(p.query);
+        Some(to)
     }
 
     fn on_upstream_error(&mut self, slot: u32, e: &io::Error, now: Millis) {
@@ -531,7 +600,13 @@ impl Worker {
             let sock = UdpSocket::from_std(std)?;
             let slot = self.next_slot;
             self.next_slot = self.next_slot.wrapping_add(1);
-            self.upstreams.insert(slot, Upstream { sock });
+            self.upstreams.insert(
+                slot,
+                Upstream {
+                    sock,
+                    outbox: Vec::new(),
+                },
+            );
             slots.push(slot);
         }
         let first = slots.first().copied().unwrap_or_default();
@@ -619,6 +694,44 @@ impl Worker {
             qname: question.name().to_ascii(),
             qtype: question.query_type().to_string(),
         });
+    }
+}
+
+/// Sends the queued queries `ids` of `slot` on `sock`, one sendmmsg (or one
+/// send for a single query); those the kernel refuses go to `failed`.
+fn send_queued(
+    sock: &UdpSocket,
+    pending: &PendingTable<Pending>,
+    slot: u32,
+    ids: &[u16],
+    failed: &mut Vec<(Key, FailureKind)>,
+) {
+    let msgs: Vec<&[u8]> = ids
+        .iter()
+        .filter_map(|&id| pending.get((slot, id)).map(|p| p.query.as_slice()))
+        .collect();
+    let mut done = 0;
+    while done < msgs.len() {
+        let rest = msgs.get(done..).unwrap_or_default();
+        let r = match rest {
+            [one] => socket2::SockRef::from(sock).send(one).map(|_| 1),
+            _ => sys::send_connected_batch(sock, rest),
+        };
+        match r {
+            Ok(n) if n > 0 => done += n,
+            Ok(_) => {
+                if let Some(&id) = ids.get(done) {
+                    failed.push(((slot, id), FailureKind::Closed));
+                }
+                done += 1;
+            }
+            Err(e) => {
+                if let Some(&id) = ids.get(done) {
+                    failed.push(((slot, id), failure_kind(&e)));
+                }
+                done += 1;
+            }
+        }
     }
 }
 

@@ -20,6 +20,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(forwarded.id(), info.id ^ 0x5a5a);
             assert_eq!(original.queries(), forwarded.queries());
             assert_eq!(original.queries().len(), 1);
+            // The header-and-question fast path reads what a full parse reads.
+            assert_eq!(original.queries().first(), Some(&info.question));
+            assert_eq!(original.recursion_desired(), info.recursion_desired);
+            // Nothing after the question changes meaning with the ID.
+            assert_eq!(original.answers(), forwarded.answers());
+            assert_eq!(original.name_servers(), forwarded.name_servers());
+            assert_eq!(original.additionals(), forwarded.additionals());
+            assert_eq!(original.extensions(), forwarded.extensions());
             // The balancer's own answers decode and match the question.
             for rcode in [ResponseCode::ServFail, ResponseCode::Refused] {
                 let bytes = synth_reply(&info, rcode);
