@@ -42,6 +42,10 @@ const MAX_BATCHES_PER_SOCKET: usize = 2048;
 /// Connected upstream sockets (source ports) per backend and worker.
 pub const PORTS_PER_BACKEND: usize = 2;
 
+/// Longest sleep of an idle worker (it wakes, finds nothing due and sleeps
+/// again); pool timeouts are normally longer, see `Worker::run`.
+const IDLE_TICK_MS: u64 = 250;
+
 /// Drop upstream sockets of removed backends this often.
 const GC_INTERVAL_MS: u64 = 10_000;
 
@@ -129,6 +133,13 @@ impl Worker {
         let mut slots: Vec<u32> = Vec::new();
         let mut replies: Vec<(usize, SocketAddr, Option<PktInfo>)> = Vec::with_capacity(BATCH);
         let mut stopping = false;
+        // One timer for the worker's deadlines, moved as rarely as possible:
+        // arming a timer earlier than the runtime's next wake-up costs a
+        // wake-up of the runtime itself (an eventfd write), which on a busy
+        // worker used to happen thousands of times a second.
+        let timer = tokio::time::sleep_until(Millis::now().to_instant().into());
+        tokio::pin!(timer);
+        let mut armed = Millis::now();
         loop {
             // Drain what is ready without going back to the reactor: one
             // wake-up serves batches of datagrams, each read by one recvmmsg.
@@ -147,7 +158,7 @@ impl Worker {
                         let Some(u) = self.upstreams.get(&slot) else {
                             break;
                         };
-                        match u.sock.try_io(Interest::READABLE, || up_batch.recv(&u.sock)) {
+                        match recv_ready(&u.sock, &mut up_batch) {
                             Ok(n) => {
                                 progressed = true;
                                 replies.clear();
@@ -172,10 +183,7 @@ impl Worker {
                     }
                 }
                 if !stopping {
-                    let r = self
-                        .socket
-                        .try_io(Interest::READABLE, || client_batch.recv(&self.socket));
-                    match r {
+                    match recv_ready(&self.socket, &mut client_batch) {
                         Ok(n) => {
                             progressed = true;
                             for i in 0..n {
@@ -207,10 +215,19 @@ impl Worker {
             if stopping && self.pending.is_empty() {
                 break;
             }
+            let now = Millis::now();
+            // Never further than IDLE_TICK: a new query's deadline (now +
+            // its pool timeout) is then rarely earlier than the armed one, so
+            // the timer is re-armed only after it fires.
             let deadline = self
                 .pending
                 .next_deadline()
-                .map_or(self.next_gc, |d| d.min(self.next_gc));
+                .map_or(self.next_gc, |d| d.min(self.next_gc))
+                .min(now.plus(IDLE_TICK_MS));
+            if timer.is_elapsed() || deadline < armed {
+                timer.as_mut().reset(deadline.to_instant().into());
+                armed = deadline;
+            }
             let socket = &self.socket;
             let upstreams = &self.upstreams;
             let stop = &self.ctx.stop;
@@ -235,7 +252,7 @@ impl Worker {
                         tracing::debug!(error = %e, "udp readiness error");
                     }
                 }
-                () = tokio::time::sleep_until(deadline.to_instant().into()) => {}
+                () = &mut timer => {}
                 () = stop.cancelled(), if !stopping => stopping = true,
             }
         }
@@ -375,6 +392,12 @@ impl Worker {
             dirty.clear();
             self.dirty_spare = dirty;
             for (key, kind) in failed.drain(..) {
+                if kind == FailureKind::Refused {
+                    // An ICMP refusal reported on send: the backend's port is
+                    // closed, every query pending on the socket is lost.
+                    self.retry_slot(key.0, now);
+                    continue;
+                }
                 let Some(p) = self.pending.remove(key) else {
                     continue;
                 };
@@ -542,6 +565,12 @@ impl Worker {
             return;
         }
         // ICMP port unreachable: every query pending on this socket is lost.
+        self.retry_slot(slot, now);
+    }
+
+    /// Tries every query pending on `slot` on another backend (its backend
+    /// refused: ICMP port unreachable).
+    fn retry_slot(&mut self, slot: u32, now: Millis) {
         let lost = self.pending.drain_slot(slot);
         for (_, p) in lost {
             if let Some(next) = self.next_attempt(p, FailureKind::Refused, now) {
@@ -694,6 +723,29 @@ impl Worker {
             qname: question.name().to_ascii(),
             qtype: question.query_type().to_string(),
         });
+    }
+}
+
+/// Reads one batch from `sock` when the reactor has seen it readable
+/// (WouldBlock when not). A short batch means the socket's queue is empty:
+/// the closure then reports WouldBlock to tokio, which clears the socket's
+/// readiness (race-free: only the readiness seen before the read), so the
+/// worker waits for the reactor's next event instead of spending a recvmmsg
+/// that would only return EAGAIN. The datagrams read are returned all the
+/// same.
+fn recv_ready(sock: &UdpSocket, batch: &mut sys::RecvBatch) -> io::Result<usize> {
+    let mut got = 0;
+    let r = sock.try_io(Interest::READABLE, || {
+        got = batch.recv(sock)?;
+        if got < BATCH {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
