@@ -9,7 +9,7 @@
 //! (validation, ID rewrite, answer matching) and [`pending`] (the table of
 //! queries in flight with their deadlines). The socket loops around them are
 //! thin.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accesslog;

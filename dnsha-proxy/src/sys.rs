@@ -1,16 +1,17 @@
 //! Linux socket calls that socket2 and tokio do not cover: receiving the
-//! destination address of a datagram (IP_PKTINFO / IPV6_RECVPKTINFO) and
-//! sending from a chosen source address. Built on nix's safe wrappers, so no
-//! `unsafe` is needed here.
+//! destination address of a datagram (IP_PKTINFO / IPV6_RECVPKTINFO),
+//! sending from a chosen source address, and batches (recvmmsg/sendmmsg).
+//! Sending goes through nix's safe wrappers. Receiving batches is this
+//! crate's only `unsafe` code: one `recvmmsg` call over headers allocated
+//! once and reused (see [`RecvBatch`]), each block with its `SAFETY` note.
+#![deny(unsafe_op_in_unsafe_fn)]
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 
 use nix::libc;
-use nix::sys::socket::{
-    sendmsg, setsockopt, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrStorage,
-};
+use nix::sys::socket::{sendmsg, setsockopt, sockopt, ControlMessage, MsgFlags, SockaddrStorage};
 
 /// Where a datagram was addressed to, as the kernel reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,29 +30,6 @@ pub fn enable_pktinfo(s: &impl AsFd, v6: bool) -> io::Result<()> {
         setsockopt(s, sockopt::Ipv4PacketInfo, &true)
     };
     r.map_err(io::Error::from)
-}
-
-fn to_std(a: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = a.as_sockaddr_in() {
-        return Some(SocketAddr::from((v4.ip(), v4.port())));
-    }
-    a.as_sockaddr_in6()
-        .map(|v6| SocketAddr::from((v6.ip(), v6.port())))
-}
-
-/// The destination address a control message reports, if it is one.
-fn pktinfo_of(c: ControlMessageOwned) -> Option<PktInfo> {
-    match c {
-        ControlMessageOwned::Ipv4PacketInfo(p) => Some(PktInfo {
-            dst: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))),
-            ifindex: u32::try_from(p.ipi_ifindex).unwrap_or(0),
-        }),
-        ControlMessageOwned::Ipv6PacketInfo(p) => Some(PktInfo {
-            dst: IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)),
-            ifindex: p.ipi6_ifindex,
-        }),
-        _ => None,
-    }
 }
 
 /// Sends one datagram (non-blocking) to `to`, leaving from `from` when given.
@@ -124,16 +102,32 @@ pub struct Received {
     pub truncated: bool,
 }
 
-/// Buffers and headers for receiving up to `n` datagrams in one `recvmmsg`.
+/// Control buffer of one datagram: room for one IPv6 packet-info message
+/// (the largest the listener asks for), as `u64`s for `cmsghdr` alignment.
+type Control = [u64; 8];
+
+/// Buffers and kernel headers for receiving up to `n` datagrams in one
+/// `recvmmsg`, allocated once and reused by every call: receiving allocates
+/// nothing.
 ///
-/// The kernel headers (`mmsghdr`, addresses, control buffers) are built per
-/// call: nix's `MultiHeaders` holds raw pointers and is not `Send`, and a
-/// worker's future must be. That is three small allocations per batch, not
-/// per datagram.
+/// nix's `recvmmsg` builds its headers per call (its reusable headers are
+/// not reset between calls, so a shorter address or control message from one
+/// call would truncate the next), hence this module's own call.
 pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
+    names: Vec<libc::sockaddr_storage>,
+    controls: Vec<Control>,
+    iovs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
     received: Vec<Received>,
 }
+
+// SAFETY: the raw pointers in `iovs` and `headers` point only into this
+// value's own heap buffers (`bufs`, `names`, `controls`, `iovs`), which move
+// with it, and every pointer is rewritten by `recv` before the kernel sees
+// it; nothing is shared with another thread.
+#[allow(unsafe_code)]
+unsafe impl Send for RecvBatch {}
 
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,50 +137,90 @@ impl std::fmt::Debug for RecvBatch {
     }
 }
 
+/// An all-zero value of a plain C struct of the kernel ABI.
+#[allow(unsafe_code)]
+fn zeroed<T: Copy>() -> T {
+    // SAFETY: only used for libc's sockaddr_storage, iovec and mmsghdr:
+    // plain C structs of integers and raw pointers, for which all-zero bytes
+    // are a valid value (null pointers, zero lengths).
+    unsafe { std::mem::zeroed() }
+}
+
 impl RecvBatch {
     /// Room for `n` datagrams of up to [`BATCH_SLOT`] bytes.
     pub fn new(n: usize) -> Self {
         Self {
             bufs: (0..n).map(|_| vec![0u8; BATCH_SLOT]).collect(),
+            names: vec![zeroed(); n],
+            controls: vec![[0u64; 8]; n],
+            iovs: vec![zeroed(); n],
+            headers: vec![zeroed(); n],
             received: Vec::with_capacity(n),
         }
     }
 
     /// Receives what is queued on `s` (non-blocking), up to the batch size;
     /// returns how many datagrams arrived (WouldBlock when none).
+    #[allow(unsafe_code)]
     pub fn recv(&mut self, s: &impl AsRawFd) -> io::Result<usize> {
         self.received.clear();
-        let cmsg = nix::cmsg_space!(libc::in6_pktinfo);
-        let mut headers = nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(
-            self.bufs.len(),
-            Some(cmsg),
-        );
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .bufs
-            .iter_mut()
-            .map(|b| [IoSliceMut::new(&mut b[..])])
-            .collect();
-        let results = nix::sys::socket::recvmmsg(
-            s.as_raw_fd(),
-            &mut headers,
-            iovs.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )
-        .map_err(io::Error::from)?;
-        for msg in results {
-            let Some(src) = msg.address.as_ref().and_then(to_std) else {
+        let n = self.bufs.len();
+        for i in 0..n {
+            let (Some(buf), Some(iov)) = (self.bufs.get_mut(i), self.iovs.get_mut(i)) else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            iov.iov_base = buf.as_mut_ptr().cast();
+            iov.iov_len = buf.len();
+        }
+        for (i, h) in self.headers.iter_mut().enumerate() {
+            let (Some(name), Some(control), Some(iov)) = (
+                self.names.get_mut(i),
+                self.controls.get_mut(i),
+                self.iovs.get_mut(i),
+            ) else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            let m = &mut h.msg_hdr;
+            m.msg_name = std::ptr::from_mut(name).cast();
+            m.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            m.msg_iov = std::ptr::from_mut(iov);
+            m.msg_iovlen = 1;
+            m.msg_control = control.as_mut_ptr().cast();
+            m.msg_controllen = size_of::<Control>() as _;
+            m.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        let vlen = libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: `headers` holds `n` initialised mmsghdr whose name, iovec
+        // and control pointers were set just above to buffers owned by
+        // `self` with the lengths given; they stay alive and unaliased for
+        // the call (`&mut self`), and the kernel writes at most those
+        // lengths. MSG_DONTWAIT: the call never blocks.
+        let got = unsafe {
+            libc::recvmmsg(
+                s.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
+        for (i, h) in self.headers.iter().enumerate().take(got) {
+            let Some(src) = self
+                .names
+                .get(i)
+                .and_then(|a| to_socket_addr(a, h.msg_hdr.msg_namelen))
+            else {
                 continue;
             };
-            let info = msg
-                .cmsgs()
-                .ok()
-                .and_then(|mut cmsgs| cmsgs.find_map(pktinfo_of));
+            let info = pktinfo_of_header(&h.msg_hdr);
+            let len = usize::try_from(h.msg_len).unwrap_or(0);
             self.received.push(Received {
-                len: msg.bytes.min(BATCH_SLOT),
+                len: len.min(BATCH_SLOT),
                 src,
                 info,
-                truncated: msg.flags.contains(MsgFlags::MSG_TRUNC),
+                truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             });
         }
         Ok(self.received.len())
@@ -210,52 +244,159 @@ impl RecvBatch {
     }
 }
 
-/// Sends several datagrams with one `sendmmsg` (non-blocking); returns how
-/// many the kernel took.
-pub fn send_batch(s: &impl AsRawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
-    if msgs.is_empty() {
-        return Ok(0);
-    }
-    let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|(b, _)| [IoSlice::new(b)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = msgs
-        .iter()
-        .map(|(_, a)| Some(SockaddrStorage::from(*a)))
-        .collect();
-    let mut headers =
-        nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(msgs.len(), None);
-    let sent = nix::sys::socket::sendmmsg(
-        s.as_raw_fd(),
-        &mut headers,
-        &iovs,
-        &addrs,
-        [],
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    Ok(sent.count())
+/// The source address the kernel wrote into `a` (`len` bytes), if it is an
+/// IPv4 or IPv6 one.
+#[allow(unsafe_code)]
+fn to_socket_addr(a: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len.min(size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+    // SAFETY: `a` is a sockaddr_storage the kernel filled by recvmmsg and
+    // `len` (clamped to its size) is the length the kernel reported.
+    let addr = unsafe { socket2::SockAddr::new(*a, len) };
+    addr.as_socket()
 }
 
-/// Sends several datagrams on a connected socket with one `sendmmsg`
-/// (non-blocking); returns how many the kernel took. An error means the
-/// first datagram was not sent.
-pub fn send_connected_batch(s: &impl AsRawFd, msgs: &[&[u8]]) -> io::Result<usize> {
-    if msgs.is_empty() {
-        return Ok(0);
+/// The packet-info control message of a received datagram, if any.
+#[allow(unsafe_code)]
+fn pktinfo_of_header(m: &libc::msghdr) -> Option<PktInfo> {
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        return None;
     }
-    let iovs: Vec<[IoSlice<'_>; 1]> = msgs.iter().map(|b| [IoSlice::new(b)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = vec![None; msgs.len()];
-    let mut headers =
-        nix::sys::socket::MultiHeaders::<SockaddrStorage>::preallocate(msgs.len(), None);
-    let sent = nix::sys::socket::sendmmsg(
-        s.as_raw_fd(),
-        &mut headers,
-        &iovs,
-        &addrs,
-        [],
-        MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
-    Ok(sent.count())
+    // SAFETY: `m` is a header recvmmsg just filled: msg_control points to
+    // its control buffer (owned by the RecvBatch, alive for this borrow)
+    // and msg_controllen is the length the kernel wrote, so the CMSG_*
+    // walk stays inside it; CMSG_DATA of a message of the checked level and
+    // type holds that type's struct, read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(m);
+        while !c.is_null() {
+            let h = &*c;
+            if h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_PKTINFO {
+                let p = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in_pktinfo>());
+                return Some(PktInfo {
+                    dst: IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))),
+                    ifindex: u32::try_from(p.ipi_ifindex).unwrap_or(0),
+                });
+            }
+            if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_PKTINFO {
+                let p = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::in6_pktinfo>());
+                return Some(PktInfo {
+                    dst: IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)),
+                    ifindex: p.ipi6_ifindex,
+                });
+            }
+            c = libc::CMSG_NXTHDR(m, c);
+        }
+    }
+    None
+}
+
+/// Kernel headers for sending up to `n` datagrams in one `sendmmsg`,
+/// allocated once and reused: sending a batch allocates nothing.
+pub struct SendBatch {
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: as for RecvBatch: the raw pointers in `iovs` and `headers` are
+// rewritten by `send` before every call, point only into this value's own
+// buffers or into the caller's messages for the duration of that call, and
+// are never read otherwise.
+#[allow(unsafe_code)]
+unsafe impl Send for SendBatch {}
+
+impl std::fmt::Debug for SendBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBatch")
+            .field("slots", &self.headers.len())
+            .finish()
+    }
+}
+
+impl SendBatch {
+    /// Room for `n` datagrams per call.
+    pub fn new(n: usize) -> Self {
+        Self {
+            names: vec![zeroed(); n],
+            iovs: vec![zeroed(); n],
+            headers: vec![zeroed(); n],
+        }
+    }
+
+    /// Sends the first datagrams of `msgs` (as many as the batch holds) with
+    /// one non-blocking `sendmmsg`, each to its address, or to the socket's
+    /// peer when the address is `None` (a connected socket). Returns how many
+    /// the kernel took; an error means the first was not sent.
+    #[allow(unsafe_code)]
+    pub fn send(
+        &mut self,
+        s: &impl AsRawFd,
+        msgs: &[(&[u8], Option<SocketAddr>)],
+    ) -> io::Result<usize> {
+        let n = msgs.len().min(self.headers.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        for (i, &(buf, to)) in msgs.iter().take(n).enumerate() {
+            let (Some(iov), Some(name)) = (self.iovs.get_mut(i), self.names.get_mut(i)) else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            iov.iov_base = buf.as_ptr().cast_mut().cast();
+            iov.iov_len = buf.len();
+            let namelen = match to {
+                Some(a) => {
+                    let a = socket2::SockAddr::from(a);
+                    let len = a.len();
+                    *name = a.as_storage();
+                    len
+                }
+                None => 0,
+            };
+            let (Some(h), Some(iov), Some(name)) = (
+                self.headers.get_mut(i),
+                self.iovs.get_mut(i),
+                self.names.get_mut(i),
+            ) else {
+                return Err(io::ErrorKind::InvalidInput.into());
+            };
+            let m = &mut h.msg_hdr;
+            m.msg_name = if namelen == 0 {
+                std::ptr::null_mut()
+            } else {
+                std::ptr::from_mut(name).cast()
+            };
+            m.msg_namelen = namelen;
+            m.msg_iov = std::ptr::from_mut(iov);
+            m.msg_iovlen = 1;
+            m.msg_control = std::ptr::null_mut();
+            m.msg_controllen = 0;
+            m.msg_flags = 0;
+            h.msg_len = 0;
+        }
+        let vlen = libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: the first `n` headers were just set to point at `n`
+        // addresses owned by `self` (or null for a connected socket) and at
+        // iovecs covering the caller's messages, which are borrowed for this
+        // call; the kernel only reads through them. MSG_DONTWAIT: never
+        // blocks.
+        let sent = unsafe {
+            libc::sendmmsg(
+                s.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+    }
+}
+
+/// Sends several datagrams with one `sendmmsg` (non-blocking); returns how
+/// many the kernel took. Builds its headers for this call (see
+/// [`SendBatch`] to reuse them).
+pub fn send_batch(s: &impl AsRawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
+    let with: Vec<(&[u8], Option<SocketAddr>)> = msgs.iter().map(|&(b, a)| (b, Some(a))).collect();
+    SendBatch::new(with.len()).send(s, &with)
 }
 
 #[cfg(test)]
@@ -311,13 +452,18 @@ mod tests {
     }
 
     #[test]
-    fn connected_batch_sends_in_order() {
+    fn reused_send_batch_sends_in_order_to_peer_or_address() {
         let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.connect(rx.local_addr().unwrap()).unwrap();
-        let n = send_connected_batch(&tx, &[b"one", b"two", b"three"]).unwrap();
-        assert_eq!(n, 3);
-        assert_eq!(send_connected_batch(&tx, &[]).unwrap(), 0);
+        let mut b = SendBatch::new(2);
+        let msgs: [(&[u8], Option<SocketAddr>); 3] =
+            [(b"one", None), (b"two", None), (b"three", None)];
+        // Two fit per call; the next call takes the rest.
+        assert_eq!(b.send(&tx, &msgs).unwrap(), 2);
+        assert_eq!(b.send(&tx, &msgs[2..]).unwrap(), 1);
+        assert_eq!(b.send(&tx, &[]).unwrap(), 0);
         rx.set_read_timeout(Some(std::time::Duration::from_secs(1)))
             .unwrap();
         let mut buf = [0u8; 16];
@@ -325,6 +471,50 @@ mod tests {
             let (n, from) = rx.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], want);
             assert_eq!(from, tx.local_addr().unwrap());
+        }
+        // An unconnected socket, an address per datagram, headers reused.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (ra, oa) = (rx.local_addr().unwrap(), other.local_addr().unwrap());
+        assert_eq!(
+            b.send(&u, &[(b"x", Some(oa)), (b"y", Some(ra))]).unwrap(),
+            2
+        );
+        other
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let n = other.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"x");
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"y");
+        // A connected-style send on an unconnected socket fails: reported.
+        assert!(b.send(&u, &[(b"z", None)]).is_err());
+    }
+
+    /// The headers are reused: every call must reset the lengths the kernel
+    /// shrank on the previous one (address and control message).
+    #[test]
+    fn reused_headers_report_sources_and_destinations_on_every_call() {
+        for (any, lo) in [("0.0.0.0:0", "127.0.0.1"), ("[::]:0", "::1")] {
+            let Ok(rx) = std::net::UdpSocket::bind(any) else {
+                continue;
+            };
+            enable_pktinfo(&rx, lo.contains(':')).unwrap();
+            let port = rx.local_addr().unwrap().port();
+            let to: SocketAddr = (lo.parse::<IpAddr>().unwrap(), port).into();
+            let Ok(tx) = std::net::UdpSocket::bind((lo.parse::<IpAddr>().unwrap(), 0)) else {
+                continue;
+            };
+            let mut b = RecvBatch::new(2);
+            for round in 0..4u8 {
+                tx.send_to(&[round; 3], to).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                assert_eq!(b.recv(&rx).unwrap(), 1, "{lo} round {round}");
+                let r = b.received()[0];
+                assert_eq!(r.src, tx.local_addr().unwrap());
+                assert_eq!(r.info.map(|i| i.dst), Some(to.ip()), "{lo} round {round}");
+                assert_eq!(b.datagram(0).unwrap(), &[round; 3]);
+                assert_eq!(b.recv(&rx).unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            }
         }
     }
 }

@@ -98,6 +98,7 @@ pub async fn serve(
         pending: PendingTable::new(MAX_PENDING_PER_WORKER),
         rng: StdRng::from_entropy(),
         spare: Vec::new(),
+        sender: sys::SendBatch::new(BATCH),
         dirty: Vec::new(),
         dirty_spare: Vec::new(),
         next_gc: Millis::now().plus(GC_INTERVAL_MS),
@@ -120,6 +121,8 @@ struct Worker {
     rng: StdRng,
     /// Query buffers of finished queries, reused for new ones.
     spare: Vec<Vec<u8>>,
+    /// Reused sendmmsg headers.
+    sender: sys::SendBatch,
     /// Upstream slots with queries in their outbox.
     dirty: Vec<u32>,
     dirty_spare: Vec<u32>,
@@ -380,7 +383,14 @@ impl Worker {
                 // A query evicted since it was queued is not sent.
                 ids.retain(|&id| self.pending.get((slot, id)).is_some());
                 if let Some(u) = self.upstreams.get(&slot) {
-                    send_queued(&u.sock, &self.pending, slot, &ids, &mut failed);
+                    send_queued(
+                        &u.sock,
+                        &mut self.sender,
+                        &self.pending,
+                        slot,
+                        &ids,
+                        &mut failed,
+                    );
                 }
                 ids.clear();
                 if let Some(u) = self.upstreams.get_mut(&slot) {
@@ -646,14 +656,17 @@ impl Worker {
     /// Sends the answers of a batch: one sendmmsg when the listener has a
     /// fixed address, one sendmsg each (with its source address) otherwise.
     fn send_replies(
-        &self,
+        &mut self,
         batch: &sys::RecvBatch,
         replies: &[(usize, SocketAddr, Option<PktInfo>)],
     ) {
         if replies.is_empty() {
             return;
         }
-        if self.pktinfo {
+        // One answer (the usual case below saturation) or a wildcard
+        // listener (each answer leaves from its own source address): one
+        // sendmsg each, which also spares building batch headers.
+        if self.pktinfo || replies.len() == 1 {
             for &(i, to, info) in replies {
                 if let Some(bytes) = batch.datagram(i) {
                     self.try_send_client(bytes, to, info);
@@ -661,22 +674,26 @@ impl Worker {
             }
             return;
         }
-        let msgs: Vec<(&[u8], SocketAddr)> = replies
+        let msgs: Msgs<'_> = replies
             .iter()
-            .filter_map(|&(i, to, _)| batch.datagram(i).map(|b| (b, to)))
+            .filter_map(|&(i, to, _)| batch.datagram(i).map(|b| (b, Some(to))))
             .collect();
-        match sys::send_batch(&self.socket, &msgs) {
+        match self.sender.send(&*self.socket, &msgs) {
             Ok(sent) if sent == msgs.len() => {}
             Ok(sent) => {
                 // The socket buffer filled up: send the rest one by one.
                 for &(bytes, to) in msgs.get(sent..).unwrap_or_default() {
-                    self.try_send_client(bytes, to, None);
+                    if let Some(to) = to {
+                        self.try_send_client(bytes, to, None);
+                    }
                 }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "udp sendmmsg failed");
                 for &(bytes, to) in &msgs {
-                    self.try_send_client(bytes, to, None);
+                    if let Some(to) = to {
+                        self.try_send_client(bytes, to, None);
+                    }
                 }
             }
         }
@@ -753,39 +770,42 @@ fn recv_ready(sock: &UdpSocket, batch: &mut sys::RecvBatch) -> io::Result<usize>
 /// send for a single query); those the kernel refuses go to `failed`.
 fn send_queued(
     sock: &UdpSocket,
+    sender: &mut sys::SendBatch,
     pending: &PendingTable<Pending>,
     slot: u32,
     ids: &[u16],
     failed: &mut Vec<(Key, FailureKind)>,
 ) {
-    let msgs: Vec<&[u8]> = ids
-        .iter()
-        .filter_map(|&id| pending.get((slot, id)).map(|p| p.query.as_slice()))
-        .collect();
-    let mut done = 0;
-    while done < msgs.len() {
-        let rest = msgs.get(done..).unwrap_or_default();
-        let r = match rest {
-            [one] => socket2::SockRef::from(sock).send(one).map(|_| 1),
-            _ => sys::send_connected_batch(sock, rest),
-        };
-        match r {
-            Ok(n) if n > 0 => done += n,
-            Ok(_) => {
-                if let Some(&id) = ids.get(done) {
-                    failed.push(((slot, id), FailureKind::Closed));
+    for chunk in ids.chunks(BATCH) {
+        let msgs: Msgs<'_> = chunk
+            .iter()
+            .filter_map(|&id| pending.get((slot, id)).map(|p| (p.query.as_slice(), None)))
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            let rest = msgs.get(done..).unwrap_or_default();
+            let r = match rest {
+                [(one, _)] => socket2::SockRef::from(sock).send(one).map(|_| 1),
+                _ => sender.send(sock, rest),
+            };
+            let failure = match r {
+                Ok(n) if n > 0 => {
+                    done += n;
+                    continue;
                 }
-                done += 1;
+                Ok(_) => FailureKind::Closed,
+                Err(e) => failure_kind(&e),
+            };
+            if let Some(&id) = chunk.get(done) {
+                failed.push(((slot, id), failure));
             }
-            Err(e) => {
-                if let Some(&id) = ids.get(done) {
-                    failed.push(((slot, id), failure_kind(&e)));
-                }
-                done += 1;
-            }
+            done += 1;
         }
     }
 }
+
+/// Datagrams of one sendmmsg, on the stack.
+type Msgs<'a> = smallvec::SmallVec<[(&'a [u8], Option<SocketAddr>); BATCH]>;
 
 /// How passive health counts a socket error on a backend's socket.
 pub(crate) fn failure_kind(e: &io::Error) -> FailureKind {
