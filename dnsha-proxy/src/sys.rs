@@ -180,15 +180,14 @@ impl RecvBatch {
             ) else {
                 return Err(io::ErrorKind::InvalidInput.into());
             };
-            let m = &mut h.msg_hdr;
-            m.msg_name = std::ptr::from_mut(name).cast();
-            m.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            m.msg_iov = std::ptr::from_mut(iov);
-            m.msg_iovlen = 1;
-            m.msg_control = control.as_mut_ptr().cast();
-            m.msg_controllen = size_of::<Control>() as _;
-            m.msg_flags = 0;
-            h.msg_len = 0;
+            point_header(
+                h,
+                std::ptr::from_mut(name).cast(),
+                size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+                iov,
+                control.as_mut_ptr().cast(),
+                size_of::<Control>(),
+            );
         }
         let vlen = libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX);
         // SAFETY: `headers` holds `n` initialised mmsghdr whose name, iovec
@@ -242,6 +241,27 @@ impl RecvBatch {
         let r = *self.received.get(i)?;
         self.bufs.get_mut(i).and_then(|b| b.get_mut(..r.len))
     }
+}
+
+/// Points one batch header at its address, its one iovec and its control
+/// buffer, and clears what the kernel wrote into it last time.
+fn point_header(
+    h: &mut libc::mmsghdr,
+    name: *mut libc::c_void,
+    namelen: libc::socklen_t,
+    iov: &mut libc::iovec,
+    control: *mut libc::c_void,
+    controllen: usize,
+) {
+    let m = &mut h.msg_hdr;
+    m.msg_name = name;
+    m.msg_namelen = namelen;
+    m.msg_iov = std::ptr::from_mut(iov);
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = controllen as _;
+    m.msg_flags = 0;
+    h.msg_len = 0;
 }
 
 /// The source address the kernel wrote into `a` (`len` bytes), if it is an
@@ -359,19 +379,12 @@ impl SendBatch {
             ) else {
                 return Err(io::ErrorKind::InvalidInput.into());
             };
-            let m = &mut h.msg_hdr;
-            m.msg_name = if namelen == 0 {
+            let name = if namelen == 0 {
                 std::ptr::null_mut()
             } else {
                 std::ptr::from_mut(name).cast()
             };
-            m.msg_namelen = namelen;
-            m.msg_iov = std::ptr::from_mut(iov);
-            m.msg_iovlen = 1;
-            m.msg_control = std::ptr::null_mut();
-            m.msg_controllen = 0;
-            m.msg_flags = 0;
-            h.msg_len = 0;
+            point_header(h, name, namelen, iov, std::ptr::null_mut(), 0);
         }
         let vlen = libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX);
         // SAFETY: the first `n` headers were just set to point at `n`
