@@ -52,8 +52,11 @@ const GC_INTERVAL_MS: u64 = 10_000;
 /// Most spare query buffers a worker keeps for reuse.
 const SPARE_BUFFERS: usize = 4096;
 
-/// Capacity of a fresh query buffer (most queries fit, so it never grows).
-const QUERY_BUFFER: usize = 512;
+/// Capacity of a fresh query buffer: a question with an OPT record and a
+/// cookie is under 100 bytes, so most queries fit; a larger one grows the
+/// buffer, which is kept grown. A full table of 32 768 pending queries then
+/// holds about 4 MB of query bytes.
+const QUERY_BUFFER: usize = 128;
 
 struct Upstream {
     sock: UdpSocket,
