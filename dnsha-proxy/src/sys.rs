@@ -404,39 +404,9 @@ impl SendBatch {
     }
 }
 
-/// Sends several datagrams with one `sendmmsg` (non-blocking); returns how
-/// many the kernel took. Builds its headers for this call (see
-/// [`SendBatch`] to reuse them).
-pub fn send_batch(s: &impl AsRawFd, msgs: &[(&[u8], SocketAddr)]) -> io::Result<usize> {
-    let with: Vec<(&[u8], Option<SocketAddr>)> = msgs.iter().map(|&(b, a)| (b, Some(a))).collect();
-    SendBatch::new(with.len()).send(s, &with)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn send_batch_delivers_each_datagram_to_its_address() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-        let n = send_batch(&tx, &[(b"one", aa), (b"two", ba), (b"three", aa)]).unwrap();
-        assert_eq!(n, 3);
-        let mut buf = [0u8; 16];
-        a.set_read_timeout(Some(std::time::Duration::from_secs(1)))
-            .unwrap();
-        b.set_read_timeout(Some(std::time::Duration::from_secs(1)))
-            .unwrap();
-        let n = a.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"one");
-        let n = a.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"three");
-        let n = b.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"two");
-        assert_eq!(send_batch(&tx, &[]).unwrap(), 0);
-    }
 
     #[test]
     fn batch_receives_several_datagrams_with_their_sources() {

@@ -39,7 +39,7 @@ use tracing::debug;
 use crate::dns::{answer_matches, message_id, parse_answer, rewrite_id, HEADER_LEN};
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
-use crate::sys::{send_batch, RecvBatch};
+use crate::sys::{RecvBatch, SendBatch};
 use crate::udp::failure_kind;
 
 /// Connected sockets (source ports) per backend.
@@ -280,17 +280,17 @@ impl UdpUpstreams {
 
 /// Sends `msgs` to the socket's peer with as few `sendmmsg` calls as the
 /// kernel allows, waiting for room when the send buffer is full.
-async fn send_all(sock: &Sock, msgs: &[Vec<u8>]) -> io::Result<()> {
+async fn send_all(sock: &Sock, sender: &mut SendBatch, msgs: &[Vec<u8>]) -> io::Result<()> {
     let mut rest = msgs;
     while !rest.is_empty() {
-        let chunk: Vec<(&[u8], SocketAddr)> = rest
+        let chunk: smallvec::SmallVec<[(&[u8], Option<SocketAddr>); BATCH]> = rest
             .iter()
             .take(BATCH)
-            .map(|m| (m.as_slice(), sock.peer))
+            .map(|m| (m.as_slice(), Some(sock.peer)))
             .collect();
         match sock
             .io
-            .try_io(Interest::WRITABLE, || send_batch(&sock.io, &chunk))
+            .try_io(Interest::WRITABLE, || sender.send(&sock.io, &chunk))
         {
             Ok(n) => rest = rest.get(n.max(1)..).unwrap_or_default(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => sock.io.writable().await?,
@@ -304,6 +304,7 @@ async fn send_all(sock: &Sock, msgs: &[Vec<u8>]) -> io::Result<()> {
 /// answers to their queries, until the socket has been idle for [`IDLE`].
 async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Sock>) {
     let mut batch = RecvBatch::new(BATCH);
+    let mut sender = SendBatch::new(BATCH);
     let mut sending = Vec::new();
     loop {
         let idle_at = lock(&sock.table).last_active + IDLE;
@@ -313,7 +314,7 @@ async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Soc
             biased;
             () = sock.flush.notified() => {
                 std::mem::swap(&mut *lock(&sock.out), &mut sending);
-                if let Err(e) = send_all(&sock, &sending).await {
+                if let Err(e) = send_all(&sock, &mut sender, &sending).await {
                     debug!(backend = %key.0, error = %e, "udp upstream send failed");
                     fail_all(&sock, failure_kind(&e));
                 }
