@@ -220,8 +220,15 @@ pub(crate) fn answer_tag(bytes: &[u8]) -> Option<u8> {
 
 /// An address where nothing listens (connections are refused).
 pub(crate) async fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    // A socket bound but never listening refuses connections and keeps
+    // the port reserved: a listener of a test running in parallel can't
+    // be given the same port while this test still counts it as closed.
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = s.local_addr().unwrap();
+    HELD.lock().unwrap().push(s);
+    addr
 }
 
 /// A listener context for `backends`, with `listener_extra` and
