@@ -462,7 +462,13 @@ fn upstream_queries_use_random_ids_and_several_source_ports() {
         }
     });
     let (listen, admin) = (free_addr(), free_addr());
-    let cfg = config_with(listen, admin, "workers = 1", "", &[("rec", backend, 1)]);
+    let cfg = config_with(
+        listen,
+        admin,
+        "workers = 1",
+        "udp_sockets_per_backend = 5",
+        &[("rec", backend, 1)],
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_udp(listen);
     let mut client_ids = Vec::new();
@@ -474,7 +480,8 @@ fn upstream_queries_use_random_ids_and_several_source_ports() {
     }
     let seen = seen.lock().unwrap().clone();
     let ports: std::collections::HashSet<u16> = seen.iter().map(|s| s.0).collect();
-    assert!(ports.len() >= 2, "one source port only: {ports:?}");
+    // 40 queries in turn over the worker's 5 sockets to this backend.
+    assert_eq!(ports.len(), 5, "source ports: {ports:?}");
     let ids: std::collections::HashSet<u16> = seen.iter().map(|s| s.1).collect();
     assert!(
         ids.len() >= 35,

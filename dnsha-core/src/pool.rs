@@ -34,6 +34,24 @@ pub struct PoolSettings {
     pub max_fails: u32,
     /// How long a backend marked down by traffic waits before a trial query.
     pub fail_timeout_ms: u64,
+    /// Connected UDP sockets (source ports) each UDP worker keeps per
+    /// backend, used in turn: a backend that spreads its load over threads
+    /// by source port gets it spread (dnsdist's `sockets`).
+    pub udp_sockets_per_backend: usize,
+    /// Most TCP/DoT connections the pool keeps open to one backend.
+    pub max_connections_per_backend: usize,
+    /// Most queries pipelined at once on one TCP/DoT connection to a backend.
+    pub max_in_flight_per_connection: usize,
+}
+
+impl PoolSettings {
+    /// Largest accepted [`Self::udp_sockets_per_backend`].
+    pub const MAX_UDP_SOCKETS_PER_BACKEND: usize = 64;
+    /// Largest accepted [`Self::max_connections_per_backend`].
+    pub const MAX_CONNECTIONS_PER_BACKEND: usize = 1024;
+    /// Largest accepted [`Self::max_in_flight_per_connection`]: random
+    /// upstream IDs stay easy to find among the 65 536 possible.
+    pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 30_000;
 }
 
 impl Default for PoolSettings {
@@ -44,6 +62,9 @@ impl Default for PoolSettings {
             on_no_backend: OnNoBackend::Servfail,
             max_fails: 3,
             fail_timeout_ms: 10_000,
+            udp_sockets_per_backend: 2,
+            max_connections_per_backend: 8,
+            max_in_flight_per_connection: 100,
         }
     }
 }

@@ -13,7 +13,7 @@ use dnsha_core::Backend;
 use tokio::sync::Semaphore;
 
 use crate::error::Result;
-use crate::upstream_tcp::{TcpUpstreams, UpstreamTarget, UpstreamTls};
+use crate::upstream_tcp::{StreamLimits, TcpUpstreams, UpstreamTarget, UpstreamTls};
 
 /// Queries a UDP listener may have in flight over streams at once (to
 /// `tcp` and `dot` backends); more are dropped and counted as overload.
@@ -23,6 +23,8 @@ pub const MAX_UDP_STREAM_QUERIES: usize = 16_384;
 #[derive(Debug)]
 pub struct Routes {
     targets: HashMap<String, UpstreamTarget>,
+    /// The pool's connection limits, for backends not known by name.
+    limits: Option<StreamLimits>,
     /// Backends with `transport = "udp"`.
     udp: HashMap<String, std::net::SocketAddr>,
     stream: Option<Arc<TcpUpstreams>>,
@@ -34,6 +36,7 @@ impl Default for Routes {
     fn default() -> Self {
         Self {
             targets: HashMap::new(),
+            limits: None,
             udp: HashMap::new(),
             stream: None,
             udp_slots: Arc::new(Semaphore::new(MAX_UDP_STREAM_QUERIES)),
@@ -50,6 +53,10 @@ impl Routes {
         let mut targets = HashMap::new();
         let mut udp = HashMap::new();
         let mut stream = false;
+        let limits = StreamLimits {
+            max_connections: pool.settings.max_connections_per_backend,
+            max_in_flight: pool.settings.max_in_flight_per_connection,
+        };
         for b in &pool.backends {
             if b.transport == Transport::Udp {
                 udp.insert(b.name.clone(), b.address);
@@ -85,12 +92,14 @@ impl Routes {
                 UpstreamTarget {
                     addr: b.address,
                     tls,
+                    limits: Some(limits),
                 },
             );
         }
         Ok(Self {
             targets,
             udp,
+            limits: Some(limits),
             stream: stream.then(|| Arc::clone(upstreams)),
             ..Self::default()
         })
@@ -101,7 +110,10 @@ impl Routes {
     pub fn target(&self, backend: &Backend) -> UpstreamTarget {
         match self.targets.get(backend.name()) {
             Some(t) if t.addr == backend.address() => t.clone(),
-            _ => UpstreamTarget::tcp(backend.address()),
+            _ => UpstreamTarget {
+                limits: self.limits,
+                ..UpstreamTarget::tcp(backend.address())
+            },
         }
     }
 

@@ -101,8 +101,12 @@ fn spawn_worker(
 ) -> std::io::Result<()> {
     let tasks = ctx.tasks.clone();
     let work = ctx.tasks.track_future(work);
+    // I/O and timers only: a worker runs no child process and takes no
+    // signal, so its runtime has no process or signal driver to poll at
+    // every park.
     let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()?;
     std::thread::Builder::new().name(name).spawn(move || {
         rt.block_on(async move {

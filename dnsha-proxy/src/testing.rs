@@ -270,7 +270,15 @@ pub(crate) fn ctx(
             config: lc,
             pool: Arc::new(pool),
             access_log: None,
-            routes: Arc::default(),
+            routes: Arc::new(
+                crate::routes::Routes::new(
+                    &pc,
+                    &Arc::new(crate::upstream_tcp::TcpUpstreams::new(
+                        crate::upstream_tcp::TcpUpstreamSettings::default(),
+                    )),
+                )
+                .unwrap(),
+            ),
         },
         metrics,
     ))

@@ -39,9 +39,6 @@ const BATCH: usize = 32;
 /// (a socket buffer of 4 MB holds at most this many answers of ~100 bytes).
 const MAX_BATCHES_PER_SOCKET: usize = 2048;
 
-/// Connected upstream sockets (source ports) per backend and worker.
-pub const PORTS_PER_BACKEND: usize = 2;
-
 /// Longest sleep of an idle worker (it wakes, finds nothing due and sleeps
 /// again); pool timeouts are normally longer, see `Worker::run`.
 const IDLE_TICK_MS: u64 = 250;
@@ -78,7 +75,6 @@ struct Pending {
     tried: Tried,
     inflight: InFlight,
     received: Millis,
-    received_wall: SystemTime,
 }
 
 /// Serves one UDP listener socket until `ctx.stop` is cancelled, then drains
@@ -305,7 +301,6 @@ impl Worker {
                     tried: Tried::new(),
                     inflight: first,
                     received: now,
-                    received_wall: SystemTime::now(),
                 };
                 drop(shared);
                 self.send_upstream(p, now);
@@ -320,7 +315,11 @@ impl Worker {
         loop {
             let backend = Arc::clone(p.inflight.backend());
             p.tried.push(backend.id());
-            let slot = match self.slot_for(&backend) {
+            let (timeout, ports) = self.ctx.shared.load().pool.with_snapshot(|s| {
+                let s = s.settings();
+                (s.timeout_ms, s.udp_sockets_per_backend)
+            });
+            let slot = match self.slot_for(&backend, ports) {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(backend = %backend.name(), error = %e, "cannot open upstream socket");
@@ -333,12 +332,6 @@ impl Worker {
                     }
                 }
             };
-            let timeout = self
-                .ctx
-                .shared
-                .load()
-                .pool
-                .with_snapshot(|s| s.settings().timeout_ms);
             let deadline = now.plus(timeout);
             if self.pending.is_full() {
                 if let Some((_, old)) = self.pending.evict_oldest() {
@@ -478,7 +471,6 @@ impl Worker {
             backend,
             bytes.as_deref(),
             p.received,
-            p.received_wall,
         );
         if let Some(b) = bytes {
             self.try_send_client(&b, p.client, p.pktinfo);
@@ -511,14 +503,7 @@ impl Worker {
                 None
             }
         };
-        self.log(
-            &qi.question,
-            src,
-            None,
-            bytes.as_deref(),
-            now,
-            SystemTime::now(),
-        );
+        self.log(&qi.question, src, None, bytes.as_deref(), now);
         if let Some(b) = bytes {
             self.try_send_client(&b, src, info);
         }
@@ -564,7 +549,6 @@ impl Worker {
             Some(backend.address()),
             Some(answer),
             p.received,
-            p.received_wall,
         );
         let to = (p.client, p.pktinfo);
         self.recycle(p.query);
@@ -626,18 +610,16 @@ impl Worker {
     }
 
     /// The upstream socket for the next query to `backend`: each backend has
-    /// [`PORTS_PER_BACKEND`] connected sockets (random source ports), used in
-    /// turn, so a multi-threaded backend that spreads by source port gets the
-    /// load spread too.
-    fn slot_for(&mut self, backend: &Arc<Backend>) -> io::Result<u32> {
+    /// `ports` connected sockets (random source ports; the pool's
+    /// `udp_sockets_per_backend`), used in turn, so a multi-threaded backend
+    /// that spreads by source port gets the load spread too. A reload that
+    /// raises `ports` opens the new sockets on next use; one that lowers it
+    /// leaves the extra sockets unused (they close with the backend).
+    fn slot_for(&mut self, backend: &Arc<Backend>, ports: usize) -> io::Result<u32> {
+        let ports = ports.max(1);
         self.next_port = self.next_port.wrapping_add(1);
-        if let Some(slots) = self.slots.get(&backend.id()) {
-            if let Some(&s) = slots.get(self.next_port % slots.len().max(1)) {
-                return Ok(s);
-            }
-        }
-        let mut slots = Vec::with_capacity(PORTS_PER_BACKEND);
-        for _ in 0..PORTS_PER_BACKEND {
+        let open = self.slots.get(&backend.id()).map_or(0, Vec::len);
+        for _ in open..ports {
             let std = crate::socket::connect_udp(backend.address())?;
             let sock = UdpSocket::from_std(std)?;
             let slot = self.next_slot;
@@ -649,11 +631,14 @@ impl Worker {
                     outbox: Vec::new(),
                 },
             );
-            slots.push(slot);
+            self.slots.entry(backend.id()).or_default().push(slot);
         }
-        let first = slots.first().copied().unwrap_or_default();
-        self.slots.insert(backend.id(), slots);
-        Ok(first)
+        let slots = self.slots.get(&backend.id()).map_or(&[][..], Vec::as_slice);
+        let in_use = slots.get(..ports).unwrap_or(slots);
+        match in_use.get(self.next_port % in_use.len().max(1)) {
+            Some(&s) => Ok(s),
+            None => Err(io::Error::other("no upstream socket")),
+        }
     }
 
     /// Sends the answers of a batch: one sendmmsg when the listener has a
@@ -727,19 +712,22 @@ impl Worker {
         backend: Option<SocketAddr>,
         sent: Option<&[u8]>,
         received: Millis,
-        wall: SystemTime,
     ) {
         let shared = self.ctx.shared.load();
         let Some(log) = &shared.access_log else {
             return;
         };
+        // The time the query came in, worked out only when logging (the
+        // data path keeps the monotonic time alone).
+        let duration = Millis::now().since(received);
+        let now = SystemTime::now();
         log.log(LogRecord {
-            time: wall,
+            time: now.checked_sub(duration).unwrap_or(now),
             client,
             backend,
             protocol: "UDP",
             rcode: dns::rcode_label(sent),
-            duration: Millis::now().since(received),
+            duration,
             qname: question.name().to_ascii(),
             qtype: question.query_type().to_string(),
         });

@@ -79,6 +79,17 @@ impl std::fmt::Debug for UpstreamTls {
     }
 }
 
+/// How many connections to one backend, and queries on each, a target may
+/// use: a pool's `max_connections_per_backend` and
+/// `max_in_flight_per_connection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamLimits {
+    /// Most connections open to the backend.
+    pub max_connections: usize,
+    /// Most queries in flight on one connection.
+    pub max_in_flight: usize,
+}
+
 /// Where a stream query goes: an address, over TCP or over TLS.
 #[derive(Debug, Clone)]
 pub struct UpstreamTarget {
@@ -86,21 +97,29 @@ pub struct UpstreamTarget {
     pub addr: SocketAddr,
     /// TLS settings for a DoT backend; `None` for plain TCP.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Connection limits of the pool the query comes from; `None` takes the
+    /// [`TcpUpstreamSettings`]. Targets with different limits get separate
+    /// connections, so each pool keeps its own.
+    pub limits: Option<StreamLimits>,
 }
 
 impl UpstreamTarget {
-    /// Plain TCP to `addr`.
+    /// Plain TCP to `addr`, with the pool's default limits.
     pub fn tcp(addr: SocketAddr) -> Self {
-        Self { addr, tls: None }
+        Self {
+            addr,
+            tls: None,
+            limits: None,
+        }
     }
 
-    fn key(&self) -> ConnKey {
-        (self.addr, self.tls.as_ref().map(|t| t.key.clone()))
+    fn key(&self, limits: StreamLimits) -> ConnKey {
+        (self.addr, self.tls.as_ref().map(|t| t.key.clone()), limits)
     }
 }
 
-/// Connections are pooled per address and TLS settings.
-type ConnKey = (SocketAddr, Option<String>);
+/// Connections are pooled per address, TLS settings and limits.
+type ConnKey = (SocketAddr, Option<String>, StreamLimits);
 
 /// Settings of [`TcpUpstreams`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,7 +311,8 @@ impl TcpUpstreams {
                 })
             }
         };
-        let conns = self.backend(target.key());
+        let limits = self.limits(target);
+        let conns = self.backend(target.key(limits), limits);
         // The semaphore is never closed; a closed one would mean "no slot".
         let Ok(Ok(_permit)) = timeout_at(deadline, conns.permits.acquire()).await else {
             return Err(upstream(FailureKind::Timeout));
@@ -301,7 +321,7 @@ impl TcpUpstreams {
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(query);
         for _ in 0..MAX_HANDOVERS {
-            let load = self.connection(target, &conns);
+            let load = self.connection(target, &conns, limits);
             let (tx, rx) = oneshot::channel();
             let req = Request {
                 frame,
@@ -328,7 +348,21 @@ impl TcpUpstreams {
         Err(upstream(FailureKind::Closed))
     }
 
-    fn backend(&self, addr: ConnKey) -> Arc<BackendConns> {
+    /// The limits `target` gets: its own or the settings', clamped as in
+    /// [`Self::new`].
+    fn limits(&self, target: &UpstreamTarget) -> StreamLimits {
+        let s = &self.settings;
+        let l = target.limits.unwrap_or(StreamLimits {
+            max_connections: s.max_connections_per_backend,
+            max_in_flight: s.max_in_flight_per_connection,
+        });
+        StreamLimits {
+            max_connections: l.max_connections.max(1),
+            max_in_flight: l.max_in_flight.clamp(1, MAX_IN_FLIGHT_LIMIT),
+        }
+    }
+
+    fn backend(&self, addr: ConnKey, limits: StreamLimits) -> Arc<BackendConns> {
         let mut map = lock(&self.backends);
         // Forget backends with no connection left (removed on reload).
         if map.len() > 64 {
@@ -336,12 +370,12 @@ impl TcpUpstreams {
                 Arc::strong_count(b) > 1 || lock(&b.conns).iter().any(|c| !c.tx.is_closed())
             });
         }
-        let s = &self.settings;
         Arc::clone(map.entry(addr).or_insert_with(|| {
             Arc::new(BackendConns {
                 permits: Semaphore::new(
-                    s.max_connections_per_backend
-                        .saturating_mul(s.max_in_flight_per_connection)
+                    limits
+                        .max_connections
+                        .saturating_mul(limits.max_in_flight)
                         .min(Semaphore::MAX_PERMITS),
                 ),
                 conns: Mutex::new(Vec::new()),
@@ -352,9 +386,14 @@ impl TcpUpstreams {
     /// Chooses the connection for one query and takes a unit of its load:
     /// the least loaded live connection, unless all are busy and another may
     /// still be opened.
-    fn connection(&self, addr: &UpstreamTarget, conns: &BackendConns) -> LoadGuard {
-        let max_conns = self.settings.max_connections_per_backend;
-        let max_load = self.settings.max_in_flight_per_connection;
+    fn connection(
+        &self,
+        addr: &UpstreamTarget,
+        conns: &BackendConns,
+        limits: StreamLimits,
+    ) -> LoadGuard {
+        let max_conns = limits.max_connections;
+        let max_load = limits.max_in_flight;
         let mut list = lock(&conns.conns);
         list.retain(|c| !c.tx.is_closed());
         let least = list
@@ -376,7 +415,7 @@ impl TcpUpstreams {
             None => None,
         };
         let conn = chosen.unwrap_or_else(|| {
-            let conn = self.spawn(addr);
+            let conn = self.spawn(addr, limits.max_in_flight);
             list.push(Arc::clone(&conn));
             conn
         });
@@ -384,14 +423,17 @@ impl TcpUpstreams {
         LoadGuard(conn)
     }
 
-    fn spawn(&self, addr: &UpstreamTarget) -> Arc<ConnHandle> {
-        let (tx, rx) = mpsc::channel(self.settings.max_in_flight_per_connection);
+    fn spawn(&self, addr: &UpstreamTarget, max_in_flight: usize) -> Arc<ConnHandle> {
+        let (tx, rx) = mpsc::channel(max_in_flight);
         inc(&self.stats.connections_opened);
         inc(&self.stats.connections_open);
         tokio::spawn(run_connection(
             addr.clone(),
             rx,
-            self.settings.clone(),
+            TcpUpstreamSettings {
+                max_in_flight_per_connection: max_in_flight,
+                ..self.settings.clone()
+            },
             Arc::clone(&self.stats),
         ));
         Arc::new(ConnHandle {

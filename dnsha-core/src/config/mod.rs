@@ -448,6 +448,20 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// A count from 1 to `max`; out of range is an error (and 1 is used).
+    fn between(&mut self, what: &str, v: &Spanned<u64>, max: usize) -> usize {
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if (1..=max).contains(&n) => n,
+            _ => {
+                self.err(
+                    v.span(),
+                    format!("{what} must be between 1 and {max}, not {}", v.get_ref()),
+                );
+                1
+            }
+        }
+    }
+
     fn config(&mut self, raw: raw::RawConfig) -> Config {
         let admin = raw.admin.map(|a| AdminConfig {
             listen: self.listen_addr(&a.listen).unwrap_or(UNSPEC),
@@ -582,6 +596,21 @@ impl Validator {
             on_no_backend: p.on_no_backend,
             max_fails: p.max_fails,
             fail_timeout_ms: self.positive("fail_timeout_ms", &p.fail_timeout_ms),
+            udp_sockets_per_backend: self.between(
+                "udp_sockets_per_backend",
+                &p.udp_sockets_per_backend,
+                PoolSettings::MAX_UDP_SOCKETS_PER_BACKEND,
+            ),
+            max_connections_per_backend: self.between(
+                "max_connections_per_backend",
+                &p.max_connections_per_backend,
+                PoolSettings::MAX_CONNECTIONS_PER_BACKEND,
+            ),
+            max_in_flight_per_connection: self.between(
+                "max_in_flight_per_connection",
+                &p.max_in_flight_per_connection,
+                PoolSettings::MAX_IN_FLIGHT_PER_CONNECTION,
+            ),
         };
         PoolConfig {
             name,

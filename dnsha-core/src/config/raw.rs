@@ -51,6 +51,15 @@ fn d_retries() -> u32 {
 fn d_max_fails() -> u32 {
     3
 }
+fn d_udp_sockets() -> Spanned<u64> {
+    spanned(2)
+}
+fn d_max_connections() -> Spanned<u64> {
+    spanned(8)
+}
+fn d_max_in_flight() -> Spanned<u64> {
+    spanned(100)
+}
 fn d_fail_timeout() -> Spanned<u64> {
     spanned(10_000)
 }
@@ -111,6 +120,12 @@ pub(super) struct RawPool {
     pub(super) max_fails: u32,
     #[serde(default = "d_fail_timeout")]
     pub(super) fail_timeout_ms: Spanned<u64>,
+    #[serde(default = "d_udp_sockets")]
+    pub(super) udp_sockets_per_backend: Spanned<u64>,
+    #[serde(default = "d_max_connections")]
+    pub(super) max_connections_per_backend: Spanned<u64>,
+    #[serde(default = "d_max_in_flight")]
+    pub(super) max_in_flight_per_connection: Spanned<u64>,
     #[serde(default)]
     pub(super) backend: Vec<RawBackend>,
     pub(super) health: Option<RawHealth>,

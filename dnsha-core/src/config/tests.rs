@@ -441,3 +441,50 @@ fn an_error_inherited_by_many_backends_is_reported_once() {
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].contains("interval_ms must be greater than 0"));
 }
+
+#[test]
+fn upstream_socket_and_connection_limits() {
+    let src = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
+             [[pool]]\nname = \"p\"\n{extra}\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let c = Config::parse(&src("")).unwrap();
+    let s = &c.pools[0].settings;
+    assert_eq!(
+        (
+            s.udp_sockets_per_backend,
+            s.max_connections_per_backend,
+            s.max_in_flight_per_connection
+        ),
+        (2, 8, 100)
+    );
+    let c = Config::parse(&src(
+        "udp_sockets_per_backend = 16\nmax_connections_per_backend = 4\nmax_in_flight_per_connection = 500",
+    ))
+    .unwrap();
+    let s = &c.pools[0].settings;
+    assert_eq!(
+        (
+            s.udp_sockets_per_backend,
+            s.max_connections_per_backend,
+            s.max_in_flight_per_connection
+        ),
+        (16, 4, 500)
+    );
+    let bad = src(
+        "udp_sockets_per_backend = 0\nmax_connections_per_backend = 5000\nmax_in_flight_per_connection = 30001",
+    );
+    assert_eq!(
+        rendered(&bad),
+        [
+            "t.toml:9:27: udp_sockets_per_backend must be between 1 and 64, not 0",
+            "t.toml:10:31: max_connections_per_backend must be between 1 and 1024, not 5000",
+            "t.toml:11:32: max_in_flight_per_connection must be between 1 and 30000, not 30001",
+        ]
+    );
+    let negative = src("udp_sockets_per_backend = -1");
+    let e = rendered(&negative);
+    assert!(e.iter().any(|e| e.starts_with("t.toml:9:")), "{e:?}");
+}

@@ -418,3 +418,41 @@ async fn stop_finishes_queries_in_flight_then_closes() {
         .expect("all tasks end");
     assert!(TcpStream::connect(f.addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_limits_bound_upstream_connections_and_pipelining() {
+    let b = FakeBackend::start(1, Behavior::DelayAll(Duration::from_millis(30))).await;
+    let f = front(
+        "",
+        "max_connections_per_backend = 2\nmax_in_flight_per_connection = 3",
+        &[b.addr],
+    )
+    .await;
+    let c = TcpStream::connect(f.addr).await.unwrap();
+    let (mut rd, mut wr) = c.into_split();
+    let mut all = Vec::new();
+    for i in 0..40 {
+        all.extend(frame(&query_msg(i, "limit.test.").0));
+    }
+    wr.write_all(&all).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        let m = timeout(Duration::from_secs(5), read_msg(&mut rd))
+            .await
+            .expect("answers keep coming")
+            .expect("an answer");
+        ids.push(Message::from_vec(&m).unwrap().id());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (0..40).collect::<Vec<_>>());
+    // 40 queries of 30 ms each over at most 2 × 3 slots.
+    assert!(b.max_in_flight() <= 6, "{}", b.max_in_flight());
+    assert!(b.max_in_flight() >= 4, "{}", b.max_in_flight());
+    let opened = f
+        .upstreams
+        .stats()
+        .connections_opened
+        .load(Ordering::Relaxed);
+    assert!((1..=2).contains(&opened), "{opened}");
+    assert_eq!(get(&f.ctx.metrics.servfail), 0);
+}

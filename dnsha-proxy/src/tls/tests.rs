@@ -196,6 +196,7 @@ fn dot_target(addr: SocketAddr, tls: &BackendTls) -> UpstreamTarget {
             key: format!("{:?}", server_name),
             server_name,
         })),
+        limits: None,
     }
 }
 
