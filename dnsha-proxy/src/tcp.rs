@@ -535,6 +535,7 @@ pub async fn forward(
         last_backend = Some(backend.address());
         let target = shared.routes.target(&backend);
         let udp = udp.filter(|_| target.tls.is_none() && shared.routes.uses_udp(&backend));
+        let udp = udp.map(|u| (u, settings.udp_sockets_per_backend));
         match query_backend(upstreams, udp, &target, msg, &info.question, per_try, m).await {
             Ok(mut a) => {
                 // SERVFAIL: alive, but counted by passive health checking.
@@ -601,19 +602,23 @@ pub async fn forward(
     reply.filter(|r| r.len() <= MAX_MESSAGE)
 }
 
-/// One try on one backend: over UDP when `udp` is given, then over the
-/// stream if the UDP answer is truncated or did not fit.
+/// One try on one backend: over UDP when `udp` is given (with the pool's
+/// sockets per backend), then over the stream if the UDP answer is
+/// truncated or did not fit.
 async fn query_backend(
     upstreams: &TcpUpstreams,
-    udp: Option<&UdpUpstreams>,
+    udp: Option<(&UdpUpstreams, usize)>,
     target: &UpstreamTarget,
     msg: &[u8],
     question: &hickory_proto::op::Query,
     per_try: Duration,
     m: &ListenerMetrics,
 ) -> crate::error::Result<Vec<u8>> {
-    if let Some(udp) = udp {
-        match udp.query(target.addr, msg, question, per_try).await? {
+    if let Some((udp, sockets)) = udp {
+        match udp
+            .query_over(target.addr, sockets, msg, question, per_try)
+            .await?
+        {
             UdpReply::Answer(a) if !crate::dns::is_truncated(&a) => return Ok(a),
             UdpReply::Answer(_) | UdpReply::TooBig => inc(&m.tcp_fallbacks),
         }

@@ -1,8 +1,9 @@
 //! Queries from stream frontends (DoH) to `udp` backends over UDP, as
 //! dnsdist does: no TCP hop per query, the backend's fast path.
 //!
-//! [`UdpUpstreams`] keeps, per backend, [`SOCKETS_PER_BACKEND`] connected
-//! UDP sockets from kernel-chosen random ports. Each socket has a reader
+//! [`UdpUpstreams`] keeps, per backend, the pool's `udp_sockets_per_backend`
+//! ([`SOCKETS_PER_BACKEND`] by default) connected UDP sockets from
+//! kernel-chosen random ports. Each socket has a reader
 //! task that receives answers in batches (`recvmmsg`) and hands each to the
 //! query waiting for it, matched by upstream ID and question; anything else
 //! is dropped and counted in [`UdpUpstreamStats::unmatched`]. Each query gets
@@ -182,6 +183,20 @@ impl UdpUpstreams {
         question: &Query,
         timeout: Duration,
     ) -> Result<UdpReply> {
+        self.query_over(backend, SOCKETS_PER_BACKEND, query, question, timeout)
+            .await
+    }
+
+    /// As [`Self::query`], spreading the queries to `backend` over
+    /// `sockets` sockets (the pool's `udp_sockets_per_backend`; at least 1).
+    pub async fn query_over(
+        &self,
+        backend: SocketAddr,
+        sockets: usize,
+        query: &[u8],
+        question: &Query,
+        timeout: Duration,
+    ) -> Result<UdpReply> {
         let deadline = Instant::now() + timeout;
         let upstream = |kind| Error::Upstream {
             backend,
@@ -194,7 +209,7 @@ impl UdpUpstreams {
                 source: io::Error::new(io::ErrorKind::InvalidInput, "not a DNS message size"),
             });
         }
-        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % SOCKETS_PER_BACKEND;
+        let index = self.inner.next.fetch_add(1, Ordering::Relaxed) % sockets.max(1);
         let (sock, id, rx) = loop {
             let sock = self.socket(backend, index).map_err(|e| {
                 debug!(%backend, error = %e, "udp upstream socket");

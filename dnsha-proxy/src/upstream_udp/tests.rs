@@ -123,6 +123,24 @@ async fn answers_come_back_with_upstream_id_and_sockets_are_reused() {
 }
 
 #[tokio::test]
+async fn queries_spread_over_the_pools_socket_count() {
+    let be = FakeUdp::start(7, Mode::Normal).await;
+    let up = UdpUpstreams::new();
+    for i in 0..30u16 {
+        let (msg, q) = query_msg(i, "a.test.");
+        let r = up.query_over(be.addr, 5, &msg, &q, T).await.unwrap();
+        assert!(matches!(r, UdpReply::Answer(_)));
+    }
+    assert_eq!(up.sockets(), 5);
+    // A count of 0 is taken as 1 (no division by zero).
+    let other = FakeUdp::start(8, Mode::Normal).await;
+    let (msg, q) = query_msg(99, "b.test.");
+    let r = up.query_over(other.addr, 0, &msg, &q, T).await.unwrap();
+    assert!(matches!(r, UdpReply::Answer(_)));
+    assert_eq!(up.sockets(), 6);
+}
+
+#[tokio::test]
 async fn upstream_ids_are_random_not_the_clients() {
     let be = FakeUdp::start(1, Mode::Normal).await;
     let up = UdpUpstreams::new();
