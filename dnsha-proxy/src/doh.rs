@@ -211,14 +211,17 @@ async fn connection(
         let (ctx, state) = (Arc::clone(&ctx), Arc::clone(&state));
         hyper::service::service_fn(move |req| {
             let active = Active::start(&ctx, &state);
-            let fut = handle(
+            // Boxed: hyper moves each stream's future a few times (into
+            // the stream, into the spawned task), and the request's future
+            // with its upstream state is about 2.3 kB.
+            let fut = Box::pin(handle(
                 Arc::clone(&ctx),
                 upstreams.clone(),
                 Arc::clone(&limiter),
                 Arc::clone(&state),
                 peer,
                 req,
-            );
+            ));
             async move { Ok::<_, Infallible>(active.done(fut.await)) }
         })
     };

@@ -191,22 +191,51 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
 }
 
 /// The `max-age` of an answer: the smallest TTL of its records (the SOA's
-/// `minimum` too for a negative answer), 0 when it has none or does not parse.
+/// `minimum` too for a negative answer; an OPT record's TTL field holds
+/// flags and is skipped), 0 when it has none or does not parse.
+///
+/// Read record by record with hickory's decoder, without decoding record
+/// data: this runs for every DoH answer.
 pub fn min_ttl(answer: &[u8]) -> u32 {
-    use hickory_proto::rr::RData;
-    let Ok(msg) = hickory_proto::op::Message::from_vec(answer) else {
-        return 0;
-    };
-    msg.answers()
-        .iter()
-        .chain(msg.name_servers())
-        .chain(msg.additionals())
-        .map(|r| match r.data() {
-            RData::SOA(soa) => r.ttl().min(soa.minimum()),
-            _ => r.ttl(),
-        })
-        .min()
-        .unwrap_or(0)
+    smallest_ttl(answer).unwrap_or(0)
+}
+
+fn smallest_ttl(answer: &[u8]) -> Option<u32> {
+    use hickory_proto::op::{Header, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+    /// SERIAL, REFRESH, RETRY, EXPIRE and MINIMUM end every SOA's data.
+    const SOA_TAIL: usize = 20;
+    let mut dec = BinDecoder::new(answer);
+    let header = Header::read(&mut dec).ok()?;
+    for _ in 0..header.query_count() {
+        Query::read(&mut dec).ok()?;
+    }
+    let records = u32::from(header.answer_count())
+        + u32::from(header.name_server_count())
+        + u32::from(header.additional_count());
+    let mut min: Option<u32> = None;
+    for _ in 0..records {
+        Name::read(&mut dec).ok()?;
+        let rtype = RecordType::from(dec.read_u16().ok()?.unverified());
+        dec.read_u16().ok()?;
+        let ttl = dec.read_u32().ok()?.unverified();
+        let len = dec.read_u16().ok()?.unverified();
+        let data = dec.read_slice(usize::from(len)).ok()?.unverified();
+        let ttl = match rtype {
+            RecordType::OPT => continue,
+            RecordType::SOA => {
+                if data.len() < SOA_TAIL {
+                    return None;
+                }
+                let minimum = data.get(data.len() - 4..)?;
+                ttl.min(u32::from_be_bytes(minimum.try_into().ok()?))
+            }
+            _ => ttl,
+        };
+        min = Some(min.map_or(ttl, |m| m.min(ttl)));
+    }
+    min
 }
 
 /// Per-client token buckets for `max_requests_per_second`.

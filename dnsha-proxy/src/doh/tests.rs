@@ -123,6 +123,26 @@ fn max_age_is_the_smallest_ttl() {
     neg.add_name_server(Record::from_rdata(name, 3600, RData::SOA(soa)));
     assert_eq!(min_ttl(&neg.to_vec().unwrap()), 30);
     assert_eq!(min_ttl(&[1, 2, 3]), 0);
+    // An OPT record's TTL field (extended RCODE and flags, here DO) is no
+    // TTL.
+    let mut edns = Message::new();
+    edns.set_message_type(MessageType::Response);
+    edns.add_answer(Record::from_rdata(
+        Name::from_ascii("a.test.").unwrap(),
+        300,
+        RData::A(A::new(192, 0, 2, 1)),
+    ));
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_dnssec_ok(true);
+    edns.set_edns(e);
+    let wire = edns.to_vec().unwrap();
+    assert_eq!(min_ttl(&wire), 300);
+    // Cut short inside the last record: does not parse.
+    assert_eq!(min_ttl(&wire[..wire.len() - 3]), 0);
+    // No records at all.
+    let mut empty = Message::new();
+    empty.set_message_type(MessageType::Response);
+    assert_eq!(min_ttl(&empty.to_vec().unwrap()), 0);
 }
 
 #[test]
