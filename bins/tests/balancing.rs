@@ -478,6 +478,7 @@ fn upstream_queries_use_random_ids_and_several_source_ports() {
         let m = send_udp(listen, &q, T).unwrap();
         assert_eq!(m.id(), q.id(), "the client gets its own ID back");
     }
+    let seen_for_test = Arc::clone(&seen);
     let seen = seen.lock().unwrap().clone();
     let ports: std::collections::HashSet<u16> = seen.iter().map(|s| s.0).collect();
     // 40 queries in turn over the worker's 5 sockets to this backend.
@@ -498,4 +499,31 @@ fn upstream_queries_use_random_ids_and_several_source_ports() {
         .filter(|(s, c)| s.1 == **c)
         .count();
     assert!(same <= 2, "{same} upstream IDs equal the client's");
+
+    // A reload raising the socket count opens the new sockets on next use.
+    d.rewrite_config(&config_with(
+        listen,
+        admin,
+        "workers = 1",
+        "udp_sockets_per_backend = 8",
+        &[("rec", backend, 1)],
+    ));
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    let before = seen_for_test.lock().unwrap().len();
+    for _ in 0..40 {
+        let q = build_query("www.example.test.", RecordType::A).unwrap();
+        let m = send_udp(listen, &q, T).unwrap();
+        assert_eq!(m.id(), q.id());
+    }
+    let after: std::collections::HashSet<u16> = seen_for_test.lock().unwrap()[before..]
+        .iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(after.len(), 8, "source ports after the reload: {after:?}");
+    assert!(ports.is_subset(&after), "the first sockets stay in use");
 }
