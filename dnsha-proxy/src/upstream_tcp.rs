@@ -3,6 +3,8 @@
 //! [`TcpUpstreams`] is shared by every TCP listener. Per backend it keeps up
 //! to `max_connections_per_backend` connections; each carries up to
 //! `max_in_flight_per_connection` queries at once, answered in any order.
+//! Both limits come from the query's pool ([`StreamLimits`]), or from the
+//! [`TcpUpstreamSettings`] for a target without its own.
 //!
 //! A connection is one task that owns its socket. Queries reach it over a
 //! bounded channel together with a oneshot for the answer; the task gives
@@ -50,7 +52,7 @@ use crate::tcp::FrameDecoder;
 
 /// Largest accepted `max_in_flight_per_connection`: keeps random IDs easy to
 /// find among the 65 536 possible.
-const MAX_IN_FLIGHT_LIMIT: usize = 30_000;
+const MAX_IN_FLIGHT_LIMIT: usize = dnsha_core::PoolSettings::MAX_IN_FLIGHT_PER_CONNECTION;
 
 /// Bytes queued for writing on one connection above which the task stops
 /// taking new queries until the socket drains.
@@ -104,7 +106,7 @@ pub struct UpstreamTarget {
 }
 
 impl UpstreamTarget {
-    /// Plain TCP to `addr`, with the pool's default limits.
+    /// Plain TCP to `addr`, with the limits of the [`TcpUpstreamSettings`].
     pub fn tcp(addr: SocketAddr) -> Self {
         Self {
             addr,
