@@ -32,7 +32,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(msg) => {
             assert!((12..=65_535).contains(&msg.len()));
             let get = format!("{path}?dns={}", encode_get_param(&msg));
-            assert_eq!(decode_request("GET", &get, None, &[], path), Ok(msg.clone()));
+            assert_eq!(
+                decode_request("GET", &get, None, &[], path),
+                Ok(msg.clone())
+            );
             let _ = classify_query(&msg);
         }
         Err(e) => {

@@ -191,8 +191,10 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
 }
 
 /// The `max-age` of an answer: the smallest TTL of its records (the SOA's
-/// `minimum` too for a negative answer; an OPT record's TTL field holds
-/// flags and is skipped), 0 when it has none or does not parse.
+/// `minimum` too for a negative answer), 0 when it has none or does not
+/// parse (an SOA without its data included). OPT, SIG(0) and TSIG are not
+/// data: an OPT record's TTL field holds flags, and TSIG's is always 0; they
+/// are skipped. A TTL with the top bit set counts as 0 (RFC 2181 §8).
 ///
 /// Read record by record with hickory's decoder, without decoding record
 /// data: this runs for every DoH answer.
@@ -206,6 +208,7 @@ fn smallest_ttl(answer: &[u8]) -> Option<u32> {
     use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
     /// SERIAL, REFRESH, RETRY, EXPIRE and MINIMUM end every SOA's data.
     const SOA_TAIL: usize = 20;
+    const MAX_TTL: u32 = i32::MAX as u32;
     let mut dec = BinDecoder::new(answer);
     let header = Header::read(&mut dec).ok()?;
     for _ in 0..header.query_count() {
@@ -220,16 +223,18 @@ fn smallest_ttl(answer: &[u8]) -> Option<u32> {
         let rtype = RecordType::from(dec.read_u16().ok()?.unverified());
         dec.read_u16().ok()?;
         let ttl = dec.read_u32().ok()?.unverified();
+        let ttl = if ttl > MAX_TTL { 0 } else { ttl };
         let len = dec.read_u16().ok()?.unverified();
         let data = dec.read_slice(usize::from(len)).ok()?.unverified();
         let ttl = match rtype {
-            RecordType::OPT => continue,
+            RecordType::OPT | RecordType::SIG | RecordType::TSIG => continue,
             RecordType::SOA => {
                 if data.len() < SOA_TAIL {
                     return None;
                 }
                 let minimum = data.get(data.len() - 4..)?;
-                ttl.min(u32::from_be_bytes(minimum.try_into().ok()?))
+                let minimum = u32::from_be_bytes(minimum.try_into().ok()?);
+                ttl.min(if minimum > MAX_TTL { 0 } else { minimum })
             }
             _ => ttl,
         };

@@ -139,6 +139,22 @@ fn max_age_is_the_smallest_ttl() {
     assert_eq!(min_ttl(&wire), 300);
     // Cut short inside the last record: does not parse.
     assert_eq!(min_ttl(&wire[..wire.len() - 3]), 0);
+    // RFC 2181 §8: a TTL with the top bit set counts as 0.
+    let mut huge = Message::new();
+    huge.set_message_type(MessageType::Response);
+    huge.add_answer(Record::from_rdata(
+        Name::from_ascii("a.test.").unwrap(),
+        0x8000_0001,
+        RData::A(A::new(192, 0, 2, 1)),
+    ));
+    assert_eq!(min_ttl(&huge.to_vec().unwrap()), 0);
+    // An SOA record without its data (found by the fuzzer): no max-age.
+    let empty_soa = [
+        0x3a, 0x0a, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, // header: 1 question, 1 answer
+        0, 0x3a, 0x0a, 0, 0, // question: root
+        0, 0, 6, 0, 0xfe, 0xff, 0x10, 0x2d, 0x0d, 0, 0, // SOA, class NONE, no data
+    ];
+    assert_eq!(min_ttl(&empty_soa), 0);
     // No records at all.
     let mut empty = Message::new();
     empty.set_message_type(MessageType::Response);
