@@ -527,3 +527,74 @@ fn upstream_queries_use_random_ids_and_several_source_ports() {
     assert_eq!(after.len(), 8, "source ports after the reload: {after:?}");
     assert!(ports.is_subset(&after), "the first sockets stay in use");
 }
+
+#[test]
+fn pin_workers_puts_each_udp_worker_on_its_own_cpu() {
+    init_tracing();
+    let allowed = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Cpus_allowed_list:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    let first_two: Vec<String> = expand_cpu_list(&allowed)
+        .into_iter()
+        .take(2)
+        .map(|c| c.to_string())
+        .collect();
+    let n1 = Nsd::start(ip(1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config_with(listen, admin, "workers = 2", "", &[("a", n1.addr(), 1)]).replacen(
+        "protocol = \"udp\"",
+        "protocol = \"udp\"\npin_workers = true",
+        1,
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    assert_eq!(who_udp(listen), ip(1));
+    let mut pinned = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        pinned.push((comm.trim().to_string(), cpus));
+    }
+    pinned.sort();
+    for (i, want) in first_two.iter().enumerate() {
+        let name = format!("udp-udp-{i}");
+        let got = pinned.iter().find(|(c, _)| *c == name);
+        // With one allowed CPU both workers share it.
+        let want = if first_two.len() == 1 {
+            &first_two[0]
+        } else {
+            want
+        };
+        assert_eq!(got.map(|g| &g.1), Some(want), "{pinned:?}");
+    }
+    // The TCP listener's workers are not pinned.
+    let tcp = pinned
+        .iter()
+        .find(|(c, _)| c.starts_with("tcp-tcp-0"))
+        .unwrap();
+    assert_eq!(tcp.1, allowed, "{pinned:?}");
+}
+
+/// `0-3,6` → [0, 1, 2, 3, 6].
+fn expand_cpu_list(list: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}

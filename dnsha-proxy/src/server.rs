@@ -132,7 +132,35 @@ fn same_sockets(old: &ListenerConfig, new: &ListenerConfig) -> bool {
         && old.protocol == new.protocol
         && old.listen == new.listen
         && old.tls.is_some() == new.tls.is_some()
-        && (old.protocol != Protocol::Udp || workers_for(old) == workers_for(new))
+        && (old.protocol != Protocol::Udp
+            || (workers_for(old) == workers_for(new) && old.pin_workers == new.pin_workers))
+}
+
+/// The CPUs this process may run on, in order (empty when unknown).
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the CPU affinity");
+            Vec::new()
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`; a failure is logged, the worker runs
+/// unpinned.
+fn pin_current_thread(cpu: usize) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    let r = set
+        .set(cpu)
+        .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = r {
+        tracing::warn!(cpu, error = %e, "cannot pin the worker thread");
+    }
 }
 
 impl Server {
@@ -260,9 +288,25 @@ impl Server {
         let sockets = bind_workers(l, crate::socket::bind_udp, std::net::UdpSocket::local_addr)?;
         let pktinfo = l.listen.ip().is_unspecified();
         let main = tokio::runtime::Handle::current();
+        let cpus = if l.pin_workers {
+            allowed_cpus()
+        } else {
+            Vec::new()
+        };
         for (i, std) in sockets.into_iter().enumerate() {
             let (ctx2, main) = (Arc::clone(ctx), main.clone());
+            // `pin_workers`: worker i on the i-th allowed CPU, and its socket
+            // preferred by the kernel for datagrams processed there.
+            let cpu = cpus.get(i % cpus.len().max(1)).copied();
+            if let Some(cpu) = cpu {
+                if let Err(e) = socket2::SockRef::from(&std).set_cpu_affinity(cpu) {
+                    tracing::warn!(cpu, error = %e, "cannot set SO_INCOMING_CPU");
+                }
+            }
             let work = async move {
+                if let Some(cpu) = cpu {
+                    pin_current_thread(cpu);
+                }
                 match tokio::net::UdpSocket::from_std(std) {
                     Ok(sock) => crate::udp::serve(ctx2, sock, pktinfo, main).await,
                     Err(e) => tracing::error!(error = %e, "udp worker socket"),

@@ -221,6 +221,10 @@ pub struct ListenerConfig {
     /// Worker threads, each with its own SO_REUSEPORT socket; 0 means one
     /// per CPU.
     pub workers: usize,
+    /// UDP: pin worker `i` to the `i`th CPU the process may use, and ask the
+    /// kernel (SO_INCOMING_CPU) to hand its socket the datagrams processed on
+    /// that CPU, as nginx's `worker_cpu_affinity auto`.
+    pub pin_workers: bool,
     /// DoT and DoH: certificate and key; `None` for other protocols and for
     /// DoH with `tls = false` (plain HTTP behind a reverse proxy).
     pub tls: Option<TlsFiles>,
@@ -307,6 +311,7 @@ impl ListenerConfig {
             max_connections: 10_000,
             max_connections_per_client: 64,
             workers: 0,
+            pin_workers: false,
             tls: None,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_handshakes_per_client: DEFAULT_MAX_HANDSHAKES_PER_CLIENT,
@@ -448,6 +453,18 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// `pin_workers`, which only UDP listeners take.
+    fn pin_workers(&mut self, l: &raw::RawListener) -> bool {
+        let Some(v) = &l.pin_workers else {
+            return false;
+        };
+        if *v.get_ref() && l.protocol != Protocol::Udp {
+            self.err(v.span(), "pin_workers applies to udp listeners only");
+            return false;
+        }
+        *v.get_ref()
+    }
+
     /// A count from 1 to `max`; out of range is an error (and 1 is used).
     fn between(&mut self, what: &str, v: &Spanned<u64>, max: usize) -> usize {
         match usize::try_from(*v.get_ref()) {
@@ -524,6 +541,7 @@ impl Validator {
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                     max_connections_per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
                     workers: l.workers,
+                    pin_workers: self.pin_workers(l),
                     ..self.tls_listener(l)
                 }
             })

@@ -91,6 +91,7 @@ pub(super) struct RawListener {
     pub(super) max_connections_per_client: Spanned<u64>,
     #[serde(default)]
     pub(super) workers: usize,
+    pub(super) pin_workers: Option<Spanned<bool>>,
     // DoT and DoH (issue 5).
     pub(super) tls_cert: Option<Spanned<String>>,
     pub(super) tls_key: Option<Spanned<String>>,

@@ -488,3 +488,30 @@ fn upstream_socket_and_connection_limits() {
     let e = rendered(&negative);
     assert!(e.iter().any(|e| e.starts_with("t.toml:9:")), "{e:?}");
 }
+
+#[test]
+fn pin_workers_is_for_udp_listeners() {
+    let src = |protocol: &str, extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n{extra}\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    assert!(!Config::parse(&src("udp", "")).unwrap().listeners[0].pin_workers);
+    assert!(
+        Config::parse(&src("udp", "pin_workers = true"))
+            .unwrap()
+            .listeners[0]
+            .pin_workers
+    );
+    assert_eq!(
+        rendered(&src("tcp", "pin_workers = true")),
+        ["t.toml:6:15: pin_workers applies to udp listeners only"]
+    );
+    assert!(
+        !Config::parse(&src("tcp", "pin_workers = false"))
+            .unwrap()
+            .listeners[0]
+            .pin_workers
+    );
+}
