@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::{LogFormat, Protocol, Transport};
 use crate::policy::PolicyKind;
-use crate::pool::OnNoBackend;
+use crate::pool::{OnNoBackend, PoolSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,14 +51,15 @@ fn d_retries() -> u32 {
 fn d_max_fails() -> u32 {
     3
 }
+// The stream and socket limits default to `PoolSettings::default()`'s.
 fn d_udp_sockets() -> Spanned<u64> {
-    spanned(2)
+    spanned(PoolSettings::default().udp_sockets_per_backend as u64)
 }
 fn d_max_connections() -> Spanned<u64> {
-    spanned(8)
+    spanned(PoolSettings::default().max_connections_per_backend as u64)
 }
 fn d_max_in_flight() -> Spanned<u64> {
-    spanned(100)
+    spanned(PoolSettings::default().max_in_flight_per_connection as u64)
 }
 fn d_fail_timeout() -> Spanned<u64> {
     spanned(10_000)

@@ -208,7 +208,8 @@ fn smallest_ttl(answer: &[u8]) -> Option<u32> {
     use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
     /// SERIAL, REFRESH, RETRY, EXPIRE and MINIMUM end every SOA's data.
     const SOA_TAIL: usize = 20;
-    const MAX_TTL: u32 = i32::MAX as u32;
+    // RFC 2181 §8: a TTL with the top bit set counts as 0.
+    let ttl_of = |t: u32| if t > i32::MAX as u32 { 0 } else { t };
     let mut dec = BinDecoder::new(answer);
     let header = Header::read(&mut dec).ok()?;
     for _ in 0..header.query_count() {
@@ -222,8 +223,7 @@ fn smallest_ttl(answer: &[u8]) -> Option<u32> {
         Name::read(&mut dec).ok()?;
         let rtype = RecordType::from(dec.read_u16().ok()?.unverified());
         dec.read_u16().ok()?;
-        let ttl = dec.read_u32().ok()?.unverified();
-        let ttl = if ttl > MAX_TTL { 0 } else { ttl };
+        let ttl = ttl_of(dec.read_u32().ok()?.unverified());
         let len = dec.read_u16().ok()?.unverified();
         let data = dec.read_slice(usize::from(len)).ok()?.unverified();
         let ttl = match rtype {
@@ -233,8 +233,7 @@ fn smallest_ttl(answer: &[u8]) -> Option<u32> {
                     return None;
                 }
                 let minimum = data.get(data.len() - 4..)?;
-                let minimum = u32::from_be_bytes(minimum.try_into().ok()?);
-                ttl.min(if minimum > MAX_TTL { 0 } else { minimum })
+                ttl.min(ttl_of(u32::from_be_bytes(minimum.try_into().ok()?)))
             }
             _ => ttl,
         };
