@@ -27,6 +27,7 @@ pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod frame;
 pub mod policy;
 pub mod pool;
 
