@@ -326,7 +326,7 @@ fn curl_gets_every_status_over_http1_and_http2() {
     std::fs::write(&response, vec![0xffu8; 40]).unwrap();
     let get = format!(
         "{base}/dns-query?dns={}",
-        dnsha_proxy::doh::encode_get_param(&query)
+        dnsha_proxy::frontend::doh::encode_get_param(&query)
     );
     let at = |f: &std::path::Path| format!("@{}", f.display());
     let ct = "content-type: application/dns-message";
@@ -468,7 +468,7 @@ address = "{a}"
         .unwrap();
     let path = format!(
         "/dns-query?dns={}",
-        dnsha_proxy::doh::encode_get_param(&query)
+        dnsha_proxy::frontend::doh::encode_get_param(&query)
     );
     // HTTP/1.1 and HTTP/2 with prior knowledge, through a "proxy" at 127.0.0.1.
     for version in ["--http1.1", "--http2-prior-knowledge"] {
@@ -788,7 +788,7 @@ fn http1_keep_alive_outlives_the_read_timeout() {
         .unwrap();
     let req = format!(
         "GET /dns-query?dns={} HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
-        dnsha_proxy::doh::encode_get_param(&q)
+        dnsha_proxy::frontend::doh::encode_get_param(&q)
     );
     for _ in 0..2 {
         c.write_all(req.as_bytes()).unwrap();

@@ -4,8 +4,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use dnsha_core::Millis;
-use dnsha_proxy::dns::{answer_matches, classify_query, parse_answer, rewrite_id, Verdict};
-use dnsha_proxy::pending::PendingTable;
+use dnsha_proxy::wire::dns::{answer_matches, classify_query, parse_answer, rewrite_id, Verdict};
+use dnsha_proxy::wire::pending::PendingTable;
 use hickory_proto::op::{Edns, Message, MessageType, Query};
 use hickory_proto::rr::{Name, RecordType};
 use rand::rngs::StdRng;

@@ -11,23 +11,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dnsha_core::config::{AccessLogTarget, LogFormat};
+use dnsha_core::config::{AccessLogTarget, LogFormat, Protocol};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::metrics::{inc, ListenerMetrics};
 
-/// One query as the access log records it.
-#[derive(Debug, Clone)]
+/// One query as the access log records it. The time it arrived is worked
+/// out when it is logged (now minus its duration), so the data path keeps
+/// the monotonic clock alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
-    /// When the query arrived.
-    pub time: SystemTime,
     /// Client address.
     pub client: SocketAddr,
     /// Backend that answered (or was last tried), if any.
     pub backend: Option<SocketAddr>,
-    /// `UDP` or `TCP`.
-    pub protocol: &'static str,
+    /// The listener's protocol (shown as `UDP`, `TCP`, `DoT`, `DoH`).
+    pub protocol: Protocol,
     /// Response code sent to the client (`NOERROR`, `SERVFAIL`, ...), or `-`
     /// when nothing was sent.
     pub rcode: String,
@@ -40,7 +40,7 @@ pub struct LogRecord {
 }
 
 enum Msg {
-    Record(LogRecord),
+    Record(SystemTime, LogRecord),
     Reopen,
 }
 
@@ -71,7 +71,9 @@ impl AccessLog {
 
     /// Queues a record; drops and counts it when the writer lags.
     pub fn log(&self, record: LogRecord) {
-        if self.tx.try_send(Msg::Record(record)).is_err() {
+        let now = SystemTime::now();
+        let time = now.checked_sub(record.duration).unwrap_or(now);
+        if self.tx.try_send(Msg::Record(time, record)).is_err() {
             inc(&self.metrics.log_dropped);
         }
     }
@@ -121,13 +123,13 @@ async fn writer(target: AccessLogTarget, format: LogFormat, mut rx: mpsc::Receiv
                     *f = open(p).await;
                 }
             }
-            Msg::Record(r) => {
+            Msg::Record(t, r) => {
                 line.clear();
-                format_record(&r, format, &mut line);
+                format_record(&r, t, format, &mut line);
                 // batch what is already queued
                 while line.len() < 64 * 1024 {
                     match rx.try_recv() {
-                        Ok(Msg::Record(r)) => format_record(&r, format, &mut line),
+                        Ok(Msg::Record(t, r)) => format_record(&r, t, format, &mut line),
                         Ok(Msg::Reopen) => {
                             if let Sink::File(p, f) = &mut sink {
                                 if let Some(old) = f.as_mut() {
@@ -154,13 +156,22 @@ async fn writer(target: AccessLogTarget, format: LogFormat, mut rx: mpsc::Receiv
     }
 }
 
-/// Formats one record as a line (with its newline).
-pub fn format_record(r: &LogRecord, format: LogFormat, out: &mut String) {
-    let secs = r.time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let millis = r
-        .time
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_millis());
+/// How the access log names a protocol: `UDP`, `TCP` (the passthrough
+/// too), `DoT`, `DoH`.
+pub fn protocol_label(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Udp => "UDP",
+        Protocol::Tcp | Protocol::TcpPassthrough => "TCP",
+        Protocol::Dot => "DoT",
+        Protocol::Doh => "DoH",
+    }
+}
+
+/// Formats one record, of a query that arrived at `time`, as a line (with
+/// its newline).
+pub fn format_record(r: &LogRecord, time: SystemTime, format: LogFormat, out: &mut String) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (secs, millis) = (since.as_secs(), since.subsec_millis());
     let backend = r.backend.map_or_else(|| "-".to_string(), |b| b.to_string());
     let dur = r.duration.as_secs_f64();
     match format {
@@ -171,7 +182,7 @@ pub fn format_record(r: &LogRecord, format: LogFormat, out: &mut String) {
                 time_local(secs),
                 r.client,
                 backend,
-                r.protocol,
+                protocol_label(r.protocol),
                 r.rcode,
                 dur,
                 r.qname,
@@ -183,7 +194,7 @@ pub fn format_record(r: &LogRecord, format: LogFormat, out: &mut String) {
                 "time": rfc3339(secs, millis),
                 "client": r.client.to_string(),
                 "backend": r.backend.map(|b| b.to_string()),
-                "protocol": r.protocol,
+                "protocol": protocol_label(r.protocol),
                 "rcode": r.rcode,
                 "duration": (dur * 1000.0).round() / 1000.0,
                 "qname": r.qname,
@@ -234,12 +245,15 @@ fn rfc3339(secs: u64, millis: u32) -> String {
 mod tests {
     use super::*;
 
+    fn time() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_736_865_635_250)
+    }
+
     fn record() -> LogRecord {
         LogRecord {
-            time: UNIX_EPOCH + Duration::from_millis(1_736_865_635_250),
             client: "192.168.3.1:40000".parse().unwrap(),
             backend: Some("192.168.1.2:53".parse().unwrap()),
-            protocol: "UDP",
+            protocol: Protocol::Udp,
             rcode: "NOERROR".into(),
             duration: Duration::from_millis(31),
             qname: "www.example.test.".into(),
@@ -250,7 +264,7 @@ mod tests {
     #[test]
     fn text_line_like_nginx_basic() {
         let mut s = String::new();
-        format_record(&record(), LogFormat::Text, &mut s);
+        format_record(&record(), time(), LogFormat::Text, &mut s);
         assert_eq!(
             s,
             "14/Jan/2025:14:40:35 +0000 192.168.3.1:40000 192.168.1.2:53 UDP NOERROR 0.031 www.example.test. A\n"
@@ -262,7 +276,7 @@ mod tests {
         let mut s = String::new();
         let mut r = record();
         r.backend = None;
-        format_record(&r, LogFormat::Json, &mut s);
+        format_record(&r, time(), LogFormat::Json, &mut s);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["time"], "2025-01-14T14:40:35.250Z");
         assert_eq!(v["backend"], serde_json::Value::Null);

@@ -3,9 +3,9 @@
 use std::io;
 use std::net::SocketAddr;
 
-use dnsha_core::FailureKind;
+use dnsha_core::{ConfigError, FailureKind};
 
-/// Errors of the proxy.
+/// Errors of the proxy. Each keeps its cause ([`std::error::Error::source`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -27,6 +27,15 @@ pub enum Error {
         /// The missing pool.
         pool: String,
     },
+    /// A listener could not start or take a new configuration.
+    #[error("listener {listener}: {source}")]
+    Listener {
+        /// Listener name.
+        listener: String,
+        /// Why.
+        #[source]
+        source: Box<Self>,
+    },
     /// A query to a backend failed.
     #[error("backend {backend}: {kind:?}")]
     Upstream {
@@ -37,15 +46,34 @@ pub enum Error {
         /// Whether the query may be retried on another backend.
         retry: RetryType,
     },
-    /// A certificate, key or CA file could not be used, or a TLS
-    /// configuration could not be built.
-    #[error("{context}: {message}")]
-    Tls {
-        /// What was being done (listener or backend, file).
+    /// Certificate, key or CA files that cannot be used, each error located
+    /// in the configuration.
+    #[error("{context}: {}", join(errors))]
+    TlsFiles {
+        /// The file or setting concerned.
         context: String,
-        /// What is wrong.
-        message: String,
+        /// What is wrong, one error per problem.
+        errors: Vec<ConfigError>,
     },
+    /// rustls refused to build a TLS configuration.
+    #[error("{context}: {source}")]
+    Rustls {
+        /// What was being built.
+        context: String,
+        /// rustls's error.
+        source: rustls::Error,
+    },
+    /// A `tls_name` that is not a valid DNS name or address.
+    #[error("tls_name `{name}`: {source}")]
+    ServerName {
+        /// The name.
+        name: String,
+        /// Why it is not valid.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// A DoT listener without `tls_cert` and `tls_key`.
+    #[error("dot needs tls_cert and tls_key")]
+    NoCertificate,
     /// Another I/O error.
     #[error("{context}: {source}")]
     Io {
@@ -60,6 +88,24 @@ pub enum Error {
         /// The health checker's error.
         source: dnsha_health::Error,
     },
+}
+
+fn join(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// This error, as the cause of listener `name` failing.
+    pub fn in_listener(self, name: &str) -> Self {
+        Self::Listener {
+            listener: name.to_string(),
+            source: Box::new(self),
+        }
+    }
 }
 
 /// Whether a failed upstream query may be tried again on another backend

@@ -1,39 +1,45 @@
 //! # dnsha-proxy
 //!
 //! The data path of dnsha: DNS frontends over UDP and TCP (RFC 7766), DNS
-//! over TLS (RFC 7858, [`dot`]) and over HTTPS (RFC 8484, [`doh`]), an L4
-//! TCP passthrough, and the upstream side that sends each query to a
-//! backend chosen by a [`dnsha_core::Pool`], over UDP, TCP or TLS.
+//! over TLS (RFC 7858) and over HTTPS (RFC 8484), an L4 TCP passthrough,
+//! and the upstream side that sends each query to a backend chosen by a
+//! [`dnsha_core::Pool`], over UDP, TCP or TLS.
 //!
-//! The protocol logic is sans-IO and unit-tested on its own: [`dns`]
-//! (validation, ID rewrite, answer matching) and [`pending`] (the table of
-//! queries in flight with their deadlines). The socket loops around them are
-//! thin.
+//! A query flows one way through four folders:
+//!
+//! ```text
+//! frontend/  udp, tcp, dot, doh, passthrough; the accept loop and limits
+//!    │  admits each message and drives its Flight
+//!    ▼
+//! pipeline/  sans-IO per-query core: admission (ACL, validation), pick,
+//!    │        retry, passive health, SERVFAIL or drop, the access-log record
+//!    ▼
+//! upstream/  UDP sockets, pooled TCP/TLS connections, per-backend routes
+//!    │
+//!    ▼
+//! wire/      DNS classification and rewriting, stream framing, the
+//!            pending table
+//! ```
+//!
+//! [`server`] composes them: it binds the listeners, applies reloads and
+//! renders `/status` and `/metrics`. The protocol logic is sans-IO and
+//! unit-tested without sockets: [`wire`] and [`pipeline`].
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod accesslog;
 pub mod acl;
-pub mod ctx;
-pub mod dns;
-pub mod doh;
-pub mod dot;
 pub mod error;
-pub mod handshake;
+pub mod frontend;
 pub mod metrics;
-pub mod passthrough;
-pub mod pending;
-pub mod routes;
+pub mod pipeline;
 pub mod server;
 pub mod socket;
 pub mod sys;
-pub mod tcp;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod tls;
-pub mod udp;
-pub mod udp_stream;
-pub mod upstream_tcp;
-pub mod upstream_udp;
+pub mod upstream;
+pub mod wire;
 
 pub use error::{Error, RetryType};

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dnsha_core::config::Protocol;
 
-use crate::dns::DropReason;
+use crate::wire::dns::DropReason;
 
 /// Counters of one listener. Every field is updated with relaxed atomics.
 #[derive(Debug)]

@@ -16,8 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use crate::acl::Acl;
-use crate::ctx::{ListenerCtx, ListenerShared};
+use crate::frontend::ListenerCtx;
 use crate::metrics::ListenerMetrics;
+use crate::pipeline::ListenerShared;
 
 /// How a fake backend answers.
 #[derive(Debug, Clone, Copy)]
@@ -271,10 +272,10 @@ pub(crate) fn ctx(
             pool: Arc::new(pool),
             access_log: None,
             routes: Arc::new(
-                crate::routes::Routes::new(
+                crate::upstream::Routes::new(
                     &pc,
-                    &Arc::new(crate::upstream_tcp::TcpUpstreams::new(
-                        crate::upstream_tcp::TcpUpstreamSettings::default(),
+                    &Arc::new(crate::upstream::stream::TcpUpstreams::new(
+                        crate::upstream::stream::TcpUpstreamSettings::default(),
                     )),
                 )
                 .unwrap(),

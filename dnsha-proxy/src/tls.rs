@@ -288,19 +288,11 @@ impl fmt::Debug for ServerTls {
     }
 }
 
-fn tls_error(context: impl Into<String>, message: impl fmt::Display) -> Error {
-    Error::Tls {
-        context: context.into(),
-        message: message.to_string(),
+fn rustls_error(context: &str) -> impl FnOnce(rustls::Error) -> Error + '_ {
+    move |source| Error::Rustls {
+        context: context.to_string(),
+        source,
     }
-}
-
-fn join_errors(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(|e| e.message.as_str())
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 impl ServerTls {
@@ -308,19 +300,21 @@ impl ServerTls {
     /// resumption by tickets (stateless, rotating keys) and by session ID,
     /// serving the certificate in `files`.
     pub fn new(files: &TlsFiles, alpn: &[&[u8]]) -> Result<Self> {
-        let key = load_certified_key(files)
-            .map_err(|e| tls_error(files.cert.display().to_string(), join_errors(&e)))?;
+        let key = load_certified_key(files).map_err(|errors| Error::TlsFiles {
+            context: files.cert.display().to_string(),
+            errors,
+        })?;
         let resolver = Arc::new(ReloadableCert {
             current: ArcSwap::new(key),
         });
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| tls_error("tls server configuration", e))?
+            .map_err(rustls_error("tls server configuration"))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config.ticketer =
-            rustls::crypto::ring::Ticketer::new().map_err(|e| tls_error("session tickets", e))?;
+            rustls::crypto::ring::Ticketer::new().map_err(rustls_error("session tickets"))?;
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
         Ok(Self {
             resolver,
@@ -356,7 +350,7 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| tls_error("tls client configuration", e))?;
+        .map_err(rustls_error("tls client configuration"))?;
     let mut config = if tls.verify {
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
@@ -364,7 +358,10 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
             // A system certificate rustls cannot use is skipped, as browsers do.
             let _ = roots.add(cert);
         }
-        let extra = load_ca(tls).map_err(|e| tls_error("tls_ca", e.message))?;
+        let extra = load_ca(tls).map_err(|e| Error::TlsFiles {
+            context: "tls_ca".into(),
+            errors: vec![e],
+        })?;
         let ca_name = tls
             .ca
             .as_ref()
@@ -373,7 +370,7 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
         for cert in extra {
             roots
                 .add(cert)
-                .map_err(|e| tls_error(format!("tls_ca `{ca_name}`"), e))?;
+                .map_err(rustls_error(&format!("tls_ca `{ca_name}`")))?;
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     } else {
@@ -392,9 +389,10 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
 /// backend's IP address.
 pub fn server_name(tls: &BackendTls, addr: std::net::SocketAddr) -> Result<ServerName<'static>> {
     match &tls.name {
-        Some(n) => {
-            ServerName::try_from(n.clone()).map_err(|e| tls_error(format!("tls_name `{n}`"), e))
-        }
+        Some(n) => ServerName::try_from(n.clone()).map_err(|source| Error::ServerName {
+            name: n.clone(),
+            source,
+        }),
         None => Ok(ServerName::IpAddress(addr.ip().into())),
     }
 }

@@ -1,8 +1,10 @@
 //! The UDP fast path allocates nothing per query once warmed up: receiving a
-//! batch of queries, validating each (header and question only), entering it
-//! in the pending table under a random ID, sending the batch upstream,
-//! receiving the answers, matching them and sending them back. Counted by a
-//! global allocator that counts the allocations of this test's thread.
+//! batch of queries, admitting each through the pipeline (ACL, header and
+//! question only), starting its flight (the pool's pick), entering it in the
+//! pending table under a random ID, sending the batch upstream, receiving
+//! the answers, matching them, finishing each flight (passive health, the
+//! client's ID) and sending them back. Counted by a global allocator that
+//! counts the allocations of this test's thread.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,10 +13,17 @@ use std::cell::Cell;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use dnsha_core::Millis;
-use dnsha_proxy::dns::{answer_matches, classify_query, parse_answer, rewrite_id, Verdict};
-use dnsha_proxy::pending::PendingTable;
+use std::sync::Arc;
+
+use dnsha_core::config::{Config, Protocol};
+use dnsha_core::{Backend, Millis, Pool};
+use dnsha_proxy::acl::Acl;
+use dnsha_proxy::metrics::{get, ListenerMetrics};
+use dnsha_proxy::pipeline::{admit, Admission, Flight, ListenerShared, Next};
 use dnsha_proxy::sys::{RecvBatch, SendBatch};
+use dnsha_proxy::upstream::Routes;
+use dnsha_proxy::wire::dns::{parse_answer, rewrite_id};
+use dnsha_proxy::wire::pending::PendingTable;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -74,6 +83,31 @@ fn answer_to(q: &[u8]) -> Vec<u8> {
     a
 }
 
+/// A UDP listener's settings in front of `backend`, as the server builds
+/// them (no access log: writing one allocates, off the data path).
+fn udp_listener(backend: std::net::SocketAddr) -> (ListenerShared, ListenerMetrics) {
+    let cfg = Config::parse(&format!(
+        "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"{backend}\"\n"
+    ))
+    .unwrap();
+    let (l, p) = (cfg.listeners[0].clone(), cfg.pools[0].clone());
+    let pool = Pool::new(
+        p.name.clone(),
+        p.policy,
+        p.settings.clone(),
+        vec![Arc::new(Backend::new("b", backend, 1))],
+    );
+    let metrics = ListenerMetrics::new("l", Protocol::Udp, l.listen);
+    let shared = ListenerShared {
+        acl: Acl::new(l.allow.clone()),
+        config: l,
+        pool: Arc::new(pool),
+        access_log: None,
+        routes: Arc::new(Routes::default()),
+    };
+    (shared, metrics)
+}
+
 #[test]
 fn udp_query_path_allocates_nothing_per_query() {
     const BATCH: usize = 16;
@@ -91,8 +125,8 @@ fn udp_query_path_allocates_nothing_per_query() {
         .collect();
     let mut recv = RecvBatch::new(32);
     let mut send = SendBatch::new(32);
-    let mut table: PendingTable<(std::net::SocketAddr, Vec<u8>, hickory_proto::op::Query, u16)> =
-        PendingTable::new(1024);
+    let (shared, metrics) = udp_listener(backend.local_addr().unwrap());
+    let mut table: PendingTable<(Flight, Vec<u8>)> = PendingTable::new(1024);
     let mut rng = StdRng::seed_from_u64(1);
     let mut spare: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut ids: Vec<u16> = Vec::with_capacity(BATCH);
@@ -116,19 +150,22 @@ fn udp_query_path_allocates_nothing_per_query() {
             for i in 0..n {
                 let src = recv.received()[i].src;
                 let bytes = recv.datagram(i).unwrap();
-                let Verdict::Forward(info) = classify_query(bytes) else {
+                let Admission::Forward(info) =
+                    admit(&shared, &metrics, src.ip(), Protocol::Udp, bytes)
+                else {
                     panic!("valid query refused");
+                };
+                let now = Millis::now();
+                let mut flight = Flight::new(src, Protocol::Udp, info, now);
+                let Next::Send(attempt) = flight.start(&shared, &metrics, now) else {
+                    panic!("no backend");
                 };
                 let mut buf = spare.pop().unwrap();
                 buf.clear();
                 buf.extend_from_slice(bytes);
+                let deadline = now.plus(attempt.timeout_ms);
                 let id = table
-                    .insert(
-                        0,
-                        (src, buf, info.question, info.id),
-                        Millis(u64::MAX),
-                        &mut rng,
-                    )
+                    .insert(0, (flight, buf), deadline, &mut rng)
                     .ok()
                     .unwrap();
                 rewrite_id(&mut table.get_mut((0, id)).unwrap().1, id);
@@ -164,11 +201,11 @@ fn udp_query_path_allocates_nothing_per_query() {
             for i in 0..n {
                 let a = recv.datagram_mut(i).unwrap();
                 let ai = parse_answer(a).unwrap();
-                let (client_addr, buf, question, client_id) = table.remove((0, ai.id)).unwrap();
-                assert!(answer_matches(&ai, &question));
-                rewrite_id(a, client_id);
+                let (mut flight, buf) = table.remove((0, ai.id)).unwrap();
+                assert_eq!(flight.check_answer(&ai), Ok(()));
+                flight.answered(&shared, &metrics, a, ai.rcode, Millis::now());
                 spare.push(buf);
-                replies.push((i, client_addr));
+                replies.push((i, flight.client()));
             }
             let msgs: smallvec::SmallVec<[(&[u8], Option<std::net::SocketAddr>); 32]> = replies
                 .iter()
@@ -197,6 +234,8 @@ fn udp_query_path_allocates_nothing_per_query() {
         }
     }
     assert_eq!(answered, ROUNDS * BATCH);
+    assert_eq!(get(&metrics.queries), (ROUNDS * BATCH) as u64);
+    assert_eq!(get(&metrics.answers), (ROUNDS * BATCH) as u64);
     let allocs = ALLOCS.with(Cell::get);
     assert_eq!(
         allocs,

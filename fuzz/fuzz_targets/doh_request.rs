@@ -7,8 +7,8 @@
 //! next one the configured path.
 #![no_main]
 
-use dnsha_proxy::dns::classify_query;
-use dnsha_proxy::doh::{decode_request, encode_get_param};
+use dnsha_proxy::wire::dns::classify_query;
+use dnsha_proxy::frontend::doh::{decode_request, encode_get_param};
 use libfuzzer_sys::fuzz_target;
 
 fn take(data: &[u8]) -> (&[u8], &[u8]) {

@@ -2,10 +2,10 @@
 //! answers the balancer makes, answer matching, and a DoH answer's max-age.
 #![no_main]
 
-use dnsha_proxy::dns::{
+use dnsha_proxy::wire::dns::{
     answer_matches, classify_query, parse_answer, refused_for, rewrite_id, synth_reply, Verdict,
 };
-use dnsha_proxy::doh::min_ttl;
+use dnsha_proxy::frontend::doh::min_ttl;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use libfuzzer_sys::fuzz_target;

@@ -168,7 +168,10 @@ fn get_path() -> String {
         .unwrap()
         .to_vec()
         .unwrap();
-    format!("/dns-query?dns={}", dnsha_proxy::doh::encode_get_param(&q))
+    format!(
+        "/dns-query?dns={}",
+        dnsha_proxy::frontend::doh::encode_get_param(&q)
+    )
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::testing::{answer_tag, query_msg, Behavior, FakeBackend};
-use crate::upstream_tcp::{TcpUpstreamSettings, TcpUpstreams, UpstreamTarget, UpstreamTls};
+use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams, UpstreamTarget, UpstreamTls};
 use dnsha_core::FailureKind;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::net::{TcpListener, TcpStream};

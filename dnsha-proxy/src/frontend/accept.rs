@@ -1,6 +1,7 @@
-//! The accept loop of the DoT and DoH frontends: the listener's connection
-//! limits ([`crate::tcp::admit`]), then a TLS handshake bounded in time
-//! (`handshake_timeout_ms`) and in number per client address
+//! The one accept loop of every stream frontend (TCP, DoT, DoH,
+//! passthrough): the listener's connection limits ([`ConnLimiter`], in total
+//! and per client address), then for DoT and DoH a TLS handshake bounded in
+//! time (`handshake_timeout_ms`) and in number per client address
 //! (`max_handshakes_per_client`), then the protocol handler.
 //!
 //! A client that sends garbage instead of a ClientHello fails the handshake
@@ -16,15 +17,71 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use dnsha_core::config::Protocol;
 use rustls::HandshakeKind;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::ctx::ListenerCtx;
+use super::ctx::ListenerCtx;
+pub use super::limits::{ConnLimiter, ConnSlot};
 use crate::metrics::inc;
-use crate::tcp::{accept_next, admit};
 use crate::tls::ServerTls;
+use crate::wire::dns::DropReason;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Waits for the next client connection; `None` once `ctx.stop` is
+/// cancelled. A failed accept (e.g. out of file descriptors) is logged and
+/// retried after a short pause.
+pub async fn accept_next(
+    ctx: &ListenerCtx,
+    listener: &TcpListener,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.stop.cancelled() => return None,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                warn!(listener = %ctx.metrics.name, error = %e, "accept failed");
+                tokio::select! {
+                    () = ctx.stop.cancelled() => return None,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Applies the listener's connection limits to a new client connection and
+/// counts it: `connections` and `connections_total` when admitted,
+/// `connections_refused` when not (the caller then closes it).
+pub fn admit(ctx: &ListenerCtx, limiter: &Arc<ConnLimiter>, peer: SocketAddr) -> Option<ConnSlot> {
+    let (max_total, per_client) = {
+        let shared = ctx.shared.load();
+        (
+            shared.config.max_connections,
+            shared.config.max_connections_per_client,
+        )
+    };
+    let m = &ctx.metrics;
+    match limiter.try_acquire(peer.ip(), max_total, per_client) {
+        Some(slot) => {
+            inc(&m.connections);
+            inc(&m.connections_total);
+            Some(slot.counted_in(Arc::clone(m)))
+        }
+        None => {
+            inc(&m.connections_refused);
+            debug!(listener = %m.name, client = %peer, "connection over the limits refused");
+            None
+        }
+    }
+}
 
 /// A client connection after the handshake: TLS, or plain TCP for DoH with
 /// `tls = false`.
@@ -106,7 +163,8 @@ impl AsyncWrite for ClientStream {
 
 /// Accepts connections until `ctx.stop` is cancelled; each admitted one
 /// gets its TLS handshake (when `tls` is set) and then `handler`, in a task
-/// tracked by `ctx.tasks`.
+/// tracked by `ctx.tasks`. Open connections then finish on their own
+/// (each handler watches `ctx.stop`).
 pub async fn accept_loop<F, Fut>(
     ctx: Arc<ListenerCtx>,
     listener: TcpListener,
@@ -122,6 +180,15 @@ pub async fn accept_loop<F, Fut>(
     let proto = ctx.metrics.protocol.as_str();
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, proto, "listener started");
     while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
+        // The passthrough cannot answer REFUSED (it does not read DNS): a
+        // client outside its ACL is closed at once.
+        if ctx.metrics.protocol == Protocol::TcpPassthrough
+            && !ctx.shared.load().acl.allows(peer.ip())
+        {
+            ctx.metrics.dropped(DropReason::Acl);
+            debug!(listener = %ctx.metrics.name, client = %peer, "client outside the acl closed");
+            continue;
+        }
         let Some(slot) = admit(&ctx, &limiter, peer) else {
             drop(stream);
             continue;

@@ -37,11 +37,13 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
-use crate::dns::{answer_matches, message_id, parse_answer, rewrite_id, HEADER_LEN};
+use super::failure_kind;
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
 use crate::sys::{RecvBatch, SendBatch};
-use crate::udp::failure_kind;
+use crate::wire::dns::{
+    answer_matches, message_id, parse_answer, rewrite_id, HEADER_LEN, MAX_MESSAGE,
+};
 
 /// Connected sockets (source ports) per backend.
 pub const SOCKETS_PER_BACKEND: usize = 2;
@@ -203,7 +205,7 @@ impl UdpUpstreams {
             kind,
             retry: RetryType::Retry,
         };
-        if query.len() < HEADER_LEN || query.len() > crate::dns::MAX_MESSAGE {
+        if query.len() < HEADER_LEN || query.len() > MAX_MESSAGE {
             return Err(Error::Io {
                 context: format!("query of {} bytes to {backend}", query.len()),
                 source: io::Error::new(io::ErrorKind::InvalidInput, "not a DNS message size"),

@@ -1,21 +1,22 @@
 //! The DNS-over-TLS frontend (RFC 7858).
 //!
-//! After the accept loop of [`crate::handshake`] (connection limits, a TLS
+//! After the accept loop of [`super::accept`] (connection limits, a TLS
 //! 1.2/1.3 handshake with ALPN `dot`, bounded in time and per client
 //! address), a connection is exactly a DNS-over-TCP connection: the TCP
-//! frontend's [`handle_connection`] serves it (pipelining, out-of-order
-//! answers, read and idle timeouts), with each query balanced through the
-//! pool by [`crate::tcp::forward`].
+//! frontend's [`handle_connection`](super::tcp::handle_connection) serves
+//! it (pipelining, out-of-order answers, read and idle timeouts), each query
+//! balanced by [`super::forward`].
 
 use std::sync::Arc;
 
+use dnsha_core::config::Protocol;
 use tokio::net::TcpListener;
 
-use crate::ctx::ListenerCtx;
-use crate::handshake::accept_loop;
-use crate::tcp::handle_connection;
+use super::accept::accept_loop;
+use super::ctx::ListenerCtx;
+use super::tcp::serve_stream;
 use crate::tls::ServerTls;
-use crate::upstream_tcp::TcpUpstreams;
+use crate::upstream::Upstreams;
 
 /// Serves DoT on `listener` until `ctx.stop` is cancelled; open connections
 /// then answer what is in flight and close.
@@ -23,15 +24,12 @@ pub async fn serve(
     ctx: Arc<ListenerCtx>,
     listener: TcpListener,
     tls: Arc<ServerTls>,
-    upstreams: Arc<TcpUpstreams>,
+    upstreams: Upstreams,
 ) {
     let ctx2 = Arc::clone(&ctx);
     accept_loop(ctx, listener, Some(tls), move |stream, peer| {
-        let (ctx, up) = (Arc::clone(&ctx2), Arc::clone(&upstreams));
-        async move {
-            let (rd, wr) = tokio::io::split(stream);
-            handle_connection(ctx, rd, wr, peer, up, "DoT").await;
-        }
+        let (ctx, up) = (Arc::clone(&ctx2), upstreams.clone());
+        serve_stream(ctx, stream, peer, up, Protocol::Dot)
     })
     .await;
 }
@@ -50,7 +48,7 @@ mod tests {
     use super::*;
     use crate::testing::{answer_tag, ctx, frame, query_msg, read_msg, Behavior, FakeBackend};
     use crate::tls::tests::pki;
-    use crate::upstream_tcp::TcpUpstreamSettings;
+    use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams};
     use dnsha_core::config::BackendTls;
     use hickory_proto::op::Message;
 
@@ -69,7 +67,7 @@ mod tests {
         let tls = Arc::new(ServerTls::new(&files, &[crate::tls::ALPN_DOT]).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let up = Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default()));
+        let up = Upstreams::stream(Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())));
         ctx.tasks.spawn(serve(Arc::clone(&ctx), listener, tls, up));
 
         let client = crate::tls::client_config(&BackendTls {

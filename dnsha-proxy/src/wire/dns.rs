@@ -372,6 +372,24 @@ pub fn synth_reply(query: &QueryInfo, rcode: ResponseCode) -> Vec<u8> {
     m.to_vec().unwrap_or_default()
 }
 
+/// The UDP payload a client accepts: its EDNS size (at least 512), or 512.
+pub fn udp_payload_limit(query: &[u8]) -> usize {
+    Message::from_vec(query)
+        .ok()
+        .and_then(|m| m.extensions().as_ref().map(|e| e.max_payload()))
+        .map_or(512, |n| usize::from(n.max(512)))
+}
+
+/// An empty answer with TC=1 for a query whose answer does not fit in the
+/// client's UDP payload size: the client asks again over TCP.
+pub fn truncated(info: &QueryInfo) -> Vec<u8> {
+    let mut reply = synth_reply(info, ResponseCode::NoError);
+    if let Some(flags) = reply.get_mut(2) {
+        *flags |= 0x02;
+    }
+    reply
+}
+
 /// REFUSED for any message with a readable header (used when the query itself
 /// is not parsed, e.g. an ACL refusal over TCP).
 pub fn refused_for(buf: &[u8]) -> Option<Vec<u8>> {

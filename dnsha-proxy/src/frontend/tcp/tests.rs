@@ -3,8 +3,9 @@ use std::sync::atomic::Ordering;
 use super::*;
 use crate::metrics::get;
 use crate::testing::*;
-use crate::upstream_tcp::TcpUpstreamSettings;
+use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams};
 use hickory_proto::op::Message;
+use hickory_proto::op::ResponseCode;
 use tokio::net::TcpStream;
 
 struct Front {
@@ -18,8 +19,11 @@ async fn front(listener_extra: &str, pool_extra: &str, backends: &[SocketAddr]) 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let upstreams = Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default()));
-    ctx.tasks
-        .spawn(serve(Arc::clone(&ctx), listener, Arc::clone(&upstreams)));
+    ctx.tasks.spawn(serve(
+        Arc::clone(&ctx),
+        listener,
+        Upstreams::stream(Arc::clone(&upstreams)),
+    ));
     Front {
         ctx,
         addr,
@@ -54,54 +58,6 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> Duration {
             Err(_) => panic!("connection still open after {limit:?}"),
         }
     }
-}
-
-#[test]
-fn frame_decoder_handles_one_byte_pieces() {
-    let (q, _) = query_msg(9, "a.test.");
-    let mut bytes = frame(&q);
-    bytes.extend(frame(&q));
-    let mut d = FrameDecoder::new();
-    let mut got = Vec::new();
-    for b in bytes {
-        d.push(&[b]);
-        while let Some(m) = d.next_message() {
-            got.push(m);
-        }
-    }
-    assert_eq!(got, vec![q.clone(), q]);
-    assert!(!d.partial());
-    assert_eq!(d.buffered(), 0);
-    d.push(&[0xff, 0xff, 1]);
-    assert!(d.partial());
-    assert_eq!(d.next_message(), None);
-}
-
-#[test]
-fn frame_decoder_compacts() {
-    let mut d = FrameDecoder::new();
-    for _ in 0..10_000 {
-        d.push(&[0, 3, 1, 2, 3]);
-        assert_eq!(d.next_message(), Some(vec![1, 2, 3]));
-    }
-    assert!(d.buf.len() <= COMPACT_AT + 5);
-}
-
-#[test]
-fn limiter_counts_per_client_and_total() {
-    let l = Arc::new(ConnLimiter::new());
-    let a: IpAddr = "192.0.2.1".parse().unwrap();
-    let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-    let b: IpAddr = "192.0.2.2".parse().unwrap();
-    let s1 = l.try_acquire(a, 3, 2).unwrap();
-    let _s2 = l.try_acquire(mapped, 3, 2).unwrap();
-    assert!(l.try_acquire(a, 3, 2).is_none());
-    let _s3 = l.try_acquire(b, 3, 2).unwrap();
-    assert!(l.try_acquire(b, 3, 2).is_none(), "total limit");
-    drop(s1);
-    assert_eq!(l.from_ip(a), 1);
-    assert!(l.try_acquire(a, 3, 2).is_some());
-    assert_eq!(l.total(), 2);
 }
 
 #[tokio::test]

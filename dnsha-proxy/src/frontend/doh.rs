@@ -3,9 +3,10 @@
 //!
 //! Requests are decoded by pure functions — [`check_head`], [`decode_body`]
 //! and [`decode_request`] which combines them (the fuzz target's entry) —
-//! into a DNS query; the query is validated as on every other frontend and
-//! balanced by [`crate::tcp::forward`], so pools, retries and SERVFAIL
-//! behave as over TCP. Answers carry `content-type: application/dns-message`
+//! into a DNS query; the query is admitted as on every other frontend
+//! ([`crate::pipeline::admit`]) and balanced by [`super::forward`], so pools,
+//! retries and SERVFAIL behave as over TCP. `udp` backends are asked over
+//! UDP first, over TCP only for a truncated answer. Answers carry `content-type: application/dns-message`
 //! and `cache-control: max-age=` the smallest TTL in the answer.
 //!
 //! | request | status |
@@ -51,14 +52,16 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::ctx::ListenerCtx;
-use crate::dns::{classify_query, refused_for, DropReason, Verdict};
-use crate::handshake::{accept_loop, ClientStream};
+use dnsha_core::config::Protocol;
+
+use super::accept::{accept_loop, ClientStream};
+use super::ctx::ListenerCtx;
+use super::forward::forward;
 use crate::metrics::inc;
-use crate::tcp::forward;
+use crate::pipeline::{admit, Admission};
 use crate::tls::ServerTls;
-use crate::upstream_tcp::TcpUpstreams;
-use crate::upstream_udp::UdpUpstreams;
+use crate::upstream::Upstreams;
+use crate::wire::dns::DropReason;
 
 /// Abandoned or over-rate requests tolerated on one connection per
 /// [`ABUSE_WINDOW`] before it is closed.
@@ -168,16 +171,6 @@ impl Drop for Active {
             self.conn.abuse();
         }
     }
-}
-
-/// How DoH reaches backends: `udp` backends over UDP (falling back to TCP
-/// for truncated answers), `tcp` and `dot` backends over pooled streams.
-#[derive(Debug, Clone)]
-pub struct Upstreams {
-    /// Pooled TCP and TLS connections.
-    pub tcp: Arc<TcpUpstreams>,
-    /// UDP sockets to `udp` backends.
-    pub udp: Arc<UdpUpstreams>,
 }
 
 /// Serves DoH on `listener` (over TLS when `tls` is set) until `ctx.stop`
@@ -430,42 +423,14 @@ async fn handle(
             Err(e) => return text(e),
         },
     };
-    if !shared.acl.allows(client.ip()) {
-        m.dropped(DropReason::Acl);
-        return match refused_for(&wire) {
-            Some(r) => {
-                inc(&m.refused);
-                dns_answer(r)
-            }
-            None => text(DohError::BadRequest),
-        };
-    }
-    match classify_query(&wire) {
-        Verdict::Drop(reason) => {
-            m.dropped(reason);
+    match admit(&shared, m, client.ip(), Protocol::Doh, &wire) {
+        // Not a DNS query at all: the HTTP request was bad.
+        Admission::Drop(_) | Admission::Reply(_, DropReason::Malformed | DropReason::Short) => {
             text(DohError::BadRequest)
         }
-        Verdict::Reply(_, reason @ (DropReason::Malformed | DropReason::Short)) => {
-            m.dropped(reason);
-            text(DohError::BadRequest)
-        }
-        Verdict::Reply(reply, reason) => {
-            m.dropped(reason);
-            dns_answer(reply)
-        }
-        Verdict::Forward(info) => {
-            inc(&m.queries);
-            match forward(
-                &ctx,
-                &upstreams.tcp,
-                Some(&upstreams.udp),
-                client,
-                &wire,
-                &info,
-                "DoH",
-            )
-            .await
-            {
+        Admission::Reply(reply, _) => dns_answer(reply),
+        Admission::Forward(info) => {
+            match forward(&ctx, &upstreams, client, &wire, info, Protocol::Doh).await {
                 Some(answer) => dns_answer(answer),
                 None => text(DohError::Unavailable),
             }

@@ -12,8 +12,8 @@ use dnsha_core::config::{PoolConfig, Transport};
 use dnsha_core::Backend;
 use tokio::sync::Semaphore;
 
+use super::stream::{StreamLimits, TcpUpstreams, UpstreamTarget, UpstreamTls};
 use crate::error::Result;
-use crate::upstream_tcp::{StreamLimits, TcpUpstreams, UpstreamTarget, UpstreamTls};
 
 /// Queries a UDP listener may have in flight over streams at once (to
 /// `tcp` and `dot` backends); more are dropped and counted as overload.

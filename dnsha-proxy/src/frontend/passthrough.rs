@@ -15,94 +15,67 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use dnsha_core::{BackendId, FailureKind, InFlight, Millis, Transition};
+use dnsha_core::config::Protocol;
+use dnsha_core::{FailureKind, InFlight, Millis};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep_until, timeout, Instant};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
+use super::accept::{accept_loop, ClientStream};
+use super::ctx::ListenerCtx;
 use crate::accesslog::LogRecord;
-use crate::ctx::ListenerCtx;
-use crate::dns::DropReason;
-use crate::metrics::inc;
-use crate::tcp::{accept_next, admit};
+use crate::pipeline::{record_connected, Attempts};
+use crate::wire::dns::DropReason;
 
 /// Accepts client connections until `ctx.stop` is cancelled and proxies each
 /// to a backend, in a task tracked by `ctx.tasks`. Connections already open
 /// at stop run until either side closes or they go idle.
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener) {
-    let limiter = Arc::clone(&ctx.conns);
-    debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, "tcp passthrough listener started");
-    while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
-        if !ctx.shared.load().acl.allows(peer.ip()) {
-            ctx.metrics.dropped(DropReason::Acl);
-            debug!(listener = %ctx.metrics.name, client = %peer, "client outside the acl closed");
-            continue;
-        }
-        let Some(slot) = admit(&ctx, &limiter, peer) else {
-            continue;
-        };
-        let ctx2 = Arc::clone(&ctx);
-        ctx.tasks.spawn(async move {
-            proxy(&ctx2, stream, peer).await;
-            drop(slot);
-        });
-    }
-    info!(listener = %ctx.metrics.name, "tcp passthrough listener stopped accepting");
+    let ctx2 = Arc::clone(&ctx);
+    accept_loop(ctx, listener, None, move |stream, peer| {
+        let ctx = Arc::clone(&ctx2);
+        async move { proxy(&ctx, stream, peer).await }
+    })
+    .await;
 }
 
-/// Connects to a backend of the pool, trying others on failure. Returns the
-/// stream with the guard that keeps the connection counted on its backend,
-/// or `None` when no backend is left.
+/// Connects to a backend of the pool, trying others on failure (the same
+/// pick-retry-record loop as a query, [`Attempts`]). Returns the stream
+/// with the guard that keeps the connection counted on its backend, or
+/// `None` when no backend is left.
 async fn connect_backend(ctx: &ListenerCtx) -> Option<(TcpStream, InFlight)> {
     let shared = ctx.shared.load_full();
-    let pool = &shared.pool;
-    let set = pool.snapshot();
-    let settings = set.settings();
-    let limit = Duration::from_millis(settings.timeout_ms);
-    let m = &ctx.metrics;
-    let mut tried: Vec<BackendId> = Vec::new();
-    while tried.len() <= settings.retries as usize {
-        let flight = set.pick(&tried, Millis::now())?;
-        let backend = Arc::clone(flight.backend());
-        if !tried.is_empty() {
-            inc(&m.retries);
-        }
-        tried.push(backend.id());
-        let kind = match timeout(limit, TcpStream::connect(backend.address())).await {
+    let m = &*ctx.metrics;
+    let mut attempts = Attempts::new();
+    let mut next = attempts.first(&shared, Millis::now());
+    while let Some(a) = next {
+        let limit = Duration::from_millis(a.timeout_ms);
+        let kind = match timeout(limit, TcpStream::connect(a.backend.address())).await {
             Ok(Ok(stream)) => {
-                if backend.record_success() == Some(Transition::Up) {
-                    info!(pool = %pool.name(), backend = %backend.name(), "backend up (connected)");
-                }
-                return Some((stream, flight));
+                record_connected(&shared.pool, &a.backend);
+                return attempts.succeeded().map(|f| (stream, f));
             }
             Ok(Err(e)) => {
-                debug!(backend = %backend.name(), error = %e, "passthrough connect failed");
+                debug!(backend = %a.backend.name(), error = %e, "passthrough connect failed");
                 FailureKind::Refused
             }
             Err(_) => {
-                inc(&m.timeouts);
-                debug!(backend = %backend.name(), "passthrough connect timed out");
+                debug!(backend = %a.backend.name(), "passthrough connect timed out");
                 FailureKind::Timeout
             }
         };
-        if pool.record_failure(&backend, kind, Millis::now()) == Some(Transition::Down) {
-            warn!(
-                pool = %pool.name(),
-                backend = %backend.name(),
-                reason = kind.as_str(),
-                "backend down (passive)"
-            );
-        }
+        let now = Millis::now();
+        attempts.failed(&shared, m, kind, now);
+        next = attempts.next(&shared, m, now);
     }
     None
 }
 
-async fn proxy(ctx: &ListenerCtx, mut client: TcpStream, peer: SocketAddr) {
-    let started = Instant::now();
-    let time = SystemTime::now();
+async fn proxy(ctx: &ListenerCtx, mut client: ClientStream, peer: SocketAddr) {
+    let started = Millis::now();
     let (idle, access_log) = {
         let s = ctx.shared.load();
         (
@@ -118,7 +91,6 @@ async fn proxy(ctx: &ListenerCtx, mut client: TcpStream, peer: SocketAddr) {
             debug!(client = %peer, "no backend for passthrough connection");
         }
         Some((mut upstream, _flight)) => {
-            let _ = client.set_nodelay(true);
             let _ = upstream.set_nodelay(true);
             let activity = Activity::new();
             let mut a = Tracked::new(&mut client, &activity);
@@ -134,12 +106,11 @@ async fn proxy(ctx: &ListenerCtx, mut client: TcpStream, peer: SocketAddr) {
     }
     if let Some(log) = access_log {
         log.log(LogRecord {
-            time,
             client: peer,
             backend,
-            protocol: "TCP",
+            protocol: Protocol::TcpPassthrough,
             rcode: "-".to_string(),
-            duration: started.elapsed(),
+            duration: Millis::now().since(started),
             qname: "-".to_string(),
             qtype: "-".to_string(),
         });

@@ -12,7 +12,7 @@ use hyper::StatusCode;
 use ipnet::IpNet;
 use tokio::time::Instant;
 
-use crate::dns::{HEADER_LEN, MAX_MESSAGE};
+use crate::wire::dns::{HEADER_LEN, MAX_MESSAGE};
 
 /// The media type of DNS messages (RFC 8484 §6).
 pub const DNS_MESSAGE: &str = "application/dns-message";

@@ -1,34 +1,15 @@
 //! What a listener's tasks share: its settings (swapped on reload), its
-//! counters and its shutdown signal.
+//! counters, its connection limits and its shutdown signal.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use dnsha_core::config::ListenerConfig;
-use dnsha_core::Pool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::accesslog::AccessLog;
-use crate::acl::Acl;
+use super::limits::ConnLimiter;
 use crate::metrics::ListenerMetrics;
-use crate::tcp::ConnLimiter;
-
-/// Settings a listener reads per query; a reload swaps in a new value
-/// without restarting the listener's sockets.
-#[derive(Debug)]
-pub struct ListenerShared {
-    /// The listener's configuration.
-    pub config: ListenerConfig,
-    /// The pool its queries go to.
-    pub pool: Arc<Pool>,
-    /// Client ACL.
-    pub acl: Acl,
-    /// Access log, if enabled.
-    pub access_log: Option<AccessLog>,
-    /// How stream queries reach each backend (TCP or TLS).
-    pub routes: Arc<crate::routes::Routes>,
-}
+use crate::pipeline::ListenerShared;
 
 /// Everything a listener's tasks need.
 #[derive(Debug)]

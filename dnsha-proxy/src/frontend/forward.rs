@@ -1,0 +1,69 @@
+//! The driver of one query for the stream-style frontends (TCP, DoT, DoH,
+//! and UDP listeners in front of `tcp`/`dot` backends): a future per query
+//! that runs its [`Flight`] over [`Upstreams`], one attempt at a time.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dnsha_core::config::Protocol;
+use dnsha_core::Millis;
+use hickory_proto::op::ResponseCode;
+use tracing::debug;
+
+use super::ctx::ListenerCtx;
+use crate::error::Error;
+use crate::pipeline::{Failure, Flight, Next};
+use crate::upstream::Upstreams;
+use crate::wire::dns::{rcode_of, QueryInfo, MAX_MESSAGE};
+
+/// Balances one admitted query (`msg`, as the client sent it) through the
+/// listener's pool: tries backends until one answers or the pool's retries
+/// are spent. Returns what to send the client (with the client's ID): the
+/// answer, the pool's SERVFAIL, or `None` when the pool says `drop`.
+pub async fn forward(
+    ctx: &ListenerCtx,
+    upstreams: &Upstreams,
+    client: SocketAddr,
+    msg: &[u8],
+    info: QueryInfo,
+    protocol: Protocol,
+) -> Option<Vec<u8>> {
+    let shared = ctx.shared.load_full();
+    let m = &*ctx.metrics;
+    let mut flight = Flight::new(client, protocol, info, Millis::now());
+    let mut next = flight.start(&shared, m, Millis::now());
+    loop {
+        let attempt = match next {
+            Next::Send(a) => a,
+            Next::Reply(reply) => return Some(reply),
+            Next::Drop => return None,
+        };
+        let r = upstreams
+            .query(
+                &shared.routes,
+                &attempt.backend,
+                attempt.udp_sockets,
+                msg,
+                &flight.info().question,
+                Duration::from_millis(attempt.timeout_ms),
+                &m.tcp_fallbacks,
+            )
+            .await;
+        let now = Millis::now();
+        next = match r {
+            Ok(mut answer) => {
+                let rcode = rcode_of(&answer).unwrap_or(ResponseCode::NoError);
+                flight.answered(&shared, m, &mut answer, rcode, now);
+                return (answer.len() <= MAX_MESSAGE).then_some(answer);
+            }
+            Err(Error::Upstream { kind, retry, .. }) => {
+                debug!(backend = %attempt.backend.name(), reason = kind.as_str(), "query to backend failed");
+                flight.failed(&shared, m, Failure { kind, retry }, now)
+            }
+            Err(e) => {
+                debug!(backend = %attempt.backend.name(), error = %e, "query not sent");
+                flight.abandon(&shared, m, now)
+            }
+        };
+    }
+}

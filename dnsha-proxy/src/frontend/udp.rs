@@ -1,0 +1,576 @@
+//! The DNS-over-UDP frontend: a thin driver of the pipeline.
+//!
+//! One worker task per SO_REUSEPORT socket. A worker owns everything it
+//! touches — its listener socket, its upstream sockets
+//! ([`WorkerSockets`]) and its [`PendingTable`] of [`Flight`]s — so the data
+//! path takes no lock. The loop reads backend answers and client queries
+//! in batches (`recvmmsg`), feeds each event to the query's [`Flight`]
+//! (admission, answer, timeout, refusal) and carries out the step it
+//! returns: queue the query for a backend under a fresh random ID, answer
+//! the client, or drop. Queries of a round leave in one `sendmmsg` per
+//! upstream socket; the worker sleeps until the next deadline.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use dnsha_core::config::Protocol;
+use dnsha_core::{BackendId, FailureKind, Millis};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use super::ctx::ListenerCtx;
+use crate::pipeline::{admit, Admission, Attempt, Failure, Flight, Next};
+use crate::sys::{self, PktInfo};
+use crate::upstream::failure_kind;
+use crate::upstream::udp_sockets::WorkerSockets;
+use crate::wire::dns::{self, DropReason};
+use crate::wire::pending::{Key, PendingTable};
+
+/// Most queries one worker keeps in flight; more are dropped and counted.
+pub const MAX_PENDING_PER_WORKER: usize = 32_768;
+
+/// Datagrams read by one recvmmsg.
+const BATCH: usize = 32;
+
+/// Batches read from one upstream socket before the next deadline check
+/// (a socket buffer of 4 MB holds at most this many answers of ~100 bytes).
+const MAX_BATCHES_PER_SOCKET: usize = 2048;
+
+/// Longest sleep of an idle worker (it wakes, finds nothing due and sleeps
+/// again); pool timeouts are normally longer, see `Worker::run`.
+const IDLE_TICK_MS: u64 = 250;
+
+/// Drop upstream sockets of removed backends this often.
+const GC_INTERVAL_MS: u64 = 10_000;
+
+/// Most spare query buffers a worker keeps for reuse.
+const SPARE_BUFFERS: usize = 4096;
+
+/// Capacity of a fresh query buffer: a question with an OPT record and a
+/// cookie is under 100 bytes, so most queries fit; a larger one grows the
+/// buffer, which is kept grown. A full table of 32 768 pending queries then
+/// holds about 4 MB of query bytes.
+const QUERY_BUFFER: usize = 128;
+
+/// A query in flight to a backend.
+struct Pending {
+    flight: Flight,
+    pktinfo: Option<PktInfo>,
+    /// The query as it leaves for the backend: its ID is the upstream ID of
+    /// the current attempt (the client's is in the flight). A reused buffer.
+    query: Vec<u8>,
+}
+
+/// Serves one UDP listener socket until `ctx.stop` is cancelled, then drains
+/// the queries in flight (each ends within the pool timeout × attempts).
+pub async fn serve(
+    ctx: Arc<ListenerCtx>,
+    socket: UdpSocket,
+    pktinfo: bool,
+    main: tokio::runtime::Handle,
+) {
+    let mut w = Worker {
+        ctx,
+        main,
+        socket: Arc::new(socket),
+        pktinfo,
+        upstreams: WorkerSockets::new(),
+        pending: PendingTable::new(MAX_PENDING_PER_WORKER),
+        rng: StdRng::from_entropy(),
+        spare: Vec::new(),
+        sender: sys::SendBatch::new(BATCH),
+        up_sender: sys::SendBatch::new(BATCH),
+        failed: Vec::new(),
+        next_gc: Millis::now().plus(GC_INTERVAL_MS),
+    };
+    w.run().await;
+}
+
+struct Worker {
+    ctx: Arc<ListenerCtx>,
+    /// The daemon's main runtime: stream tasks go there, not on the
+    /// worker's own thread.
+    main: tokio::runtime::Handle,
+    socket: Arc<UdpSocket>,
+    pktinfo: bool,
+    upstreams: WorkerSockets,
+    pending: PendingTable<Pending>,
+    rng: StdRng,
+    /// Query buffers of finished queries, reused for new ones.
+    spare: Vec<Vec<u8>>,
+    /// Reused sendmmsg headers for answers.
+    sender: sys::SendBatch,
+    /// Reused sendmmsg headers for queries.
+    up_sender: sys::SendBatch,
+    /// Queries the kernel refused to send in the last flush (reused).
+    failed: Vec<(Key, FailureKind)>,
+    next_gc: Millis,
+}
+
+/// Buffers of the worker loop, allocated once.
+struct Batches {
+    client: sys::RecvBatch,
+    upstream: sys::RecvBatch,
+    slots: Vec<u32>,
+    replies: Vec<(usize, SocketAddr, Option<PktInfo>)>,
+}
+
+impl Worker {
+    async fn run(&mut self) {
+        let mut b = Batches {
+            client: sys::RecvBatch::new(BATCH),
+            upstream: sys::RecvBatch::new(BATCH),
+            slots: Vec::new(),
+            replies: Vec::with_capacity(BATCH),
+        };
+        let mut stopping = false;
+        // One timer for the worker's deadlines, moved as rarely as possible:
+        // arming a timer earlier than the runtime's next wake-up costs a
+        // wake-up of the runtime itself (an eventfd write), which on a busy
+        // worker used to happen thousands of times a second.
+        let timer = tokio::time::sleep_until(Millis::now().to_instant().into());
+        tokio::pin!(timer);
+        let mut armed = Millis::now();
+        loop {
+            // Drain what is ready without going back to the reactor: one
+            // wake-up serves batches of datagrams, each read by one recvmmsg.
+            for _ in 0..16 {
+                if !self.round(&mut b, stopping) {
+                    break;
+                }
+            }
+            if stopping && self.pending.is_empty() {
+                break;
+            }
+            let now = Millis::now();
+            // Never further than IDLE_TICK: a new query's deadline (now +
+            // its pool timeout) is then rarely earlier than the armed one, so
+            // the timer is re-armed only after it fires.
+            let deadline = self
+                .pending
+                .next_deadline()
+                .map_or(self.next_gc, |d| d.min(self.next_gc))
+                .min(now.plus(IDLE_TICK_MS));
+            if timer.is_elapsed() || deadline < armed {
+                timer.as_mut().reset(deadline.to_instant().into());
+                armed = deadline;
+            }
+            let upstreams = &self.upstreams;
+            let upstream_ready = std::future::poll_fn(move |cx| {
+                if upstreams.poll_any_ready(cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            tokio::select! {
+                biased;
+                () = upstream_ready => {}
+                r = self.socket.readable(), if !stopping => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "udp readiness error");
+                    }
+                }
+                () = &mut timer => {}
+                () = self.ctx.stop.cancelled(), if !stopping => stopping = true,
+            }
+        }
+    }
+
+    /// One round: every backend answer ready, one batch of client queries
+    /// (unless stopping), the deadlines due, and the queries queued for
+    /// backends sent. True when anything was read.
+    fn round(&mut self, b: &mut Batches, stopping: bool) -> bool {
+        let now = Millis::now();
+        // Answers first, and all of them, before any deadline is checked:
+        // after a stall (the process not scheduled for a while) answers
+        // waiting in the socket buffers must not be counted as backend
+        // timeouts.
+        let mut progressed = self.read_answers(b, now);
+        if !stopping {
+            progressed |= self.read_queries(&mut b.client, now);
+        }
+        self.on_timer(now);
+        self.flush_upstream(now);
+        progressed
+    }
+
+    fn read_answers(&mut self, b: &mut Batches, now: Millis) -> bool {
+        let mut progressed = false;
+        self.upstreams.slots(&mut b.slots);
+        for i in 0..b.slots.len() {
+            let Some(&slot) = b.slots.get(i) else {
+                break;
+            };
+            for _ in 0..MAX_BATCHES_PER_SOCKET {
+                let Some(sock) = self.upstreams.socket(slot) else {
+                    break;
+                };
+                match recv_ready(sock, &mut b.upstream) {
+                    Ok(n) => {
+                        progressed = true;
+                        b.replies.clear();
+                        for i in 0..n {
+                            if let Some(a) = b.upstream.datagram_mut(i) {
+                                if let Some((to, info)) = self.on_answer(slot, a, now) {
+                                    b.replies.push((i, to, info));
+                                }
+                            }
+                        }
+                        self.send_replies(&b.upstream, &b.replies);
+                        if n < BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        self.on_upstream_error(slot, &e, now);
+                        break;
+                    }
+                }
+            }
+        }
+        progressed
+    }
+
+    fn read_queries(&mut self, batch: &mut sys::RecvBatch, now: Millis) -> bool {
+        match recv_ready(&self.socket, batch) {
+            Ok(n) => {
+                for i in 0..n {
+                    let Some(&d) = batch.received().get(i) else {
+                        break;
+                    };
+                    if d.truncated {
+                        self.ctx.metrics.dropped(DropReason::Malformed);
+                        continue;
+                    }
+                    if let Some(q) = batch.datagram_mut(i) {
+                        self.on_client(q, d.src, d.info, now);
+                    }
+                }
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => {
+                tracing::debug!(listener = %self.ctx.metrics.name, error = %e, "udp receive error");
+                false
+            }
+        }
+    }
+
+    fn on_client(&mut self, query: &[u8], src: SocketAddr, info: Option<PktInfo>, now: Millis) {
+        let shared = self.ctx.shared.load();
+        let m = &*self.ctx.metrics;
+        let qi = match admit(&shared, m, src.ip(), Protocol::Udp, query) {
+            Admission::Forward(qi) => qi,
+            Admission::Reply(bytes, _) => {
+                self.try_send_client(&bytes, src, info);
+                return;
+            }
+            Admission::Drop(_) => return,
+        };
+        // Pools with tcp/dot backends: balanced over streams.
+        if let Some((up, slots)) = shared.routes.udp_via_stream() {
+            let (ctx, sock) = (&self.ctx, &self.socket);
+            super::udp_stream::spawn(
+                ctx,
+                sock,
+                self.pktinfo,
+                up,
+                slots,
+                query,
+                qi,
+                src,
+                info,
+                &self.main,
+            );
+            return;
+        }
+        let mut flight = Flight::new(src, Protocol::Udp, qi, now);
+        let next = flight.start(&shared, m, now);
+        drop(shared);
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(query.len().max(QUERY_BUFFER));
+        buf.extend_from_slice(query);
+        let p = Pending {
+            flight,
+            pktinfo: info,
+            query: buf,
+        };
+        self.carry_out(p, next, now);
+    }
+
+    /// Carries out the pipeline's step for `p`: queue it for a backend, or
+    /// answer the client, or drop it.
+    fn carry_out(&mut self, mut p: Pending, mut next: Next, now: Millis) {
+        loop {
+            match next {
+                Next::Reply(bytes) => {
+                    self.try_send_client(&bytes, p.flight.client(), p.pktinfo);
+                    self.recycle(p.query);
+                    return;
+                }
+                Next::Drop => {
+                    self.recycle(p.query);
+                    return;
+                }
+                Next::Send(a) => match self.enqueue(p, &a, now) {
+                    None => return,
+                    Some(back) => {
+                        // No socket to the backend: counted against it, and
+                        // the next one is tried.
+                        p = back;
+                        let shared = self.ctx.shared.load();
+                        let failure = Failure::retry(FailureKind::Refused);
+                        next = p.flight.failed(&shared, &self.ctx.metrics, failure, now);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Enters `p` in the pending table under a fresh random ID on an
+    /// upstream socket of the attempt's backend and queues it to leave with
+    /// the other queries of that socket when the round ends
+    /// ([`Self::flush_upstream`]). Gives `p` back when no socket could be
+    /// opened.
+    fn enqueue(&mut self, p: Pending, a: &Attempt, now: Millis) -> Option<Pending> {
+        let slot = match self.upstreams.slot_for(&a.backend, a.udp_sockets) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(backend = %a.backend.name(), error = %e, "cannot open upstream socket");
+                return Some(p);
+            }
+        };
+        if self.pending.is_full() {
+            if let Some((_, old)) = self.pending.evict_oldest() {
+                // The oldest query gives way (a flood of unanswered queries
+                // must not lock out the ones backends answer); counted.
+                self.ctx.metrics.dropped(DropReason::Overload);
+                self.recycle(old.query);
+            }
+        }
+        let deadline = now.plus(a.timeout_ms);
+        match self.pending.insert(slot, p, deadline, &mut self.rng) {
+            Ok(id) => {
+                if let Some(q) = self.pending.get_mut((slot, id)) {
+                    dns::rewrite_id(&mut q.query, id);
+                }
+                self.upstreams.queue(slot, id);
+            }
+            Err(p) => {
+                self.ctx.metrics.dropped(DropReason::Overload);
+                self.recycle(p.query);
+            }
+        }
+        None
+    }
+
+    /// Sends every queued query: one sendmmsg per upstream socket. A query
+    /// the kernel refuses is counted against its backend and tried on the
+    /// next one (queued again, sent in the next pass of this loop).
+    fn flush_upstream(&mut self, now: Millis) {
+        let mut failed = std::mem::take(&mut self.failed);
+        while self.upstreams.has_queued() {
+            self.upstreams.flush(
+                &mut self.up_sender,
+                &self.pending,
+                |p: &Pending| &p.query,
+                &mut failed,
+            );
+            for (key, kind) in failed.drain(..) {
+                if kind == FailureKind::Refused {
+                    // An ICMP refusal reported on send: the backend's port is
+                    // closed, every query pending on the socket is lost.
+                    self.retry_slot(key.0, now);
+                } else if let Some(p) = self.pending.remove(key) {
+                    self.on_failure(p, kind, now);
+                }
+            }
+        }
+        self.failed = failed;
+    }
+
+    /// Keeps a finished query's buffer for the next query.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= dns::MAX_MESSAGE {
+            self.spare.push(buf);
+        }
+    }
+
+    /// Feeds a failed attempt to the query's flight and carries out its
+    /// next step.
+    fn on_failure(&mut self, mut p: Pending, kind: FailureKind, now: Millis) {
+        let shared = self.ctx.shared.load();
+        let next = p
+            .flight
+            .failed(&shared, &self.ctx.metrics, Failure::retry(kind), now);
+        drop(shared);
+        self.carry_out(p, next, now);
+    }
+
+    /// Matches a backend answer; when it belongs to a pending query, the
+    /// query's flight takes it (the client's ID is written back in place)
+    /// and the caller sends it to the returned address.
+    fn on_answer(
+        &mut self,
+        slot: u32,
+        answer: &mut [u8],
+        now: Millis,
+    ) -> Option<(SocketAddr, Option<PktInfo>)> {
+        let m = &*self.ctx.metrics;
+        let Some(ai) = dns::parse_answer(answer) else {
+            m.dropped(DropReason::UnmatchedAnswer);
+            return None;
+        };
+        let key: Key = (slot, ai.id);
+        match self.pending.get(key).map(|p| p.flight.check_answer(&ai)) {
+            None => {
+                m.dropped(DropReason::UnmatchedAnswer);
+                return None;
+            }
+            Some(Err(reason)) => {
+                m.dropped(reason);
+                return None;
+            }
+            Some(Ok(())) => {}
+        }
+        let mut p = self.pending.remove(key)?;
+        let shared = self.ctx.shared.load();
+        p.flight.answered(&shared, m, answer, ai.rcode, now);
+        drop(shared);
+        let to = (p.flight.client(), p.pktinfo);
+        self.recycle(p.query);
+        Some(to)
+    }
+
+    fn on_upstream_error(&mut self, slot: u32, e: &io::Error, now: Millis) {
+        let kind = failure_kind(e);
+        if kind != FailureKind::Refused {
+            tracing::debug!(error = %e, "upstream receive error");
+            return;
+        }
+        // ICMP port unreachable: every query pending on this socket is lost.
+        self.retry_slot(slot, now);
+    }
+
+    /// Tries every query pending on `slot` on another backend (its backend
+    /// refused: ICMP port unreachable).
+    fn retry_slot(&mut self, slot: u32, now: Millis) {
+        for (_, p) in self.pending.drain_slot(slot) {
+            self.on_failure(p, FailureKind::Refused, now);
+        }
+    }
+
+    fn on_timer(&mut self, now: Millis) {
+        while let Some((_, p)) = self.pending.pop_expired(now) {
+            self.on_failure(p, FailureKind::Timeout, now);
+        }
+        if now >= self.next_gc {
+            self.next_gc = now.plus(GC_INTERVAL_MS);
+            let live: Vec<BackendId> = self
+                .ctx
+                .shared
+                .load()
+                .pool
+                .with_snapshot(|s| s.backends().iter().map(|b| b.id()).collect());
+            let pending = &self.pending;
+            self.upstreams.gc(&live, |slot| pending.slot_len(slot) > 0);
+        }
+    }
+
+    /// Sends the answers of a batch: one sendmmsg when the listener has a
+    /// fixed address, one sendmsg each (with its source address) otherwise.
+    fn send_replies(
+        &mut self,
+        batch: &sys::RecvBatch,
+        replies: &[(usize, SocketAddr, Option<PktInfo>)],
+    ) {
+        if replies.is_empty() {
+            return;
+        }
+        // One answer (the usual case below saturation) or a wildcard
+        // listener (each answer leaves from its own source address): one
+        // sendmsg each, which also spares building batch headers.
+        if self.pktinfo || replies.len() == 1 {
+            for &(i, to, info) in replies {
+                if let Some(bytes) = batch.datagram(i) {
+                    self.try_send_client(bytes, to, info);
+                }
+            }
+            return;
+        }
+        let msgs: Msgs<'_> = replies
+            .iter()
+            .filter_map(|&(i, to, _)| batch.datagram(i).map(|b| (b, Some(to))))
+            .collect();
+        match self.sender.send(&*self.socket, &msgs) {
+            Ok(sent) if sent == msgs.len() => {}
+            Ok(sent) => {
+                // The socket buffer filled up: send the rest one by one.
+                for &(bytes, to) in msgs.get(sent..).unwrap_or_default() {
+                    if let Some(to) = to {
+                        self.try_send_client(bytes, to, None);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "udp sendmmsg failed");
+                for &(bytes, to) in &msgs {
+                    if let Some(to) = to {
+                        self.try_send_client(bytes, to, None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends without waiting. The syscall is made directly on the
+    /// non-blocking socket: the worker never waits for writability, so it
+    /// does not go through the reactor's readiness (which a socket created in
+    /// this turn would not have yet). A full socket buffer drops the
+    /// datagram, as the kernel would, and it is counted.
+    fn try_send_client(&self, bytes: &[u8], to: SocketAddr, info: Option<PktInfo>) {
+        let from = info.map(|i| PktInfo { ifindex: 0, ..i });
+        let r = if self.pktinfo {
+            sys::send_with_pktinfo(&self.socket, bytes, to, from)
+        } else {
+            socket2::SockRef::from(&self.socket).send_to(bytes, &to.into())
+        };
+        if let Err(e) = r {
+            self.ctx.metrics.dropped(DropReason::Overload);
+            tracing::debug!(client = %to, error = %e, "udp send to client failed");
+        }
+    }
+}
+
+/// Datagrams of one sendmmsg, on the stack.
+type Msgs<'a> = smallvec::SmallVec<[(&'a [u8], Option<SocketAddr>); BATCH]>;
+
+/// Reads one batch from `sock` when the reactor has seen it readable
+/// (WouldBlock when not). A short batch means the socket's queue is empty:
+/// the closure then reports WouldBlock to tokio, which clears the socket's
+/// readiness (race-free: only the readiness seen before the read), so the
+/// worker waits for the reactor's next event instead of spending a recvmmsg
+/// that would only return EAGAIN. The datagrams read are returned all the
+/// same.
+fn recv_ready(sock: &UdpSocket, batch: &mut sys::RecvBatch) -> io::Result<usize> {
+    let mut got = 0;
+    let r = sock.try_io(Interest::READABLE, || {
+        got = batch.recv(sock)?;
+        if got < BATCH {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
+    }
+}

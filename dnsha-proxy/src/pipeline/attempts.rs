@@ -1,0 +1,119 @@
+//! Pick, retry on another backend, record: the loop every query (and every
+//! passthrough connection) runs over its pool.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dnsha_core::{Backend, BackendId, FailureKind, InFlight, Millis};
+use smallvec::SmallVec;
+
+use super::{record_failure, ListenerShared};
+use crate::metrics::{inc, ListenerMetrics};
+
+/// Backends tried so far (inline: no allocation for the usual 1–4).
+type Tried = SmallVec<[BackendId; 4]>;
+
+/// One attempt: where to send, and the pool settings the sender needs.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The backend chosen by the pool's policy.
+    pub backend: Arc<Backend>,
+    /// How long to wait for it (the pool's `timeout_ms`).
+    pub timeout_ms: u64,
+    /// The pool's `udp_sockets_per_backend`.
+    pub udp_sockets: usize,
+}
+
+/// The backends one query or connection has tried, and the one it holds
+/// now: its [`InFlight`] guard counts it as outstanding on that backend
+/// (what `lc` balances) until the attempt ends.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    tried: Tried,
+    current: Option<InFlight>,
+    last: Option<SocketAddr>,
+}
+
+impl Attempts {
+    /// Nothing tried yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The first attempt, or `None` when the pool has no backend available.
+    pub fn first(&mut self, shared: &ListenerShared, now: Millis) -> Option<Attempt> {
+        self.pick(shared, now)
+    }
+
+    /// Records that the current attempt failed (`kind`, counted as a
+    /// timeout when it is one) and releases its backend.
+    pub fn failed(
+        &mut self,
+        shared: &ListenerShared,
+        m: &ListenerMetrics,
+        kind: FailureKind,
+        now: Millis,
+    ) {
+        if kind == FailureKind::Timeout {
+            inc(&m.timeouts);
+        }
+        if let Some(f) = self.current.take() {
+            record_failure(&shared.pool, f.backend(), kind, now);
+        }
+    }
+
+    /// The next attempt on a backend not tried yet, while the pool's
+    /// `retries` allow one (counted as a retry); `None` otherwise.
+    pub fn next(
+        &mut self,
+        shared: &ListenerShared,
+        m: &ListenerMetrics,
+        now: Millis,
+    ) -> Option<Attempt> {
+        let retries = shared.pool.with_snapshot(|s| s.settings().retries);
+        if self.tried.len() > retries as usize {
+            return None;
+        }
+        let next = self.pick(shared, now)?;
+        inc(&m.retries);
+        Some(next)
+    }
+
+    fn pick(&mut self, shared: &ListenerShared, now: Millis) -> Option<Attempt> {
+        let (flight, timeout_ms, udp_sockets) = shared.pool.with_snapshot(|s| {
+            let settings = s.settings();
+            s.pick(&self.tried, now)
+                .map(|f| (f, settings.timeout_ms, settings.udp_sockets_per_backend))
+        })?;
+        let backend = Arc::clone(flight.backend());
+        self.tried.push(backend.id());
+        self.last = Some(backend.address());
+        self.current = Some(flight);
+        Some(Attempt {
+            backend,
+            timeout_ms,
+            udp_sockets,
+        })
+    }
+
+    /// The backend of the current attempt.
+    pub fn current(&self) -> Option<&Arc<Backend>> {
+        self.current.as_ref().map(InFlight::backend)
+    }
+
+    /// Ends the current attempt as a success; its guard is returned for a
+    /// caller that keeps the backend busy longer (a passthrough connection).
+    pub fn succeeded(&mut self) -> Option<InFlight> {
+        self.current.take()
+    }
+
+    /// The address of the last backend tried, for the access log.
+    pub fn last_backend(&self) -> Option<SocketAddr> {
+        self.last
+    }
+
+    /// How many backends were tried.
+    pub fn count(&self) -> usize {
+        self.tried.len()
+    }
+}

@@ -1,0 +1,203 @@
+//! One query's life through the pool, as a state value the drivers feed.
+
+use std::net::SocketAddr;
+
+use dnsha_core::config::Protocol;
+use dnsha_core::{FailureKind, Millis, OnNoBackend};
+use hickory_proto::op::ResponseCode;
+
+use super::{record_answer, Attempt, Attempts, ListenerShared};
+use crate::accesslog::LogRecord;
+use crate::error::RetryType;
+use crate::metrics::{inc, ListenerMetrics};
+use crate::wire::dns::{
+    answer_matches, rcode_label, rewrite_id, synth_reply, AnswerInfo, DropReason, QueryInfo,
+};
+
+/// What the driver does next with a query.
+#[derive(Debug)]
+pub enum Next {
+    /// Send the query to this backend (under an upstream ID of the
+    /// driver's choosing) and feed back its answer or failure.
+    Send(Attempt),
+    /// Send the client these bytes (the pool's SERVFAIL); the query is
+    /// finished.
+    Reply(Vec<u8>),
+    /// Send nothing (the pool says `drop`); the query is finished and was
+    /// counted.
+    Drop,
+}
+
+/// Why an attempt failed, as the upstream side reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// What passive health counts.
+    pub kind: FailureKind,
+    /// Whether another backend may be tried.
+    pub retry: RetryType,
+}
+
+impl Failure {
+    /// A failure after which another backend may be tried.
+    pub fn retry(kind: FailureKind) -> Self {
+        Self {
+            kind,
+            retry: RetryType::Retry,
+        }
+    }
+}
+
+/// One query from a client, from its admission to its ending.
+///
+/// ```
+/// # use dnsha_proxy::pipeline::{Flight, Next};
+/// # use dnsha_core::config::Protocol;
+/// # fn drive(shared: &dnsha_proxy::pipeline::ListenerShared,
+/// #          m: &dnsha_proxy::metrics::ListenerMetrics,
+/// #          info: dnsha_proxy::wire::dns::QueryInfo) {
+/// let now = dnsha_core::Millis::now();
+/// let mut flight = Flight::new("192.0.2.9:5300".parse().unwrap(), Protocol::Udp, info, now);
+/// match flight.start(shared, m, now) {
+///     Next::Send(attempt) => { /* send to attempt.backend, then feed the outcome */ }
+///     Next::Reply(servfail) => { /* no backend: answer the client */ }
+///     Next::Drop => {}
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Flight {
+    client: SocketAddr,
+    protocol: Protocol,
+    info: QueryInfo,
+    received: Millis,
+    attempts: Attempts,
+}
+
+impl Flight {
+    /// A query admitted at `now` (see [`super::admit`]).
+    pub fn new(client: SocketAddr, protocol: Protocol, info: QueryInfo, now: Millis) -> Self {
+        Self {
+            client,
+            protocol,
+            info,
+            received: now,
+            attempts: Attempts::new(),
+        }
+    }
+
+    /// The query as admitted: the client's ID and question.
+    pub fn info(&self) -> &QueryInfo {
+        &self.info
+    }
+
+    /// Where the answer goes.
+    pub fn client(&self) -> SocketAddr {
+        self.client
+    }
+
+    /// The first step: a backend to send to, or the pool's answer when none
+    /// is available.
+    pub fn start(&mut self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Next {
+        match self.attempts.first(shared, now) {
+            Some(a) => Next::Send(a),
+            None => self.give_up(shared, m, now),
+        }
+    }
+
+    /// Whether a backend answer belongs to this query (same question; a
+    /// truncated answer without one is accepted). A mismatch is dropped and
+    /// counted by the driver, and the query keeps waiting.
+    pub fn check_answer(&self, answer: &AnswerInfo) -> Result<(), DropReason> {
+        if answer_matches(answer, &self.info.question) {
+            Ok(())
+        } else {
+            Err(DropReason::WrongQuestion)
+        }
+    }
+
+    /// The current backend answered with `answer` (response code `rcode`):
+    /// passive health records it, the client's ID is written back into
+    /// `answer`, and the query is finished (counted, logged). The driver
+    /// sends `answer` to the client.
+    pub fn answered(
+        &mut self,
+        shared: &ListenerShared,
+        m: &ListenerMetrics,
+        answer: &mut [u8],
+        rcode: ResponseCode,
+        now: Millis,
+    ) {
+        if let Some(f) = self.attempts.succeeded() {
+            record_answer(&shared.pool, f.backend(), rcode);
+        }
+        inc(&m.answers);
+        rewrite_id(answer, self.info.id);
+        self.log(shared, Some(answer), now);
+    }
+
+    /// The current attempt failed: passive health records it, then another
+    /// backend is tried when the failure and the pool's `retries` allow,
+    /// else the pool's `on_no_backend` ends the query.
+    pub fn failed(
+        &mut self,
+        shared: &ListenerShared,
+        m: &ListenerMetrics,
+        failure: Failure,
+        now: Millis,
+    ) -> Next {
+        self.attempts.failed(shared, m, failure.kind, now);
+        if failure.retry == RetryType::Retry {
+            if let Some(a) = self.attempts.next(shared, m, now) {
+                return Next::Send(a);
+            }
+        }
+        self.give_up(shared, m, now)
+    }
+
+    /// The query could not be sent for a reason that is not the backend's
+    /// (nothing is recorded against it): the pool's `on_no_backend` ends it.
+    pub fn abandon(&mut self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Next {
+        self.attempts.succeeded();
+        self.give_up(shared, m, now)
+    }
+
+    fn give_up(&mut self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Next {
+        let on_no_backend = shared.pool.with_snapshot(|s| s.settings().on_no_backend);
+        let next = match on_no_backend {
+            OnNoBackend::Servfail => {
+                inc(&m.servfail);
+                Next::Reply(synth_reply(&self.info, ResponseCode::ServFail))
+            }
+            OnNoBackend::Drop => {
+                m.dropped(DropReason::NoBackend);
+                Next::Drop
+            }
+        };
+        let sent = match &next {
+            Next::Reply(b) => Some(b.as_slice()),
+            _ => None,
+        };
+        self.log(shared, sent, now);
+        next
+    }
+
+    /// The access-log record of this query, finished at `now` with `sent`
+    /// (what the client got, if anything).
+    pub fn record(&self, sent: Option<&[u8]>, now: Millis) -> LogRecord {
+        LogRecord {
+            client: self.client,
+            backend: self.attempts.last_backend(),
+            protocol: self.protocol,
+            rcode: rcode_label(sent),
+            duration: now.since(self.received),
+            qname: self.info.question.name().to_ascii(),
+            qtype: self.info.question.query_type().to_string(),
+        }
+    }
+
+    fn log(&self, shared: &ListenerShared, sent: Option<&[u8]>, now: Millis) {
+        if let Some(log) = &shared.access_log {
+            log.log(self.record(sent, now));
+        }
+    }
+}

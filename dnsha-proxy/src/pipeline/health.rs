@@ -1,0 +1,41 @@
+//! Passive health from traffic, recorded in one place with one wording for
+//! every path: an answer, a SERVFAIL, a failed attempt, a connection made.
+
+use dnsha_core::{Backend, FailureKind, Millis, Pool, Transition};
+use hickory_proto::op::ResponseCode;
+use tracing::{info, warn};
+
+/// Records a backend's answer: a SERVFAIL proves it alive but counts
+/// against it (the pool's passive observer decides), anything else is a
+/// success.
+pub fn record_answer(pool: &Pool, backend: &Backend, rcode: ResponseCode) {
+    let t = if rcode == ResponseCode::ServFail {
+        pool.record_servfail(backend)
+    } else {
+        backend.record_success()
+    };
+    if t == Some(Transition::Up) {
+        info!(pool = %pool.name(), backend = %backend.name(), reason = "answered", "backend up");
+    }
+}
+
+/// Records that a connection to the backend was made (TCP passthrough).
+pub fn record_connected(pool: &Pool, backend: &Backend) {
+    if backend.record_success() == Some(Transition::Up) {
+        info!(pool = %pool.name(), backend = %backend.name(), reason = "connected", "backend up");
+    }
+}
+
+/// Records a failed attempt on the backend; after the pool's `max_fails`
+/// in a row it is marked down.
+pub fn record_failure(pool: &Pool, backend: &Backend, kind: FailureKind, now: Millis) {
+    if pool.record_failure(backend, kind, now) == Some(Transition::Down) {
+        warn!(
+            pool = %pool.name(),
+            backend = %backend.name(),
+            reason = kind.as_str(),
+            failures = backend.consecutive_failures(),
+            "backend down: consecutive failures"
+        );
+    }
+}

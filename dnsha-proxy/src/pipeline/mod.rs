@@ -1,0 +1,37 @@
+//! The per-query core of the balancer, sans-IO: no sockets and no clock of
+//! its own (the drivers pass `now`), as quinn-proto is for QUIC and the VRRP
+//! `Router` is here.
+//!
+//! Every frontend feeds its queries through the same steps:
+//!
+//! 1. [`admit`]: the listener's ACL and the DNS validation of
+//!    [`crate::wire::dns`] decide whether a client message is forwarded,
+//!    answered at once (FORMERR, NOTIMP, REFUSED) or dropped, and count it.
+//! 2. [`Flight`]: one query's life. [`Flight::start`] picks the first
+//!    backend; fed an answer ([`Flight::answered`]) it records passive
+//!    health, restores the client's ID and finishes; fed a failure
+//!    ([`Flight::failed`]: timeout, refusal, closed connection) it records
+//!    it and says the next step, another backend or the pool's
+//!    `on_no_backend` (SERVFAIL or drop). Each ending writes the one
+//!    access-log record of the query.
+//! 3. [`Attempts`]: the pick-retry-record loop on its own, for the TCP
+//!    passthrough whose unit is a connection rather than a query.
+//!
+//! The drivers are the frontends: the UDP worker keeps its flights in a
+//! pending table keyed by upstream socket and ID, the stream frontends
+//! (TCP, DoT, DoH, UDP to stream backends) run one future per query that
+//! asks [`crate::upstream`] for each attempt.
+
+mod admit;
+mod attempts;
+mod flight;
+mod health;
+mod shared;
+#[cfg(test)]
+mod tests;
+
+pub use admit::{admit, Admission};
+pub use attempts::{Attempt, Attempts};
+pub use flight::{Failure, Flight, Next};
+pub use health::{record_answer, record_connected, record_failure};
+pub use shared::ListenerShared;

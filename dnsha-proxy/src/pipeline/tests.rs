@@ -1,0 +1,409 @@
+//! The per-query core without sockets or sleeps: every path the
+//! integration tests drive through real frontends, fed by hand.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use dnsha_core::config::Protocol;
+use dnsha_core::{BackendState, FailureKind, Millis};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+
+use super::*;
+use crate::error::RetryType;
+use crate::frontend::ListenerCtx;
+use crate::metrics::{get, ListenerMetrics};
+use crate::testing::{answer, ctx, query_msg};
+use crate::wire::dns::{parse_answer, DropReason, QueryInfo};
+
+const CLIENT: &str = "127.0.0.1:40000";
+
+fn backends(n: u8) -> Vec<SocketAddr> {
+    (1..=n)
+        .map(|i| format!("192.0.2.{i}:53").parse().unwrap())
+        .collect()
+}
+
+fn listener(
+    protocol: &str,
+    listener_extra: &str,
+    pool_extra: &str,
+    n: u8,
+) -> std::sync::Arc<ListenerCtx> {
+    ctx(protocol, listener_extra, pool_extra, &backends(n))
+}
+
+fn admitted(l: &ListenerCtx, id: u16, name: &str) -> (Vec<u8>, QueryInfo) {
+    let (q, _) = query_msg(id, name);
+    let shared = l.shared.load();
+    match admit(&shared, &l.metrics, client().ip(), Protocol::Udp, &q) {
+        Admission::Forward(info) => (q, info),
+        other => panic!("not forwarded: {other:?}"),
+    }
+}
+
+fn client() -> SocketAddr {
+    CLIENT.parse().unwrap()
+}
+
+fn send(next: Next) -> Attempt {
+    match next {
+        Next::Send(a) => a,
+        other => panic!("expected a send, got {other:?}"),
+    }
+}
+
+/// The backend's answer to `q` with its upstream `id` and `rcode`.
+fn backend_answer(q: &[u8], id: u16, rcode: ResponseCode) -> Vec<u8> {
+    let msg = Message::from_vec(q).unwrap();
+    let mut a = answer(&msg, 1);
+    a.set_id(id).set_response_code(rcode);
+    a.to_vec().unwrap()
+}
+
+fn m(l: &ListenerCtx) -> &ListenerMetrics {
+    &l.metrics
+}
+
+#[test]
+fn admission_counts_each_outcome() {
+    let l = listener("udp", "allow = [\"198.51.100.0/24\"]", "", 1);
+    let shared = l.shared.load();
+    let inside: IpAddr = "198.51.100.7".parse().unwrap();
+    let (q, _) = query_msg(1, "a.test.");
+    assert!(matches!(
+        admit(&shared, m(&l), inside, Protocol::Udp, &q),
+        Admission::Forward(_)
+    ));
+    assert_eq!(get(&m(&l).queries), 1);
+    // Outside the ACL: silent over UDP, REFUSED over streams.
+    let outsider: IpAddr = "203.0.113.1".parse().unwrap();
+    assert_eq!(
+        admit(&shared, m(&l), outsider, Protocol::Udp, &q),
+        Admission::Drop(DropReason::Acl)
+    );
+    let Admission::Reply(r, DropReason::Acl) = admit(&shared, m(&l), outsider, Protocol::Tcp, &q)
+    else {
+        panic!("stream clients outside the acl get REFUSED");
+    };
+    assert_eq!(
+        Message::from_vec(&r).unwrap().response_code(),
+        ResponseCode::Refused
+    );
+    assert_eq!(get(&m(&l).refused), 1);
+    assert_eq!(m(&l).drops(DropReason::Acl), 2);
+    // A response sent to the listener, and a short message: dropped.
+    let mut resp = q.clone();
+    resp[2] |= 0x80;
+    assert_eq!(
+        admit(&shared, m(&l), inside, Protocol::Udp, &resp),
+        Admission::Drop(DropReason::Response)
+    );
+    assert_eq!(
+        admit(&shared, m(&l), inside, Protocol::Udp, &[0, 1, 2]),
+        Admission::Drop(DropReason::Short)
+    );
+    // A header with garbage behind it: FORMERR, backend never involved.
+    let mut bad = q[..12].to_vec();
+    bad.extend_from_slice(&[0xc0, 0x00, 0, 1, 0, 1]);
+    let Admission::Reply(r, DropReason::Malformed) =
+        admit(&shared, m(&l), inside, Protocol::Udp, &bad)
+    else {
+        panic!("malformed query gets FORMERR");
+    };
+    assert_eq!(
+        Message::from_vec(&r).unwrap().response_code(),
+        ResponseCode::FormErr
+    );
+    assert_eq!(get(&m(&l).queries), 1);
+}
+
+#[test]
+fn answer_is_delivered_with_the_client_id_and_logged_once() {
+    let l = listener("udp", "", "", 2);
+    let shared = l.shared.load();
+    let (q, info) = admitted(&l, 0x4242, "www.example.test.");
+    let now = Millis(1_000);
+    let mut f = Flight::new(client(), Protocol::Udp, info, now);
+    let a = send(f.start(&shared, m(&l), now));
+    assert_eq!(a.backend.outstanding(), 1);
+    assert_eq!(a.timeout_ms, 1000);
+    let mut bytes = backend_answer(&q, 0x1111, ResponseCode::NoError);
+    let ai = parse_answer(&bytes).unwrap();
+    assert_eq!(f.check_answer(&ai), Ok(()));
+    f.answered(&shared, m(&l), &mut bytes, ai.rcode, Millis(1_031));
+    assert_eq!(Message::from_vec(&bytes).unwrap().id(), 0x4242);
+    assert_eq!(a.backend.outstanding(), 0);
+    assert_eq!(a.backend.queries(), 1);
+    assert_eq!(get(&m(&l).answers), 1);
+    assert_eq!(get(&m(&l).retries), 0);
+    let rec = f.record(Some(&bytes), Millis(1_031));
+    assert_eq!(rec.backend, Some(a.backend.address()));
+    assert_eq!(rec.protocol, Protocol::Udp);
+    assert_eq!(rec.rcode, "NOERROR");
+    assert_eq!(rec.duration.as_millis(), 31);
+    assert_eq!(rec.qname, "www.example.test.");
+    assert_eq!(rec.qtype, "A");
+}
+
+#[test]
+fn answers_that_match_nothing_are_refused() {
+    let l = listener("udp", "", "", 1);
+    let (q, info) = admitted(&l, 7, "a.test.");
+    let f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    let (other, _) = query_msg(7, "b.test.");
+    let wrong = parse_answer(&backend_answer(&other, 7, ResponseCode::NoError)).unwrap();
+    assert_eq!(f.check_answer(&wrong), Err(DropReason::WrongQuestion));
+    // Same name in another case: the same question.
+    let (upper, _) = query_msg(7, "A.TEST.");
+    let same = parse_answer(&backend_answer(&upper, 7, ResponseCode::NoError)).unwrap();
+    assert_eq!(f.check_answer(&same), Ok(()));
+    // A truncated answer without a question is accepted, one with a
+    // question is not.
+    let mut tc = backend_answer(&q, 7, ResponseCode::NoError);
+    tc[2] |= 0x02;
+    tc[4..6].copy_from_slice(&[0, 0]);
+    tc.truncate(12);
+    assert_eq!(f.check_answer(&parse_answer(&tc).unwrap()), Ok(()));
+    tc[2] &= !0x02;
+    assert_eq!(
+        f.check_answer(&parse_answer(&tc).unwrap()),
+        Err(DropReason::WrongQuestion)
+    );
+}
+
+#[test]
+fn servfail_is_relayed_counted_as_an_answer_and_reported_to_health() {
+    let l = listener("udp", "", "", 1);
+    let shared = l.shared.load();
+    let (q, info) = admitted(&l, 9, "sf.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    let a = send(f.start(&shared, m(&l), Millis(0)));
+    let mut bytes = backend_answer(&q, 3, ResponseCode::ServFail);
+    f.answered(
+        &shared,
+        m(&l),
+        &mut bytes,
+        ResponseCode::ServFail,
+        Millis(5),
+    );
+    assert_eq!(
+        Message::from_vec(&bytes).unwrap().response_code(),
+        ResponseCode::ServFail
+    );
+    assert_eq!(get(&m(&l).answers), 1);
+    assert_eq!(get(&m(&l).servfail), 0, "not made by the balancer");
+    assert_eq!(a.backend.passive_run(), 1, "counted for passive health");
+    assert_eq!(f.record(Some(&bytes), Millis(5)).rcode, "SERVFAIL");
+}
+
+fn retried_after(kind: FailureKind) {
+    let l = listener("udp", "", "", 2);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "r.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    let first = send(f.start(&shared, m(&l), Millis(0)));
+    let second = send(f.failed(&shared, m(&l), Failure::retry(kind), Millis(10)));
+    assert_ne!(first.backend.id(), second.backend.id());
+    assert_eq!(first.backend.consecutive_failures(), 1);
+    assert_eq!(first.backend.outstanding(), 0);
+    assert_eq!(second.backend.outstanding(), 1);
+    assert_eq!(get(&m(&l).retries), 1);
+    let timeouts = u64::from(kind == FailureKind::Timeout);
+    assert_eq!(get(&m(&l).timeouts), timeouts);
+    assert_eq!(
+        f.record(None, Millis(20)).backend,
+        Some(second.backend.address())
+    );
+}
+
+#[test]
+fn retry_on_timeout() {
+    retried_after(FailureKind::Timeout);
+}
+
+#[test]
+fn retry_on_refusal() {
+    retried_after(FailureKind::Refused);
+}
+
+#[test]
+fn retry_on_a_closed_connection() {
+    retried_after(FailureKind::Closed);
+}
+
+#[test]
+fn no_retry_failure_gives_up_at_once() {
+    let l = listener("tcp", "", "", 2);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "n.test.");
+    let mut f = Flight::new(client(), Protocol::Tcp, info, Millis(0));
+    send(f.start(&shared, m(&l), Millis(0)));
+    let failure = Failure {
+        kind: FailureKind::Closed,
+        retry: RetryType::NoRetry,
+    };
+    assert!(matches!(
+        f.failed(&shared, m(&l), failure, Millis(1)),
+        Next::Reply(_)
+    ));
+    assert_eq!(get(&m(&l).retries), 0);
+    assert_eq!(get(&m(&l).servfail), 1);
+}
+
+#[test]
+fn all_backends_failing_gives_servfail() {
+    let l = listener("udp", "", "retries = 3", 2);
+    let shared = l.shared.load();
+    let (q, info) = admitted(&l, 0x0102, "down.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    send(f.start(&shared, m(&l), Millis(0)));
+    send(f.failed(
+        &shared,
+        m(&l),
+        Failure::retry(FailureKind::Timeout),
+        Millis(1000),
+    ));
+    // Two backends, both tried: retries left but nobody to try.
+    let Next::Reply(r) = f.failed(
+        &shared,
+        m(&l),
+        Failure::retry(FailureKind::Timeout),
+        Millis(2000),
+    ) else {
+        panic!("servfail expected");
+    };
+    let msg = Message::from_vec(&r).unwrap();
+    assert_eq!(msg.id(), 0x0102);
+    assert_eq!(msg.message_type(), MessageType::Response);
+    assert_eq!(msg.response_code(), ResponseCode::ServFail);
+    assert_eq!(msg.queries(), Message::from_vec(&q).unwrap().queries());
+    assert_eq!(get(&m(&l).servfail), 1);
+    assert_eq!(get(&m(&l).timeouts), 2);
+    assert_eq!(f.record(Some(&r), Millis(2000)).rcode, "SERVFAIL");
+}
+
+#[test]
+fn all_backends_failing_with_drop_sends_nothing() {
+    let l = listener("udp", "", "on_no_backend = \"drop\"", 1);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "d.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    send(f.start(&shared, m(&l), Millis(0)));
+    assert!(matches!(
+        f.failed(
+            &shared,
+            m(&l),
+            Failure::retry(FailureKind::Refused),
+            Millis(1)
+        ),
+        Next::Drop
+    ));
+    assert_eq!(m(&l).drops(DropReason::NoBackend), 1);
+    assert_eq!(get(&m(&l).servfail), 0);
+    assert_eq!(f.record(None, Millis(1)).rcode, "-");
+}
+
+#[test]
+fn no_backend_up_answers_at_once_with_both_policies() {
+    for (pool, servfail) in [("", true), ("on_no_backend = \"drop\"", false)] {
+        let l = listener("udp", "", pool, 2);
+        let shared = l.shared.load();
+        for b in shared.pool.snapshot().backends() {
+            b.set_state(BackendState::DownByCheck);
+        }
+        let (_, info) = admitted(&l, 1, "x.test.");
+        let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+        let next = f.start(&shared, m(&l), Millis(0));
+        assert_eq!(matches!(next, Next::Reply(_)), servfail);
+        assert_eq!(matches!(next, Next::Drop), !servfail);
+        assert_eq!(f.record(None, Millis(0)).backend, None);
+        assert_eq!(get(&m(&l).servfail), u64::from(servfail));
+        assert_eq!(m(&l).drops(DropReason::NoBackend), u64::from(!servfail));
+    }
+}
+
+#[test]
+fn retries_bound_the_attempts() {
+    let l = listener("udp", "", "retries = 0", 3);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "once.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    send(f.start(&shared, m(&l), Millis(0)));
+    assert!(matches!(
+        f.failed(
+            &shared,
+            m(&l),
+            Failure::retry(FailureKind::Timeout),
+            Millis(1)
+        ),
+        Next::Reply(_)
+    ));
+    assert_eq!(get(&m(&l).retries), 0);
+}
+
+#[test]
+fn consecutive_failures_mark_a_backend_down_and_it_is_skipped() {
+    let l = listener("udp", "", "max_fails = 2\npolicy = \"first\"", 2);
+    let shared = l.shared.load();
+    let first = shared.pool.snapshot().backends()[0].clone();
+    for i in 0..2 {
+        let (_, info) = admitted(&l, i, "f.test.");
+        let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+        let a = send(f.start(&shared, m(&l), Millis(0)));
+        assert_eq!(a.backend.id(), first.id());
+        send(f.failed(
+            &shared,
+            m(&l),
+            Failure::retry(FailureKind::Timeout),
+            Millis(1),
+        ));
+    }
+    assert!(!first.is_up());
+    let (_, info) = admitted(&l, 3, "f.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(2));
+    let a = send(f.start(&shared, m(&l), Millis(2)));
+    assert_ne!(
+        a.backend.id(),
+        first.id(),
+        "a backend marked down is skipped"
+    );
+}
+
+#[test]
+fn abandoned_query_records_nothing_against_the_backend() {
+    let l = listener("tcp", "", "", 2);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "a.test.");
+    let mut f = Flight::new(client(), Protocol::Tcp, info, Millis(0));
+    let a = send(f.start(&shared, m(&l), Millis(0)));
+    assert!(matches!(
+        f.abandon(&shared, m(&l), Millis(1)),
+        Next::Reply(_)
+    ));
+    assert_eq!(a.backend.consecutive_failures(), 0);
+    assert_eq!(a.backend.outstanding(), 0);
+    assert_eq!(get(&m(&l).retries), 0);
+}
+
+#[test]
+fn attempts_keep_the_backend_busy_while_connected() {
+    let l = listener("tcp-passthrough", "", "", 2);
+    let shared = l.shared.load();
+    let mut att = Attempts::new();
+    let a = att.first(&shared, Millis(0)).unwrap();
+    att.failed(&shared, m(&l), FailureKind::Refused, Millis(0));
+    let b = att.next(&shared, m(&l), Millis(0)).unwrap();
+    assert_ne!(a.backend.id(), b.backend.id());
+    let guard = att.succeeded().unwrap();
+    record_connected(&shared.pool, guard.backend());
+    assert_eq!(b.backend.outstanding(), 1);
+    assert!(
+        att.next(&shared, m(&l), Millis(0)).is_none(),
+        "retries spent"
+    );
+    drop(guard);
+    assert_eq!(b.backend.outstanding(), 0);
+    assert_eq!(att.count(), 2);
+    assert_eq!(l.metrics.retries.load(Ordering::Relaxed), 1);
+}

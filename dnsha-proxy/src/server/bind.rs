@@ -1,0 +1,254 @@
+//! Binding a listener: its sockets (one SO_REUSEPORT socket per worker),
+//! its worker threads, and the frontend each worker runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dnsha_core::config::{ListenerConfig, Protocol};
+use dnsha_core::Pool;
+
+use super::{RunningListener, Server};
+use crate::error::{Error, Result};
+use crate::frontend::{self, ListenerCtx};
+use crate::metrics::ListenerMetrics;
+use crate::socket;
+use crate::tls::{ServerTls, ALPN_DOT, ALPN_H2, ALPN_HTTP11};
+use crate::upstream::stream::TcpUpstreams;
+use crate::upstream::udp::UdpUpstreams;
+use crate::upstream::{Routes, Upstreams};
+
+fn bind_error(l: &ListenerConfig, source: std::io::Error) -> Error {
+    Error::Bind {
+        listener: l.name.clone(),
+        address: l.listen,
+        source,
+    }
+}
+
+/// One socket per worker of `l`, all on the listener's address (SO_REUSEPORT);
+/// with port 0, the other workers share the first one's port.
+fn bind_workers<S>(
+    l: &ListenerConfig,
+    bind: impl Fn(SocketAddr) -> std::io::Result<S>,
+    local: impl Fn(&S) -> std::io::Result<SocketAddr>,
+) -> Result<Vec<S>> {
+    let mut sockets = Vec::new();
+    let mut addr = l.listen;
+    for _ in 0..workers_for(l) {
+        let s = bind(addr).map_err(|e| bind_error(l, e))?;
+        addr = local(&s).map_err(|e| bind_error(l, e))?;
+        sockets.push(s);
+    }
+    Ok(sockets)
+}
+
+/// Runs `work` on a thread of its own with a single-thread runtime. The
+/// thread ends when `work` is done and every task of the listener has
+/// finished (connections drain on their worker's runtime).
+fn spawn_worker(
+    ctx: &Arc<ListenerCtx>,
+    name: String,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let tasks = ctx.tasks.clone();
+    let work = ctx.tasks.track_future(work);
+    // I/O and timers only: a worker runs no child process and takes no
+    // signal, so its runtime has no process or signal driver to poll at
+    // every park.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new().name(name).spawn(move || {
+        rt.block_on(async move {
+            work.await;
+            tasks.wait().await;
+        });
+    })?;
+    Ok(())
+}
+
+pub(super) fn workers_for(l: &ListenerConfig) -> usize {
+    if l.workers > 0 {
+        l.workers
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// The CPUs this process may run on, in order (empty when unknown).
+fn allowed_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the CPU affinity");
+            Vec::new()
+        }
+    }
+}
+
+/// Pins the calling thread to `cpu`; a failure is logged, the worker runs
+/// unpinned.
+fn pin_current_thread(cpu: usize) {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    let r = set
+        .set(cpu)
+        .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = r {
+        tracing::warn!(cpu, error = %e, "cannot pin the worker thread");
+    }
+}
+
+impl Server {
+    /// The TLS side of a DoT or DoH listener with a certificate.
+    fn server_tls(l: &ListenerConfig) -> Result<Option<Arc<ServerTls>>> {
+        let alpn: &[&[u8]] = match l.protocol {
+            Protocol::Dot => &[ALPN_DOT],
+            Protocol::Doh => &[ALPN_H2, ALPN_HTTP11],
+            _ => return Ok(None),
+        };
+        l.tls
+            .as_ref()
+            .map(|files| {
+                ServerTls::new(files, alpn)
+                    .map(Arc::new)
+                    .map_err(|e| e.in_listener(&l.name))
+            })
+            .transpose()
+    }
+
+    /// UDP: one SO_REUSEPORT socket per worker, each worker on its own
+    /// thread with a single-thread runtime, as dnsdist's listener threads:
+    /// no work stealing or cross-thread wake-ups on the hot path.
+    fn start_udp_workers(&self, l: &ListenerConfig, ctx: &Arc<ListenerCtx>) -> Result<()> {
+        let bind_err = |source| bind_error(l, source);
+        let sockets = bind_workers(l, socket::bind_udp, std::net::UdpSocket::local_addr)?;
+        let pktinfo = l.listen.ip().is_unspecified();
+        let main = tokio::runtime::Handle::current();
+        let cpus = if l.pin_workers {
+            allowed_cpus()
+        } else {
+            Vec::new()
+        };
+        for (i, std) in sockets.into_iter().enumerate() {
+            let (ctx2, main) = (Arc::clone(ctx), main.clone());
+            // `pin_workers`: worker i on the i-th allowed CPU, and its socket
+            // preferred by the kernel for datagrams processed there.
+            let cpu = cpus.get(i % cpus.len().max(1)).copied();
+            if let Some(cpu) = cpu {
+                if let Err(e) = socket2::SockRef::from(&std).set_cpu_affinity(cpu) {
+                    tracing::warn!(cpu, error = %e, "cannot set SO_INCOMING_CPU");
+                }
+            }
+            let work = async move {
+                if let Some(cpu) = cpu {
+                    pin_current_thread(cpu);
+                }
+                match tokio::net::UdpSocket::from_std(std) {
+                    Ok(sock) => frontend::udp::serve(ctx2, sock, pktinfo, main).await,
+                    Err(e) => tracing::error!(error = %e, "udp worker socket"),
+                }
+            };
+            spawn_worker(ctx, format!("udp-{}-{i}", l.name), work).map_err(bind_err)?;
+        }
+        Ok(())
+    }
+
+    /// TCP, DoT, DoH and passthrough: like UDP, one SO_REUSEPORT listening
+    /// socket per worker, each worker on its own thread and single-thread
+    /// runtime with its own upstream connections and sockets, so a
+    /// connection, its queries and their answers stay on one thread (an
+    /// HTTP/2 connection then writes many answers per flush). Connection
+    /// limits are shared by the workers.
+    fn start_stream_workers(
+        &self,
+        l: &ListenerConfig,
+        ctx: &Arc<ListenerCtx>,
+        tls: &Option<Arc<ServerTls>>,
+    ) -> Result<()> {
+        let bind_err = |source| bind_error(l, source);
+        if l.protocol == Protocol::Dot && tls.is_none() {
+            return Err(Error::NoCertificate.in_listener(&l.name));
+        }
+        let sockets = bind_workers(
+            l,
+            |a| socket::bind_tcp(a, 1024),
+            std::net::TcpListener::local_addr,
+        )?;
+        for (i, std) in sockets.into_iter().enumerate() {
+            let ctx2 = Arc::clone(ctx);
+            let tls = tls.clone();
+            let protocol = l.protocol;
+            // Each worker its own upstream connections and sockets,
+            // counting into the server's totals.
+            let stream = Arc::new(TcpUpstreams::with_stats(
+                self.tcp_upstreams.settings().clone(),
+                self.tcp_upstreams.shared_stats(),
+            ));
+            let udp = (protocol == Protocol::Doh)
+                .then(|| Arc::new(UdpUpstreams::with_stats(self.udp_upstreams.shared_stats())));
+            let upstreams = Upstreams { stream, udp };
+            let work = async move {
+                let listener = match tokio::net::TcpListener::from_std(std) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::error!(error = %e, "stream worker socket");
+                        return;
+                    }
+                };
+                match (protocol, tls) {
+                    (Protocol::Tcp, _) => frontend::tcp::serve(ctx2, listener, upstreams).await,
+                    (Protocol::Dot, Some(tls)) => {
+                        frontend::dot::serve(ctx2, listener, tls, upstreams).await;
+                    }
+                    (Protocol::Doh, tls) => {
+                        frontend::doh::serve(ctx2, listener, tls, upstreams).await;
+                    }
+                    _ => frontend::passthrough::serve(ctx2, listener).await,
+                }
+            };
+            let name = format!("{}-{}-{i}", l.protocol.as_str(), l.name);
+            spawn_worker(ctx, name, work).map_err(bind_err)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn start_listener(
+        &self,
+        l: &ListenerConfig,
+        pools: &[Arc<Pool>],
+        routes: &[(String, Arc<Routes>)],
+    ) -> Result<RunningListener> {
+        let metrics = Arc::new(ListenerMetrics::new(l.name.clone(), l.protocol, l.listen));
+        let shared = self.shared_for(l, pools, routes, &metrics, None)?;
+        let tls = Self::server_tls(l)?;
+        let ctx = Arc::new(ListenerCtx::new(shared, metrics));
+        let started = match l.protocol {
+            Protocol::Udp => self.start_udp_workers(l, &ctx),
+            _ => self.start_stream_workers(l, &ctx, &tls),
+        };
+        if let Err(e) = started {
+            // Workers already running stop at once.
+            ctx.stop.cancel();
+            ctx.tasks.close();
+            return Err(e);
+        }
+        ctx.tasks.close();
+        tracing::info!(
+            listener = %l.name,
+            protocol = l.protocol.as_str(),
+            address = %l.listen,
+            pool = %l.pool,
+            "listening"
+        );
+        Ok(RunningListener {
+            config: l.clone(),
+            ctx,
+            tls,
+        })
+    }
+}

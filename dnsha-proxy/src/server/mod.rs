@@ -1,0 +1,243 @@
+//! The running balancer: pools and listeners built from a [`Config`],
+//! reloaded in place and shut down gracefully.
+//!
+//! Split by job: [`bind`](self) starts a listener's sockets and workers,
+//! `reload` diffs and applies a new configuration (with its rollback
+//! written once), `status` and `prometheus` render `/status` and
+//! `/metrics`.
+
+mod bind;
+mod prometheus;
+mod reload;
+mod status;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use dnsha_core::config::{Config, ListenerConfig, PoolConfig};
+use dnsha_core::{Backend, Pool};
+use dnsha_health::HealthMonitor;
+
+pub use prometheus::Exposition;
+pub use reload::ReloadSummary;
+pub use status::{BackendStatus, ListenerStatus, PoolStatus, Status};
+
+use crate::accesslog::AccessLog;
+use crate::acl::Acl;
+use crate::error::{Error, Result};
+use crate::frontend::ListenerCtx;
+use crate::metrics::ListenerMetrics;
+use crate::pipeline::ListenerShared;
+use crate::tls::ServerTls;
+use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams};
+use crate::upstream::udp::UdpUpstreams;
+use crate::upstream::Routes;
+use reload::Started;
+
+struct RunningListener {
+    config: ListenerConfig,
+    ctx: Arc<ListenerCtx>,
+    /// The certificate of a DoT or DoH listener, reloaded in place.
+    tls: Option<Arc<ServerTls>>,
+}
+
+struct State {
+    pools: Vec<Arc<Pool>>,
+    listeners: Vec<RunningListener>,
+}
+
+/// A running balancer.
+pub struct Server {
+    state: Mutex<State>,
+    tcp_upstreams: Arc<TcpUpstreams>,
+    udp_upstreams: Arc<UdpUpstreams>,
+    /// Listeners stopped by reloads, still draining.
+    retired: Mutex<Vec<Arc<ListenerCtx>>>,
+    /// Active and passive health checks of the pools' backends.
+    health: HealthMonitor,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+fn backends_of(p: &PoolConfig) -> Vec<Arc<Backend>> {
+    p.backends
+        .iter()
+        .map(|b| Arc::new(Backend::new(b.name.clone(), b.address, b.weight)))
+        .collect()
+}
+
+fn new_pool(p: &PoolConfig) -> Arc<Pool> {
+    Arc::new(Pool::new(
+        p.name.clone(),
+        p.policy,
+        p.settings.clone(),
+        backends_of(p),
+    ))
+}
+
+impl Server {
+    /// Binds every listener of `config` and starts serving. Fails (and binds
+    /// nothing) when a listener cannot bind.
+    pub async fn start(config: &Config) -> Result<Arc<Self>> {
+        HealthMonitor::validate(config).map_err(|source| Error::Health { source })?;
+        let health = HealthMonitor::new().map_err(|source| Error::Health { source })?;
+        let pools: Vec<Arc<Pool>> = config.pools.iter().map(new_pool).collect();
+        let server = Arc::new(Self {
+            state: Mutex::new(State {
+                pools: Vec::new(),
+                listeners: Vec::new(),
+            }),
+            tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
+            udp_upstreams: Arc::new(UdpUpstreams::new()),
+            retired: Mutex::new(Vec::new()),
+            health,
+        });
+        let mut started = Started::default();
+        let routes = server.routes_for(config)?;
+        for l in &config.listeners {
+            started.push(server.start_listener(l, &pools, &routes)?);
+        }
+        {
+            let mut st = server.lock();
+            st.pools = pools;
+            st.listeners = started.commit();
+            server.reconcile_health(config, &st.pools);
+        }
+        Ok(server)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The stream routes of every pool (TLS client configurations built).
+    fn routes_for(&self, config: &Config) -> Result<Vec<(String, Arc<Routes>)>> {
+        config
+            .pools
+            .iter()
+            .map(|p| {
+                Ok((
+                    p.name.clone(),
+                    Arc::new(Routes::new(p, &self.tcp_upstreams)?),
+                ))
+            })
+            .collect()
+    }
+
+    fn shared_for(
+        &self,
+        l: &ListenerConfig,
+        pools: &[Arc<Pool>],
+        routes: &[(String, Arc<Routes>)],
+        metrics: &Arc<ListenerMetrics>,
+        old_log: Option<(&ListenerConfig, &Option<AccessLog>)>,
+    ) -> Result<ListenerShared> {
+        let pool = pools
+            .iter()
+            .find(|p| p.name() == l.pool)
+            .cloned()
+            .ok_or_else(|| Error::UnknownPool {
+                listener: l.name.clone(),
+                pool: l.pool.clone(),
+            })?;
+        let access_log = match old_log {
+            Some((old, log)) if old.access_log == l.access_log && old.format == l.format => {
+                log.clone()
+            }
+            _ => l
+                .access_log
+                .clone()
+                .map(|t| AccessLog::start(t, l.format, Arc::clone(metrics))),
+        };
+        Ok(ListenerShared {
+            config: l.clone(),
+            pool,
+            acl: Acl::new(l.allow.clone()),
+            access_log,
+            routes: routes
+                .iter()
+                .find(|(name, _)| *name == l.pool)
+                .map(|(_, r)| Arc::clone(r))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Keeps a listener stopped by a reload until it has drained, so that
+    /// shutdown waits for it too.
+    fn retire(&self, ctx: Arc<ListenerCtx>) {
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ctx);
+    }
+
+    /// Points the health checks at the pools now in use (backends that stay
+    /// keep their health state; removed ones stop being checked).
+    fn reconcile_health(&self, config: &Config, pools: &[Arc<Pool>]) {
+        if let Err(e) = self.health.reconcile(config, pools) {
+            // validate() passed before the commit, so only a CA file changed
+            // meanwhile gets here: the previous checks keep running.
+            tracing::error!(error = %e, "health checks not updated");
+        }
+    }
+
+    /// The health monitor: subscribe to its events, read its pool counts.
+    pub fn health(&self) -> &HealthMonitor {
+        &self.health
+    }
+
+    /// Asks every access log writer to reopen its file (SIGUSR1).
+    pub fn reopen_logs(&self) {
+        let st = self.lock();
+        for r in &st.listeners {
+            if let Some(log) = &r.ctx.shared.load().access_log {
+                log.reopen();
+            }
+        }
+    }
+
+    /// Whether every listener that sends queries to pool `pool` is running
+    /// (its tasks are alive and it was not stopped). True when no listener
+    /// uses the pool.
+    pub fn pool_listeners_running(&self, pool: &str) -> bool {
+        self.lock()
+            .listeners
+            .iter()
+            .filter(|r| r.config.pool == pool)
+            .all(|r| !r.ctx.stop.is_cancelled() && !r.ctx.tasks.is_empty())
+    }
+
+    /// The pools, in configured order.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.lock().pools.clone()
+    }
+
+    /// Stops accepting, lets queries in flight finish (at most `grace`), and
+    /// returns whether everything drained in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.health.stop();
+        let mut ctxs: Vec<Arc<ListenerCtx>> = {
+            let st = self.lock();
+            st.listeners.iter().map(|r| Arc::clone(&r.ctx)).collect()
+        };
+        ctxs.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .drain(..),
+        );
+        for c in &ctxs {
+            c.stop.cancel();
+        }
+        let all = async {
+            for c in &ctxs {
+                c.tasks.wait().await;
+            }
+        };
+        tokio::time::timeout(grace, all).await.is_ok()
+    }
+}

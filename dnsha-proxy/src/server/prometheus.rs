@@ -1,0 +1,304 @@
+//! `/metrics`: the balancer's counters in the Prometheus text format, all
+//! written through one [`Exposition`] writer.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use dnsha_core::config::Protocol;
+use dnsha_core::{Backend, Pool};
+
+use super::{RunningListener, Server};
+use crate::metrics::{get, ListenerMetrics, HTTP_STATUSES};
+use crate::wire::dns::DropReason;
+
+/// The Prometheus text exposition format (version 0.0.4), one metric family
+/// at a time: `# HELP`, `# TYPE`, then one line per labelled value.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+}
+
+impl Exposition {
+    /// An empty exposition.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the family `dnsha_{name}` of type `kind` (`counter`, `gauge`)
+    /// with one sample per row: its labels (`a="x",b="y"`, empty for
+    /// none) and value.
+    pub fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &str,
+        rows: impl IntoIterator<Item = (String, u64)>,
+    ) {
+        let _ = writeln!(
+            self.out,
+            "# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} {kind}"
+        );
+        for (labels, v) in rows {
+            if labels.is_empty() {
+                let _ = writeln!(self.out, "dnsha_{name} {v}");
+            } else {
+                let _ = writeln!(self.out, "dnsha_{name}{{{labels}}} {v}");
+            }
+        }
+    }
+
+    /// Appends text already in the format (another component's families).
+    pub fn push_str(&mut self, text: &str) {
+        self.out.push_str(text);
+    }
+
+    /// The text.
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+type Pick = fn(&ListenerMetrics) -> u64;
+
+/// A backend family: name, help, type, and the value of one backend.
+type BackendFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&Backend) -> u64,
+);
+
+const LISTENER_COUNTERS: [(&str, &str, Pick); 10] = [
+    ("queries_total", "Valid queries received.", |m| {
+        get(&m.queries)
+    }),
+    (
+        "answers_total",
+        "Backend answers relayed to clients.",
+        |m| get(&m.answers),
+    ),
+    (
+        "servfail_total",
+        "SERVFAIL answers made by the balancer.",
+        |m| get(&m.servfail),
+    ),
+    (
+        "refused_total",
+        "REFUSED answers made by the balancer (ACL).",
+        |m| get(&m.refused),
+    ),
+    (
+        "retries_total",
+        "Queries re-sent to another backend.",
+        |m| get(&m.retries),
+    ),
+    ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
+    (
+        "tcp_fallbacks_total",
+        "DoH answers over UDP that were truncated, asked again over TCP.",
+        |m| get(&m.tcp_fallbacks),
+    ),
+    ("connections_total", "Client connections accepted.", |m| {
+        get(&m.connections_total)
+    }),
+    (
+        "connections_refused_total",
+        "Client connections refused by limits.",
+        |m| get(&m.connections_refused),
+    ),
+    ("access_log_dropped_total", "Access log lines lost.", |m| {
+        get(&m.log_dropped)
+    }),
+];
+
+const TLS_COUNTERS: [(&str, &str, Pick); 7] = [
+    (
+        "tls_handshake_failures_total",
+        "TLS handshakes that failed (not TLS, no common protocol).",
+        |m| get(&m.tls_handshake_failures),
+    ),
+    (
+        "tls_handshake_timeouts_total",
+        "TLS handshakes not finished within handshake_timeout_ms.",
+        |m| get(&m.tls_handshake_timeouts),
+    ),
+    (
+        "tls_resumed_total",
+        "TLS handshakes that resumed a session.",
+        |m| get(&m.tls_resumed),
+    ),
+    (
+        "http_rate_limited_total",
+        "DoH requests over the per-client rate (429).",
+        |m| get(&m.rate_limited),
+    ),
+    (
+        "http_cancelled_total",
+        "DoH requests abandoned by the client before their answer.",
+        |m| get(&m.http_cancelled),
+    ),
+    (
+        "http_abusive_closed_total",
+        "DoH connections closed for too many reset or refused requests.",
+        |m| get(&m.http_abusive_closed),
+    ),
+    (
+        "http_protocol_errors_total",
+        "DoH connections ended by an HTTP protocol error (oversized headers, bad frames).",
+        |m| get(&m.http_protocol_errors),
+    ),
+];
+
+/// The labels of a listener's samples.
+fn listener_labels(r: &RunningListener) -> String {
+    format!(
+        "listener=\"{}\",protocol=\"{}\"",
+        r.config.name,
+        r.config.protocol.as_str()
+    )
+}
+
+fn listener_families(w: &mut Exposition, listeners: &[RunningListener]) {
+    for (name, help, pick) in LISTENER_COUNTERS {
+        let rows = listeners
+            .iter()
+            .map(|r| (listener_labels(r), pick(&r.ctx.metrics)));
+        w.family(name, help, "counter", rows);
+    }
+    let rows = listeners
+        .iter()
+        .map(|r| (listener_labels(r), get(&r.ctx.metrics.connections)));
+    w.family("connections", "Client connections open now.", "gauge", rows);
+    let drops = listeners.iter().flat_map(|r| {
+        DropReason::ALL.into_iter().map(move |reason| {
+            (
+                format!("{},reason=\"{}\"", listener_labels(r), reason.as_str()),
+                r.ctx.metrics.drops(reason),
+            )
+        })
+    });
+    w.family(
+        "dropped_total",
+        "Messages dropped, by reason.",
+        "counter",
+        drops,
+    );
+}
+
+fn tls_families(w: &mut Exposition, listeners: &[RunningListener]) {
+    let tls: Vec<&RunningListener> = listeners
+        .iter()
+        .filter(|r| matches!(r.config.protocol, Protocol::Dot | Protocol::Doh))
+        .collect();
+    for (name, help, pick) in TLS_COUNTERS {
+        let rows = tls
+            .iter()
+            .map(|r| (listener_labels(r), pick(&r.ctx.metrics)));
+        w.family(name, help, "counter", rows);
+    }
+    let statuses = tls
+        .iter()
+        .filter(|r| r.config.protocol == Protocol::Doh)
+        .flat_map(|r| {
+            HTTP_STATUSES.iter().enumerate().map(move |(i, code)| {
+                let n = r.ctx.metrics.http_responses.get(i).map_or(0, get);
+                let code = if *code == 0 {
+                    "other".to_string()
+                } else {
+                    code.to_string()
+                };
+                (format!("{},status=\"{code}\"", listener_labels(r)), n)
+            })
+        });
+    w.family(
+        "http_responses_total",
+        "DoH responses, by HTTP status.",
+        "counter",
+        statuses,
+    );
+}
+
+fn backend_families(w: &mut Exposition, pools: &[Arc<Pool>]) {
+    let backends: Vec<(String, Arc<Backend>)> = pools
+        .iter()
+        .flat_map(|p| {
+            let snapshot = p.snapshot();
+            snapshot
+                .backends()
+                .iter()
+                .map(|b| {
+                    let labels = format!(
+                        "pool=\"{}\",backend=\"{}\",address=\"{}\"",
+                        p.name(),
+                        b.name(),
+                        b.address()
+                    );
+                    (labels, Arc::clone(b))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let families: [BackendFamily; 5] = [
+        ("backend_up", "1 when the backend is up.", "gauge", |b| {
+            u64::from(b.is_up())
+        }),
+        (
+            "backend_outstanding",
+            "Queries in flight to the backend.",
+            "gauge",
+            Backend::outstanding,
+        ),
+        (
+            "backend_queries_total",
+            "Queries sent to the backend.",
+            "counter",
+            Backend::queries,
+        ),
+        (
+            "backend_failures_total",
+            "Failed queries to the backend.",
+            "counter",
+            Backend::failures,
+        ),
+        ("backend_weight", "Configured weight.", "gauge", |b| {
+            u64::from(b.weight())
+        }),
+    ];
+    for (name, help, kind, f) in families {
+        let rows = backends.iter().map(|(l, b)| (l.clone(), f(b)));
+        w.family(name, help, kind, rows);
+    }
+}
+
+impl Server {
+    /// Metrics in the Prometheus text format, series named `dnsha_*`.
+    pub fn prometheus(&self) -> String {
+        let st = self.lock();
+        let mut w = Exposition::new();
+        listener_families(&mut w, &st.listeners);
+        tls_families(&mut w, &st.listeners);
+        backend_families(&mut w, &st.pools);
+        let globals = [
+            (
+                "tcp_upstream_unmatched_total",
+                "Backend TCP answers matching no query.",
+                self.tcp_upstreams.unmatched(),
+            ),
+            (
+                "udp_upstream_unmatched_total",
+                "Backend UDP answers to DoH queries matching no query.",
+                get(&self.udp_upstreams.stats().unmatched),
+            ),
+            (
+                "tls_upstream_failures_total",
+                "TLS handshakes with DoT backends that failed.",
+                get(&self.tcp_upstreams.stats().tls_failures),
+            ),
+        ];
+        for (name, help, v) in globals {
+            w.family(name, help, "counter", [(String::new(), v)]);
+        }
+        w.push_str(&self.health.prometheus());
+        w.finish()
+    }
+}

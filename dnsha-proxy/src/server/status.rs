@@ -1,0 +1,134 @@
+//! `/status`: pools, backends and listeners as JSON (what `dnsha status`
+//! prints, like `ipvsadm -Ln`).
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use super::Server;
+use crate::metrics::get;
+
+impl Server {
+    /// A snapshot for `/status`.
+    pub fn status(&self) -> Status {
+        let st = self.lock();
+        Status {
+            pools: st
+                .pools
+                .iter()
+                .map(|p| {
+                    let snap = p.snapshot();
+                    PoolStatus {
+                        name: p.name().to_string(),
+                        policy: snap.policy().name().to_string(),
+                        backends: snap
+                            .backends()
+                            .iter()
+                            .map(|b| BackendStatus {
+                                name: b.name().to_string(),
+                                address: b.address(),
+                                state: b.state().as_str().to_string(),
+                                weight: b.weight(),
+                                outstanding: b.outstanding(),
+                                queries: b.queries(),
+                                failures: b.failures(),
+                                health: self.health.backend(p.name(), b.name()).map(|h| {
+                                    let mut text = format!("{}: {}", h.check, h.health.as_str());
+                                    if let Some(r) = h.reason {
+                                        text.push_str(&format!(" ({r})"));
+                                    }
+                                    text
+                                }),
+                            })
+                            .collect(),
+                    }
+                })
+                .collect(),
+            listeners: st
+                .listeners
+                .iter()
+                .map(|r| {
+                    let m = &r.ctx.metrics;
+                    ListenerStatus {
+                        name: r.config.name.clone(),
+                        protocol: r.config.protocol.as_str().to_string(),
+                        address: r.config.listen,
+                        pool: r.config.pool.clone(),
+                        queries: get(&m.queries),
+                        answers: get(&m.answers),
+                        servfail: get(&m.servfail),
+                        dropped: m.drops_total(),
+                        connections: get(&m.connections),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Pools and their backends.
+    pub pools: Vec<PoolStatus>,
+    /// Listeners and their counters.
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One pool in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PoolStatus {
+    /// Pool name.
+    pub name: String,
+    /// Policy name.
+    pub policy: String,
+    /// Backends in configured order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// One backend in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct BackendStatus {
+    /// Backend name.
+    pub name: String,
+    /// Backend address.
+    pub address: SocketAddr,
+    /// `"up"` or `"down"`.
+    pub state: String,
+    /// Weight.
+    pub weight: u32,
+    /// Queries in flight.
+    pub outstanding: u64,
+    /// Queries sent since start.
+    pub queries: u64,
+    /// Failed queries since start.
+    pub failures: u64,
+    /// The health check and its verdict with the reason of the last
+    /// transition (`dns: down (3 consecutive timeouts (200 ms))`), when the
+    /// backend is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+}
+
+/// One listener in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ListenerStatus {
+    /// Listener name.
+    pub name: String,
+    /// Protocol.
+    pub protocol: String,
+    /// Bound address.
+    pub address: SocketAddr,
+    /// Pool name.
+    pub pool: String,
+    /// Valid queries received.
+    pub queries: u64,
+    /// Answers relayed.
+    pub answers: u64,
+    /// SERVFAIL made by the balancer.
+    pub servfail: u64,
+    /// Messages dropped (all reasons).
+    pub dropped: u64,
+    /// Client connections open (TCP).
+    pub connections: u64,
+}
