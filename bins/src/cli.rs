@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,13 +53,15 @@ pub enum Command {
     },
 }
 
-/// Installs the stderr logger (RUST_LOG or `info`).
+/// Installs the stderr logger (RUST_LOG or `info`), with colours only when
+/// stderr is a terminal (`dnsha run 2>file` gets plain text).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

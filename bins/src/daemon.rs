@@ -8,21 +8,27 @@ use std::time::Duration;
 
 use dnsha_core::config::Config;
 use dnsha_proxy::server::Server;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
-/// Reads and validates a configuration file; the error is the text to print
-/// (`FILE:LINE:COL: message` per error).
-pub fn load(path: &Path) -> Result<Config, String> {
-    let src = std::fs::read_to_string(path)
-        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    let render = |errors: Vec<dnsha_core::ConfigError>| {
-        errors
-            .iter()
-            .map(|e| e.render(&path.display().to_string(), &src))
-            .collect::<Vec<_>>()
-            .join("\n")
+use crate::admin::{Admin, VrrpSlot};
+use crate::error::{Error, Result};
+
+/// Reads and validates a configuration file; a [`Error::Config`] displays
+/// as one `FILE:LINE:COL: message` line per error.
+pub fn load(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |errors, text: String| Error::Config {
+        file: path.display().to_string(),
+        text,
+        errors,
     };
-    let mut cfg = Config::parse(&src).map_err(render)?;
+    let mut cfg = match Config::parse(&text) {
+        Ok(cfg) => cfg,
+        Err(errors) => return Err(invalid(errors, text)),
+    };
     // Certificates, keys and CA files: relative to the configuration file,
     // readable, matching, not expired.
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
@@ -33,7 +39,7 @@ pub fn load(path: &Path) -> Result<Config, String> {
     }
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
-        return Err(render(errors));
+        return Err(invalid(errors, text));
     }
     Ok(cfg)
 }
@@ -45,8 +51,8 @@ pub fn check(path: &Path) -> ExitCode {
             println!("{}: ok: {}", path.display(), cfg.summary());
             ExitCode::SUCCESS
         }
-        Err(text) => {
-            eprintln!("{text}");
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -68,8 +74,8 @@ pub fn grace_for(cfg: &Config) -> Duration {
 pub async fn run(path: PathBuf) -> ExitCode {
     let cfg = match load(&path) {
         Ok(c) => c,
-        Err(text) => {
-            eprintln!("{text}");
+        Err(e) => {
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -83,58 +89,11 @@ pub async fn serve(
     path: Option<PathBuf>,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
 ) -> ExitCode {
-    let server = match Server::start(&cfg).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return ExitCode::FAILURE;
-        }
-    };
-    let vrrp: crate::admin::VrrpSlot = Arc::default();
-    let instances = match crate::vrrp::instances(&cfg) {
-        Ok(i) => i,
-        Err(errors) => {
-            for e in errors {
-                tracing::error!(error = %e.message, "vrrp configuration error");
-            }
-            server.shutdown(Duration::from_millis(100)).await;
-            return ExitCode::FAILURE;
-        }
-    };
-    match crate::vrrp::start(instances, Arc::clone(&server)).await {
-        Ok(running) => {
-            if let Ok(mut slot) = vrrp.lock() {
-                *slot = running;
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start vrrp");
-            server.shutdown(Duration::from_millis(100)).await;
-            return ExitCode::FAILURE;
-        }
-    }
-    let mut admin = match crate::admin::start(
-        cfg.admin.as_ref().map(|a| a.listen),
-        Arc::clone(&server),
-        Arc::clone(&vrrp),
-    )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start admin endpoint");
-            server.shutdown(Duration::from_millis(100)).await;
-            return ExitCode::FAILURE;
-        }
+    let Some(mut daemon) = Daemon::start(&cfg).await else {
+        return ExitCode::FAILURE;
     };
     tracing::info!(summary = %cfg.summary(), "dnsha running");
-    let mut grace = grace_for(&cfg);
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
+    let Some(mut signals) = Signals::install() else {
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
@@ -149,70 +108,186 @@ pub async fn serve(
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
             () = &mut stop => break,
-            _ = usr1.recv() => {
+            _ = signals.usr1.recv() => {
                 tracing::info!("SIGUSR1: reopening access logs");
-                server.reopen_logs();
+                daemon.server.reopen_logs();
             }
-            _ = hup.recv() => {
-                let Some(p) = &path else { continue };
-                match load(p) {
-                    Err(text) => {
-                        for line in text.lines() {
-                            tracing::error!(error = %line, "reload refused: configuration error");
-                        }
-                    }
-                    Ok(new) => match server.reload(&new) {
-                        Ok(s) => {
-                            let running_vrrp = vrrp
-                                .lock()
-                                .ok()
-                                .and_then(|g| g.as_ref().map(|r| r.configs().to_vec()));
-                            if crate::vrrp::instances(&new).ok() != running_vrrp.or_else(|| Some(Vec::new())) {
-                                tracing::warn!("[[vrrp]] changes take effect at the next restart; the running instances are kept");
-                            }
-                            grace = grace_for(&new);
-                            let admin_addr = new.admin.as_ref().map(|a| a.listen);
-                            if admin_addr != admin.addr() {
-                                admin.stop();
-                                match crate::admin::start(admin_addr, Arc::clone(&server), Arc::clone(&vrrp)).await {
-                                    Ok(a) => admin = a,
-                                    Err(e) => tracing::error!(error = %e, "admin endpoint not restarted"),
-                                }
-                            }
-                            tracing::info!(
-                                pools_added = s.pools_added,
-                                pools_removed = s.pools_removed,
-                                listeners_added = s.listeners_added,
-                                listeners_removed = s.listeners_removed,
-                                summary = %new.summary(),
-                                "configuration reloaded"
-                            );
-                        }
-                        Err(e) => tracing::error!(error = %e, "reload refused; the old configuration keeps running"),
-                    },
+            _ = signals.hup.recv() => {
+                if let Some(p) = &path {
+                    daemon.reload(p).await;
                 }
             }
         }
     }
-    tracing::info!(
-        grace_ms = grace.as_millis() as u64,
-        "stopping: finishing queries in flight"
-    );
-    // Hand the virtual IPs over first (priority 0), then drain the queries
-    // that are still in flight, as keepalived + a proxy would.
-    let running = vrrp.lock().ok().and_then(|mut g| g.take());
-    if let Some(r) = running {
-        r.shutdown().await;
-    }
-    admin.stop();
-    let drained = server.shutdown(grace).await;
-    if drained {
-        tracing::info!("stopped");
-    } else {
-        tracing::warn!("stopped with queries still in flight after the grace period");
-    }
+    daemon.stop().await;
     ExitCode::SUCCESS
+}
+
+/// The signals the daemon answers.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+    usr1: Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Self> {
+        Some(Self {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+            usr1: signal(SignalKind::user_defined1()).ok()?,
+        })
+    }
+}
+
+/// A running daemon: the balancer, its VRRP instances and admin endpoint.
+struct Daemon {
+    server: Arc<Server>,
+    vrrp: VrrpSlot,
+    admin: Admin,
+    /// How long stopping waits for queries in flight.
+    grace: Duration,
+}
+
+impl Daemon {
+    /// Starts the balancer, then the VRRP instances, then the admin
+    /// endpoint; when one fails it is logged, what started is stopped and
+    /// `None` returned.
+    async fn start(cfg: &Config) -> Option<Self> {
+        let server = match Server::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return None;
+            }
+        };
+        let vrrp: VrrpSlot = Arc::default();
+        if !start_vrrp(cfg, &server, &vrrp).await {
+            server.shutdown(Duration::from_millis(100)).await;
+            return None;
+        }
+        let admin = match crate::admin::start(
+            cfg.admin.as_ref().map(|a| a.listen),
+            Arc::clone(&server),
+            Arc::clone(&vrrp),
+        )
+        .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start admin endpoint");
+                server.shutdown(Duration::from_millis(100)).await;
+                return None;
+            }
+        };
+        Some(Self {
+            server,
+            vrrp,
+            admin,
+            grace: grace_for(cfg),
+        })
+    }
+
+    /// SIGHUP: re-reads `path` and applies it, or logs why not.
+    async fn reload(&mut self, path: &Path) {
+        let new = match load(path) {
+            Ok(new) => new,
+            Err(e) => {
+                for line in e.to_string().lines() {
+                    tracing::error!(error = %line, "reload refused: configuration error");
+                }
+                return;
+            }
+        };
+        let s = match self.server.reload(&new) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused; the old configuration keeps running");
+                return;
+            }
+        };
+        let running_vrrp = self
+            .vrrp
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|r| r.configs().to_vec()));
+        if crate::vrrp::instances(&new).ok() != running_vrrp.or_else(|| Some(Vec::new())) {
+            tracing::warn!(
+                "[[vrrp]] changes take effect at the next restart; the running instances are kept"
+            );
+        }
+        self.grace = grace_for(&new);
+        self.move_admin(new.admin.as_ref().map(|a| a.listen)).await;
+        tracing::info!(
+            pools_added = s.pools_added,
+            pools_removed = s.pools_removed,
+            listeners_added = s.listeners_added,
+            listeners_removed = s.listeners_removed,
+            summary = %new.summary(),
+            "configuration reloaded"
+        );
+    }
+
+    /// Restarts the admin endpoint when its address changed.
+    async fn move_admin(&mut self, addr: Option<std::net::SocketAddr>) {
+        if addr == self.admin.addr() {
+            return;
+        }
+        self.admin.stop();
+        match crate::admin::start(addr, Arc::clone(&self.server), Arc::clone(&self.vrrp)).await {
+            Ok(a) => self.admin = a,
+            Err(e) => tracing::error!(error = %e, "admin endpoint not restarted"),
+        }
+    }
+
+    /// Hands the virtual IPs over first (priority 0), then drains the
+    /// queries still in flight, as keepalived + a proxy would.
+    async fn stop(self) {
+        tracing::info!(
+            grace_ms = self.grace.as_millis() as u64,
+            "stopping: finishing queries in flight"
+        );
+        let running = self.vrrp.lock().ok().and_then(|mut g| g.take());
+        if let Some(r) = running {
+            r.shutdown().await;
+        }
+        self.admin.stop();
+        let drained = self.server.shutdown(self.grace).await;
+        if drained {
+            tracing::info!("stopped");
+        } else {
+            tracing::warn!("stopped with queries still in flight after the grace period");
+        }
+    }
+}
+
+/// Starts the `[[vrrp]]` instances of `cfg` into `slot`; false (logged)
+/// when they cannot start.
+async fn start_vrrp(cfg: &Config, server: &Arc<Server>, slot: &VrrpSlot) -> bool {
+    let instances = match crate::vrrp::instances(cfg) {
+        Ok(i) => i,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!(error = %e.message, "vrrp configuration error");
+            }
+            return false;
+        }
+    };
+    match crate::vrrp::start(instances, Arc::clone(server)).await {
+        Ok(running) => {
+            if let Ok(mut slot) = slot.lock() {
+                *slot = running;
+            }
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start vrrp");
+            false
+        }
+    }
 }

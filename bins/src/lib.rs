@@ -9,5 +9,8 @@ pub mod cli;
 pub mod daemon;
 pub mod demo;
 pub mod demo_backend;
+pub mod error;
 pub mod status;
 pub mod vrrp;
+
+pub use error::Error;

@@ -9,32 +9,34 @@ use std::time::Duration;
 use dnsha_proxy::server::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::error::{Error, Result};
+
 /// Fetches `GET path` from `addr` and returns the body of a 200 answer.
-pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String, String> {
+pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String> {
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            .map_err(|source| Error::Connect { addr, source })?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        let exchange = |source| Error::Exchange { addr, source };
+        s.write_all(req.as_bytes()).await.map_err(exchange)?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+        s.read_to_end(&mut buf).await.map_err(exchange)?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text
             .split_once("\r\n\r\n")
-            .ok_or_else(|| format!("{addr}: malformed HTTP answer"))?;
+            .ok_or(Error::MalformedAnswer { addr })?;
         if !head.starts_with("HTTP/1.1 200") {
-            return Err(format!("{addr}: {}", head.lines().next().unwrap_or("")));
+            return Err(Error::HttpStatus {
+                addr,
+                status_line: head.lines().next().unwrap_or("").to_string(),
+            });
         }
         Ok(body.to_string())
     };
     tokio::time::timeout(Duration::from_secs(5), work)
         .await
-        .map_err(|_| format!("{addr}: timed out"))?
+        .map_err(|_| Error::Timeout { addr })?
 }
 
 /// Renders the status table.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use dnsha_core::config::Config;
 use dnsha_core::ConfigError;
 use dnsha_proxy::server::Server;
-use dnsha_vrrp::config::{validate_all, InstanceConfig};
+use dnsha_vrrp::config::{validate_all, Instance, InstanceConfig};
 use dnsha_vrrp::shell::{InstanceStatus, Vrrp};
 use serde::Deserialize as _;
 use tokio_util::sync::CancellationToken;
@@ -36,19 +36,15 @@ pub fn instances(cfg: &Config) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> 
     if !errors.is_empty() {
         return Err(errors);
     }
-    let span_of = |location: &str| {
-        location
-            .strip_prefix("vrrp[")
-            .and_then(|r| r.split(']').next())
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|i| cfg.vrrp.get(i))
-            .or_else(|| cfg.vrrp.first())
-            .map(|s| s.span.clone())
-    };
     for e in validate_all(&out) {
+        // An error not placed at a section is shown at the first one.
+        let section = match e.instance {
+            Instance::Index(i) => cfg.vrrp.get(i),
+            _ => None,
+        };
         errors.push(ConfigError {
-            span: span_of(&e.location),
-            message: format!("{}: {}", e.location, e.message),
+            span: section.or_else(|| cfg.vrrp.first()).map(|s| s.span.clone()),
+            message: e.to_string(),
         });
     }
     for (i, ic) in out.iter().enumerate() {

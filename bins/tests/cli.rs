@@ -293,3 +293,26 @@ virtual_ipaddress = ["192.168.1.6"]
         );
     }
 }
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    // A TCP listener on a port already taken: `dnsha run` logs through
+    // tracing that it cannot start, to a stderr that is a pipe.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dnsha.toml");
+    let backend = "127.0.0.1:9".parse().unwrap();
+    std::fs::write(&path, config(listen, free_addr(), "", &[("a", backend, 1)])).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot start"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "{stderr:?}");
+}

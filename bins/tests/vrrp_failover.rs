@@ -5,7 +5,8 @@
 //! Each test builds its own lab (unique namespace names and subnet), so the
 //! tests run in parallel. They need root, `ip` and NSD (keepalived for the
 //! interop tests; dnsperf is an optional cross-check) and print
-//! `SKIPPED: <reason>` otherwise. Measured times and lost queries are
+//! `SKIPPED: <reason>` otherwise (or fail, when `DNSHA_TEST_REQUIRE_ALL` is
+//! set). Measured times and lost queries are
 //! printed: `cargo test -p dnsha --test vrrp_failover -- --nocapture`.
 
 #![allow(clippy::unwrap_used)]

@@ -32,7 +32,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::error::{Error, Result};
+use crate::stats::DropReason;
 
 /// IP protocol number of VRRP.
 pub const IPPROTO_VRRP: u8 = 112;
@@ -58,6 +58,105 @@ pub const AUTH_TYPE_NONE: u8 = 0;
 pub const AUTH_TYPE_PASS: u8 = 1;
 /// Auth type 2: IP authentication header (RFC 2338, not supported).
 pub const AUTH_TYPE_AH: u8 = 2;
+
+/// Why a packet was rejected: by [`Advertisement::decode`] (what the packet
+/// carries by itself), [`Advertisement::verify`] (against our configuration)
+/// or [`parse_ipv4`] (the IP header).
+///
+/// Each variant maps onto one [`DropReason`] through
+/// [`DecodeError::drop_reason`], which is how the router counts dropped
+/// advertisements.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Fewer bytes than the fixed part of the packet (or of the IP header).
+    #[error("packet truncated: {len} bytes, need at least {min}")]
+    Truncated {
+        /// Bytes received.
+        len: usize,
+        /// Bytes needed.
+        min: usize,
+    },
+    /// More bytes than any VRRPv2 advertisement can hold.
+    #[error("packet too long: {len} bytes, at most {max}")]
+    TooLong {
+        /// Bytes received.
+        len: usize,
+        /// Largest possible advertisement.
+        max: usize,
+    },
+    /// The version nibble is not 2 (VRRPv3 packets land here).
+    #[error("unsupported VRRP version {version}")]
+    Version {
+        /// The version found.
+        version: u8,
+    },
+    /// The type nibble is not 1 (ADVERTISEMENT).
+    #[error("unknown VRRP packet type {kind}")]
+    Type {
+        /// The type found.
+        kind: u8,
+    },
+    /// The checksum does not match the contents.
+    #[error("bad checksum: packet says {found:#06x}, contents give {computed:#06x}")]
+    Checksum {
+        /// Checksum carried by the packet.
+        found: u16,
+        /// Checksum computed over the packet.
+        computed: u16,
+    },
+    /// The address count does not match the packet length.
+    #[error("address count {count} does not match length {len}")]
+    CountMismatch {
+        /// The count field.
+        count: u8,
+        /// The VRRP payload length.
+        len: usize,
+    },
+    /// The authentication type is unknown, unsupported, or not ours.
+    #[error("authentication type {found}, expected {expected}")]
+    AuthType {
+        /// Type we are configured for.
+        expected: u8,
+        /// Type carried by the packet.
+        found: u8,
+    },
+    /// Simple-password authentication with the wrong password.
+    #[error("authentication password mismatch")]
+    Password,
+    /// The advertisement interval is not ours.
+    #[error("advertisement interval {found}s, ours is {expected}s")]
+    Interval {
+        /// Our interval in seconds.
+        expected: u8,
+        /// The packet's interval in seconds.
+        found: u8,
+    },
+    /// The IP header is malformed or is not a VRRP packet.
+    #[error("bad IPv4 header: {reason}")]
+    IpHeader {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl DecodeError {
+    /// The drop counter this rejection feeds.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            Self::Truncated { .. } => DropReason::Truncated,
+            Self::TooLong { .. } => DropReason::TooLong,
+            Self::Version { .. } => DropReason::Version,
+            Self::Type { .. } => DropReason::Type,
+            Self::Checksum { .. } => DropReason::Checksum,
+            Self::CountMismatch { .. } => DropReason::CountMismatch,
+            Self::AuthType { .. } => DropReason::AuthType,
+            Self::Password => DropReason::Password,
+            Self::Interval { .. } => DropReason::Interval,
+            Self::IpHeader { .. } => DropReason::IpHeader,
+        }
+    }
+}
 
 /// Authentication of an advertisement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -117,36 +216,36 @@ impl Advertisement {
     ///
     /// Checks, in order: enough bytes for the header, version 2, type 1,
     /// length against the address count, checksum, and a known auth type.
-    pub fn decode(buf: &[u8]) -> Result<Self> {
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
         if buf.len() < HEADER_LEN {
-            return Err(Error::Truncated {
+            return Err(DecodeError::Truncated {
                 len: buf.len(),
                 min: MIN_LEN,
             });
         }
         let version = buf[0] >> 4;
         if version != VERSION {
-            return Err(Error::Version { version });
+            return Err(DecodeError::Version { version });
         }
         let kind = buf[0] & 0x0f;
         if kind != TYPE_ADVERTISEMENT {
-            return Err(Error::Type { kind });
+            return Err(DecodeError::Type { kind });
         }
         let count = buf[3];
         if buf.len() < MIN_LEN {
-            return Err(Error::Truncated {
+            return Err(DecodeError::Truncated {
                 len: buf.len(),
                 min: MIN_LEN,
             });
         }
         if buf.len() > MAX_LEN {
-            return Err(Error::TooLong {
+            return Err(DecodeError::TooLong {
                 len: buf.len(),
                 max: MAX_LEN,
             });
         }
         if buf.len() != MIN_LEN + 4 * usize::from(count) {
-            return Err(Error::CountMismatch {
+            return Err(DecodeError::CountMismatch {
                 count,
                 len: buf.len(),
             });
@@ -158,7 +257,7 @@ impl Advertisement {
             let mut copy = buf.to_vec();
             copy[6] = 0;
             copy[7] = 0;
-            return Err(Error::Checksum {
+            return Err(DecodeError::Checksum {
                 found,
                 computed: checksum(&copy),
             });
@@ -174,7 +273,7 @@ impl Advertisement {
             AUTH_TYPE_NONE => Auth::None,
             AUTH_TYPE_PASS => Auth::Password(auth_data),
             found => {
-                return Err(Error::AuthType {
+                return Err(DecodeError::AuthType {
                     expected: AUTH_TYPE_PASS,
                     found,
                 })
@@ -192,20 +291,20 @@ impl Advertisement {
     /// Checks a decoded advertisement against our configuration: same auth
     /// type, same password, same interval (RFC 3768 section 7.1; keepalived
     /// drops interval mismatches too).
-    pub fn verify(&self, auth: &Auth, advert_int: u8) -> Result<()> {
+    pub fn verify(&self, auth: &Auth, advert_int: u8) -> Result<(), DecodeError> {
         if self.auth.kind() != auth.kind() {
-            return Err(Error::AuthType {
+            return Err(DecodeError::AuthType {
                 expected: auth.kind(),
                 found: self.auth.kind(),
             });
         }
         if let (Auth::Password(ours), Auth::Password(theirs)) = (auth, &self.auth) {
             if ours != theirs {
-                return Err(Error::Password);
+                return Err(DecodeError::Password);
             }
         }
         if self.advert_int != advert_int {
-            return Err(Error::Interval {
+            return Err(DecodeError::Interval {
                 expected: advert_int,
                 found: self.advert_int,
             });
@@ -284,19 +383,19 @@ pub struct Ipv4Meta {
 
 /// Splits a raw IPv4 datagram (as a raw socket delivers it) into its header
 /// fields and its payload, trimmed to the header's total length.
-pub fn parse_ipv4(packet: &[u8]) -> Result<(Ipv4Meta, &[u8])> {
+pub fn parse_ipv4(packet: &[u8]) -> Result<(Ipv4Meta, &[u8]), DecodeError> {
     if packet.len() < 20 {
-        return Err(Error::Truncated {
+        return Err(DecodeError::Truncated {
             len: packet.len(),
             min: 20,
         });
     }
     if packet[0] >> 4 != 4 {
-        return Err(Error::IpHeader { reason: "not IPv4" });
+        return Err(DecodeError::IpHeader { reason: "not IPv4" });
     }
     let ihl = usize::from(packet[0] & 0x0f) * 4;
     if ihl < 20 || ihl > packet.len() {
-        return Err(Error::IpHeader {
+        return Err(DecodeError::IpHeader {
             reason: "bad header length",
         });
     }
@@ -304,7 +403,7 @@ pub fn parse_ipv4(packet: &[u8]) -> Result<(Ipv4Meta, &[u8])> {
     // Linux hands raw sockets the datagram as received; a total length
     // larger than what arrived means the datagram was cut.
     if total < ihl || total > packet.len() {
-        return Err(Error::IpHeader {
+        return Err(DecodeError::IpHeader {
             reason: "total length does not match",
         });
     }

@@ -28,40 +28,20 @@
 //! assert_eq!(rc.vrid, 134);
 //! ```
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{Auth, AUTH_LEN};
+use crate::codec::Auth;
 use crate::error::{Error, Result};
 use crate::router::{GarpConfig, RouterConfig, TrackerSpec, Vip};
 
-/// One configuration problem and where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Where: `vrrp[0].priority`, or a bare field name.
-    pub location: String,
-    /// What is wrong, in words an operator understands.
-    pub message: String,
-}
+pub mod error;
+mod validate;
 
-impl ConfigError {
-    /// A problem at `location`.
-    pub fn new(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            location: location.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.location, self.message)
-    }
-}
+pub use error::{ConfigError, Instance, VipError};
+pub use validate::{parse_vip, validate_all};
 
 /// One `[[vrrp]]` instance.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -248,208 +228,10 @@ fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO)
 }
 
-/// Parses `"IP"` or `"IP/prefix"` (IPv4).
-pub fn parse_vip(s: &str) -> std::result::Result<Vip, String> {
-    let (ip, prefix) = match s.split_once('/') {
-        Some((ip, p)) => {
-            let prefix: u8 = p
-                .parse()
-                .map_err(|_| format!("{s:?}: prefix is not a number"))?;
-            if prefix > 32 {
-                return Err(format!("{s:?}: prefix length over 32"));
-            }
-            (ip, prefix)
-        }
-        None => (s, 32),
-    };
-    let addr: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IPv4 address"))?;
-    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
-        return Err(format!("{s:?} cannot be a virtual address"));
-    }
-    Ok(Vip {
-        addr,
-        prefix_len: prefix,
-    })
-}
-
-fn whole_seconds(v: f64, min: f64, max: f64) -> bool {
-    v.is_finite() && v.fract() == 0.0 && (min..=max).contains(&v)
-}
-
 impl InstanceConfig {
     /// Whether preemption is on (`preempt`, unless `nopreempt`).
     pub fn preempt_enabled(&self) -> bool {
         !self.nopreempt && self.preempt.unwrap_or(true)
-    }
-
-    /// Every problem of this instance alone, located under `prefix`
-    /// (e.g. `vrrp[0]`).
-    pub fn validate_at(&self, prefix: &str) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
-        let mut bad = |field: &str, message: String| {
-            errors.push(ConfigError::new(format!("{prefix}.{field}"), message));
-        };
-        if self.name.is_empty() {
-            bad("name", "must not be empty".into());
-        }
-        if self.interface.is_empty() || self.interface.len() > 15 {
-            bad(
-                "interface",
-                format!("{:?} is not an interface name", self.interface),
-            );
-        }
-        if !(1..=255).contains(&self.virtual_router_id) {
-            bad(
-                "virtual_router_id",
-                format!("{} is outside 1..255", self.virtual_router_id),
-            );
-        }
-        if !(1..=255).contains(&self.priority) {
-            bad("priority", format!("{} is outside 1..255", self.priority));
-        }
-        if !whole_seconds(self.advert_int, 1.0, 255.0) {
-            bad(
-                "advert_int",
-                format!(
-                    "{} is not whole seconds in 1..255 (VRRPv2 cannot express sub-second intervals)",
-                    self.advert_int
-                ),
-            );
-        }
-        if let Some(p) = &self.auth_pass {
-            if p.is_empty() || p.len() > AUTH_LEN {
-                bad(
-                    "auth_pass",
-                    format!("must be 1 to {AUTH_LEN} bytes, is {}", p.len()),
-                );
-            }
-        }
-        if self.virtual_ipaddress.is_empty() {
-            bad("virtual_ipaddress", "needs at least one address".into());
-        }
-        if self.virtual_ipaddress.len() > 255 {
-            bad("virtual_ipaddress", "at most 255 addresses".into());
-        }
-        let mut seen = Vec::new();
-        for (i, v) in self.virtual_ipaddress.iter().enumerate() {
-            match parse_vip(v) {
-                Ok(vip) if seen.contains(&vip.addr) => {
-                    bad(
-                        &format!("virtual_ipaddress[{i}]"),
-                        format!("{} listed twice", vip.addr),
-                    );
-                }
-                Ok(vip) => seen.push(vip.addr),
-                Err(e) => bad(&format!("virtual_ipaddress[{i}]"), e),
-            }
-        }
-        if self.preempt == Some(true) && self.nopreempt {
-            bad("nopreempt", "conflicts with preempt = true".into());
-        }
-        if !(self.preempt_delay.is_finite() && (0.0..=1000.0).contains(&self.preempt_delay)) {
-            bad(
-                "preempt_delay",
-                format!("{} is outside 0..1000 seconds", self.preempt_delay),
-            );
-        }
-        if let Some(ip) = &self.unicast_src_ip {
-            if ip.parse::<Ipv4Addr>().is_err() {
-                bad("unicast_src_ip", format!("{ip:?} is not an IPv4 address"));
-            }
-        }
-        for (i, p) in self.unicast_peer.iter().enumerate() {
-            if p.parse::<Ipv4Addr>().is_err() {
-                bad(
-                    &format!("unicast_peer[{i}]"),
-                    format!("{p:?} is not an IPv4 address"),
-                );
-            }
-        }
-        if !(self.garp_master_delay.is_finite() && (0.0..=3600.0).contains(&self.garp_master_delay))
-        {
-            bad(
-                "garp_master_delay",
-                format!("{} is outside 0..3600 seconds", self.garp_master_delay),
-            );
-        }
-        if self.garp_master_repeat > 100 {
-            bad(
-                "garp_master_repeat",
-                format!("{} is over 100", self.garp_master_repeat),
-            );
-        }
-        if !(self.garp_master_refresh.is_finite()
-            && (0.0..=86400.0).contains(&self.garp_master_refresh))
-        {
-            bad(
-                "garp_master_refresh",
-                format!("{} is outside 0..86400 seconds", self.garp_master_refresh),
-            );
-        }
-        for (i, t) in self.track_interface.iter().enumerate() {
-            let (name, weight) = t.parts();
-            if name.is_empty() || name.len() > 15 {
-                bad(
-                    &format!("track_interface[{i}].name"),
-                    format!("{name:?} is not an interface name"),
-                );
-            }
-            if !(-253..=253).contains(&weight) {
-                bad(
-                    &format!("track_interface[{i}].weight"),
-                    format!("{weight} is outside -253..253"),
-                );
-            }
-        }
-        for (i, t) in self.track_pools.iter().enumerate() {
-            let (name, weight) = t.parts();
-            if name.is_empty() {
-                bad(
-                    &format!("track_pools[{i}].name"),
-                    "must not be empty".into(),
-                );
-            }
-            if !(-253..=253).contains(&weight) {
-                bad(
-                    &format!("track_pools[{i}].weight"),
-                    format!("{weight} is outside -253..253"),
-                );
-            }
-        }
-        for (i, s) in self.track_script.iter().enumerate() {
-            let at = |f: &str| format!("track_script[{i}].{f}");
-            if s.command.trim().is_empty() {
-                bad(&at("command"), "must not be empty".into());
-            }
-            if !(s.interval.is_finite() && s.interval > 0.0 && s.interval <= 3600.0) {
-                bad(
-                    &at("interval"),
-                    format!("{} is outside (0, 3600] seconds", s.interval),
-                );
-            }
-            if let Some(t) = s.timeout {
-                if !(t.is_finite() && t > 0.0 && t <= 3600.0) {
-                    bad(&at("timeout"), format!("{t} is outside (0, 3600] seconds"));
-                }
-            }
-            if !(-253..=253).contains(&s.weight) {
-                bad(&at("weight"), format!("{} is outside -253..253", s.weight));
-            }
-            if s.rise == 0 {
-                bad(&at("rise"), "must be at least 1".into());
-            }
-            if s.fall == 0 {
-                bad(&at("fall"), "must be at least 1".into());
-            }
-        }
-        if let Some(n) = &self.notify {
-            if n.trim().is_empty() {
-                bad("notify", "must not be empty".into());
-            }
-        }
-        errors
     }
 
     /// The virtual addresses, parsed (invalid ones skipped: validate first).
@@ -508,7 +290,7 @@ impl InstanceConfig {
     /// The state machine's configuration; `primary_ip` is the interface's
     /// address, overridden by `unicast_src_ip`.
     pub fn router_config(&self, primary_ip: Ipv4Addr) -> Result<RouterConfig> {
-        let errors = self.validate_at(&format!("vrrp.{}", self.name));
+        let errors = self.validate_at(Instance::Named(self.name.clone()));
         if !errors.is_empty() {
             return Err(Error::Config { errors });
         }
@@ -531,35 +313,6 @@ impl InstanceConfig {
             trackers: self.trackers(),
         })
     }
-}
-
-/// Validates a list of instances: each one, then duplicate names and
-/// duplicate VRIDs on one interface. Returns every problem.
-pub fn validate_all(instances: &[InstanceConfig]) -> Vec<ConfigError> {
-    let mut errors = Vec::new();
-    for (i, inst) in instances.iter().enumerate() {
-        errors.extend(inst.validate_at(&format!("vrrp[{i}]")));
-        for (j, other) in instances[..i].iter().enumerate() {
-            if other.name == inst.name {
-                errors.push(ConfigError::new(
-                    format!("vrrp[{i}].name"),
-                    format!("{:?} already used by vrrp[{j}]", inst.name),
-                ));
-            }
-            if other.interface == inst.interface
-                && other.virtual_router_id == inst.virtual_router_id
-            {
-                errors.push(ConfigError::new(
-                    format!("vrrp[{i}].virtual_router_id"),
-                    format!(
-                        "VRID {} on {} already used by vrrp[{j}] ({})",
-                        inst.virtual_router_id, inst.interface, other.name
-                    ),
-                ));
-            }
-        }
-    }
-    errors
 }
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 //! VRRPv2 (RFC 3768) for dnsha: moves virtual IPs between balancer nodes
 //! and interoperates with keepalived (`auth_type PASS` included).
 //!
-//! - [`codec`]: advertisement encode/decode with typed errors.
+//! - [`codec`]: advertisement encode/decode, with its own typed error
+//!   ([`codec::DecodeError`]) that the crate's [`Error`] wraps.
 //! - [`Router`]: the sans-IO state machine (Initialize, Backup, Master,
 //!   Fault). Packets, commands and time go in; adverts to send, VIPs to
 //!   add or remove, gratuitous ARPs and transitions come out.
 //! - [`config`]: one `[[vrrp]]` instance of the daemon's TOML, with
-//!   `validate` returning every problem.
+//!   validation returning every problem, each a [`config::ConfigError`]
+//!   located at its instance and field.
 //! - [`shell`] (Linux): the tokio I/O around the router: raw socket for
 //!   protocol 112, rtnetlink for VIPs, AF_PACKET for gratuitous ARP,
 //!   trackers and the notify queue.

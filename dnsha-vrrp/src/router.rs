@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info, trace, warn};
 
 use crate::codec::{Advertisement, VRRP_TTL};
-use crate::config::ConfigError;
+use crate::config::error::{ConfigError, Instance};
 use crate::error::{Error, Result};
 use crate::stats::{DropReason, Stats};
 
@@ -88,7 +88,7 @@ impl Router {
     pub fn new(cfg: RouterConfig) -> Result<Self> {
         let mut errors = Vec::new();
         let mut bad = |field: &str, message: &str| {
-            errors.push(ConfigError::new(field, message));
+            errors.push(ConfigError::new(Instance::Unplaced, field, message));
         };
         if cfg.vrid == 0 {
             bad("virtual_router_id", "must be 1..255");
@@ -280,13 +280,13 @@ impl Router {
         if ttl != VRRP_TTL {
             return Err(DropReason::Ttl);
         }
-        let adv = Advertisement::decode(bytes).map_err(|e| drop_reason(&e))?;
+        let adv = Advertisement::decode(bytes).map_err(|e| e.drop_reason())?;
         if adv.vrid != self.cfg.vrid {
             self.stats.other_vrid += 1;
             return Ok(None);
         }
         adv.verify(&self.cfg.auth, self.cfg.advert_int)
-            .map_err(|e| drop_reason(&e))?;
+            .map_err(|e| e.drop_reason())?;
         if src == self.cfg.primary_ip {
             return Err(DropReason::OwnAddress);
         }
@@ -554,10 +554,6 @@ pub fn skew_time(priority: u8) -> Duration {
 
 fn due(t: Option<Instant>, now: Instant) -> bool {
     t.is_some_and(|t| t <= now)
-}
-
-fn drop_reason(e: &Error) -> DropReason {
-    e.drop_reason().unwrap_or(DropReason::IpHeader)
 }
 
 mod types;

@@ -4,8 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use dnsha_vrrp::codec::{parse_ipv4, Advertisement, Auth, IPPROTO_VRRP};
-use dnsha_vrrp::Error;
+use dnsha_vrrp::codec::{parse_ipv4, Advertisement, Auth, DecodeError, IPPROTO_VRRP};
 
 /// The IP datagrams of a little-endian, Ethernet-linktype pcap file.
 fn packets(name: &str) -> Vec<Vec<u8>> {
@@ -32,7 +31,7 @@ fn packets(name: &str) -> Vec<Vec<u8>> {
 
 const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(192, 168, 1, 5), Ipv4Addr::new(192, 168, 1, 6)];
 
-fn decode(name: &str) -> Vec<Result<Advertisement, Error>> {
+fn decode(name: &str) -> Vec<Result<Advertisement, DecodeError>> {
     packets(name)
         .iter()
         .map(|p| {
@@ -61,7 +60,7 @@ fn pass_capture() {
         a.verify(&Auth::password("dnsvip"), 1).unwrap();
         assert!(matches!(
             a.verify(&Auth::password("other"), 1),
-            Err(Error::Password)
+            Err(DecodeError::Password)
         ));
     }
 }
@@ -81,6 +80,9 @@ fn v3_capture_is_rejected_as_version_3() {
     let res = decode("keepalived-v3.pcap");
     assert_eq!(res.len(), 2);
     for r in res {
-        assert!(matches!(r, Err(Error::Version { version: 3 })), "{r:?}");
+        assert!(
+            matches!(r, Err(DecodeError::Version { version: 3 })),
+            "{r:?}"
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! manner of hickory-dns's `tests/test-support`:
 //!
 //! - [`init_tracing`] installs a test-friendly `tracing` subscriber once;
+//! - [`skip`] skips a test whose peer or privilege is missing, or fails it
+//!   when [`REQUIRE_ALL`] is set (as CI does);
 //! - [`free_port`] / [`free_addr`] find a loopback port free for UDP and TCP;
 //! - [`Nsd`] runs a real NSD serving the `example.test` zone as a backend;
 //! - [`Dnsha`] runs the built `dnsha` binary with a given configuration;
@@ -57,6 +59,31 @@ pub use nix::sys::signal::Signal;
 pub use nsd::{Nsd, BIG_TXT_RECORDS, ZONE};
 pub use ports::{free_addr, free_port};
 
+/// The environment variable that turns every [`skip`] into a failure:
+/// `.ci/run` sets it to `1`, so a green CI means every test really ran.
+pub const REQUIRE_ALL: &str = "DNSHA_TEST_REQUIRE_ALL";
+
+/// Whether [`REQUIRE_ALL`] is set (to anything but empty or `0`).
+pub fn require_all() -> bool {
+    std::env::var_os(REQUIRE_ALL).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Skips a test because `why` (a peer, a program or a privilege is
+/// missing): prints `SKIPPED: why` and returns, so the caller returns and
+/// the test passes on a developer's machine. With [`REQUIRE_ALL`] set it
+/// panics instead, and the test fails.
+///
+/// ```no_run
+/// if !std::path::Path::new("/usr/sbin/keepalived").exists() {
+///     test_support::skip("/usr/sbin/keepalived not installed");
+///     return;
+/// }
+/// ```
+pub fn skip(why: &str) {
+    assert!(!require_all(), "{REQUIRE_ALL} is set and {why}");
+    println!("SKIPPED: {why}");
+}
+
 /// Installs a `tracing` subscriber for tests, once per process.
 ///
 /// It writes through the test harness's capture (`with_test_writer`), so the
@@ -75,4 +102,31 @@ pub fn init_tracing() {
             .with_test_writer()
             .try_init();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_fails_only_when_every_test_is_required() {
+        // The only test of this binary that touches the variable.
+        let before = std::env::var_os(REQUIRE_ALL);
+        std::env::remove_var(REQUIRE_ALL);
+        skip("nothing is missing, this is a test");
+        std::env::set_var(REQUIRE_ALL, "0");
+        skip("nothing is missing, this is a test");
+        std::env::set_var(REQUIRE_ALL, "1");
+        let e = std::panic::catch_unwind(|| skip("/usr/sbin/keepalived not installed"))
+            .expect_err("skip passed with DNSHA_TEST_REQUIRE_ALL=1");
+        let message = e.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert_eq!(
+            message,
+            "DNSHA_TEST_REQUIRE_ALL is set and /usr/sbin/keepalived not installed"
+        );
+        match before {
+            Some(v) => std::env::set_var(REQUIRE_ALL, v),
+            None => std::env::remove_var(REQUIRE_ALL),
+        }
+    }
 }

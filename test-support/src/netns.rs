@@ -20,7 +20,7 @@
 //! use test_support::netns::{self, Lab};
 //!
 //! if let Some(why) = netns::skip_reason(&[netns::KEEPALIVED]) {
-//!     println!("SKIPPED: {why}");
+//!     test_support::skip(&why);
 //!     return;
 //! }
 //! let mut lab = Lab::with_subnet("ka", 91, &["a", "b"]);
@@ -54,7 +54,9 @@ const NETNS_DIR: &str = "/var/run/netns";
 const PREFIX: &str = "lab-";
 
 /// Why a lab cannot run here, if it cannot: not root, no `ip`, or one of
-/// `programs` (absolute paths) missing.
+/// `programs` (absolute paths) missing. Pass the reason to
+/// [`skip`](crate::skip), which fails the test instead when CI requires
+/// every test to run.
 pub fn skip_reason(programs: &[&str]) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("not root: network namespaces need root".into());

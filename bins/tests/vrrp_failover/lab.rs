@@ -21,14 +21,15 @@ pub const NSD: &str = "/usr/sbin/nsd";
 /// The admin endpoint of every balancer, on the loopback of its namespace.
 pub const ADMIN: &str = "127.0.0.1:8088";
 
-/// Whether the test must be skipped (and says why): not root, `ip`, NSD or
-/// one of `programs` missing.
+/// Whether the test must be skipped (and says why, or fails when
+/// `DNSHA_TEST_REQUIRE_ALL` is set): not root, `ip`, NSD or one of
+/// `programs` missing.
 pub fn skip(programs: &[&str]) -> bool {
     let mut all = vec![NSD];
     all.extend_from_slice(programs);
     match netns::skip_reason(&all) {
         Some(why) => {
-            println!("SKIPPED: {why}");
+            test_support::skip(&why);
             true
         }
         None => false,

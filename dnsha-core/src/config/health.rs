@@ -292,22 +292,7 @@ impl Validator {
     /// Validates a merged `[pool.health]` table.
     pub(super) fn health(&mut self, r: &RawHealth) -> HealthConfig {
         let d = HealthConfig::default();
-        let check = match &r.check {
-            None => CheckKind::Dns,
-            Some(s) => CheckKind::parse(s.get_ref().trim()).unwrap_or_else(|| {
-                let kinds: Vec<&str> = CheckKind::ALL.iter().map(|k| k.as_str()).collect();
-                self.err(
-                    s.span(),
-                    format!(
-                        "unknown check kind `{}` (expected one of {})",
-                        s.get_ref(),
-                        kinds.join(", ")
-                    ),
-                );
-                CheckKind::None
-            }),
-        };
-        let check_span = r.check.as_ref().map_or(0..0, Spanned::span);
+        let check = self.health_check_kind(r);
         let interval_ms = r
             .interval_ms
             .as_ref()
@@ -320,119 +305,14 @@ impl Validator {
             .rise
             .as_ref()
             .map_or(d.rise, |v| self.at_least_one("rise", v));
-        let fall = match (&r.fall, &r.retry) {
-            (Some(f), Some(retry)) => {
-                self.err(
-                    retry.span(),
-                    "set either fall or retry (keepalived's spelling of fall - 1), not both",
-                );
-                *f.get_ref()
-            }
-            (Some(f), None) => self.at_least_one("fall", f),
-            (None, Some(retry)) => retry.get_ref().saturating_add(1),
-            (None, None) => d.fall,
-        };
-        let retry_interval_ms = r.delay_before_retry.as_ref().and_then(|v| {
-            let secs = *v.get_ref();
-            if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
-                // Whole milliseconds; the bound above keeps the cast exact.
-                Some(((secs * 1000.0).round() as u64).max(1))
-            } else {
-                self.err(
-                    v.span(),
-                    "delay_before_retry must be a number of seconds greater than 0",
-                );
-                None
-            }
-        });
-        let query_name = match &r.query_name {
-            None => d.query_name.clone(),
-            Some(s) => {
-                let t = s.get_ref().trim();
-                if let Err(why) = check_query_name(t) {
-                    self.err(s.span(), format!("invalid query_name `{t}`: {why}"));
-                }
-                t.to_string()
-            }
-        };
-        let query_type = match &r.query_type {
-            None => d.query_type,
-            Some(s) => QueryType::parse(s.get_ref()).unwrap_or_else(|| {
-                self.err(
-                    s.span(),
-                    format!(
-                        "unknown query_type `{}` (expected a type such as SOA, A, AAAA or TYPE65)",
-                        s.get_ref()
-                    ),
-                );
-                d.query_type
-            }),
-        };
-        let expect_address = r.expect_address.as_ref().and_then(|s| {
-            let t = s.get_ref().trim();
-            let ip = t.parse::<IpAddr>().ok();
-            if ip.is_none() {
-                self.err(
-                    s.span(),
-                    format!("invalid expect_address `{t}` (expected an IPv4 or IPv6 address)"),
-                );
-            }
-            ip
-        });
-        let transport = r.transport.as_ref().map(|s| {
-            if check != CheckKind::Dns {
-                self.err(
-                    s.span(),
-                    format!("transport is only used by check = \"dns\", not \"{check}\""),
-                );
-            }
-            let t = s.get_ref().trim();
-            CheckTransport::ALL
-                .into_iter()
-                .find(|k| k.as_str() == t)
-                .unwrap_or_else(|| {
-                    self.err(
-                        s.span(),
-                        format!("unknown transport `{t}` (expected udp, tcp or dot)"),
-                    );
-                    CheckTransport::Udp
-                })
-        });
-        let payload = r.payload.as_ref().and_then(|s| {
-            if check != CheckKind::Udp {
-                self.err(
-                    s.span(),
-                    format!("payload is only used by check = \"udp\", not \"{check}\""),
-                );
-            }
-            let bytes = decode_hex(s.get_ref());
-            match &bytes {
-                Some(b) if !b.is_empty() => {}
-                _ => self.err(
-                    s.span(),
-                    "payload must be a non-empty even number of hex digits (as keepalived's UDP_CHECK)",
-                ),
-            }
-            bytes
-        });
-        let tls_name = r.tls_name.as_ref().map(|s| {
-            let t = s.get_ref().trim();
-            if t.is_empty() || t.contains(char::is_whitespace) {
-                self.err(s.span(), format!("invalid tls_name `{t}`"));
-            }
-            if check == CheckKind::Dns && transport != Some(CheckTransport::Dot) {
-                self.err(
-                    s.span(),
-                    "tls_name is only used by check = \"dns\" with transport = \"dot\" (a dot backend's own tls_name is used by default)",
-                );
-            } else if !matches!(check, CheckKind::Tls | CheckKind::Doh | CheckKind::Dns) {
-                self.err(
-                    s.span(),
-                    format!("tls_name is only used by check = \"tls\", \"doh\" or \"dns\", not \"{check}\""),
-                );
-            }
-            t.to_string()
-        });
+        let fall = self.health_fall(r, d.fall);
+        let retry_interval_ms = self.health_delay_before_retry(r);
+        let query_name = self.health_query_name(r, &d.query_name);
+        let query_type = self.health_query_type(r, d.query_type);
+        let expect_address = self.health_expect_address(r);
+        let transport = self.health_transport(r, check);
+        let payload = self.health_payload(r, check);
+        let tls_name = self.health_tls_name(r, check, transport);
         let tls_ca = r.tls_ca.as_ref().map(|s| {
             let t = s.get_ref().trim();
             if t.is_empty() {
@@ -440,54 +320,8 @@ impl Validator {
             }
             PathBuf::from(t)
         });
-        let path = match &r.path {
-            None => d.path.clone(),
-            Some(s) => {
-                let t = s.get_ref().trim();
-                if !t.starts_with('/') || t.contains(char::is_whitespace) {
-                    self.err(
-                        s.span(),
-                        format!("invalid path `{t}` (expected an absolute HTTP path such as /dns-query)"),
-                    );
-                }
-                if check != CheckKind::Doh {
-                    self.err(
-                        s.span(),
-                        format!("path is only used by check = \"doh\", not \"{check}\""),
-                    );
-                }
-                t.to_string()
-            }
-        };
-        let command = match &r.command {
-            None => {
-                if check == CheckKind::Exec {
-                    self.err(check_span, "check = \"exec\" needs a command");
-                }
-                Vec::new()
-            }
-            Some(c) => {
-                if check != CheckKind::Exec {
-                    self.err(
-                        c.span(),
-                        format!("command is only used by check = \"exec\", not \"{check}\""),
-                    );
-                }
-                let argv = match c.get_ref() {
-                    RawCommand::Shell(line) if !line.trim().is_empty() => {
-                        vec!["/bin/sh".into(), "-c".into(), line.clone()]
-                    }
-                    RawCommand::Argv(argv) if argv.first().is_some_and(|p| !p.is_empty()) => {
-                        argv.clone()
-                    }
-                    _ => Vec::new(),
-                };
-                if argv.is_empty() {
-                    self.err(c.span(), "command is empty");
-                }
-                argv
-            }
-        };
+        let path = self.health_path(r, check, &d.path);
+        let command = self.health_command(r, check);
         HealthConfig {
             check,
             interval_ms,
@@ -509,6 +343,227 @@ impl Validator {
             command,
             passive_threshold: r.passive_threshold.unwrap_or(d.passive_threshold),
         }
+    }
+
+    /// `check`, `dns` when absent (`none`, with an error, when unknown).
+    fn health_check_kind(&mut self, r: &RawHealth) -> CheckKind {
+        match &r.check {
+            None => CheckKind::Dns,
+            Some(s) => CheckKind::parse(s.get_ref().trim()).unwrap_or_else(|| {
+                let kinds: Vec<&str> = CheckKind::ALL.iter().map(|k| k.as_str()).collect();
+                self.err(
+                    s.span(),
+                    format!(
+                        "unknown check kind `{}` (expected one of {})",
+                        s.get_ref(),
+                        kinds.join(", ")
+                    ),
+                );
+                CheckKind::None
+            }),
+        }
+    }
+
+    /// `fall`, or keepalived's `retry` (`fall - 1`), not both.
+    fn health_fall(&mut self, r: &RawHealth, default: u32) -> u32 {
+        match (&r.fall, &r.retry) {
+            (Some(f), Some(retry)) => {
+                self.err(
+                    retry.span(),
+                    "set either fall or retry (keepalived's spelling of fall - 1), not both",
+                );
+                *f.get_ref()
+            }
+            (Some(f), None) => self.at_least_one("fall", f),
+            (None, Some(retry)) => retry.get_ref().saturating_add(1),
+            (None, None) => default,
+        }
+    }
+
+    /// `delay_before_retry` (seconds) as whole milliseconds.
+    fn health_delay_before_retry(&mut self, r: &RawHealth) -> Option<u64> {
+        r.delay_before_retry.as_ref().and_then(|v| {
+            let secs = *v.get_ref();
+            if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+                // Whole milliseconds; the bound above keeps the cast exact.
+                Some(((secs * 1000.0).round() as u64).max(1))
+            } else {
+                self.err(
+                    v.span(),
+                    "delay_before_retry must be a number of seconds greater than 0",
+                );
+                None
+            }
+        })
+    }
+
+    /// `query_name`, checked as the probe will send it.
+    fn health_query_name(&mut self, r: &RawHealth, default: &str) -> String {
+        match &r.query_name {
+            None => default.to_string(),
+            Some(s) => {
+                let t = s.get_ref().trim();
+                if let Err(why) = check_query_name(t) {
+                    self.err(s.span(), format!("invalid query_name `{t}`: {why}"));
+                }
+                t.to_string()
+            }
+        }
+    }
+
+    /// `query_type`: a mnemonic or `TYPEnn`.
+    fn health_query_type(&mut self, r: &RawHealth, default: QueryType) -> QueryType {
+        match &r.query_type {
+            None => default,
+            Some(s) => QueryType::parse(s.get_ref()).unwrap_or_else(|| {
+                self.err(
+                    s.span(),
+                    format!(
+                        "unknown query_type `{}` (expected a type such as SOA, A, AAAA or TYPE65)",
+                        s.get_ref()
+                    ),
+                );
+                default
+            }),
+        }
+    }
+
+    /// `expect_address`: an IPv4 or IPv6 address.
+    fn health_expect_address(&mut self, r: &RawHealth) -> Option<IpAddr> {
+        r.expect_address.as_ref().and_then(|s| {
+            let t = s.get_ref().trim();
+            let ip = t.parse::<IpAddr>().ok();
+            if ip.is_none() {
+                self.err(
+                    s.span(),
+                    format!("invalid expect_address `{t}` (expected an IPv4 or IPv6 address)"),
+                );
+            }
+            ip
+        })
+    }
+
+    /// `transport`, only for `check = "dns"`.
+    fn health_transport(&mut self, r: &RawHealth, check: CheckKind) -> Option<CheckTransport> {
+        r.transport.as_ref().map(|s| {
+            if check != CheckKind::Dns {
+                self.err(
+                    s.span(),
+                    format!("transport is only used by check = \"dns\", not \"{check}\""),
+                );
+            }
+            let t = s.get_ref().trim();
+            CheckTransport::ALL
+                .into_iter()
+                .find(|k| k.as_str() == t)
+                .unwrap_or_else(|| {
+                    self.err(
+                        s.span(),
+                        format!("unknown transport `{t}` (expected udp, tcp or dot)"),
+                    );
+                    CheckTransport::Udp
+                })
+        })
+    }
+
+    /// `payload` (hex), only for `check = "udp"`.
+    fn health_payload(&mut self, r: &RawHealth, check: CheckKind) -> Option<Vec<u8>> {
+        r.payload.as_ref().and_then(|s| {
+            if check != CheckKind::Udp {
+                self.err(
+                    s.span(),
+                    format!("payload is only used by check = \"udp\", not \"{check}\""),
+                );
+            }
+            let bytes = decode_hex(s.get_ref());
+            match &bytes {
+                Some(b) if !b.is_empty() => {}
+                _ => self.err(
+                    s.span(),
+                    "payload must be a non-empty even number of hex digits (as keepalived's UDP_CHECK)",
+                ),
+            }
+            bytes
+        })
+    }
+
+    /// `tls_name`, for the checks that speak TLS.
+    fn health_tls_name(
+        &mut self,
+        r: &RawHealth,
+        check: CheckKind,
+        transport: Option<CheckTransport>,
+    ) -> Option<String> {
+        r.tls_name.as_ref().map(|s| {
+            let t = s.get_ref().trim();
+            if t.is_empty() || t.contains(char::is_whitespace) {
+                self.err(s.span(), format!("invalid tls_name `{t}`"));
+            }
+            if check == CheckKind::Dns && transport != Some(CheckTransport::Dot) {
+                self.err(
+                    s.span(),
+                    "tls_name is only used by check = \"dns\" with transport = \"dot\" (a dot backend's own tls_name is used by default)",
+                );
+            } else if !matches!(check, CheckKind::Tls | CheckKind::Doh | CheckKind::Dns) {
+                self.err(
+                    s.span(),
+                    format!("tls_name is only used by check = \"tls\", \"doh\" or \"dns\", not \"{check}\""),
+                );
+            }
+            t.to_string()
+        })
+    }
+
+    /// `path`, only for `check = "doh"`.
+    fn health_path(&mut self, r: &RawHealth, check: CheckKind, default: &str) -> String {
+        match &r.path {
+            None => default.to_string(),
+            Some(s) => {
+                let t = s.get_ref().trim();
+                if !t.starts_with('/') || t.contains(char::is_whitespace) {
+                    self.err(
+                        s.span(),
+                        format!("invalid path `{t}` (expected an absolute HTTP path such as /dns-query)"),
+                    );
+                }
+                if check != CheckKind::Doh {
+                    self.err(
+                        s.span(),
+                        format!("path is only used by check = \"doh\", not \"{check}\""),
+                    );
+                }
+                t.to_string()
+            }
+        }
+    }
+
+    /// `command` (a shell line or an argv), needed by and only for
+    /// `check = "exec"`.
+    fn health_command(&mut self, r: &RawHealth, check: CheckKind) -> Vec<String> {
+        let Some(c) = &r.command else {
+            if check == CheckKind::Exec {
+                let check_span = r.check.as_ref().map_or(0..0, Spanned::span);
+                self.err(check_span, "check = \"exec\" needs a command");
+            }
+            return Vec::new();
+        };
+        if check != CheckKind::Exec {
+            self.err(
+                c.span(),
+                format!("command is only used by check = \"exec\", not \"{check}\""),
+            );
+        }
+        let argv = match c.get_ref() {
+            RawCommand::Shell(line) if !line.trim().is_empty() => {
+                vec!["/bin/sh".into(), "-c".into(), line.clone()]
+            }
+            RawCommand::Argv(argv) if argv.first().is_some_and(|p| !p.is_empty()) => argv.clone(),
+            _ => Vec::new(),
+        };
+        if argv.is_empty() {
+            self.err(c.span(), "command is empty");
+        }
+        argv
     }
 
     fn at_least_one(&mut self, what: &str, v: &Spanned<u32>) -> u32 {
@@ -568,55 +623,5 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_types_round_trip() {
-        for (name, n) in QUERY_TYPES {
-            assert_eq!(QueryType::parse(name), Some(QueryType(n)));
-            assert_eq!(QueryType(n).to_string(), name);
-        }
-        assert_eq!(QueryType::parse("aaaa"), Some(QueryType(28)));
-        assert_eq!(QueryType::parse("TYPE65534"), Some(QueryType(65534)));
-        assert_eq!(QueryType(65534).to_string(), "TYPE65534");
-        assert_eq!(QueryType::parse("BOGUS"), None);
-        assert_eq!(QueryType::parse("TYPE70000"), None);
-    }
-
-    #[test]
-    fn query_names() {
-        assert!(check_query_name(".").is_ok());
-        assert!(check_query_name("example.test").is_ok());
-        assert!(check_query_name("{random}.example.test.").is_ok());
-        assert!(check_query_name("a..b").is_err());
-        assert!(check_query_name("{rand}.x").is_err());
-        assert!(check_query_name(&"x".repeat(64)).is_err());
-        assert!(check_query_name(&["abc"; 70].join(".")).is_err());
-        assert!(check_query_name("has space.test").is_err());
-    }
-
-    #[test]
-    fn hex() {
-        assert_eq!(decode_hex("00ff10"), Some(vec![0, 255, 16]));
-        assert_eq!(
-            decode_hex("de:ad be:ef"),
-            Some(vec![0xde, 0xad, 0xbe, 0xef])
-        );
-        assert_eq!(decode_hex("abc"), None);
-        assert_eq!(decode_hex("zz"), None);
-    }
-
-    #[test]
-    fn detection_bound() {
-        let h = HealthConfig::default();
-        // 1000 + 2 × 1000 + 1000
-        assert_eq!(h.worst_case_detection_ms(), 4000);
-        let k = HealthConfig {
-            retry_interval_ms: Some(200),
-            fall: 2,
-            ..HealthConfig::default()
-        };
-        assert_eq!(k.worst_case_detection_ms(), 3000);
-    }
-}
+#[path = "health_tests.rs"]
+mod tests;

@@ -15,6 +15,20 @@ impl Validator {
     /// with an error for every key set on a protocol it does not apply to.
     pub(super) fn tls_listener(&mut self, l: &raw::RawListener) -> ListenerConfig {
         let mut out = ListenerConfig::new("", l.protocol, UNSPEC, "");
+        self.tls_keys_out_of_place(l);
+        if !matches!(l.protocol, Protocol::Dot | Protocol::Doh) {
+            return out;
+        }
+        if let Some(files) = self.tls_listener_files(l) {
+            out.tls = Some(files);
+        }
+        self.tls_listener_limits(l, &mut out);
+        out
+    }
+
+    /// An error for every DoT/DoH key set on a listener whose protocol does
+    /// not use it.
+    fn tls_keys_out_of_place(&mut self, l: &raw::RawListener) {
         let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
         let proto = l.protocol.as_str();
         let tls_proto = dot || doh;
@@ -69,9 +83,13 @@ impl Validator {
                 );
             }
         }
-        if !tls_proto {
-            return out;
-        }
+    }
+
+    /// The certificate and key of a DoT/DoH listener (none with DoH's
+    /// `tls = false`, where setting them is an error).
+    fn tls_listener_files(&mut self, l: &raw::RawListener) -> Option<TlsFiles> {
+        let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
+        let proto = l.protocol.as_str();
         let wants_tls = dot || l.tls.as_ref().map_or(true, |t| *t.get_ref());
         let file = |v: &mut Self, s: &Option<Spanned<String>>, key: &str| {
             s.as_ref().and_then(|s| {
@@ -89,7 +107,7 @@ impl Validator {
         if wants_tls {
             match (cert, key) {
                 (Some((cert, cs)), Some((key, ks))) => {
-                    out.tls = Some(TlsFiles {
+                    return Some(TlsFiles {
                         cert,
                         key,
                         cert_span: Some(cs),
@@ -123,6 +141,11 @@ impl Validator {
                 self.err(s.span(), "certificate files are not used with tls = false");
             }
         }
+        None
+    }
+
+    /// Handshake, path, proxy and HTTP/2 limits of a DoT/DoH listener.
+    fn tls_listener_limits(&mut self, l: &raw::RawListener, out: &mut ListenerConfig) {
         if let Some(t) = &l.handshake_timeout_ms {
             out.handshake_timeout_ms = self.positive("handshake_timeout_ms", t);
         }
@@ -163,7 +186,6 @@ impl Validator {
         if let Some(n) = &l.max_requests_per_second {
             out.max_requests_per_second = u32::try_from(*n.get_ref()).unwrap_or(u32::MAX);
         }
-        out
     }
 
     /// `tls_verify`, `tls_name`, `tls_ca` of a backend: only with `transport = "dot"`.

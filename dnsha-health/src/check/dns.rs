@@ -6,22 +6,20 @@
 //! Building the query and judging the answer are pure functions
 //! ([`DnsCheck::query`], [`DnsCheck::judge`]), shared with `doh`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use dnsha_core::config::{CheckTransport, HealthConfig, RANDOM_LABEL};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
 
 use super::tls::TlsCheck;
-use super::{dot, ProbeFailure, ProbeResult};
+use super::{dot, exchange, ProbeFailure, ProbeResult};
 use crate::error::Result;
 use crate::state::FailureReason;
 
-/// Largest answer read over UDP or TCP.
+/// Largest answer read over UDP.
 const MAX_ANSWER: usize = 65_535;
 
 /// A `dns` check (also the DNS half of `doh`).
@@ -167,7 +165,7 @@ impl DnsCheck {
         let (query, question) = self.query(id, &mut rand::thread_rng())?;
         let answer = match &self.wire {
             Wire::Udp => return self.udp(backend, &query, id, &question, timeout).await,
-            Wire::Tcp => exchange_tcp(backend, &query, timeout).await?,
+            Wire::Tcp => exchange::tcp(backend, &query, timeout).await?,
             Wire::Tls(tls) => dot::exchange(tls, backend, &query, timeout).await?,
         };
         self.judge(&answer, id, &question)
@@ -184,10 +182,7 @@ impl DnsCheck {
         question: &Query,
         timeout: Duration,
     ) -> ProbeResult {
-        let sock = connected_udp(backend, timeout).await?;
-        sock.send(query)
-            .await
-            .map_err(|e| ProbeFailure::io("send", &e, timeout))?;
+        let sock = exchange::udp_send(backend, query, timeout).await?;
         let mut buf = vec![0u8; MAX_ANSWER];
         let deadline = tokio::time::Instant::now() + timeout;
         let mut stray: Option<ProbeFailure> = None;
@@ -212,76 +207,10 @@ fn same_question(a: &Query, b: &Query) -> bool {
         && a.name() == b.name()
 }
 
-/// A UDP socket connected to `backend`, so it hears only that address and
-/// sees ICMP port unreachable as an error.
-pub(crate) async fn connected_udp(
-    backend: SocketAddr,
-    timeout: Duration,
-) -> std::result::Result<UdpSocket, ProbeFailure> {
-    let local: SocketAddr = match backend {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let sock = UdpSocket::bind(local)
-        .await
-        .map_err(|e| ProbeFailure::io("bind", &e, timeout))?;
-    sock.connect(backend)
-        .await
-        .map_err(|e| ProbeFailure::io("connect", &e, timeout))?;
-    Ok(sock)
-}
-
-/// Sends `query` over a new TCP connection with its 2-byte length and reads
-/// one length-prefixed answer.
-pub(crate) async fn exchange_tcp(
-    backend: SocketAddr,
-    query: &[u8],
-    timeout: Duration,
-) -> std::result::Result<Vec<u8>, ProbeFailure> {
-    let mut stream = TcpStream::connect(backend)
-        .await
-        .map_err(|e| ProbeFailure::io("connect", &e, timeout))?;
-    exchange_framed(&mut stream, query, timeout).await
-}
-
-/// Writes `query` with its 2-byte length (RFC 1035 4.2.2) on `stream` and
-/// reads one length-prefixed answer.
-pub(crate) async fn exchange_framed<S>(
-    stream: &mut S,
-    query: &[u8],
-    timeout: Duration,
-) -> std::result::Result<Vec<u8>, ProbeFailure>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let len = u16::try_from(query.len())
-        .map_err(|_| ProbeFailure::new(FailureReason::Local, "query too long"))?;
-    let mut framed = Vec::with_capacity(query.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(query);
-    stream
-        .write_all(&framed)
-        .await
-        .map_err(|e| ProbeFailure::io("write", &e, timeout))?;
-    // A TLS stream may hold the record until flushed.
-    stream
-        .flush()
-        .await
-        .map_err(|e| ProbeFailure::io("write", &e, timeout))?;
-    let n = stream
-        .read_u16()
-        .await
-        .map_err(|e| ProbeFailure::io("read length", &e, timeout))?;
-    let mut answer = vec![0u8; usize::from(n)];
-    stream
-        .read_exact(&mut answer)
-        .await
-        .map_err(|e| ProbeFailure::io("read answer", &e, timeout))?;
-    Ok(answer)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use dnsha_core::config::QueryType;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::Record;

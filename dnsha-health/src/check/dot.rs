@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
-use super::dns::exchange_framed;
+use super::exchange::framed_exchange;
 use super::tls::TlsCheck;
 use super::ProbeFailure;
 
@@ -23,7 +23,7 @@ pub(crate) async fn exchange(
     timeout: Duration,
 ) -> Result<Vec<u8>, ProbeFailure> {
     let mut stream = tls.connect(backend, timeout).await?;
-    let answer = exchange_framed(&mut stream, query, timeout).await?;
+    let answer = framed_exchange(&mut stream, query, timeout).await?;
     // close_notify, so the server sees a clean close rather than an abort.
     let _ = stream.shutdown().await;
     Ok(answer)
@@ -37,6 +37,7 @@ mod tests {
     use dnsha_core::config::{
         BackendConfig, BackendTls, CheckKind, CheckTransport, HealthConfig, Transport,
     };
+    use dnsha_core::frame::{framed, FrameDecoder};
     use hickory_proto::op::{Message, MessageType, ResponseCode};
     use rustls::ServerConfig;
     use rustls_pki_types::pem::PemObject;
@@ -100,11 +101,14 @@ mod tests {
                     let proto = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                     seen.lock().unwrap().push(proto);
                     // Queries until the client closes.
-                    while let Ok(n) = tls.read_u16().await {
-                        let mut q = vec![0u8; usize::from(n)];
-                        if tls.read_exact(&mut q).await.is_err() {
-                            return;
-                        }
+                    let mut decoder = FrameDecoder::new();
+                    loop {
+                        let Some(q) = decoder.next_message() else {
+                            match tls.read_buf(decoder.read_buf()).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) => continue,
+                            }
+                        };
                         let q = Message::from_vec(&q).unwrap();
                         let mut a = q.clone();
                         a.set_message_type(MessageType::Response)
@@ -112,10 +116,8 @@ mod tests {
                         if let Answer::WrongId = answer {
                             a.set_id(q.id().wrapping_add(1));
                         }
-                        let a = a.to_vec().unwrap();
-                        let mut framed = u16::try_from(a.len()).unwrap().to_be_bytes().to_vec();
-                        framed.extend_from_slice(&a);
-                        if tls.write_all(&framed).await.is_err() || tls.flush().await.is_err() {
+                        let wire = framed(&a.to_vec().unwrap()).unwrap();
+                        if tls.write_all(&wire).await.is_err() || tls.flush().await.is_err() {
                             return;
                         }
                     }

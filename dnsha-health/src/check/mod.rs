@@ -14,6 +14,7 @@ use crate::state::FailureReason;
 pub mod dns;
 pub mod doh;
 pub mod dot;
+mod exchange;
 pub mod exec;
 pub mod tcp;
 pub mod tls;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use dnsha_core::config::HealthConfig;
 
-use super::dns::{connected_udp, DnsCheck};
+use super::dns::DnsCheck;
+use super::exchange;
 use super::{ProbeFailure, ProbeResult};
 use crate::error::Result;
 
@@ -38,10 +39,7 @@ impl UdpCheck {
                     .0
             }
         };
-        let sock = connected_udp(backend, timeout).await?;
-        sock.send(&payload)
-            .await
-            .map_err(|e| ProbeFailure::io("send", &e, timeout))?;
+        let sock = exchange::udp_send(backend, &payload, timeout).await?;
         let mut buf = [0u8; 1];
         // A datagram larger than the buffer still counts: any reply does.
         match sock.recv(&mut buf).await {

@@ -109,8 +109,12 @@ fn ip_framing_byte_identical_to_keepalived() {
 fn rejects_vrrpv3_with_version_error() {
     for h in [KA_V3_100, KA_V3_0] {
         let err = Advertisement::decode(&payload(h)).unwrap_err();
-        assert!(matches!(err, Error::Version { version: 3 }), "{err}");
-        assert_eq!(err.drop_reason(), Some(crate::DropReason::Version));
+        assert!(matches!(err, DecodeError::Version { version: 3 }), "{err}");
+        assert_eq!(err.drop_reason(), DropReason::Version);
+        assert_eq!(
+            crate::Error::from(err).drop_reason(),
+            Some(DropReason::Version)
+        );
     }
 }
 
@@ -118,11 +122,11 @@ fn rejects_vrrpv3_with_version_error() {
 fn rejects_wrong_password() {
     let adv = Advertisement::decode(&payload(KA_PASS_100)).unwrap();
     let err = adv.verify(&Auth::password("other"), 1).unwrap_err();
-    assert!(matches!(err, Error::Password));
+    assert!(matches!(err, DecodeError::Password));
     // "dnsvip" is a prefix of "dnsvip12": the whole 8 octets are compared.
     assert!(matches!(
         adv.verify(&Auth::password("dnsvip12"), 1),
-        Err(Error::Password)
+        Err(DecodeError::Password)
     ));
 }
 
@@ -131,7 +135,7 @@ fn rejects_auth_type_mismatch_both_ways() {
     let pass = Advertisement::decode(&payload(KA_PASS_100)).unwrap();
     assert!(matches!(
         pass.verify(&Auth::None, 1),
-        Err(Error::AuthType {
+        Err(DecodeError::AuthType {
             expected: 0,
             found: 1
         })
@@ -139,7 +143,7 @@ fn rejects_auth_type_mismatch_both_ways() {
     let none = Advertisement::decode(&payload(KA_NOAUTH_90)).unwrap();
     assert!(matches!(
         none.verify(&Auth::password("dnsvip"), 1),
-        Err(Error::AuthType {
+        Err(DecodeError::AuthType {
             expected: 1,
             found: 0
         })
@@ -151,7 +155,7 @@ fn rejects_interval_mismatch() {
     let adv = Advertisement::decode(&payload(KA_PASS_100)).unwrap();
     assert!(matches!(
         adv.verify(&Auth::password("dnsvip"), 2),
-        Err(Error::Interval {
+        Err(DecodeError::Interval {
             expected: 2,
             found: 1
         })
@@ -166,7 +170,7 @@ fn rejects_bad_checksum() {
     assert!(
         matches!(
             err,
-            Error::Checksum {
+            DecodeError::Checksum {
                 found: 0xb4c5,
                 computed: 0xb4c4
             }
@@ -178,7 +182,7 @@ fn rejects_bad_checksum() {
     bytes[17] ^= 0x20;
     assert!(matches!(
         Advertisement::decode(&bytes),
-        Err(Error::Checksum { .. })
+        Err(DecodeError::Checksum { .. })
     ));
 }
 
@@ -188,20 +192,20 @@ fn rejects_short_and_truncated() {
     for len in 0..HEADER_LEN {
         assert!(matches!(
             Advertisement::decode(&bytes[..len]),
-            Err(Error::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
     }
     for len in HEADER_LEN..MIN_LEN {
         assert!(matches!(
             Advertisement::decode(&bytes[..len]),
-            Err(Error::Truncated { .. })
+            Err(DecodeError::Truncated { .. })
         ));
     }
     // Cut inside the addresses or the auth data: the count says more.
     for len in MIN_LEN..bytes.len() {
         assert!(matches!(
             Advertisement::decode(&bytes[..len]),
-            Err(Error::CountMismatch { count: 2, .. })
+            Err(DecodeError::CountMismatch { count: 2, .. })
         ));
     }
 }
@@ -212,12 +216,12 @@ fn rejects_long_and_count_mismatch() {
     bytes.extend_from_slice(&[0, 0, 0, 0]);
     assert!(matches!(
         Advertisement::decode(&bytes),
-        Err(Error::CountMismatch { count: 2, len: 28 })
+        Err(DecodeError::CountMismatch { count: 2, len: 28 })
     ));
     let huge = [&bytes[..8], &[0u8; MAX_LEN][..]].concat();
     assert!(matches!(
         Advertisement::decode(&huge),
-        Err(Error::TooLong { .. })
+        Err(DecodeError::TooLong { .. })
     ));
     // Count says 3, two addresses present, checksum fixed up: still caught.
     let mut bytes = payload(KA_PASS_100);
@@ -229,7 +233,7 @@ fn rejects_long_and_count_mismatch() {
     bytes[7] = sum[1];
     assert!(matches!(
         Advertisement::decode(&bytes),
-        Err(Error::CountMismatch { count: 3, len: 24 })
+        Err(DecodeError::CountMismatch { count: 3, len: 24 })
     ));
 }
 
@@ -239,7 +243,7 @@ fn rejects_wrong_type_and_ah_auth() {
     bytes[0] = 0x22;
     assert!(matches!(
         Advertisement::decode(&bytes),
-        Err(Error::Type { kind: 2 })
+        Err(DecodeError::Type { kind: 2 })
     ));
     let adv = Advertisement {
         vrid: 1,
@@ -257,7 +261,7 @@ fn rejects_wrong_type_and_ah_auth() {
     bytes[7] = sum[1];
     assert!(matches!(
         Advertisement::decode(&bytes),
-        Err(Error::AuthType { found: 2, .. })
+        Err(DecodeError::AuthType { found: 2, .. })
     ));
 }
 
@@ -295,18 +299,21 @@ fn ip_header_errors() {
     let packet = hex(KA_PASS_100);
     assert!(matches!(
         parse_ipv4(&packet[..19]),
-        Err(Error::Truncated { .. })
+        Err(DecodeError::Truncated { .. })
     ));
     assert!(matches!(
         parse_ipv4(&packet[..40]),
-        Err(Error::IpHeader { .. })
+        Err(DecodeError::IpHeader { .. })
     ));
     let mut v6 = packet.clone();
     v6[0] = 0x65;
-    assert!(matches!(parse_ipv4(&v6), Err(Error::IpHeader { .. })));
+    assert!(matches!(parse_ipv4(&v6), Err(DecodeError::IpHeader { .. })));
     let mut ihl = packet.clone();
     ihl[0] = 0x44;
-    assert!(matches!(parse_ipv4(&ihl), Err(Error::IpHeader { .. })));
+    assert!(matches!(
+        parse_ipv4(&ihl),
+        Err(DecodeError::IpHeader { .. })
+    ));
     // Ethernet padding after the datagram is trimmed.
     let mut padded = packet.clone();
     padded.extend_from_slice(&[0; 6]);

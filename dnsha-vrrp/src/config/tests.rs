@@ -150,7 +150,8 @@ virtual_ipaddress = ["10.0.0.1", "10.0.0.1"]
 "#,
     );
     let errors = validate_all(&v);
-    let locs: Vec<&str> = errors.iter().map(|e| e.location.as_str()).collect();
+    let locations: Vec<String> = errors.iter().map(ConfigError::location).collect();
+    let locs: Vec<&str> = locations.iter().map(String::as_str).collect();
     for expected in [
         "vrrp[0].virtual_router_id",
         "vrrp[0].priority",

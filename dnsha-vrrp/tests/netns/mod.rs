@@ -25,12 +25,13 @@ pub(crate) fn skip_reason() -> Option<String> {
     None
 }
 
-/// Skips the test (returns from it) with a printed reason.
+/// Skips the test (returns from it) with a printed reason, or fails it
+/// when `DNSHA_TEST_REQUIRE_ALL` is set ([`test_support::skip`]).
 #[macro_export]
 macro_rules! require_lab {
     () => {
         if let Some(why) = netns::skip_reason() {
-            println!("SKIPPED: {why}");
+            test_support::skip(&why);
             return;
         }
     };
