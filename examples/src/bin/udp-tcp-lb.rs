@@ -7,6 +7,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -18,6 +19,7 @@ use dnsha_proxy::server::Server;
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let parsed: Result<Vec<SocketAddr>, _> = args.iter().map(|a| a.parse()).collect();
