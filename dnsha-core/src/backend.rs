@@ -87,6 +87,48 @@ impl FailureKind {
     }
 }
 
+/// How live traffic marks a backend down: a pool's `max_fails`,
+/// `fail_timeout_ms` and `fail_percent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveLimits {
+    /// Consecutive failures needed (0 disables marking down by traffic).
+    pub max_fails: u32,
+    /// The window over which failures are weighed against answers, and the
+    /// wait before a trial query once marked down.
+    pub fail_timeout_ms: u64,
+    /// Share of the outcomes in the window (failures against answers, in
+    /// percent) that must be failures too.
+    pub fail_percent: u8,
+}
+
+/// Outcomes of live queries counted in one window: the window's number (low
+/// 16 bits), answers and failures (24 bits each, saturating), packed in one
+/// atomic word so that every worker updates it without a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Outcomes {
+    epoch: u16,
+    ok: u32,
+    fail: u32,
+}
+
+const COUNT_MAX: u32 = (1 << 24) - 1;
+
+impl Outcomes {
+    fn pack(self) -> u64 {
+        (u64::from(self.epoch) << 48)
+            | (u64::from(self.ok.min(COUNT_MAX)) << 24)
+            | u64::from(self.fail.min(COUNT_MAX))
+    }
+
+    fn unpack(v: u64) -> Self {
+        Self {
+            epoch: (v >> 48) as u16,
+            ok: ((v >> 24) as u32) & COUNT_MAX,
+            fail: (v as u32) & COUNT_MAX,
+        }
+    }
+}
+
 /// One backend DNS server.
 ///
 /// Counters are atomics so that every worker updates them without locks. A
@@ -104,6 +146,10 @@ pub struct Backend {
     failures: AtomicU64,
     consecutive_failures: AtomicU32,
     passive_run: AtomicU32,
+    /// [`Outcomes`] of the current window.
+    window: AtomicU64,
+    /// [`Outcomes`] of the window before it.
+    previous: AtomicU64,
 }
 
 impl fmt::Debug for Backend {
@@ -133,6 +179,8 @@ impl Backend {
             failures: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             passive_run: AtomicU32::new(0),
+            window: AtomicU64::new(0),
+            previous: AtomicU64::new(0),
         }
     }
 
@@ -151,6 +199,10 @@ impl Backend {
             Ordering::Relaxed,
         );
         new.passive_run.store(old.passive_run(), Ordering::Relaxed);
+        new.window
+            .store(old.window.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.previous
+            .store(old.previous.load(Ordering::Relaxed), Ordering::Relaxed);
         new
     }
 
@@ -200,6 +252,8 @@ impl Backend {
         if state == BackendState::Up {
             self.consecutive_failures.store(0, Ordering::Relaxed);
             self.passive_run.store(0, Ordering::Relaxed);
+            self.window.store(0, Ordering::Relaxed);
+            self.previous.store(0, Ordering::Relaxed);
         }
         match (old == BackendState::Up, state == BackendState::Up) {
             (true, false) => Some(Transition::Down),
@@ -245,10 +299,12 @@ impl Backend {
         }
     }
 
-    /// Records an answered query. A backend down by traffic comes back up.
-    pub fn record_success(&self) -> Option<Transition> {
+    /// Records an answered query at `now` (`window_ms`: the pool's
+    /// `fail_timeout_ms`). A backend down by traffic comes back up.
+    pub fn record_success(&self, now: Millis, window_ms: u64) -> Option<Transition> {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.passive_run.store(0, Ordering::Relaxed);
+        self.count(now, window_ms, 1, 0);
         if self.state() == BackendState::DownByTraffic {
             return self.set_state(BackendState::Up);
         }
@@ -256,11 +312,13 @@ impl Backend {
     }
 
     /// Records a SERVFAIL answer: the backend is alive (as for
-    /// [`Backend::record_success`], a backend down by traffic comes back and
-    /// the failure run ends), but the answer counts as a bad outcome for
-    /// passive health ([`Backend::passive_run`]).
-    pub fn record_servfail(&self) -> Option<Transition> {
+    /// [`Backend::record_success`], a backend down by traffic comes back, the
+    /// failure run ends and the answer counts against failures in the
+    /// window), but it counts as a bad outcome for passive health
+    /// ([`Backend::passive_run`]).
+    pub fn record_servfail(&self, now: Millis, window_ms: u64) -> Option<Transition> {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.count(now, window_ms, 1, 0);
         let transition = if self.state() == BackendState::DownByTraffic {
             self.set_state(BackendState::Up)
         } else {
@@ -270,14 +328,20 @@ impl Backend {
         transition
     }
 
-    /// Records a failed query. After `max_fails` consecutive failures an up
-    /// backend is marked down by traffic and retried after `fail_timeout_ms`.
-    /// A `max_fails` of 0 disables passive marking.
+    /// Records a failed query. An up backend is marked down by traffic, to
+    /// get a trial query after `fail_timeout_ms`, when both hold:
+    /// `max_fails` failures in a row, and failures are at least
+    /// `fail_percent` % of its outcomes over the last `fail_timeout_ms`
+    /// (the current window, plus the previous one weighed by how much of it
+    /// is still within that time). So a backend that keeps answering other
+    /// queries is not marked down by a burst of failures an outsider can
+    /// cause (queries for a name the backend never answers, a spoofed ICMP
+    /// error), while a dead one is at its `max_fails`-th failure. A
+    /// `max_fails` of 0 disables passive marking.
     pub fn record_failure(
         &self,
         _kind: FailureKind,
-        max_fails: u32,
-        fail_timeout_ms: u64,
+        limits: &PassiveLimits,
         now: Millis,
     ) -> Option<Transition> {
         self.failures.fetch_add(1, Ordering::Relaxed);
@@ -286,20 +350,85 @@ impl Backend {
             .consecutive_failures
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
+        let (ok, fail) = self.count(now, limits.fail_timeout_ms, 0, 1);
+        let share = fail * 100 >= (ok + fail) * u64::from(limits.fail_percent.min(100));
         match self.state() {
-            BackendState::Up if max_fails > 0 && n >= max_fails => {
+            BackendState::Up if limits.max_fails > 0 && n >= limits.max_fails && share => {
                 self.retry_at
-                    .store(now.plus(fail_timeout_ms).0, Ordering::Relaxed);
+                    .store(now.plus(limits.fail_timeout_ms).0, Ordering::Relaxed);
                 self.set_state(BackendState::DownByTraffic)
             }
             BackendState::DownByTraffic => {
                 // A failed trial: wait another period.
                 self.retry_at
-                    .store(now.plus(fail_timeout_ms).0, Ordering::Relaxed);
+                    .store(now.plus(limits.fail_timeout_ms).0, Ordering::Relaxed);
                 None
             }
             _ => None,
         }
+    }
+
+    /// Answers and failures over the last `window_ms` at `now`, as the
+    /// passive logic weighs them (answers, failures).
+    pub fn recent_outcomes(&self, now: Millis, window_ms: u64) -> (u64, u64) {
+        self.count(now, window_ms, 0, 0)
+    }
+
+    /// Adds `ok` answers and `fail` failures to the window of `now` and
+    /// returns the weighted totals over the last `window_ms`.
+    fn count(&self, now: Millis, window_ms: u64, ok: u32, fail: u32) -> (u64, u64) {
+        let w = window_ms.max(1);
+        let epoch = (now.0 / w) as u16;
+        let mut cur = self.window.load(Ordering::Relaxed);
+        let (this, rolled_from) = loop {
+            let old = Outcomes::unpack(cur);
+            let (base, rolled) = if old.epoch == epoch {
+                (old, None)
+            } else {
+                (
+                    Outcomes {
+                        epoch,
+                        ..Outcomes::default()
+                    },
+                    Some(old),
+                )
+            };
+            let new = Outcomes {
+                epoch,
+                ok: base.ok.saturating_add(ok),
+                fail: base.fail.saturating_add(fail),
+            };
+            if ok == 0 && fail == 0 && rolled.is_none() {
+                break (new, None);
+            }
+            match self.window.compare_exchange_weak(
+                cur,
+                new.pack(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break (new, rolled),
+                Err(now_there) => cur = now_there,
+            }
+        };
+        if let Some(old) = rolled_from {
+            // The window that just ended becomes the previous one.
+            self.previous.store(old.pack(), Ordering::Relaxed);
+        }
+        // Only the window right before this one counts (after a whole window
+        // without traffic, nothing does).
+        let prev = Outcomes::unpack(self.previous.load(Ordering::Relaxed));
+        let prev = if prev.epoch.wrapping_add(1) == epoch {
+            prev
+        } else {
+            Outcomes::default()
+        };
+        // The previous window, weighed by the part of it still within the
+        // last `window_ms`.
+        let left = w - now.0 % w;
+        let ok_total = u64::from(this.ok) + u64::from(prev.ok) * left / w;
+        let fail_total = u64::from(this.fail) + u64::from(prev.fail) * left / w;
+        (ok_total, fail_total)
     }
 }
 
@@ -351,14 +480,23 @@ mod tests {
         assert_eq!(b.outstanding(), 0);
     }
 
+    fn limits(max_fails: u32) -> PassiveLimits {
+        PassiveLimits {
+            max_fails,
+            fail_timeout_ms: 500,
+            fail_percent: 50,
+        }
+    }
+
     #[test]
     fn consecutive_failures_mark_down_then_trial_then_up() {
         let b = backend();
         let t0 = Millis(1000);
-        assert_eq!(b.record_failure(FailureKind::Timeout, 3, 500, t0), None);
-        assert_eq!(b.record_failure(FailureKind::Timeout, 3, 500, t0), None);
+        let l = limits(3);
+        assert_eq!(b.record_failure(FailureKind::Timeout, &l, t0), None);
+        assert_eq!(b.record_failure(FailureKind::Timeout, &l, t0), None);
         assert_eq!(
-            b.record_failure(FailureKind::Refused, 3, 500, t0),
+            b.record_failure(FailureKind::Refused, &l, t0),
             Some(Transition::Down)
         );
         assert_eq!(b.state(), BackendState::DownByTraffic);
@@ -366,11 +504,11 @@ mod tests {
         assert!(b.is_available(Millis(1500)));
         // failed trial pushes the retry time
         assert_eq!(
-            b.record_failure(FailureKind::Timeout, 3, 500, Millis(1500)),
+            b.record_failure(FailureKind::Timeout, &l, Millis(1500)),
             None
         );
         assert!(!b.is_available(Millis(1999)));
-        assert_eq!(b.record_success(), Some(Transition::Up));
+        assert_eq!(b.record_success(Millis(2000), 500), Some(Transition::Up));
         assert!(b.is_up());
         assert_eq!(b.failures(), 4);
     }
@@ -378,13 +516,76 @@ mod tests {
     #[test]
     fn success_resets_the_run() {
         let b = backend();
-        b.record_failure(FailureKind::Timeout, 2, 500, Millis(0));
-        b.record_success();
+        b.record_failure(FailureKind::Timeout, &limits(2), Millis(0));
+        b.record_success(Millis(0), 500);
         assert_eq!(
-            b.record_failure(FailureKind::Timeout, 2, 500, Millis(0)),
+            b.record_failure(FailureKind::Timeout, &limits(2), Millis(0)),
             None
         );
         assert!(b.is_up());
+    }
+
+    #[test]
+    fn a_burst_of_failures_does_not_mark_down_a_backend_that_answers() {
+        let b = backend();
+        let l = PassiveLimits {
+            max_fails: 3,
+            fail_timeout_ms: 10_000,
+            fail_percent: 50,
+        };
+        // 200 answers over the last seconds, then 150 queries that all time
+        // out in one timer pass (a name the backend never answers).
+        for i in 0..200 {
+            b.record_success(Millis(5_000 + i * 20), l.fail_timeout_ms);
+        }
+        for _ in 0..150 {
+            assert_eq!(
+                b.record_failure(FailureKind::Timeout, &l, Millis(9_100)),
+                None
+            );
+        }
+        assert!(b.is_up());
+        assert_eq!(b.consecutive_failures(), 150);
+        assert_eq!(
+            b.recent_outcomes(Millis(9_100), l.fail_timeout_ms),
+            (200, 150)
+        );
+        // Once the failures are the larger share, it goes down.
+        for _ in 0..50 {
+            b.record_failure(FailureKind::Timeout, &l, Millis(9_200));
+        }
+        assert!(!b.is_up());
+    }
+
+    #[test]
+    fn answers_of_the_previous_window_still_count_while_recent() {
+        let b = backend();
+        let l = PassiveLimits {
+            max_fails: 3,
+            fail_timeout_ms: 1_000,
+            fail_percent: 50,
+        };
+        for _ in 0..100 {
+            b.record_success(Millis(1_900), l.fail_timeout_ms);
+        }
+        // Just after the window turned: the previous window's answers weigh
+        // almost fully.
+        for _ in 0..40 {
+            b.record_failure(FailureKind::Timeout, &l, Millis(2_050));
+        }
+        assert!(b.is_up());
+        let (ok, fail) = b.recent_outcomes(Millis(2_050), l.fail_timeout_ms);
+        assert_eq!((ok, fail), (95, 40));
+        // A whole window later they are gone, and a dead backend is down at
+        // its max_fails-th failure.
+        let c = backend();
+        for _ in 0..100 {
+            c.record_success(Millis(1_900), l.fail_timeout_ms);
+        }
+        for i in 0..3 {
+            c.record_failure(FailureKind::Timeout, &l, Millis(3_100 + i));
+        }
+        assert!(!c.is_up());
     }
 
     #[test]
@@ -395,27 +596,28 @@ mod tests {
             Some(Transition::Down)
         );
         assert!(!b.is_available(Millis(u64::MAX)));
-        assert_eq!(b.record_success(), None);
+        assert_eq!(b.record_success(Millis(0), 500), None);
         assert_eq!(b.set_state(BackendState::Up), Some(Transition::Up));
     }
 
     #[test]
     fn servfail_is_alive_but_extends_the_passive_run() {
         let b = backend();
-        b.record_failure(FailureKind::Timeout, 3, 500, Millis(0));
+        let l = limits(3);
+        b.record_failure(FailureKind::Timeout, &l, Millis(0));
         assert_eq!(b.passive_run(), 1);
-        assert_eq!(b.record_servfail(), None);
-        assert_eq!(b.record_servfail(), None);
+        assert_eq!(b.record_servfail(Millis(0), 500), None);
+        assert_eq!(b.record_servfail(Millis(0), 500), None);
         assert_eq!(b.passive_run(), 3);
         assert_eq!(b.consecutive_failures(), 0);
-        b.record_success();
+        b.record_success(Millis(0), 500);
         assert_eq!(b.passive_run(), 0);
         // A SERVFAIL answer to a trial query still proves the backend alive.
         for _ in 0..3 {
-            b.record_failure(FailureKind::Refused, 3, 500, Millis(0));
+            b.record_failure(FailureKind::Refused, &l, Millis(600));
         }
         assert_eq!(b.state(), BackendState::DownByTraffic);
-        assert_eq!(b.record_servfail(), Some(Transition::Up));
+        assert_eq!(b.record_servfail(Millis(700), 500), Some(Transition::Up));
         assert_eq!(b.passive_run(), 1);
     }
 
@@ -424,10 +626,28 @@ mod tests {
         let b = backend();
         for _ in 0..10 {
             assert_eq!(
-                b.record_failure(FailureKind::Timeout, 0, 500, Millis(0)),
+                b.record_failure(FailureKind::Timeout, &limits(0), Millis(0)),
                 None
             );
         }
         assert!(b.is_up());
+    }
+
+    #[test]
+    fn outcome_counts_saturate() {
+        let o = Outcomes {
+            epoch: 7,
+            ok: u32::MAX,
+            fail: 3,
+        };
+        let back = Outcomes::unpack(o.pack());
+        assert_eq!(
+            back,
+            Outcomes {
+                epoch: 7,
+                ok: COUNT_MAX,
+                fail: 3
+            }
+        );
     }
 }

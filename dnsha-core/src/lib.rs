@@ -31,7 +31,9 @@ pub mod frame;
 pub mod policy;
 pub mod pool;
 
-pub use backend::{Backend, BackendId, BackendState, FailureKind, InFlight, Transition};
+pub use backend::{
+    Backend, BackendId, BackendState, FailureKind, InFlight, PassiveLimits, Transition,
+};
 pub use clock::Millis;
 pub use error::{ConfigError, Error};
 pub use policy::{Candidates, Policy, PolicyKind};

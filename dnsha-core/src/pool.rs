@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::backend::{Backend, BackendId, FailureKind, InFlight, Transition};
+use crate::backend::{Backend, BackendId, FailureKind, InFlight, PassiveLimits, Transition};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
 use crate::policy::{Candidates, Policy, PolicyKind};
@@ -32,8 +32,12 @@ pub struct PoolSettings {
     pub on_no_backend: OnNoBackend,
     /// Consecutive failures that mark a backend down (0 disables).
     pub max_fails: u32,
-    /// How long a backend marked down by traffic waits before a trial query.
+    /// How long a backend marked down by traffic waits before a trial query;
+    /// also the window over which failures are weighed against answers.
     pub fail_timeout_ms: u64,
+    /// Share of a backend's recent outcomes, in percent, that must be
+    /// failures (besides `max_fails` in a row) for traffic to mark it down.
+    pub fail_percent: u8,
     /// Connected UDP sockets (source ports) each UDP worker keeps per
     /// backend, used in turn: a backend that spreads its load over threads
     /// by source port gets it spread (dnsdist's `sockets`).
@@ -45,6 +49,15 @@ pub struct PoolSettings {
 }
 
 impl PoolSettings {
+    /// How live traffic marks a backend of this pool down.
+    pub fn passive_limits(&self) -> PassiveLimits {
+        PassiveLimits {
+            max_fails: self.max_fails,
+            fail_timeout_ms: self.fail_timeout_ms,
+            fail_percent: self.fail_percent,
+        }
+    }
+
     /// Largest accepted [`Self::udp_sockets_per_backend`].
     pub const MAX_UDP_SOCKETS_PER_BACKEND: usize = 64;
     /// Largest accepted [`Self::max_connections_per_backend`].
@@ -62,6 +75,7 @@ impl Default for PoolSettings {
             on_no_backend: OnNoBackend::Servfail,
             max_fails: 3,
             fail_timeout_ms: 10_000,
+            fail_percent: 50,
             udp_sockets_per_backend: 2,
             max_connections_per_backend: 8,
             max_in_flight_per_connection: 100,
@@ -273,21 +287,22 @@ impl Pool {
         }));
     }
 
-    /// Records the outcome of a query for passive health, using the pool's
-    /// `max_fails` and `fail_timeout_ms`.
+    /// Records an answer from `backend` (see [`Backend::record_success`]).
+    pub fn record_success(&self, backend: &Backend, now: Millis) -> Option<Transition> {
+        let window = self.set.load().settings.fail_timeout_ms;
+        backend.record_success(now, window)
+    }
+
+    /// Records a failed query for passive health, with the pool's `max_fails`,
+    /// `fail_timeout_ms` and `fail_percent` (see [`Backend::record_failure`]).
     pub fn record_failure(
         &self,
         backend: &Backend,
         kind: FailureKind,
         now: Millis,
     ) -> Option<Transition> {
-        let set = self.set.load();
-        let transition = backend.record_failure(
-            kind,
-            set.settings.max_fails,
-            set.settings.fail_timeout_ms,
-            now,
-        );
+        let limits = self.set.load().settings.passive_limits();
+        let transition = backend.record_failure(kind, &limits, now);
         self.notify(
             backend,
             PassiveSignal {
@@ -301,8 +316,9 @@ impl Pool {
 
     /// Records a SERVFAIL answer (see [`Backend::record_servfail`]) and tells
     /// the observer, if any.
-    pub fn record_servfail(&self, backend: &Backend) -> Option<Transition> {
-        let transition = backend.record_servfail();
+    pub fn record_servfail(&self, backend: &Backend, now: Millis) -> Option<Transition> {
+        let window = self.set.load().settings.fail_timeout_ms;
+        let transition = backend.record_servfail(now, window);
         self.notify(
             backend,
             PassiveSignal {
@@ -423,7 +439,7 @@ mod tests {
         let seen = Arc::new(Seen::default());
         p.set_observer(Some(Arc::clone(&seen) as Arc<dyn PassiveObserver>));
         assert!(p.has_observer());
-        p.record_servfail(&a);
+        p.record_servfail(&a, Millis(0));
         p.record_failure(&a, FailureKind::Refused, Millis(0));
         p.record_failure(&a, FailureKind::Refused, Millis(0));
         let got = seen.0.lock().unwrap().clone();

@@ -43,8 +43,12 @@ pub enum Error {
         backend: SocketAddr,
         /// What went wrong, as passive health counts it.
         kind: FailureKind,
-        /// Whether the query may be retried on another backend.
+        /// Whether the query may be retried, and where.
         retry: RetryType,
+        /// Whether passive health counts this failure against the backend:
+        /// false for local overload (no free slot here) and for all but one
+        /// of the queries lost together to one refusal of a socket.
+        blame: bool,
     },
     /// Certificate, key or CA files that cannot be used, each error located
     /// in the configuration.
@@ -108,12 +112,17 @@ impl Error {
     }
 }
 
-/// Whether a failed upstream query may be tried again on another backend
-/// (as pingora's `RetryType`).
+/// Whether a failed upstream query may be tried again (as pingora's
+/// `RetryType`), and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryType {
-    /// The query never reached the backend or the backend failed: retry.
+    /// The query never reached the backend or the backend failed: retry on
+    /// another backend.
     Retry,
+    /// The query was lost with its upstream socket (an ICMP refusal, which
+    /// an outsider can spoof): send it once more to the same backend, on a
+    /// new socket, while that backend is up; then as [`Self::Retry`].
+    Resend,
     /// The failure is not the backend's fault: do not retry.
     NoRetry,
 }

@@ -26,6 +26,9 @@ pub struct ListenerMetrics {
     pub refused: AtomicU64,
     /// Queries re-sent to another backend.
     pub retries: AtomicU64,
+    /// Queries sent once more to the same backend on a new socket, after
+    /// their upstream socket was refused (an ICMP error).
+    pub resent: AtomicU64,
     /// Backend timeouts seen by this listener's queries.
     pub timeouts: AtomicU64,
     /// DoH: answers from `udp` backends that were truncated (TC) or too
@@ -74,6 +77,7 @@ impl ListenerMetrics {
             servfail: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             tcp_fallbacks: AtomicU64::new(0),
             connections: AtomicU64::new(0),

@@ -614,6 +614,8 @@ impl Validator {
             on_no_backend: p.on_no_backend,
             max_fails: p.max_fails,
             fail_timeout_ms: self.positive("fail_timeout_ms", &p.fail_timeout_ms),
+            fail_percent: u8::try_from(self.between("fail_percent", &p.fail_percent, 100))
+                .unwrap_or(100),
             udp_sockets_per_backend: self.between(
                 "udp_sockets_per_backend",
                 &p.udp_sockets_per_backend,

@@ -64,6 +64,9 @@ fn d_max_in_flight() -> Spanned<u64> {
 fn d_fail_timeout() -> Spanned<u64> {
     spanned(10_000)
 }
+fn d_fail_percent() -> Spanned<u64> {
+    spanned(u64::from(PoolSettings::default().fail_percent))
+}
 fn d_weight() -> Spanned<u32> {
     spanned(1)
 }
@@ -122,6 +125,8 @@ pub(super) struct RawPool {
     pub(super) max_fails: u32,
     #[serde(default = "d_fail_timeout")]
     pub(super) fail_timeout_ms: Spanned<u64>,
+    #[serde(default = "d_fail_percent")]
+    pub(super) fail_percent: Spanned<u64>,
     #[serde(default = "d_udp_sockets")]
     pub(super) udp_sockets_per_backend: Spanned<u64>,
     #[serde(default = "d_max_connections")]

@@ -147,7 +147,7 @@ async fn traffic_mark_is_held_until_rise_good_probes() {
     }
     // Held by the checker: a successful live answer does not bring it back.
     assert_eq!(b.state(), BackendState::DownByCheck);
-    assert_eq!(b.record_success(), None);
+    assert_eq!(b.record_success(Millis(0), 10_000), None);
     let down_at = std::time::Instant::now();
     match next_event(&mut events).await {
         HealthEvent::PoolDown { .. } => {}
@@ -181,10 +181,10 @@ async fn servfail_runs_make_a_suspect_probed_at_once() {
     // probes (interval / 4), before the second regular probe (≥ 1800 ms).
     tokio::time::sleep(Duration::from_millis(800)).await;
     let ok_before = m.inner.lock().tasks[0].metrics.ok();
-    pool.record_servfail(&b);
+    pool.record_servfail(&b, Millis(0));
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(m.inner.lock().tasks[0].metrics.suspicions(), 0);
-    pool.record_servfail(&b);
+    pool.record_servfail(&b, Millis(0));
     tokio::time::sleep(Duration::from_millis(40)).await;
     let task = Arc::clone(&m.inner.lock().tasks[0]);
     assert_eq!(task.metrics.suspicions(), 1);

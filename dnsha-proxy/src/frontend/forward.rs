@@ -3,7 +3,6 @@
 //! that runs its [`Flight`] over [`Upstreams`], one attempt at a time.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use dnsha_core::config::Protocol;
 use dnsha_core::Millis;
@@ -32,12 +31,19 @@ pub async fn forward(
     let m = &*ctx.metrics;
     let mut flight = Flight::new(client, protocol, info, Millis::now());
     let mut next = flight.start(&shared, m, Millis::now());
+    // When the current attempt runs out: a resend keeps its deadline.
+    let mut deadline = Millis::now();
     loop {
         let attempt = match next {
-            Next::Send(a) => a,
+            Next::Send(a) => {
+                deadline = Millis::now().plus(a.timeout_ms);
+                a
+            }
+            Next::Resend(a) => a,
             Next::Reply(reply) => return Some(reply),
             Next::Drop => return None,
         };
+        let per_try = deadline.since(Millis::now());
         let r = upstreams
             .query(
                 &shared.routes,
@@ -45,7 +51,7 @@ pub async fn forward(
                 attempt.udp_sockets,
                 msg,
                 &flight.info().question,
-                Duration::from_millis(attempt.timeout_ms),
+                per_try,
                 &m.tcp_fallbacks,
             )
             .await;
@@ -56,9 +62,11 @@ pub async fn forward(
                 flight.answered(&shared, m, &mut answer, rcode, now);
                 return (answer.len() <= MAX_MESSAGE).then_some(answer);
             }
-            Err(Error::Upstream { kind, retry, .. }) => {
-                debug!(backend = %attempt.backend.name(), reason = kind.as_str(), "query to backend failed");
-                flight.failed(&shared, m, Failure { kind, retry }, now)
+            Err(Error::Upstream {
+                kind, retry, blame, ..
+            }) => {
+                debug!(backend = %attempt.backend.name(), reason = kind.as_str(), blame, "query to backend failed");
+                flight.failed(&shared, m, Failure { kind, retry, blame }, now)
             }
             Err(e) => {
                 debug!(backend = %attempt.backend.name(), error = %e, "query not sent");

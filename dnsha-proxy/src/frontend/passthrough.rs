@@ -28,6 +28,7 @@ use super::accept::{accept_loop, ClientStream};
 use super::ctx::ListenerCtx;
 use crate::accesslog::LogRecord;
 use crate::pipeline::{record_connected, Attempts};
+use crate::upstream::failure_kind;
 use crate::wire::dns::DropReason;
 
 /// Accepts client connections until `ctx.stop` is cancelled and proxies each
@@ -53,22 +54,26 @@ async fn connect_backend(ctx: &ListenerCtx) -> Option<(TcpStream, InFlight)> {
     let mut next = attempts.first(&shared, Millis::now());
     while let Some(a) = next {
         let limit = Duration::from_millis(a.timeout_ms);
-        let kind = match timeout(limit, TcpStream::connect(a.backend.address())).await {
+        let (kind, blame) = match timeout(limit, TcpStream::connect(a.backend.address())).await {
             Ok(Ok(stream)) => {
-                record_connected(&shared.pool, &a.backend);
+                record_connected(&shared.pool, &a.backend, Millis::now());
                 return attempts.succeeded().map(|f| (stream, f));
             }
             Ok(Err(e)) => {
                 debug!(backend = %a.backend.name(), error = %e, "passthrough connect failed");
-                FailureKind::Refused
+                // Out of descriptors or ports here is not the backend's fault.
+                (
+                    FailureKind::Refused,
+                    failure_kind(&e) == FailureKind::Refused,
+                )
             }
             Err(_) => {
                 debug!(backend = %a.backend.name(), "passthrough connect timed out");
-                FailureKind::Timeout
+                (FailureKind::Timeout, true)
             }
         };
         let now = Millis::now();
-        attempts.failed(&shared, m, kind, now);
+        attempts.failed(&shared, m, kind, blame, now);
         next = attempts.next(&shared, m, now);
     }
     None

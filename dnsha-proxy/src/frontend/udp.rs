@@ -60,6 +60,8 @@ const QUERY_BUFFER: usize = 128;
 struct Pending {
     flight: Flight,
     pktinfo: Option<PktInfo>,
+    /// When the current attempt runs out (a resend keeps it).
+    deadline: Millis,
     /// The query as it leaves for the backend: its ID is the upstream ID of
     /// the current attempt (the client's is in the flight). A reused buffer.
     query: Vec<u8>,
@@ -300,6 +302,7 @@ impl Worker {
         let p = Pending {
             flight,
             pktinfo: info,
+            deadline: now,
             query: buf,
         };
         self.carry_out(p, next, now);
@@ -309,6 +312,8 @@ impl Worker {
     /// answer the client, or drop it.
     fn carry_out(&mut self, mut p: Pending, mut next: Next, now: Millis) {
         loop {
+            // A resend keeps the deadline of the attempt it repeats.
+            let fresh = matches!(next, Next::Send(_));
             match next {
                 Next::Reply(bytes) => {
                     self.try_send_client(&bytes, p.flight.client(), p.pktinfo);
@@ -319,17 +324,26 @@ impl Worker {
                     self.recycle(p.query);
                     return;
                 }
-                Next::Send(a) => match self.enqueue(p, &a, now) {
-                    None => return,
-                    Some(back) => {
-                        // No socket to the backend: counted against it, and
-                        // the next one is tried.
-                        p = back;
-                        let shared = self.ctx.shared.load();
-                        let failure = Failure::retry(FailureKind::Refused);
-                        next = p.flight.failed(&shared, &self.ctx.metrics, failure, now);
+                Next::Send(a) | Next::Resend(a) => {
+                    if fresh {
+                        p.deadline = now.plus(a.timeout_ms);
                     }
-                },
+                    match self.enqueue(p, &a, now) {
+                        None => return,
+                        Some(back) => {
+                            // No socket to the backend (out of descriptors or
+                            // ports here): not the backend's fault; the next
+                            // one is tried.
+                            p = back;
+                            let shared = self.ctx.shared.load();
+                            let failure = Failure {
+                                blame: false,
+                                ..Failure::retry(FailureKind::Refused)
+                            };
+                            next = p.flight.failed(&shared, &self.ctx.metrics, failure, now);
+                        }
+                    }
+                }
             }
         }
     }
@@ -340,7 +354,7 @@ impl Worker {
     /// ([`Self::flush_upstream`]). Gives `p` back when no socket could be
     /// opened.
     fn enqueue(&mut self, p: Pending, a: &Attempt, now: Millis) -> Option<Pending> {
-        let slot = match self.upstreams.slot_for(&a.backend, a.udp_sockets) {
+        let slot = match self.upstreams.slot_for(&a.backend, a.udp_sockets, now) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(backend = %a.backend.name(), error = %e, "cannot open upstream socket");
@@ -355,7 +369,7 @@ impl Worker {
                 self.recycle(old.query);
             }
         }
-        let deadline = now.plus(a.timeout_ms);
+        let deadline = p.deadline;
         match self.pending.insert(slot, p, deadline, &mut self.rng) {
             Ok(id) => {
                 if let Some(q) = self.pending.get_mut((slot, id)) {
@@ -389,7 +403,7 @@ impl Worker {
                     // closed, every query pending on the socket is lost.
                     self.retry_slot(key.0, now);
                 } else if let Some(p) = self.pending.remove(key) {
-                    self.on_failure(p, kind, now);
+                    self.on_failure(p, Failure::retry(kind), now);
                 }
             }
         }
@@ -405,11 +419,9 @@ impl Worker {
 
     /// Feeds a failed attempt to the query's flight and carries out its
     /// next step.
-    fn on_failure(&mut self, mut p: Pending, kind: FailureKind, now: Millis) {
+    fn on_failure(&mut self, mut p: Pending, failure: Failure, now: Millis) {
         let shared = self.ctx.shared.load();
-        let next = p
-            .flight
-            .failed(&shared, &self.ctx.metrics, Failure::retry(kind), now);
+        let next = p.flight.failed(&shared, &self.ctx.metrics, failure, now);
         drop(shared);
         self.carry_out(p, next, now);
     }
@@ -459,17 +471,21 @@ impl Worker {
         self.retry_slot(slot, now);
     }
 
-    /// Tries every query pending on `slot` on another backend (its backend
-    /// refused: ICMP port unreachable).
+    /// The socket `slot` reported a refusal (ICMP port unreachable, which an
+    /// outsider can spoof): one event, whatever the number of queries it
+    /// held. The socket is closed (its source port with it); each of its
+    /// queries is sent once more to the same backend on a new socket while
+    /// that backend is up, and only one counts against the backend.
     fn retry_slot(&mut self, slot: u32, now: Millis) {
-        for (_, p) in self.pending.drain_slot(slot) {
-            self.on_failure(p, FailureKind::Refused, now);
+        self.upstreams.close(slot);
+        for (i, (_, p)) in self.pending.drain_slot(slot).into_iter().enumerate() {
+            self.on_failure(p, Failure::refused_socket(i == 0), now);
         }
     }
 
     fn on_timer(&mut self, now: Millis) {
         while let Some((_, p)) = self.pending.pop_expired(now) {
-            self.on_failure(p, FailureKind::Timeout, now);
+            self.on_failure(p, Failure::retry(FailureKind::Timeout), now);
         }
         if now >= self.next_gc {
             self.next_gc = now.plus(GC_INTERVAL_MS);

@@ -24,13 +24,21 @@ pub struct Attempt {
     pub udp_sockets: usize,
 }
 
-/// The backends one query or connection has tried, and the one it holds
-/// now: its [`InFlight`] guard counts it as outstanding on that backend
+/// The current attempt: its guard counts it as outstanding on its backend
 /// (what `lc` balances) until the attempt ends.
+#[derive(Debug)]
+struct Current {
+    flight: InFlight,
+    timeout_ms: u64,
+    udp_sockets: usize,
+}
+
+/// The backends one query or connection has tried, and the one it holds
+/// now.
 #[derive(Debug, Default)]
 pub struct Attempts {
     tried: Tried,
-    current: Option<InFlight>,
+    current: Option<Current>,
     last: Option<SocketAddr>,
 }
 
@@ -45,31 +53,46 @@ impl Attempts {
         self.pick(shared, now)
     }
 
-    /// Records that the current attempt failed (`kind`, counted as a
-    /// timeout when it is one) and releases its backend.
+    /// Records that the current attempt failed: counted as a timeout when it
+    /// is one, and against the backend's passive health when `blame`.
     pub fn failed(
         &mut self,
         shared: &ListenerShared,
         m: &ListenerMetrics,
         kind: FailureKind,
+        blame: bool,
         now: Millis,
     ) {
         if kind == FailureKind::Timeout {
             inc(&m.timeouts);
         }
-        if let Some(f) = self.current.take() {
-            record_failure(&shared.pool, f.backend(), kind, now);
+        if let (true, Some(c)) = (blame, &self.current) {
+            record_failure(&shared.pool, c.flight.backend(), kind, now);
         }
     }
 
-    /// The next attempt on a backend not tried yet, while the pool's
-    /// `retries` allow one (counted as a retry); `None` otherwise.
+    /// The current attempt once more, to the same backend, if it is still
+    /// up.
+    pub fn again(&self) -> Option<Attempt> {
+        let c = self.current.as_ref()?;
+        let backend = c.flight.backend();
+        backend.is_up().then(|| Attempt {
+            backend: Arc::clone(backend),
+            timeout_ms: c.timeout_ms,
+            udp_sockets: c.udp_sockets,
+        })
+    }
+
+    /// Ends the current attempt and picks the next one on a backend not
+    /// tried yet, while the pool's `retries` allow one (counted as a retry);
+    /// `None` otherwise.
     pub fn next(
         &mut self,
         shared: &ListenerShared,
         m: &ListenerMetrics,
         now: Millis,
     ) -> Option<Attempt> {
+        self.current = None;
         let retries = shared.pool.with_snapshot(|s| s.settings().retries);
         if self.tried.len() > retries as usize {
             return None;
@@ -88,7 +111,11 @@ impl Attempts {
         let backend = Arc::clone(flight.backend());
         self.tried.push(backend.id());
         self.last = Some(backend.address());
-        self.current = Some(flight);
+        self.current = Some(Current {
+            flight,
+            timeout_ms,
+            udp_sockets,
+        });
         Some(Attempt {
             backend,
             timeout_ms,
@@ -98,13 +125,13 @@ impl Attempts {
 
     /// The backend of the current attempt.
     pub fn current(&self) -> Option<&Arc<Backend>> {
-        self.current.as_ref().map(InFlight::backend)
+        self.current.as_ref().map(|c| c.flight.backend())
     }
 
-    /// Ends the current attempt as a success; its guard is returned for a
-    /// caller that keeps the backend busy longer (a passthrough connection).
+    /// Ends the current attempt; its guard is returned for a caller that
+    /// keeps the backend busy longer (a passthrough connection).
     pub fn succeeded(&mut self) -> Option<InFlight> {
-        self.current.take()
+        self.current.take().map(|c| c.flight)
     }
 
     /// The address of the last backend tried, for the access log.

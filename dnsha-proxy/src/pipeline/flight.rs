@@ -20,6 +20,9 @@ pub enum Next {
     /// Send the query to this backend (under an upstream ID of the
     /// driver's choosing) and feed back its answer or failure.
     Send(Attempt),
+    /// Send the query once more to the same backend, on another socket,
+    /// within what is left of the current attempt's time.
+    Resend(Attempt),
     /// Send the client these bytes (the pool's SERVFAIL); the query is
     /// finished.
     Reply(Vec<u8>),
@@ -31,18 +34,34 @@ pub enum Next {
 /// Why an attempt failed, as the upstream side reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Failure {
-    /// What passive health counts.
+    /// What kind of failure.
     pub kind: FailureKind,
-    /// Whether another backend may be tried.
+    /// Whether the query may be tried again, and where.
     pub retry: RetryType,
+    /// Whether passive health counts it against the backend.
+    pub blame: bool,
 }
 
 impl Failure {
-    /// A failure after which another backend may be tried.
+    /// The backend failed: counted against it, another backend may be
+    /// tried.
     pub fn retry(kind: FailureKind) -> Self {
         Self {
             kind,
             retry: RetryType::Retry,
+            blame: true,
+        }
+    }
+
+    /// The upstream socket was refused as a whole (an ICMP error, which an
+    /// outsider can spoof): each query on it is sent once more to the same
+    /// backend on a new socket, and only one of them (`blame`) counts
+    /// against the backend, so one refusal is one event.
+    pub fn refused_socket(blame: bool) -> Self {
+        Self {
+            kind: FailureKind::Refused,
+            retry: RetryType::Resend,
+            blame,
         }
     }
 }
@@ -59,6 +78,7 @@ impl Failure {
 /// let mut flight = Flight::new("192.0.2.9:5300".parse().unwrap(), Protocol::Udp, info, now);
 /// match flight.start(shared, m, now) {
 ///     Next::Send(attempt) => { /* send to attempt.backend, then feed the outcome */ }
+///     Next::Resend(_) => { /* only ever after a failure */ }
 ///     Next::Reply(servfail) => { /* no backend: answer the client */ }
 ///     Next::Drop => {}
 /// }
@@ -71,6 +91,8 @@ pub struct Flight {
     info: QueryInfo,
     received: Millis,
     attempts: Attempts,
+    /// Whether the query was already sent again to the same backend.
+    resent: bool,
 }
 
 impl Flight {
@@ -82,6 +104,7 @@ impl Flight {
             info,
             received: now,
             attempts: Attempts::new(),
+            resent: false,
         }
     }
 
@@ -128,16 +151,19 @@ impl Flight {
         now: Millis,
     ) {
         if let Some(f) = self.attempts.succeeded() {
-            record_answer(&shared.pool, f.backend(), rcode);
+            record_answer(&shared.pool, f.backend(), rcode, now);
         }
         inc(&m.answers);
         rewrite_id(answer, self.info.id);
         self.log(shared, Some(answer), now);
     }
 
-    /// The current attempt failed: passive health records it, then another
-    /// backend is tried when the failure and the pool's `retries` allow,
-    /// else the pool's `on_no_backend` ends the query.
+    /// The current attempt failed: passive health records it (when the
+    /// failure blames the backend), then the query is sent again to the
+    /// same backend once when the failure asks for it ([`RetryType::Resend`])
+    /// and the backend is still up, or to another backend when the failure
+    /// and the pool's `retries` allow, else the pool's `on_no_backend` ends
+    /// it.
     pub fn failed(
         &mut self,
         shared: &ListenerShared,
@@ -145,12 +171,21 @@ impl Flight {
         failure: Failure,
         now: Millis,
     ) -> Next {
-        self.attempts.failed(shared, m, failure.kind, now);
-        if failure.retry == RetryType::Retry {
+        self.attempts
+            .failed(shared, m, failure.kind, failure.blame, now);
+        if failure.retry == RetryType::Resend && !self.resent {
+            if let Some(a) = self.attempts.again() {
+                self.resent = true;
+                inc(&m.resent);
+                return Next::Resend(a);
+            }
+        }
+        if failure.retry != RetryType::NoRetry {
             if let Some(a) = self.attempts.next(shared, m, now) {
                 return Next::Send(a);
             }
         }
+        self.attempts.succeeded();
         self.give_up(shared, m, now)
     }
 

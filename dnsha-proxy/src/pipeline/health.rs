@@ -8,11 +8,11 @@ use tracing::{info, warn};
 /// Records a backend's answer: a SERVFAIL proves it alive but counts
 /// against it (the pool's passive observer decides), anything else is a
 /// success.
-pub fn record_answer(pool: &Pool, backend: &Backend, rcode: ResponseCode) {
+pub fn record_answer(pool: &Pool, backend: &Backend, rcode: ResponseCode, now: Millis) {
     let t = if rcode == ResponseCode::ServFail {
-        pool.record_servfail(backend)
+        pool.record_servfail(backend, now)
     } else {
-        backend.record_success()
+        pool.record_success(backend, now)
     };
     if t == Some(Transition::Up) {
         info!(pool = %pool.name(), backend = %backend.name(), reason = "answered", "backend up");
@@ -20,14 +20,15 @@ pub fn record_answer(pool: &Pool, backend: &Backend, rcode: ResponseCode) {
 }
 
 /// Records that a connection to the backend was made (TCP passthrough).
-pub fn record_connected(pool: &Pool, backend: &Backend) {
-    if backend.record_success() == Some(Transition::Up) {
+pub fn record_connected(pool: &Pool, backend: &Backend, now: Millis) {
+    if pool.record_success(backend, now) == Some(Transition::Up) {
         info!(pool = %pool.name(), backend = %backend.name(), reason = "connected", "backend up");
     }
 }
 
 /// Records a failed attempt on the backend; after the pool's `max_fails`
-/// in a row it is marked down.
+/// in a row, when failures are also its `fail_percent` share of recent
+/// outcomes, it is marked down.
 pub fn record_failure(pool: &Pool, backend: &Backend, kind: FailureKind, now: Millis) {
     if pool.record_failure(backend, kind, now) == Some(Transition::Down) {
         warn!(

@@ -242,6 +242,7 @@ fn no_retry_failure_gives_up_at_once() {
     let failure = Failure {
         kind: FailureKind::Closed,
         retry: RetryType::NoRetry,
+        blame: true,
     };
     assert!(matches!(
         f.failed(&shared, m(&l), failure, Millis(1)),
@@ -392,11 +393,11 @@ fn attempts_keep_the_backend_busy_while_connected() {
     let shared = l.shared.load();
     let mut att = Attempts::new();
     let a = att.first(&shared, Millis(0)).unwrap();
-    att.failed(&shared, m(&l), FailureKind::Refused, Millis(0));
+    att.failed(&shared, m(&l), FailureKind::Refused, true, Millis(0));
     let b = att.next(&shared, m(&l), Millis(0)).unwrap();
     assert_ne!(a.backend.id(), b.backend.id());
     let guard = att.succeeded().unwrap();
-    record_connected(&shared.pool, guard.backend());
+    record_connected(&shared.pool, guard.backend(), Millis(0));
     assert_eq!(b.backend.outstanding(), 1);
     assert!(
         att.next(&shared, m(&l), Millis(0)).is_none(),
@@ -406,4 +407,120 @@ fn attempts_keep_the_backend_busy_while_connected() {
     assert_eq!(b.backend.outstanding(), 0);
     assert_eq!(att.count(), 2);
     assert_eq!(l.metrics.retries.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_refused_socket_resends_once_to_the_same_backend_and_blames_it_once() {
+    let l = listener("udp", "", "policy = \"first\"", 2);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "icmp.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    let first = send(f.start(&shared, m(&l), Millis(0)));
+    // Five queries lost with one socket: only one of them is blamed.
+    let Next::Resend(again) = f.failed(&shared, m(&l), Failure::refused_socket(true), Millis(1))
+    else {
+        panic!("resend to the same backend");
+    };
+    assert_eq!(again.backend.id(), first.backend.id());
+    assert_eq!(first.backend.outstanding(), 1, "still the same attempt");
+    assert_eq!(first.backend.consecutive_failures(), 1);
+    assert_eq!(get(&m(&l).resent), 1);
+    assert_eq!(get(&m(&l).retries), 0);
+    let mut others = Vec::new();
+    for i in 0..4 {
+        let (_, info) = admitted(&l, i, "icmp.test.");
+        let mut g = Flight::new(client(), Protocol::Udp, info, Millis(0));
+        send(g.start(&shared, m(&l), Millis(0)));
+        assert!(matches!(
+            g.failed(&shared, m(&l), Failure::refused_socket(false), Millis(1)),
+            Next::Resend(_)
+        ));
+        others.push(g);
+    }
+    assert_eq!(first.backend.consecutive_failures(), 1);
+    assert!(first.backend.is_up());
+    // A second refusal of the same query: another backend.
+    let next = send(f.failed(&shared, m(&l), Failure::refused_socket(true), Millis(2)));
+    assert_ne!(next.backend.id(), first.backend.id());
+    assert_eq!(get(&m(&l).retries), 1);
+}
+
+#[test]
+fn a_refused_socket_to_a_backend_already_down_goes_elsewhere() {
+    let l = listener("udp", "", "policy = \"first\"\nmax_fails = 1", 2);
+    let shared = l.shared.load();
+    let (_, info) = admitted(&l, 1, "down.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
+    let first = send(f.start(&shared, m(&l), Millis(0)));
+    // The blamed refusal marks it down (max_fails = 1): no resend to it.
+    let next = send(f.failed(&shared, m(&l), Failure::refused_socket(true), Millis(1)));
+    assert!(!first.backend.is_up());
+    assert_ne!(next.backend.id(), first.backend.id());
+    assert_eq!(get(&m(&l).resent), 0);
+}
+
+#[test]
+fn local_overload_is_not_the_backends_fault() {
+    let l = listener("tcp", "", "max_fails = 1\npolicy = \"first\"", 2);
+    let shared = l.shared.load();
+    for i in 0..10 {
+        let (_, info) = admitted(&l, i, "busy.test.");
+        let mut f = Flight::new(client(), Protocol::Tcp, info, Millis(0));
+        let a = send(f.start(&shared, m(&l), Millis(0)));
+        let overload = Failure {
+            blame: false,
+            ..Failure::retry(FailureKind::Timeout)
+        };
+        let next = send(f.failed(&shared, m(&l), overload, Millis(1)));
+        assert_ne!(next.backend.id(), a.backend.id(), "tried elsewhere");
+        assert!(a.backend.is_up());
+        assert_eq!(a.backend.consecutive_failures(), 0);
+    }
+    assert_eq!(get(&m(&l).timeouts), 10);
+}
+
+#[test]
+fn a_burst_of_unanswered_names_does_not_take_down_a_backend_that_answers() {
+    let l = listener("udp", "", "policy = \"first\"\nretries = 0", 1);
+    let shared = l.shared.load();
+    // Steady answers for other names.
+    for i in 0..200 {
+        let (q, info) = admitted(&l, i, "ok.test.");
+        let mut f = Flight::new(client(), Protocol::Udp, info, Millis(i.into()));
+        send(f.start(&shared, m(&l), Millis(i.into())));
+        let mut a = backend_answer(&q, 1, ResponseCode::NoError);
+        f.answered(
+            &shared,
+            m(&l),
+            &mut a,
+            ResponseCode::NoError,
+            Millis(i.into()),
+        );
+    }
+    // Then 50 queries for a name the backend never answers, all timing out
+    // in one timer pass.
+    let mut flights = Vec::new();
+    for i in 0..50 {
+        let (_, info) = admitted(&l, i, "void.test.");
+        let mut f = Flight::new(client(), Protocol::Udp, info, Millis(300));
+        send(f.start(&shared, m(&l), Millis(300)));
+        flights.push(f);
+    }
+    for f in &mut flights {
+        f.failed(
+            &shared,
+            m(&l),
+            Failure::retry(FailureKind::Timeout),
+            Millis(1_300),
+        );
+    }
+    let b = std::sync::Arc::clone(&shared.pool.snapshot().backends()[0]);
+    assert_eq!(b.consecutive_failures(), 50);
+    assert!(b.is_up(), "answers still outweigh the burst");
+    let (_, info) = admitted(&l, 1, "ok.test.");
+    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(1_301));
+    assert!(matches!(
+        f.start(&shared, m(&l), Millis(1_301)),
+        Next::Send(_)
+    ));
 }

@@ -68,7 +68,7 @@ type BackendFamily = (
     fn(&Backend) -> u64,
 );
 
-const LISTENER_COUNTERS: [(&str, &str, Pick); 10] = [
+const LISTENER_COUNTERS: [(&str, &str, Pick); 11] = [
     ("queries_total", "Valid queries received.", |m| {
         get(&m.queries)
     }),
@@ -91,6 +91,11 @@ const LISTENER_COUNTERS: [(&str, &str, Pick); 10] = [
         "retries_total",
         "Queries re-sent to another backend.",
         |m| get(&m.retries),
+    ),
+    (
+        "resent_total",
+        "Queries sent again to the same backend after an ICMP refusal of their upstream socket.",
+        |m| get(&m.resent),
     ),
     ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
     (

@@ -156,6 +156,9 @@ pub struct TcpUpstreamStats {
     pub connections_open: AtomicU64,
     /// TLS handshakes with DoT backends that failed.
     pub tls_failures: AtomicU64,
+    /// Queries that waited their whole timeout for a free slot (the pool's
+    /// connection and in-flight limits): not counted against the backend.
+    pub overloaded: AtomicU64,
 }
 
 /// A pool of pipelined TCP connections to backends, shared by all TCP
@@ -300,6 +303,7 @@ impl TcpUpstreams {
             backend,
             kind,
             retry: RetryType::Retry,
+            blame: true,
         };
         let mut frame = match framed(query) {
             Some(f) if query.len() >= HEADER_LEN => f,
@@ -314,7 +318,15 @@ impl TcpUpstreams {
         let conns = self.backend(target.key(limits), limits);
         // The semaphore is never closed; a closed one would mean "no slot".
         let Ok(Ok(_permit)) = timeout_at(deadline, conns.permits.acquire()).await else {
-            return Err(upstream(FailureKind::Timeout));
+            // Every slot to this backend busy until the deadline: our own
+            // limit, not the backend's fault.
+            inc(&self.stats.overloaded);
+            return Err(Error::Upstream {
+                backend,
+                kind: FailureKind::Timeout,
+                retry: RetryType::Retry,
+                blame: false,
+            });
         };
         for _ in 0..MAX_HANDOVERS {
             let load = self.connection(target, &conns, limits);
@@ -499,6 +511,42 @@ mod tests {
         assert_eq!(answer_tag(&slow.unwrap()), Some(1));
         assert_eq!(up.stats().connections_opened.load(Ordering::Relaxed), 1);
         assert_eq!(be.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_free_slot_is_local_overload_not_the_backends_fault() {
+        // One connection carrying one query at a time, to a backend that
+        // takes 300 ms: the second query waits for the slot past its own
+        // timeout.
+        let be = FakeBackend::start(1, Behavior::DelayAll(Duration::from_millis(300))).await;
+        let up = Arc::new(TcpUpstreams::new(settings(1, 1)));
+        let addr = be.addr;
+        let u1 = Arc::clone(&up);
+        let first =
+            tokio::spawn(async move { ask(&u1, addr, 1, "a.test.", Duration::from_secs(2)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = ask(&up, addr, 2, "b.test.", Duration::from_millis(100)).await;
+        match second {
+            Err(Error::Upstream {
+                kind: FailureKind::Timeout,
+                retry: RetryType::Retry,
+                blame: false,
+                ..
+            }) => {}
+            other => panic!("expected local overload, got {other:?}"),
+        }
+        assert_eq!(up.stats().overloaded.load(Ordering::Relaxed), 1);
+        assert!(first.await.unwrap().is_ok());
+        // A backend that is slower than the timeout is to blame.
+        let slow = ask(&up, addr, 3, "c.test.", Duration::from_millis(100)).await;
+        assert!(matches!(
+            slow,
+            Err(Error::Upstream {
+                kind: FailureKind::Timeout,
+                blame: true,
+                ..
+            })
+        ));
     }
 
     #[tokio::test]

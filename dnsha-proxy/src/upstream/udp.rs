@@ -11,9 +11,16 @@
 //! or its client went away) removes itself, so the table only holds queries
 //! someone still waits for, at most [`MAX_IN_FLIGHT_PER_SOCKET`] per socket.
 //!
-//! An ICMP port unreachable (ECONNREFUSED on the connected socket) fails
-//! every query waiting on that socket with [`FailureKind::Refused`], so they
-//! are retried elsewhere at once, as on the UDP frontend. An answer larger
+//! An ICMP port unreachable (ECONNREFUSED on the connected socket) is one
+//! event, whatever the number of queries waiting on the socket: the socket
+//! is closed (the next query opens one on a new random port), and every
+//! query waiting on it fails with [`FailureKind::Refused`] and
+//! [`RetryType::Resend`] (sent once more to the same backend while it is
+//! up), only one of them counting against the backend. An outsider who
+//! spoofs the ICMP error so costs the backend one failure and the clients
+//! nothing. Sockets are also replaced after [`ROTATE_AFTER`] or
+//! [`ROTATE_QUERIES`], so source ports do not stay the same long enough to
+//! be found and sprayed. An answer larger
 //! than a batch slot is reported as [`UdpReply::TooBig`]; the caller then
 //! asks the same backend over TCP, as for an answer with TC set.
 //!
@@ -55,6 +62,14 @@ pub const MAX_IN_FLIGHT_PER_SOCKET: usize = 16_384;
 /// A socket with nothing in flight for this long is closed.
 pub const IDLE: Duration = Duration::from_secs(30);
 
+/// A socket older than this takes no new query: the next one opens a new
+/// socket (a new random source port); the old one ends when its queries
+/// are answered.
+pub const ROTATE_AFTER: Duration = Duration::from_secs(30);
+
+/// A socket that carried this many queries is replaced likewise.
+pub const ROTATE_QUERIES: u64 = 50_000;
+
 /// Datagrams received per `recvmmsg`.
 const BATCH: usize = 32;
 
@@ -79,6 +94,8 @@ pub struct UdpUpstreamStats {
     pub sockets_opened: AtomicU64,
     /// Queries that found their socket's table full.
     pub overloaded: AtomicU64,
+    /// Sockets closed after an ICMP refusal.
+    pub refused: AtomicU64,
 }
 
 /// The UDP sockets of every backend, shared by the stream frontends.
@@ -104,6 +121,9 @@ struct Sock {
     out: Mutex<Vec<Vec<u8>>>,
     /// Wakes the socket's task when `out` gets its first query.
     flush: Notify,
+    /// When it was opened, and the queries it took: see [`ROTATE_AFTER`].
+    opened: Instant,
+    used: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -118,7 +138,15 @@ struct Table {
 #[derive(Debug)]
 struct Waiter {
     question: Query,
-    reply: oneshot::Sender<std::result::Result<UdpReply, FailureKind>>,
+    reply: oneshot::Sender<std::result::Result<UdpReply, Lost>>,
+}
+
+/// Why a waiting query got no answer from its socket.
+#[derive(Debug, Clone, Copy)]
+struct Lost {
+    kind: FailureKind,
+    retry: RetryType,
+    blame: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,6 +232,7 @@ impl UdpUpstreams {
             backend,
             kind,
             retry: RetryType::Retry,
+            blame: true,
         };
         if query.len() < HEADER_LEN || query.len() > MAX_MESSAGE {
             return Err(Error::Io {
@@ -224,8 +253,14 @@ impl UdpUpstreams {
             }
             if t.waiting.len() >= MAX_IN_FLIGHT_PER_SOCKET {
                 drop(t);
+                // Our own limit, not the backend's fault.
                 inc(&self.inner.stats.overloaded);
-                return Err(upstream(FailureKind::Timeout));
+                return Err(Error::Upstream {
+                    backend,
+                    kind: FailureKind::Timeout,
+                    retry: RetryType::Retry,
+                    blame: false,
+                });
             }
             let id = loop {
                 let id: u16 = t.rng.gen();
@@ -243,6 +278,7 @@ impl UdpUpstreams {
             );
             t.last_active = Instant::now();
             drop(t);
+            sock.used.fetch_add(1, Ordering::Relaxed);
             break (sock, id, rx);
         };
         let _slot = Slot { sock: &sock, id };
@@ -262,14 +298,25 @@ impl UdpUpstreams {
             Err(_) => Err(upstream(FailureKind::Timeout)),
             Ok(Err(_)) => Err(upstream(FailureKind::Closed)),
             Ok(Ok(Ok(reply))) => Ok(reply),
-            Ok(Ok(Err(kind))) => Err(upstream(kind)),
+            Ok(Ok(Err(lost))) => Err(Error::Upstream {
+                backend,
+                kind: lost.kind,
+                retry: lost.retry,
+                blame: lost.blame,
+            }),
         }
     }
 
     fn socket(&self, backend: SocketAddr, index: usize) -> io::Result<Arc<Sock>> {
         let mut map = lock(&self.inner.socks);
         if let Some(s) = map.get(&(backend, index)) {
-            return Ok(Arc::clone(s));
+            let worn = s.opened.elapsed() >= ROTATE_AFTER
+                || s.used.load(Ordering::Relaxed) >= ROTATE_QUERIES;
+            if !worn {
+                return Ok(Arc::clone(s));
+            }
+            // Replaced: its task ends once its queries are answered.
+            map.remove(&(backend, index));
         }
         let io = UdpSocket::from_std(crate::socket::connect_udp(backend)?)?;
         let sock = Arc::new(Sock {
@@ -277,6 +324,8 @@ impl UdpUpstreams {
             peer: backend,
             out: Mutex::new(Vec::new()),
             flush: Notify::new(),
+            opened: Instant::now(),
+            used: AtomicU64::new(0),
             table: Mutex::new(Table {
                 waiting: HashMap::new(),
                 rng: StdRng::from_entropy(),
@@ -331,11 +380,14 @@ async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Soc
             biased;
             () = sock.flush.notified() => {
                 std::mem::swap(&mut *lock(&sock.out), &mut sending);
-                if let Err(e) = send_all(&sock, &mut sender, &sending).await {
-                    debug!(backend = %key.0, error = %e, "udp upstream send failed");
-                    fail_all(&sock, failure_kind(&e));
-                }
+                let sent = send_all(&sock, &mut sender, &sending).await;
                 sending.clear();
+                if let Err(e) = sent {
+                    debug!(backend = %key.0, error = %e, "udp upstream send failed");
+                    if lost_socket(&shared, key, &sock, failure_kind(&e)) {
+                        return;
+                    }
+                }
                 continue;
             }
             r = timeout_at(idle_at, ready) => r,
@@ -382,12 +434,38 @@ async fn run_socket(shared: Arc<Shared>, key: (SocketAddr, usize), sock: Arc<Soc
             Ok(_) => deliver(&shared.stats, &sock, &batch),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
-                let kind = failure_kind(&e);
                 debug!(backend = %key.0, error = %e, "udp upstream receive failed");
-                fail_all(&sock, kind);
+                if lost_socket(&shared, key, &sock, failure_kind(&e)) {
+                    return;
+                }
             }
         }
     }
+}
+
+/// Fails the queries waiting on a socket that reported an error. A refusal
+/// (ICMP unreachable, maybe spoofed) closes the socket, and is one event:
+/// see the module documentation. Returns whether the socket was closed.
+fn lost_socket(
+    shared: &Shared,
+    key: (SocketAddr, usize),
+    sock: &Arc<Sock>,
+    kind: FailureKind,
+) -> bool {
+    if kind != FailureKind::Refused {
+        fail_all(sock, kind);
+        return false;
+    }
+    inc(&shared.stats.refused);
+    {
+        let mut map = lock(&shared.socks);
+        lock(&sock.table).closed = true;
+        if map.get(&key).is_some_and(|s| Arc::ptr_eq(s, sock)) {
+            map.remove(&key);
+        }
+    }
+    fail_all(sock, kind);
+    true
 }
 
 /// Hands each datagram of `batch` to the query waiting for it.
@@ -420,10 +498,26 @@ fn deliver(stats: &UdpUpstreamStats, sock: &Sock, batch: &RecvBatch) {
     }
 }
 
+/// Fails every query waiting on `sock`: after a refusal each is sent once
+/// more to the same backend and only the first counts against it; after
+/// another error each counts and is retried elsewhere.
 fn fail_all(sock: &Sock, kind: FailureKind) {
     let mut t = lock(&sock.table);
-    for (_, w) in t.waiting.drain() {
-        let _ = w.reply.send(Err(kind));
+    for (i, (_, w)) in t.waiting.drain().enumerate() {
+        let lost = if kind == FailureKind::Refused {
+            Lost {
+                kind,
+                retry: RetryType::Resend,
+                blame: i == 0,
+            }
+        } else {
+            Lost {
+                kind,
+                retry: RetryType::Retry,
+                blame: true,
+            }
+        };
+        let _ = w.reply.send(Err(lost));
     }
 }
 

@@ -7,12 +7,18 @@
 //! The worker owns this value and its pending table outright, so the UDP
 //! data path takes no lock. Sockets are named by a slot number, which is
 //! also the first half of a pending query's [`Key`].
+//!
+//! Source ports do not stay the same long enough to be found and sprayed
+//! with spoofed ICMP errors: a socket older than [`ROTATE_AFTER_MS`] or that
+//! carried [`ROTATE_QUERIES`] queries takes no new query (a new socket on a
+//! new random port does), and is closed once its queries are answered; a
+//! socket that reported a refusal is closed at once ([`WorkerSockets::close`]).
 
 use std::collections::HashMap;
 use std::io;
 use std::task::Context;
 
-use dnsha_core::{Backend, BackendId, FailureKind};
+use dnsha_core::{Backend, BackendId, FailureKind, Millis};
 use tokio::net::UdpSocket;
 
 use super::failure_kind;
@@ -21,6 +27,12 @@ use crate::wire::pending::{Key, PendingTable};
 
 /// Datagrams sent by one sendmmsg, at most.
 pub const BATCH: usize = 32;
+
+/// A socket older than this takes no new query.
+pub const ROTATE_AFTER_MS: u64 = 30_000;
+
+/// A socket that carried this many queries takes no new query.
+pub const ROTATE_QUERIES: u64 = 50_000;
 
 /// Datagrams of one sendmmsg, on the stack.
 type Msgs<'a> = smallvec::SmallVec<[(&'a [u8], Option<std::net::SocketAddr>); BATCH]>;
@@ -31,6 +43,8 @@ struct Sock {
     /// Upstream IDs of queries waiting to leave on this socket at the end of
     /// the round.
     outbox: Vec<u16>,
+    opened: Millis,
+    used: u64,
 }
 
 /// A UDP worker's connected sockets to its backends.
@@ -43,6 +57,8 @@ pub struct WorkerSockets {
     /// Slots with queries in their outbox.
     dirty: Vec<u32>,
     dirty_spare: Vec<u32>,
+    /// Rotated sockets that still have queries in flight.
+    retiring: Vec<u32>,
 }
 
 impl WorkerSockets {
@@ -51,16 +67,28 @@ impl WorkerSockets {
         Self::default()
     }
 
-    /// The socket for the next query to `backend`: each backend has `ports`
-    /// connected sockets, used in turn, so a multi-threaded backend that
-    /// spreads by source port gets the load spread too. A reload that raises
-    /// `ports` opens the new sockets on next use; one that lowers it leaves
-    /// the extra sockets unused (they close with the backend, [`Self::gc`]).
-    pub fn slot_for(&mut self, backend: &Backend, ports: usize) -> io::Result<u32> {
+    /// The socket for the next query to `backend` at `now`: each backend
+    /// has `ports` connected sockets, used in turn, so a multi-threaded
+    /// backend that spreads by source port gets the load spread too. A
+    /// reload that raises `ports` opens the new sockets on next use; one that
+    /// lowers it leaves the extra sockets unused (they close with the
+    /// backend, [`Self::gc`]). A worn socket is rotated out first.
+    pub fn slot_for(&mut self, backend: &Backend, ports: usize, now: Millis) -> io::Result<u32> {
         let ports = ports.max(1);
         self.next_port = self.next_port.wrapping_add(1);
-        let open = self.by_backend.get(&backend.id()).map_or(0, Vec::len);
-        for _ in open..ports {
+        let id = backend.id();
+        let list = self.by_backend.entry(id).or_default();
+        let idx = self.next_port % ports;
+        if let Some(&slot) = list.get(idx) {
+            let worn = self.socks.get(&slot).map_or(true, |s| {
+                now.0.saturating_sub(s.opened.0) >= ROTATE_AFTER_MS || s.used >= ROTATE_QUERIES
+            });
+            if worn {
+                list.remove(idx);
+                self.retiring.push(slot);
+            }
+        }
+        while list.len() < ports {
             let std = crate::socket::connect_udp(backend.address())?;
             let io = UdpSocket::from_std(std)?;
             let slot = self.next_slot;
@@ -70,19 +98,33 @@ impl WorkerSockets {
                 Sock {
                     io,
                     outbox: Vec::new(),
+                    opened: now,
+                    used: 0,
                 },
             );
-            self.by_backend.entry(backend.id()).or_default().push(slot);
+            // A new socket goes where the worn one was, so the turn order
+            // stays the same.
+            list.insert(idx.min(list.len()), slot);
         }
-        let slots = self
-            .by_backend
-            .get(&backend.id())
-            .map_or(&[][..], Vec::as_slice);
-        let in_use = slots.get(..ports).unwrap_or(slots);
-        match in_use.get(self.next_port % in_use.len().max(1)) {
-            Some(&s) => Ok(s),
-            None => Err(io::Error::other("no upstream socket")),
+        let slot = list
+            .get(idx)
+            .copied()
+            .ok_or_else(|| io::Error::other("no upstream socket"))?;
+        if let Some(s) = self.socks.get_mut(&slot) {
+            s.used += 1;
         }
+        Ok(slot)
+    }
+
+    /// Closes `slot` at once (it reported a refusal): the next query to its
+    /// backend opens a new socket on a new random port. Its queries must
+    /// have been taken out of the pending table.
+    pub fn close(&mut self, slot: u32) {
+        self.socks.remove(&slot);
+        for list in self.by_backend.values_mut() {
+            list.retain(|&s| s != slot);
+        }
+        self.retiring.retain(|&s| s != slot);
     }
 
     /// Queues the query `id` to leave on `slot` at the next flush.
@@ -153,8 +195,8 @@ impl WorkerSockets {
         ready
     }
 
-    /// Closes the sockets of backends not in `live`, except those with
-    /// queries still in flight (`busy(slot)`).
+    /// Closes the sockets of backends not in `live` and rotated sockets,
+    /// except those with queries still in flight (`busy(slot)`).
     pub fn gc(&mut self, live: &[BackendId], busy: impl Fn(u32) -> bool) {
         let dead: Vec<(BackendId, Vec<u32>)> = self
             .by_backend
@@ -170,6 +212,24 @@ impl WorkerSockets {
                 }
             }
         }
+        let socks = &mut self.socks;
+        self.retiring.retain(|&s| {
+            let keep = busy(s);
+            if !keep {
+                socks.remove(&s);
+            }
+            keep
+        });
+    }
+
+    /// Sockets open now (rotated ones still draining included).
+    pub fn len(&self) -> usize {
+        self.socks.len()
+    }
+
+    /// True when no socket is open.
+    pub fn is_empty(&self) -> bool {
+        self.socks.is_empty()
     }
 }
 
@@ -209,5 +269,49 @@ fn send_queued<T>(
             }
             done += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn backend() -> Backend {
+        Backend::new("b", "127.0.0.1:9".parse().unwrap(), 1)
+    }
+
+    #[tokio::test]
+    async fn sockets_rotate_by_age_and_use_and_close_after_a_refusal() {
+        let b = backend();
+        let mut w = WorkerSockets::new();
+        let t0 = Millis(1_000);
+        let first = w.slot_for(&b, 1, t0).unwrap();
+        assert_eq!(w.slot_for(&b, 1, t0).unwrap(), first);
+        let port = |w: &WorkerSockets, s| w.socket(s).unwrap().local_addr().unwrap().port();
+        let p1 = port(&w, first);
+        // Old enough: a new socket takes the next query; the old one drains.
+        let second = w.slot_for(&b, 1, t0.plus(ROTATE_AFTER_MS)).unwrap();
+        assert_ne!(second, first);
+        assert_ne!(port(&w, second), p1);
+        assert_eq!(w.len(), 2);
+        w.gc(&[b.id()], |s| s == first);
+        assert_eq!(w.len(), 2, "kept while it has queries in flight");
+        w.gc(&[b.id()], |_| false);
+        assert_eq!(w.len(), 1);
+        // Worn by use.
+        let mut last = second;
+        for _ in 1..ROTATE_QUERIES {
+            last = w.slot_for(&b, 1, t0.plus(ROTATE_AFTER_MS)).unwrap();
+        }
+        assert_eq!(last, second);
+        let third = w.slot_for(&b, 1, t0.plus(ROTATE_AFTER_MS)).unwrap();
+        assert_ne!(third, second);
+        // A refusal closes at once.
+        w.gc(&[b.id()], |_| false);
+        w.close(third);
+        assert!(w.is_empty());
+        let fourth = w.slot_for(&b, 1, t0.plus(ROTATE_AFTER_MS)).unwrap();
+        assert_ne!(fourth, third);
     }
 }

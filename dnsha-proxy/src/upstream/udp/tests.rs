@@ -263,12 +263,75 @@ async fn icmp_refusal_fails_at_once_as_refused() {
             err,
             Error::Upstream {
                 kind: FailureKind::Refused,
+                retry: RetryType::Resend,
+                blame: true,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(started.elapsed() < Duration::from_millis(500));
+    // The refused socket is closed: the next query goes out on a new one.
+    assert_eq!(up.stats().refused.load(Ordering::Relaxed), 1);
+    assert_eq!(up.sockets(), 0);
+}
+
+#[tokio::test]
+async fn one_refusal_blames_the_backend_once_however_many_queries_wait() {
+    let up = UdpUpstreams::new();
+    let be = FakeUdp::start(1, Mode::Normal).await;
+    let sock = up.socket(be.addr, 0).unwrap();
+    let (_, q) = query_msg(1, "i.test.");
+    let mut rxs = Vec::new();
+    {
+        let mut t = lock(&sock.table);
+        for id in 0..5u16 {
+            let (tx, rx) = oneshot::channel();
+            t.waiting.insert(
+                id,
+                Waiter {
+                    question: q.clone(),
+                    reply: tx,
+                },
+            );
+            rxs.push(rx);
+        }
+    }
+    assert!(lost_socket(
+        &up.inner,
+        (be.addr, 0),
+        &sock,
+        FailureKind::Refused
+    ));
+    let mut blamed = 0;
+    for rx in rxs {
+        let lost = rx.await.unwrap().unwrap_err();
+        assert_eq!(lost.kind, FailureKind::Refused);
+        assert_eq!(lost.retry, RetryType::Resend);
+        blamed += usize::from(lost.blame);
+    }
+    assert_eq!(blamed, 1);
+    assert_eq!(up.sockets(), 0, "closed: its port is not reused");
+}
+
+#[tokio::test]
+async fn sockets_rotate_after_their_share_of_queries() {
+    let be = FakeUdp::start(1, Mode::Normal).await;
+    let up = UdpUpstreams::new();
+    let first = up.socket(be.addr, 0).unwrap();
+    first.used.store(ROTATE_QUERIES, Ordering::Relaxed);
+    let second = up.socket(be.addr, 0).unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_ne!(
+        first.io.local_addr().unwrap().port(),
+        second.io.local_addr().unwrap().port()
+    );
+    // The old socket still answers the queries it carries.
+    let (msg, q) = query_msg(1, "j.test.");
+    assert!(matches!(
+        up.query_over(be.addr, 1, &msg, &q, T).await.unwrap(),
+        UdpReply::Answer(_)
+    ));
 }
 
 #[tokio::test]
