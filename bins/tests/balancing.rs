@@ -201,7 +201,12 @@ fn truncated_answers_pass_through_and_edns_payload_intact() {
     init_tracing();
     let n1 = Nsd::start(ip(1));
     let (listen, admin) = (free_addr(), free_addr());
-    let cfg = config(listen, admin, "", &[("a", n1.addr(), 1)]);
+    // Answers up to 4096 bytes over UDP (1232 by default, see hardening.rs).
+    let cfg = config(listen, admin, "", &[("a", n1.addr(), 1)]).replacen(
+        "protocol = \"udp\"",
+        "protocol = \"udp\"\nmax_udp_size = 4096",
+        1,
+    );
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_udp(listen);
     d.wait_tcp(listen);

@@ -165,3 +165,81 @@ fn a_burst_of_unanswered_names_does_not_take_down_a_backend_that_answers() {
     assert!(ok > 100, "only {ok} queries answered");
     assert!(backend_up(admin), "{}", d.log());
 }
+
+/// A 50-byte-ish query for `big.example.test` TXT (about 2.2 kB) with EDNS
+/// `size`, sent over UDP to `listen`: the raw answer.
+fn big_txt_over_udp(listen: SocketAddr, size: u16) -> (usize, Vec<u8>) {
+    let mut q = build_query("big.example.test.", RecordType::TXT).unwrap();
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(size);
+    q.set_edns(edns);
+    let bytes = q.to_vec().unwrap();
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.send_to(&bytes, listen).unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    buf.truncate(n);
+    (bytes.len(), buf)
+}
+
+#[test]
+fn udp_answers_are_capped_whatever_edns_size_the_client_claims() {
+    init_tracing();
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    // The same backend over UDP (NSD answers up to 4096 bytes there) and
+    // over TCP (the review's case: the whole 64 kB answer was relayed).
+    for transport in ["udp", "tcp"] {
+        let (listen, admin) = (free_addr(), free_addr());
+        let mut cfg = config(listen, admin, "", &[]);
+        cfg.push_str(&format!(
+            "\n[[pool.backend]]\nname = \"nsd\"\naddress = \"{}\"\ntransport = \"{transport}\"\n",
+            nsd.addr()
+        ));
+        let mut d = Dnsha::start(bin(), &cfg);
+        d.wait_udp(listen);
+        d.wait_tcp(listen);
+        for size in [4096, 65_535] {
+            let (asked, answer) = big_txt_over_udp(listen, size);
+            let m = Message::from_vec(&answer).unwrap();
+            assert!(m.truncated(), "{transport}, EDNS {size}: TC expected");
+            assert!(answer.len() <= 1232, "{} bytes", answer.len());
+            let factor = answer.len() as f64 / asked as f64;
+            eprintln!(
+                "{transport} backend, EDNS {size}: {asked}-byte query, {}-byte answer \
+                 (amplification {factor:.2})",
+                answer.len()
+            );
+            assert!(factor < 2.0, "amplification {factor:.2}");
+        }
+        assert!(metric(admin, "dnsha_udp_truncated_total{listener=\"udp\"") >= 2);
+        // The client's retry over TCP gets the whole answer.
+        let full = query_tcp(listen, "big.example.test.", RecordType::TXT, T).unwrap();
+        assert_eq!(txt_strings(&full).len(), BIG_TXT_RECORDS);
+    }
+}
+
+#[test]
+fn any_over_udp_gets_tc_and_no_records() {
+    init_tracing();
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "", &[("nsd", nsd.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    d.wait_tcp(listen);
+    let m = query_udp(listen, "example.test.", RecordType::ANY, T).unwrap();
+    assert!(m.truncated());
+    assert!(m.answers().is_empty());
+    assert_eq!(
+        metric(
+            admin,
+            "dnsha_dropped_total{listener=\"udp\",protocol=\"udp\",reason=\"any_over_udp\""
+        ),
+        1
+    );
+    // Over TCP it is forwarded.
+    let m = query_tcp(listen, "example.test.", RecordType::ANY, T).unwrap();
+    assert!(!m.truncated());
+    assert!(!m.answers().is_empty());
+}

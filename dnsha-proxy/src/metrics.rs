@@ -29,6 +29,9 @@ pub struct ListenerMetrics {
     /// Queries sent once more to the same backend on a new socket, after
     /// their upstream socket was refused (an ICMP error).
     pub resent: AtomicU64,
+    /// UDP answers replaced by an empty one with TC=1: larger than the
+    /// listener's `max_udp_size` or the client's EDNS size.
+    pub udp_truncated: AtomicU64,
     /// Backend timeouts seen by this listener's queries.
     pub timeouts: AtomicU64,
     /// DoH: answers from `udp` backends that were truncated (TC) or too
@@ -78,6 +81,7 @@ impl ListenerMetrics {
             refused: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             resent: AtomicU64::new(0),
+            udp_truncated: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             tcp_fallbacks: AtomicU64::new(0),
             connections: AtomicU64::new(0),

@@ -184,6 +184,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a UDP listener does with a query of type ANY (RFC 8482): a small
+/// query whose answer can be huge is the classic reflection vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnyOverUdp {
+    /// Answer at once with TC=1 and no records: a real client asks again
+    /// over TCP, a spoofed source gets a reply no larger than its query.
+    #[default]
+    Truncate,
+    /// Answer at once with REFUSED.
+    Refuse,
+    /// Forward it like any other query.
+    Allow,
+}
+
+/// The default [`ListenerConfig::max_udp_size`]: the DNS Flag Day 2020
+/// value, as dnsdist and the public resolvers use.
+pub const DEFAULT_MAX_UDP_SIZE: usize = 1232;
+
 /// Where an access log goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {
@@ -225,6 +244,12 @@ pub struct ListenerConfig {
     /// kernel (SO_INCOMING_CPU) to hand its socket the datagrams processed on
     /// that CPU, as nginx's `worker_cpu_affinity auto`.
     pub pin_workers: bool,
+    /// UDP: the largest answer sent over UDP; a larger one (or one larger
+    /// than the client's EDNS size) is replaced by an empty answer with
+    /// TC=1, so the client asks again over TCP.
+    pub max_udp_size: usize,
+    /// UDP: what happens to queries of type ANY.
+    pub any_over_udp: AnyOverUdp,
     /// DoT and DoH: certificate and key; `None` for other protocols and for
     /// DoH with `tls = false` (plain HTTP behind a reverse proxy).
     pub tls: Option<TlsFiles>,
@@ -312,6 +337,8 @@ impl ListenerConfig {
             max_connections_per_client: 64,
             workers: 0,
             pin_workers: false,
+            max_udp_size: DEFAULT_MAX_UDP_SIZE,
+            any_over_udp: AnyOverUdp::Truncate,
             tls: None,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_handshakes_per_client: DEFAULT_MAX_HANDSHAKES_PER_CLIENT,
@@ -465,6 +492,41 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// `max_udp_size`, which only UDP listeners take: 512 to 65535.
+    fn max_udp_size(&mut self, l: &raw::RawListener) -> usize {
+        let Some(v) = &l.max_udp_size else {
+            return DEFAULT_MAX_UDP_SIZE;
+        };
+        if l.protocol != Protocol::Udp {
+            self.err(v.span(), "max_udp_size applies to udp listeners only");
+            return DEFAULT_MAX_UDP_SIZE;
+        }
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if (512..=65_535).contains(&n) => n,
+            _ => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "max_udp_size must be between 512 and 65535, not {}",
+                        v.get_ref()
+                    ),
+                );
+                DEFAULT_MAX_UDP_SIZE
+            }
+        }
+    }
+
+    /// `any_over_udp`, which only UDP listeners take.
+    fn any_over_udp(&mut self, l: &raw::RawListener) -> AnyOverUdp {
+        let Some(v) = &l.any_over_udp else {
+            return AnyOverUdp::default();
+        };
+        if l.protocol != Protocol::Udp {
+            self.err(v.span(), "any_over_udp applies to udp listeners only");
+        }
+        *v.get_ref()
+    }
+
     /// A count from 1 to `max`; out of range is an error (and 1 is used).
     fn between(&mut self, what: &str, v: &Spanned<u64>, max: usize) -> usize {
         match usize::try_from(*v.get_ref()) {
@@ -542,6 +604,8 @@ impl Validator {
                     max_connections_per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
                     workers: l.workers,
                     pin_workers: self.pin_workers(l),
+                    max_udp_size: self.max_udp_size(l),
+                    any_over_udp: self.any_over_udp(l),
                     ..self.tls_listener(l)
                 }
             })

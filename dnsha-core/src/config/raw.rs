@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{LogFormat, Protocol, Transport};
+use super::{AnyOverUdp, LogFormat, Protocol, Transport};
 use crate::policy::PolicyKind;
 use crate::pool::{OnNoBackend, PoolSettings};
 
@@ -96,6 +96,8 @@ pub(super) struct RawListener {
     #[serde(default)]
     pub(super) workers: usize,
     pub(super) pin_workers: Option<Spanned<bool>>,
+    pub(super) max_udp_size: Option<Spanned<u64>>,
+    pub(super) any_over_udp: Option<Spanned<AnyOverUdp>>,
     // DoT and DoH (issue 5).
     pub(super) tls_cert: Option<Spanned<String>>,
     pub(super) tls_key: Option<Spanned<String>>,

@@ -515,3 +515,60 @@ fn pin_workers_is_for_udp_listeners() {
             .pin_workers
     );
 }
+
+#[test]
+fn udp_answer_limits_are_for_udp_listeners() {
+    let src = |protocol: &str, extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n{extra}\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let l = &Config::parse(&src("udp", "")).unwrap().listeners[0];
+    assert_eq!(l.max_udp_size, DEFAULT_MAX_UDP_SIZE);
+    assert_eq!(l.any_over_udp, AnyOverUdp::Truncate);
+    let l = &Config::parse(&src(
+        "udp",
+        "max_udp_size = 4096\nany_over_udp = \"refuse\"",
+    ))
+    .unwrap()
+    .listeners[0];
+    assert_eq!((l.max_udp_size, l.any_over_udp), (4096, AnyOverUdp::Refuse));
+    assert_eq!(
+        rendered(&src("udp", "max_udp_size = 100")),
+        ["t.toml:6:16: max_udp_size must be between 512 and 65535, not 100"]
+    );
+    assert_eq!(
+        rendered(&src("tcp", "max_udp_size = 1232\nany_over_udp = \"allow\"")),
+        [
+            "t.toml:6:16: max_udp_size applies to udp listeners only",
+            "t.toml:7:16: any_over_udp applies to udp listeners only"
+        ]
+    );
+}
+
+#[test]
+fn fail_percent_is_a_share() {
+    let src = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
+             [[pool]]\nname = \"p\"\n{extra}\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    assert_eq!(
+        Config::parse(&src("")).unwrap().pools[0]
+            .settings
+            .fail_percent,
+        50
+    );
+    assert_eq!(
+        Config::parse(&src("fail_percent = 100")).unwrap().pools[0]
+            .settings
+            .fail_percent,
+        100
+    );
+    assert_eq!(
+        rendered(&src("fail_percent = 0")),
+        ["t.toml:9:16: fail_percent must be between 1 and 100, not 0"]
+    );
+}

@@ -23,6 +23,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use super::ctx::ListenerCtx;
+use crate::metrics::inc;
 use crate::pipeline::{admit, Admission, Attempt, Failure, Flight, Next};
 use crate::sys::{self, PktInfo};
 use crate::upstream::failure_kind;
@@ -455,8 +456,17 @@ impl Worker {
         let mut p = self.pending.remove(key)?;
         let shared = self.ctx.shared.load();
         p.flight.answered(&shared, m, answer, ai.rcode, now);
+        let cap = shared.config.max_udp_size;
         drop(shared);
         let to = (p.flight.client(), p.pktinfo);
+        if answer.len() > cap {
+            // Larger than this listener sends over UDP, whatever size the
+            // client claims: no amplification, the client asks over TCP.
+            inc(&m.udp_truncated);
+            self.try_send_client(&dns::truncated(p.flight.info()), to.0, to.1);
+            self.recycle(p.query);
+            return None;
+        }
         self.recycle(p.query);
         Some(to)
     }

@@ -6,7 +6,10 @@
 //! per backend) and sends the answer from the listener's socket. An answer
 //! larger than the client's UDP payload size (512 bytes, or its EDNS size)
 //! is replaced by an empty one with TC=1, so the client retries over TCP as
-//! it would with any server. The tasks in flight per listener are bounded
+//! it would with any server; so is one larger than the listener's
+//! `max_udp_size` (1232 by default), whatever size the client claims, so
+//! that a small query with a forged source cannot be turned into a large
+//! answer. The tasks in flight per listener are bounded
 //! by the semaphore of [`crate::upstream::Routes`]; beyond it, queries are
 //! dropped and counted as overload.
 
@@ -19,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::ctx::ListenerCtx;
 use super::forward::forward;
+use crate::metrics::inc;
 use crate::sys::{self, PktInfo};
 use crate::upstream::stream::TcpUpstreams;
 use crate::upstream::Upstreams;
@@ -54,7 +58,9 @@ pub fn spawn(
             else {
                 return;
             };
-            if answer.len() > udp_payload_limit(&query) {
+            let limit = udp_payload_limit(&query).min(ctx2.shared.load().config.max_udp_size);
+            if answer.len() > limit {
+                inc(&ctx2.metrics.udp_truncated);
                 answer = truncated(&asked);
             }
             let from = pkt.map(|i| PktInfo { ifindex: 0, ..i });

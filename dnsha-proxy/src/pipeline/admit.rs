@@ -2,11 +2,15 @@
 
 use std::net::IpAddr;
 
-use dnsha_core::config::Protocol;
+use dnsha_core::config::{AnyOverUdp, Protocol};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 
 use super::ListenerShared;
 use crate::metrics::{inc, ListenerMetrics};
-use crate::wire::dns::{classify_query, refused_for, DropReason, QueryInfo, Verdict};
+use crate::wire::dns::{
+    classify_query, refused_for, synth_reply, truncated, DropReason, QueryInfo, Verdict,
+};
 
 /// What becomes of a client message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +31,8 @@ pub enum Admission {
 ///
 /// A client outside the ACL is dropped silently over UDP (its source may
 /// be spoofed: no answer to reflect) and answered REFUSED over streams,
-/// where the handshake proved its address.
+/// where the handshake proved its address. A query of type ANY over UDP is
+/// answered at once as the listener's `any_over_udp` says (RFC 8482).
 pub fn admit(
     shared: &ListenerShared,
     m: &ListenerMetrics,
@@ -46,6 +51,14 @@ pub fn admit(
         return Admission::Drop(DropReason::Acl);
     }
     match classify_query(msg) {
+        Verdict::Forward(info) if protocol == Protocol::Udp && any_answered(shared, &info) => {
+            m.dropped(DropReason::AnyOverUdp);
+            let reply = match shared.config.any_over_udp {
+                AnyOverUdp::Refuse => synth_reply(&info, ResponseCode::Refused),
+                _ => truncated(&info),
+            };
+            Admission::Reply(reply, DropReason::AnyOverUdp)
+        }
         Verdict::Forward(info) => {
             inc(&m.queries);
             Admission::Forward(info)
@@ -59,4 +72,9 @@ pub fn admit(
             Admission::Drop(reason)
         }
     }
+}
+
+/// Whether `info` is an ANY query the listener answers itself.
+fn any_answered(shared: &ListenerShared, info: &QueryInfo) -> bool {
+    info.question.query_type() == RecordType::ANY && shared.config.any_over_udp != AnyOverUdp::Allow
 }

@@ -524,3 +524,59 @@ fn a_burst_of_unanswered_names_does_not_take_down_a_backend_that_answers() {
         Next::Send(_)
     ));
 }
+
+#[test]
+fn any_over_udp_is_answered_at_once_as_configured() {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+    let any = {
+        let mut msg = Message::new();
+        msg.set_id(77)
+            .set_recursion_desired(true)
+            .add_query(Query::query(
+                Name::from_ascii("example.test.").unwrap(),
+                RecordType::ANY,
+            ));
+        msg.to_vec().unwrap()
+    };
+    for (setting, expect) in [
+        ("", Some((true, ResponseCode::NoError))),
+        (
+            "any_over_udp = \"truncate\"",
+            Some((true, ResponseCode::NoError)),
+        ),
+        (
+            "any_over_udp = \"refuse\"",
+            Some((false, ResponseCode::Refused)),
+        ),
+        ("any_over_udp = \"allow\"", None),
+    ] {
+        let l = listener("udp", setting, "", 1);
+        let shared = l.shared.load();
+        match (
+            admit(&shared, m(&l), client().ip(), Protocol::Udp, &any),
+            expect,
+        ) {
+            (Admission::Reply(r, DropReason::AnyOverUdp), Some((tc, rcode))) => {
+                assert!(
+                    r.len() <= any.len() + 12,
+                    "no amplification: {} bytes",
+                    r.len()
+                );
+                let msg = Message::from_vec(&r).unwrap();
+                assert_eq!((msg.truncated(), msg.response_code()), (tc, rcode));
+                assert_eq!(msg.id(), 77);
+                assert!(msg.answers().is_empty());
+                assert_eq!(m(&l).drops(DropReason::AnyOverUdp), 1);
+                assert_eq!(get(&m(&l).queries), 0);
+            }
+            (Admission::Forward(_), None) => assert_eq!(get(&m(&l).queries), 1),
+            (other, _) => panic!("{setting}: {other:?}"),
+        }
+        // Over TCP the question is answered like any other.
+        assert!(matches!(
+            admit(&shared, m(&l), client().ip(), Protocol::Tcp, &any),
+            Admission::Forward(_)
+        ));
+    }
+}

@@ -68,7 +68,7 @@ type BackendFamily = (
     fn(&Backend) -> u64,
 );
 
-const LISTENER_COUNTERS: [(&str, &str, Pick); 11] = [
+const LISTENER_COUNTERS: [(&str, &str, Pick); 12] = [
     ("queries_total", "Valid queries received.", |m| {
         get(&m.queries)
     }),
@@ -98,6 +98,11 @@ const LISTENER_COUNTERS: [(&str, &str, Pick); 11] = [
         |m| get(&m.resent),
     ),
     ("timeouts_total", "Backend timeouts.", |m| get(&m.timeouts)),
+    (
+        "udp_truncated_total",
+        "UDP answers replaced by an empty TC=1 answer (over max_udp_size or the client's EDNS size).",
+        |m| get(&m.udp_truncated),
+    ),
     (
         "tcp_fallbacks_total",
         "DoH answers over UDP that were truncated, asked again over TCP.",

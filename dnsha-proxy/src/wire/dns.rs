@@ -37,11 +37,14 @@ pub enum DropReason {
     WrongSource,
     /// Too many queries in flight on this worker.
     Overload,
+    /// A query of type ANY over UDP, answered at once with TC=1 or REFUSED
+    /// (the listener's `any_over_udp`, RFC 8482).
+    AnyOverUdp,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::Short,
         Self::Response,
         Self::Truncated,
@@ -52,6 +55,7 @@ impl DropReason {
         Self::WrongQuestion,
         Self::WrongSource,
         Self::Overload,
+        Self::AnyOverUdp,
     ];
 
     /// Metrics label.
@@ -67,6 +71,7 @@ impl DropReason {
             Self::WrongQuestion => "wrong_question",
             Self::WrongSource => "wrong_source",
             Self::Overload => "overload",
+            Self::AnyOverUdp => "any_over_udp",
         }
     }
 
