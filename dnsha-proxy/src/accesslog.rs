@@ -89,10 +89,19 @@ enum Sink {
     File(PathBuf, Option<tokio::fs::File>),
 }
 
+/// Permissions of a new access log file: client addresses and names are
+/// personal data, not for every local user.
+pub const LOG_FILE_MODE: u32 = 0o640;
+
+/// Opens (or creates, mode [`LOG_FILE_MODE`]) the log file for appending;
+/// never through a symbolic link, which someone who can write to the log
+/// directory could point at another file for the daemon to write into.
 async fn open(path: &PathBuf) -> Option<tokio::fs::File> {
     match tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(LOG_FILE_MODE)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
         .await
     {
@@ -289,5 +298,23 @@ mod tests {
         assert_eq!(civil(0), (1970, 1, 1));
         assert_eq!(civil(19_723), (2024, 1, 1));
         assert_eq!(civil(11_016), (2000, 2, 29));
+    }
+
+    #[tokio::test]
+    async fn files_are_private_and_never_opened_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dns.log");
+        let f = open(&path).await;
+        assert!(f.is_some());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !LOG_FILE_MODE, 0, "mode {mode:o}");
+        // A link planted where the log goes: not followed.
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "untouched").unwrap();
+        let link = dir.path().join("linked.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open(&link).await.is_none());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     }
 }

@@ -158,6 +158,7 @@ pub fn load_certified_key(
             None
         }
     };
+    warn_if_readable_by_others(&files.key);
     let key = read_file(&files.key, "tls_key", &files.key_span).and_then(|bytes| {
         PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
             located(
@@ -197,6 +198,24 @@ pub fn load_certified_key(
             };
             vec![located(&files.key_span, message)]
         })
+}
+
+/// Logs a warning when a private key file can be read by every local user.
+/// Returns whether it can.
+pub fn warn_if_readable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    let open = meta.permissions().mode() & 0o004 != 0;
+    if open {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "tls_key is readable by every local user (chmod 600 or 640)"
+        );
+    }
+    open
 }
 
 /// Reads a backend's `tls_ca` file.
@@ -344,35 +363,19 @@ impl ServerTls {
 }
 
 /// The rustls client configuration for a DoT backend: ALPN `dot`, TLS 1.2
-/// and 1.3, session resumption; the system's roots plus `tls_ca` when
-/// verifying, no verification with `tls_verify = false`.
+/// and 1.3, session resumption; verifying against `tls_ca` alone when given
+/// (a backend pinned to a private CA must not accept a certificate that any
+/// public CA issued for its name) or the system's roots, no verification
+/// with `tls_verify = false`.
 pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(rustls_error("tls client configuration"))?;
     let mut config = if tls.verify {
-        let mut roots = RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        for cert in native.certs {
-            // A system certificate rustls cannot use is skipped, as browsers do.
-            let _ = roots.add(cert);
-        }
-        let extra = load_ca(tls).map_err(|e| Error::TlsFiles {
-            context: "tls_ca".into(),
-            errors: vec![e],
-        })?;
-        let ca_name = tls
-            .ca
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        for cert in extra {
-            roots
-                .add(cert)
-                .map_err(rustls_error(&format!("tls_ca `{ca_name}`")))?;
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder
+            .with_root_certificates(root_store(tls)?)
+            .with_no_client_auth()
     } else {
         builder
             .dangerous()
@@ -383,6 +386,28 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
     };
     config.alpn_protocols = vec![ALPN_DOT.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The roots a verifying DoT client trusts: the certificates of `tls_ca`
+/// only, or the system's when there is none.
+pub fn root_store(tls: &BackendTls) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    let Some(ca_name) = tls.ca.as_ref().map(|p| p.display().to_string()) else {
+        let native = rustls_native_certs::load_native_certs();
+        // A system certificate rustls cannot use is skipped, as browsers do.
+        roots.add_parsable_certificates(native.certs);
+        return Ok(roots);
+    };
+    let extra = load_ca(tls).map_err(|e| Error::TlsFiles {
+        context: "tls_ca".into(),
+        errors: vec![e],
+    })?;
+    for cert in extra {
+        roots
+            .add(cert)
+            .map_err(rustls_error(&format!("tls_ca `{ca_name}`")))?;
+    }
+    Ok(roots)
 }
 
 /// The server name to send and verify for a backend: `tls_name`, or the

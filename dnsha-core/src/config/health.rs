@@ -296,11 +296,11 @@ impl Validator {
         let interval_ms = r
             .interval_ms
             .as_ref()
-            .map_or(d.interval_ms, |v| self.positive("interval_ms", v));
+            .map_or(d.interval_ms, |v| self.duration_ms("interval_ms", v));
         let timeout_ms = r
             .timeout_ms
             .as_ref()
-            .map_or(d.timeout_ms, |v| self.positive("timeout_ms", v));
+            .map_or(d.timeout_ms, |v| self.duration_ms("timeout_ms", v));
         let rise = r
             .rise
             .as_ref()

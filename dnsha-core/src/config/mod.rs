@@ -199,6 +199,9 @@ pub enum AnyOverUdp {
     Allow,
 }
 
+/// The longest duration any `*_ms` key takes: one day.
+pub const MAX_DURATION_MS: u64 = 86_400_000;
+
 /// The default [`ListenerConfig::max_udp_size`]: the DNS Flag Day 2020
 /// value, as dnsdist and the public resolvers use.
 pub const DEFAULT_MAX_UDP_SIZE: usize = 1232;
@@ -473,6 +476,21 @@ impl Validator {
         n.to_string()
     }
 
+    /// A duration in milliseconds, from 1 to [`MAX_DURATION_MS`] (one day):
+    /// longer is an error (and the day is used), never a deadline that
+    /// overflows the clock.
+    fn duration_ms(&mut self, what: &str, v: &Spanned<u64>) -> u64 {
+        let ms = self.positive(what, v);
+        if ms > MAX_DURATION_MS {
+            self.err(
+                v.span(),
+                format!("{what} must be at most {MAX_DURATION_MS} (one day), not {ms}"),
+            );
+            return MAX_DURATION_MS;
+        }
+        ms.max(1)
+    }
+
     fn positive(&mut self, what: &str, v: &Spanned<u64>) -> u64 {
         if *v.get_ref() == 0 {
             self.err(v.span(), format!("{what} must be greater than 0"));
@@ -598,8 +616,8 @@ impl Validator {
                     allow,
                     access_log,
                     format: l.format,
-                    idle_timeout_ms: self.positive("idle_timeout_ms", &l.idle_timeout_ms),
-                    read_timeout_ms: self.positive("read_timeout_ms", &l.read_timeout_ms),
+                    idle_timeout_ms: self.duration_ms("idle_timeout_ms", &l.idle_timeout_ms),
+                    read_timeout_ms: self.duration_ms("read_timeout_ms", &l.read_timeout_ms),
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                     max_connections_per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
                     workers: l.workers,
@@ -673,11 +691,11 @@ impl Validator {
             })
             .collect();
         let settings = PoolSettings {
-            timeout_ms: self.positive("timeout_ms", &p.timeout_ms),
+            timeout_ms: self.duration_ms("timeout_ms", &p.timeout_ms),
             retries: p.retries,
             on_no_backend: p.on_no_backend,
             max_fails: p.max_fails,
-            fail_timeout_ms: self.positive("fail_timeout_ms", &p.fail_timeout_ms),
+            fail_timeout_ms: self.duration_ms("fail_timeout_ms", &p.fail_timeout_ms),
             fail_percent: u8::try_from(self.between("fail_percent", &p.fail_percent, 100))
                 .unwrap_or(100),
             udp_sockets_per_backend: self.between(

@@ -572,3 +572,21 @@ fn fail_percent_is_a_share() {
         ["t.toml:9:16: fail_percent must be between 1 and 100, not 0"]
     );
 }
+
+#[test]
+fn durations_longer_than_a_day_are_refused_not_overflowed() {
+    let src = format!(
+        "[[listener]]\nname = \"l\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\
+         idle_timeout_ms = {max}\n\n[[pool]]\nname = \"p\"\ntimeout_ms = {huge}\n\n\
+         [[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n",
+        max = MAX_DURATION_MS,
+        huge = i64::MAX
+    );
+    assert_eq!(
+        rendered(&src),
+        [format!(
+            "t.toml:10:14: timeout_ms must be at most 86400000 (one day), not {}",
+            i64::MAX
+        )]
+    );
+}

@@ -147,7 +147,7 @@ impl Validator {
     /// Handshake, path, proxy and HTTP/2 limits of a DoT/DoH listener.
     fn tls_listener_limits(&mut self, l: &raw::RawListener, out: &mut ListenerConfig) {
         if let Some(t) = &l.handshake_timeout_ms {
-            out.handshake_timeout_ms = self.positive("handshake_timeout_ms", t);
+            out.handshake_timeout_ms = self.duration_ms("handshake_timeout_ms", t);
         }
         if let Some(t) = &l.max_handshakes_per_client {
             let n = self.positive("max_handshakes_per_client", t);

@@ -3,6 +3,10 @@
 //! `DNSHA_BACKEND_IP`, `DNSHA_BACKEND_PORT`, `DNSHA_BACKEND_NAME`. Exit
 //! status 0 is healthy. At the timeout the command's whole process group is
 //! killed (SIGKILL), so a shell's children do not outlive it.
+//!
+//! The command gets a minimal environment: [`EXEC_PATH`] and the
+//! `DNSHA_BACKEND_*` variables, nothing of the daemon's own (which may hold
+//! credentials or proxies meant for it alone).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,6 +19,9 @@ use tokio::process::Command;
 
 use super::{ProbeFailure, ProbeResult, Target};
 use crate::state::FailureReason;
+
+/// `PATH` of an `exec` check.
+pub const EXEC_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How much of the command's standard error is kept for the log.
 const STDERR_KEPT: usize = 512;
@@ -40,6 +47,8 @@ impl ExecCheck {
         };
         let mut child = Command::new(program)
             .args(args)
+            .env_clear()
+            .env("PATH", EXEC_PATH)
             .env("DNSHA_BACKEND_ADDRESS", target.address.to_string())
             .env("DNSHA_BACKEND_IP", target.address.ip().to_string())
             .env("DNSHA_BACKEND_PORT", target.address.port().to_string())
@@ -138,6 +147,11 @@ mod tests {
             r#"test "$DNSHA_BACKEND_ADDRESS" = 127.0.0.2:5353 && test "$DNSHA_BACKEND_IP" = 127.0.0.2 && test "$DNSHA_BACKEND_PORT" = 5353 && test "$DNSHA_BACKEND_NAME" = coredns-002"#,
         );
         assert_eq!(env.probe(&target(), t).await, Ok(()));
+        // Nothing else of the daemon's environment (HOME is set for tests).
+        let minimal = sh(&format!(
+            r#"test -z "$HOME" && test -z "$CARGO" && test "$PATH" = "{EXEC_PATH}""#
+        ));
+        assert_eq!(minimal.probe(&target(), t).await, Ok(()));
         let e = sh("echo broken >&2; exit 3")
             .probe(&target(), t)
             .await

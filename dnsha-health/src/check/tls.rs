@@ -54,14 +54,12 @@ impl TlsCheck {
     }
 
     /// The client of a `dns` check over DoT, set up as the data path's
-    /// client to a `transport = "dot"` backend: ALPN `dot`, the system roots
-    /// and `tls_ca` besides them.
+    /// client to a `transport = "dot"` backend: ALPN `dot`, and `tls_ca`
+    /// alone when given (a backend pinned to a private CA must not accept a
+    /// certificate any public CA issued for its name), the system roots
+    /// otherwise.
     pub(crate) fn dot(config: &HealthConfig) -> Result<Self> {
-        let roots = match &config.tls_ca {
-            Some(path) => Roots::SystemAndFile(path),
-            None => Roots::System,
-        };
-        Self::build(config, vec![ALPN_DOT.to_vec()], roots)
+        Self::with_alpn(config, vec![ALPN_DOT.to_vec()])
     }
 
     fn build(config: &HealthConfig, alpn: Vec<Vec<u8>>, roots: Roots<'_>) -> Result<Self> {
@@ -75,11 +73,6 @@ impl TlsCheck {
             let roots = match roots {
                 Roots::System => system_roots(),
                 Roots::File(path) => roots_from_file(path)?,
-                Roots::SystemAndFile(path) => {
-                    let mut all = system_roots();
-                    all.roots.extend(roots_from_file(path)?.roots);
-                    all
-                }
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         } else {
@@ -135,8 +128,6 @@ enum Roots<'a> {
     System,
     /// Those of a PEM file only.
     File(&'a Path),
-    /// The system's and those of a PEM file.
-    SystemAndFile(&'a Path),
 }
 
 fn roots_from_file(path: &Path) -> Result<RootCertStore> {

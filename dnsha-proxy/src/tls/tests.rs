@@ -336,3 +336,42 @@ async fn dot_upstream_is_reestablished_after_the_backend_restarts() {
     }
     assert!(ok, "no answer after the backend came back");
 }
+
+#[test]
+fn tls_ca_replaces_the_system_roots() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "pinned", &["dns.test"], false);
+    let with_ca = BackendTls {
+        verify: true,
+        name: Some("dns.test".into()),
+        ca: Some(p.ca.clone()),
+        ca_span: None,
+    };
+    // Only the pinned CA: a certificate any public CA issued for the name
+    // is not accepted.
+    assert_eq!(root_store(&with_ca).unwrap().len(), 1);
+    let system = BackendTls {
+        ca: None,
+        ..with_ca.clone()
+    };
+    let native = rustls_native_certs::load_native_certs().certs.len();
+    let store = root_store(&system).unwrap();
+    assert!(store.len() <= native);
+    if native > 0 {
+        assert!(
+            !store.is_empty(),
+            "the system roots when there is no tls_ca"
+        );
+    }
+}
+
+#[test]
+fn a_key_readable_by_everyone_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), "k", &["dns.test"], false);
+    std::fs::set_permissions(&p.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(warn_if_readable_by_others(&p.key));
+    std::fs::set_permissions(&p.key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!warn_if_readable_by_others(&p.key));
+}
