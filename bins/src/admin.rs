@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use dnsha_core::config::AdminConfig;
 use dnsha_proxy::server::Server;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -12,17 +14,29 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+/// Pause after a failed `accept` (out of descriptors): the loop must not
+/// spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Longest life of one admin connection.
+const CONNECTION_LIFE: Duration = Duration::from_secs(30);
+
 /// A running admin endpoint (or none).
 #[derive(Debug)]
 pub struct Admin {
-    addr: Option<SocketAddr>,
+    config: Option<AdminConfig>,
     stop: CancellationToken,
 }
 
 impl Admin {
     /// The address it listens on.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr
+        self.config.as_ref().map(|c| c.listen)
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> Option<&AdminConfig> {
+        self.config.as_ref()
     }
 
     /// Stops accepting.
@@ -34,29 +48,53 @@ impl Admin {
 /// The daemon's VRRP instances, if any (shared with the admin endpoint).
 pub type VrrpSlot = Arc<std::sync::Mutex<Option<crate::vrrp::Running>>>;
 
-/// Starts the endpoint on `addr` (nothing when `None`).
+/// Starts the endpoint `config` describes (nothing when `None`). A client
+/// outside its `allow` networks, or beyond its `max_connections`, is closed
+/// at accept.
 pub async fn start(
-    addr: Option<SocketAddr>,
+    config: Option<&AdminConfig>,
     server: Arc<Server>,
     vrrp: VrrpSlot,
 ) -> std::io::Result<Admin> {
     let stop = CancellationToken::new();
-    let Some(addr) = addr else {
-        return Ok(Admin { addr: None, stop });
+    let Some(config) = config.cloned() else {
+        return Ok(Admin { config: None, stop });
     };
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(address = %addr, "admin endpoint listening");
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(address = %config.listen, "admin endpoint listening");
     let token = stop.clone();
+    let limits = config.clone();
     tokio::spawn(async move {
+        let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         loop {
             let accepted = tokio::select! {
                 () = token.cancelled() => break,
                 r = listener.accept() => r,
             };
-            let Ok((stream, _)) = accepted else { continue };
+            let (stream, peer) = match accepted {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            };
+            if !limits
+                .allow
+                .iter()
+                .any(|n| n.contains(&peer.ip().to_canonical()))
+            {
+                tracing::debug!(client = %peer, "admin client outside allow closed");
+                continue;
+            }
+            let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+                tracing::debug!(client = %peer, "admin connection over max_connections closed");
+                continue;
+            };
             let server = Arc::clone(&server);
             let vrrp = Arc::clone(&vrrp);
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
                     let server = Arc::clone(&server);
                     let vrrp = Arc::clone(&vrrp);
@@ -64,12 +102,12 @@ pub async fn start(
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+                let _ = tokio::time::timeout(CONNECTION_LIFE, conn).await;
             });
         }
     });
     Ok(Admin {
-        addr: Some(addr),
+        config: Some(config),
         stop,
     })
 }

@@ -171,20 +171,17 @@ impl Daemon {
             server.shutdown(Duration::from_millis(100)).await;
             return None;
         }
-        let admin = match crate::admin::start(
-            cfg.admin.as_ref().map(|a| a.listen),
-            Arc::clone(&server),
-            Arc::clone(&vrrp),
-        )
-        .await
-        {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start admin endpoint");
-                server.shutdown(Duration::from_millis(100)).await;
-                return None;
-            }
-        };
+        let admin =
+            match crate::admin::start(cfg.admin.as_ref(), Arc::clone(&server), Arc::clone(&vrrp))
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start admin endpoint");
+                    server.shutdown(Duration::from_millis(100)).await;
+                    return None;
+                }
+            };
         Some(Self {
             server,
             vrrp,
@@ -222,7 +219,7 @@ impl Daemon {
             );
         }
         self.grace = grace_for(&new);
-        self.move_admin(new.admin.as_ref().map(|a| a.listen)).await;
+        self.move_admin(new.admin.as_ref()).await;
         tracing::info!(
             pools_added = s.pools_added,
             pools_removed = s.pools_removed,
@@ -233,13 +230,13 @@ impl Daemon {
         );
     }
 
-    /// Restarts the admin endpoint when its address changed.
-    async fn move_admin(&mut self, addr: Option<std::net::SocketAddr>) {
-        if addr == self.admin.addr() {
+    /// Restarts the admin endpoint when its configuration changed.
+    async fn move_admin(&mut self, config: Option<&dnsha_core::config::AdminConfig>) {
+        if config == self.admin.config() {
             return;
         }
         self.admin.stop();
-        match crate::admin::start(addr, Arc::clone(&self.server), Arc::clone(&self.vrrp)).await {
+        match crate::admin::start(config, Arc::clone(&self.server), Arc::clone(&self.vrrp)).await {
             Ok(a) => self.admin = a,
             Err(e) => tracing::error!(error = %e, "admin endpoint not restarted"),
         }

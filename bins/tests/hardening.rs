@@ -243,3 +243,46 @@ fn any_over_udp_gets_tc_and_no_records() {
     assert!(!m.truncated());
     assert!(!m.answers().is_empty());
 }
+
+/// Connects to the admin endpoint and asks for `/metrics`; the answer, or
+/// an empty string when the connection was closed without one.
+fn admin_answer(admin: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn the_admin_endpoint_admits_only_its_networks_and_its_share_of_connections() {
+    init_tracing();
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let with = |extra: &str| {
+        config(listen, admin, "", &[("nsd", nsd.addr(), 1)]).replacen(
+            &format!("listen = \"{admin}\""),
+            &format!("listen = \"{admin}\"\n{extra}"),
+            1,
+        )
+    };
+    // This host is not in `allow`: closed at once.
+    let mut d = Dnsha::start(bin(), &with("allow = [\"192.0.2.0/24\"]"));
+    d.wait_udp(listen);
+    assert_eq!(admin_answer(admin), "");
+    d.kill();
+    // Two connections at most: a third is closed while two are held.
+    let mut d = Dnsha::start(bin(), &with("max_connections = 2"));
+    d.wait_udp(listen);
+    assert!(admin_answer(admin).starts_with("HTTP/1.1 200"));
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::TcpStream::connect(admin).unwrap())
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(admin_answer(admin), "");
+    drop(held);
+    thread::sleep(Duration::from_millis(200));
+    assert!(admin_answer(admin).starts_with("HTTP/1.1 200"));
+}

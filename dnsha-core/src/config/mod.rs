@@ -85,6 +85,22 @@ pub struct Section {
 pub struct AdminConfig {
     /// Address of the HTTP endpoint.
     pub listen: SocketAddr,
+    /// Client networks that may connect (loopback only by default; a
+    /// non-loopback `listen` needs this set explicitly).
+    pub allow: Vec<IpNet>,
+    /// Connections open at once, at most; more are closed at accept.
+    pub max_connections: usize,
+}
+
+/// Default [`AdminConfig::max_connections`].
+pub const DEFAULT_ADMIN_MAX_CONNECTIONS: usize = 16;
+
+/// The networks the admin endpoint accepts by default: loopback.
+pub fn admin_default_allow() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect()
 }
 
 /// A listener's protocol.
@@ -510,6 +526,38 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// `[admin]`: an endpoint reachable from beyond this host must say from
+    /// where (its `/status` tells an attacker which backends to aim at).
+    fn admin(&mut self, a: &raw::RawAdmin) -> AdminConfig {
+        let listen = self.listen_addr(&a.listen).unwrap_or(UNSPEC);
+        let allow = match &a.allow {
+            Some(list) => list.iter().filter_map(|s| self.cidr(s)).collect(),
+            None => {
+                if !listen.ip().is_loopback() && listen != UNSPEC {
+                    self.err(
+                        a.listen.span(),
+                        format!(
+                            "admin listen `{listen}` is not a loopback address: set [admin] allow \
+                             to the networks that may read /status and /metrics"
+                        ),
+                    );
+                }
+                admin_default_allow()
+            }
+        };
+        let max_connections = a
+            .max_connections
+            .as_ref()
+            .map_or(DEFAULT_ADMIN_MAX_CONNECTIONS, |v| {
+                self.between("max_connections", v, 4096)
+            });
+        AdminConfig {
+            listen,
+            allow,
+            max_connections,
+        }
+    }
+
     /// `max_udp_size`, which only UDP listeners take: 512 to 65535.
     fn max_udp_size(&mut self, l: &raw::RawListener) -> usize {
         let Some(v) = &l.max_udp_size else {
@@ -560,9 +608,7 @@ impl Validator {
     }
 
     fn config(&mut self, raw: raw::RawConfig) -> Config {
-        let admin = raw.admin.map(|a| AdminConfig {
-            listen: self.listen_addr(&a.listen).unwrap_or(UNSPEC),
-        });
+        let admin = raw.admin.map(|a| self.admin(&a));
         let mut seen = HashSet::new();
         let pools: Vec<PoolConfig> = raw.pool.iter().map(|p| self.pool(p, &mut seen)).collect();
         let pool_names: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();

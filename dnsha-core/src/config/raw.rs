@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub(super) listen: Spanned<String>,
+    pub(super) allow: Option<Vec<Spanned<String>>>,
+    pub(super) max_connections: Option<Spanned<u64>>,
 }
 
 fn spanned<T>(v: T) -> Spanned<T> {

@@ -590,3 +590,31 @@ fn durations_longer_than_a_day_are_refused_not_overflowed() {
         )]
     );
 }
+
+#[test]
+fn an_admin_endpoint_beyond_loopback_must_say_who_may_reach_it() {
+    let src = |admin: &str| {
+        format!(
+            "[admin]\n{admin}\n\n[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let a = Config::parse(&src("listen = \"127.0.0.1:8088\""))
+        .unwrap()
+        .admin
+        .unwrap();
+    assert_eq!(a.allow, admin_default_allow());
+    assert_eq!(a.max_connections, DEFAULT_ADMIN_MAX_CONNECTIONS);
+    assert_eq!(
+        rendered(&src("listen = \"8088\"")),
+        ["t.toml:2:10: admin listen `0.0.0.0:8088` is not a loopback address: set [admin] allow to the networks that may read /status and /metrics"]
+    );
+    let a = Config::parse(&src(
+        "listen = \"0.0.0.0:8088\"\nallow = [\"10.1.0.0/16\"]\nmax_connections = 4",
+    ))
+    .unwrap()
+    .admin
+    .unwrap();
+    assert_eq!(a.allow, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
+    assert_eq!(a.max_connections, 4);
+}
