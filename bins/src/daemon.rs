@@ -159,6 +159,7 @@ impl Daemon {
     /// endpoint; when one fails it is logged, what started is stopped and
     /// `None` returned.
     async fn start(cfg: &Config) -> Option<Self> {
+        raise_nofile(cfg);
         let server = match Server::start(cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -265,6 +266,45 @@ impl Daemon {
 
 /// Starts the `[[vrrp]]` instances of `cfg` into `slot`; false (logged)
 /// when they cannot start.
+/// Descriptors the configured connection limits may use: a client and an
+/// upstream side per connection, plus room for sockets, files and
+/// checks.
+pub fn descriptors_needed(cfg: &Config) -> u64 {
+    let conns: u64 = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.protocol.is_stream())
+        .map(|l| l.max_connections as u64)
+        .sum();
+    conns.saturating_mul(2).saturating_add(1024)
+}
+
+/// Raises the soft limit of open files towards what the configured
+/// connection limits need (up to the hard limit), and says so: running out
+/// of descriptors would refuse clients, and must never look like a backend
+/// failure.
+fn raise_nofile(cfg: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = descriptors_needed(cfg);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let want = needed.min(hard);
+    if want > soft {
+        match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+            Ok(()) => tracing::info!(from = soft, to = want, needed, "open files limit raised"),
+            Err(e) => tracing::warn!(error = %e, soft, needed, "cannot raise the open files limit"),
+        }
+    }
+    if needed > hard {
+        tracing::warn!(
+            limit = hard,
+            needed,
+            "the connection limits need more open files than the hard limit allows"
+        );
+    }
+}
+
 async fn start_vrrp(cfg: &Config, server: &Arc<Server>, slot: &VrrpSlot) -> bool {
     let instances = match crate::vrrp::instances(cfg) {
         Ok(i) => i,

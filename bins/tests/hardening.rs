@@ -286,3 +286,124 @@ fn the_admin_endpoint_admits_only_its_networks_and_its_share_of_connections() {
     thread::sleep(Duration::from_millis(200));
     assert!(admin_answer(admin).starts_with("HTTP/1.1 200"));
 }
+
+/// The soft "Max open files" of process `pid`.
+fn open_files_limit(pid: u32) -> u64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_fit_the_connection_limits() {
+    init_tracing();
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config_with(
+        listen,
+        admin,
+        "max_connections = 20000",
+        "",
+        &[("nsd", nsd.addr(), 1)],
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    // One TCP listener of 20 000 (the UDP one takes no connection).
+    let needed = 20_000 * 2 + 1024;
+    assert!(open_files_limit(d.pid()) >= needed.min(hard), "{}", d.log());
+}
+
+/// A UDP backend that answers each query with its own bytes as an empty
+/// NOERROR answer (the question echoed as received, or lower-cased when
+/// `lower`), and records the question names it received.
+fn echo_backend(
+    stop: Arc<AtomicBool>,
+    lower: bool,
+) -> (SocketAddr, thread::JoinHandle<Vec<Vec<u8>>>) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let mut a = buf[..n].to_vec();
+            seen.push(a[12..].to_vec());
+            a[2] |= 0x80;
+            if lower {
+                a[12..].make_ascii_lowercase();
+            }
+            let _ = sock.send_to(&a, from);
+        }
+        seen
+    });
+    (addr, t)
+}
+
+#[test]
+fn dns_0x20_randomizes_the_case_checks_it_and_gives_the_client_its_own() {
+    init_tracing();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (backend, server) = echo_backend(Arc::clone(&stop), false);
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(
+        listen,
+        admin,
+        "randomize_case = true",
+        &[("echo", backend, 1)],
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let client = build_query("WwW.Example.TEST.", RecordType::A).unwrap();
+    for _ in 0..30 {
+        let answer = send_udp(listen, &client, T).unwrap();
+        assert_eq!(
+            answer.queries(),
+            client.queries(),
+            "the client's own spelling"
+        );
+        assert_eq!(answer.queries()[0].name().to_ascii(), "WwW.Example.TEST.");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let seen = server.join().unwrap();
+    let spellings: std::collections::HashSet<_> = seen.iter().collect();
+    assert!(
+        spellings.len() > 10,
+        "{} spellings over 30 queries",
+        spellings.len()
+    );
+    d.kill();
+
+    // A backend (or a forger) that does not echo the case: not accepted.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (backend, server) = echo_backend(Arc::clone(&stop), true);
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(
+        listen,
+        admin,
+        "randomize_case = true\ntimeout_ms = 200\nretries = 0",
+        &[("lower", backend, 1)],
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let answer = send_udp(listen, &client, T).unwrap();
+    assert_eq!(answer.response_code(), ResponseCode::ServFail);
+    assert!(
+        metric(
+            admin,
+            "dnsha_dropped_total{listener=\"udp\",protocol=\"udp\",reason=\"wrong_question\""
+        ) >= 1
+    );
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}

@@ -302,9 +302,15 @@ impl Backend {
     /// Records an answered query at `now` (`window_ms`: the pool's
     /// `fail_timeout_ms`). A backend down by traffic comes back up.
     pub fn record_success(&self, now: Millis, window_ms: u64) -> Option<Transition> {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.passive_run.store(0, Ordering::Relaxed);
-        self.count(now, window_ms, 1, 0);
+        // Written only when they change: every worker answers through here,
+        // and a store to a shared line costs more than a load.
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        if self.passive_run.load(Ordering::Relaxed) != 0 {
+            self.passive_run.store(0, Ordering::Relaxed);
+        }
+        self.count_answer(now, window_ms);
         if self.state() == BackendState::DownByTraffic {
             return self.set_state(BackendState::Up);
         }
@@ -372,6 +378,19 @@ impl Backend {
     /// passive logic weighs them (answers, failures).
     pub fn recent_outcomes(&self, now: Millis, window_ms: u64) -> (u64, u64) {
         self.count(now, window_ms, 0, 0)
+    }
+
+    /// Adds one answer to the window of `now`: one atomic add while the
+    /// window is current (the data path's case), the general update at a
+    /// window's turn or near saturation.
+    fn count_answer(&self, now: Millis, window_ms: u64) {
+        let epoch = (now.0 / window_ms.max(1)) as u16;
+        let cur = Outcomes::unpack(self.window.load(Ordering::Relaxed));
+        if cur.epoch == epoch && cur.ok < COUNT_MAX / 2 {
+            self.window.fetch_add(1 << 24, Ordering::Relaxed);
+        } else {
+            self.count(now, window_ms, 1, 0);
+        }
     }
 
     /// Adds `ok` answers and `fail` failures to the window of `now` and

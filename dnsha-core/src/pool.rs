@@ -38,6 +38,9 @@ pub struct PoolSettings {
     /// Share of a backend's recent outcomes, in percent, that must be
     /// failures (besides `max_fails` in a row) for traffic to mark it down.
     pub fail_percent: u8,
+    /// DNS 0x20: randomize the case of the query name towards the backends
+    /// over UDP and require it echoed exactly.
+    pub randomize_case: bool,
     /// Connected UDP sockets (source ports) each UDP worker keeps per
     /// backend, used in turn: a backend that spreads its load over threads
     /// by source port gets it spread (dnsdist's `sockets`).
@@ -76,6 +79,7 @@ impl Default for PoolSettings {
             max_fails: 3,
             fail_timeout_ms: 10_000,
             fail_percent: 50,
+            randomize_case: false,
             udp_sockets_per_backend: 2,
             max_connections_per_backend: 8,
             max_in_flight_per_connection: 100,

@@ -311,6 +311,7 @@ impl InstanceConfig {
                 refresh_repeat: 1,
             },
             trackers: self.trackers(),
+            peers: self.unicast_peers(),
         })
     }
 }

@@ -64,6 +64,9 @@ impl Timers {
     }
 }
 
+/// Immediate re-advertisements a master sends per advert interval, at most.
+pub const REASSERTS_PER_INTERVAL: u8 = 3;
+
 /// One VRRP instance as a pure state machine. See the [module docs](self).
 #[derive(Debug)]
 pub struct Router {
@@ -79,6 +82,10 @@ pub struct Router {
     /// The running Master_Down_Timer was set to Skew_Time by a priority 0.
     priority_zero_seen: bool,
     master: Option<(Ipv4Addr, u8)>,
+    /// Immediate answers to lower-priority or priority-0 adverts in the
+    /// current advert interval (its start, and how many): at most
+    /// [`REASSERTS_PER_INTERVAL`].
+    reasserts: Option<(Instant, u8)>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -116,6 +123,7 @@ impl Router {
             preempt_after: None,
             priority_zero_seen: false,
             master: None,
+            reasserts: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
         };
@@ -290,6 +298,9 @@ impl Router {
         if src == self.cfg.primary_ip {
             return Err(DropReason::OwnAddress);
         }
+        if !self.cfg.peers.is_empty() && !self.cfg.peers.contains(&src) {
+            return Err(DropReason::NotPeer);
+        }
         Ok(Some(adv))
     }
 
@@ -327,8 +338,7 @@ impl Router {
     fn master_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advertisement) {
         if adv.priority == PRIORITY_STOP {
             // Another router gave up: make sure everyone knows who is master.
-            self.send_advert(self.effective);
-            self.timers.advert = Some(now + self.advert_interval());
+            self.reassert(now);
             return;
         }
         let theirs = (adv.priority, u32::from(src));
@@ -348,9 +358,27 @@ impl Router {
             // A lower-priority router thinks it is master (split brain, or it
             // just started): answer at once so it steps down, as keepalived does.
             debug!(vrid = self.cfg.vrid, %src, priority = adv.priority, "lower-priority master seen, re-asserting");
-            self.send_advert(self.effective);
-            self.timers.advert = Some(now + self.advert_interval());
+            self.reassert(now);
         }
+    }
+
+    /// Advertises at once (and restarts the advert timer), at most
+    /// [`REASSERTS_PER_INTERVAL`] times per advert interval: a spoofed flood
+    /// of lower-priority or priority-0 adverts gets a few answers per
+    /// interval, not one each (the regular advert follows anyway).
+    fn reassert(&mut self, now: Instant) {
+        let interval = self.advert_interval();
+        let (start, count) = match self.reasserts {
+            Some((start, count)) if now < start + interval => (start, count),
+            _ => (now, 0),
+        };
+        if count >= REASSERTS_PER_INTERVAL {
+            self.stats.reasserts_held += 1;
+            return;
+        }
+        self.reasserts = Some((start, count + 1));
+        self.send_advert(self.effective);
+        self.timers.advert = Some(now + interval);
     }
 
     fn start(&mut self, now: Instant) {

@@ -30,11 +30,13 @@ pub enum DropReason {
     IpHeader,
     /// Our own advertisement looped back to us.
     OwnAddress,
+    /// In unicast mode, from an address that is not a `unicast_peer`.
+    NotPeer,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Ttl,
         Self::Truncated,
         Self::TooLong,
@@ -47,6 +49,7 @@ impl DropReason {
         Self::Interval,
         Self::IpHeader,
         Self::OwnAddress,
+        Self::NotPeer,
     ];
 
     /// A short snake_case name, used as a metric label.
@@ -64,6 +67,7 @@ impl DropReason {
             Self::Interval => "interval",
             Self::IpHeader => "ip_header",
             Self::OwnAddress => "own_address",
+            Self::NotPeer => "not_peer",
         }
     }
 
@@ -98,6 +102,10 @@ pub struct Stats {
     pub other_vrid: u64,
     /// Valid advertisements received while stopped or in FAULT.
     pub ignored: u64,
+    /// Immediate re-advertisements held back (a lower-priority or
+    /// priority-0 advert came again within one advert interval): a spoofed
+    /// flood cannot turn into an advert storm.
+    pub reasserts_held: u64,
     dropped: [u64; DropReason::ALL.len()],
 }
 

@@ -744,6 +744,7 @@ impl Validator {
             fail_timeout_ms: self.duration_ms("fail_timeout_ms", &p.fail_timeout_ms),
             fail_percent: u8::try_from(self.between("fail_percent", &p.fail_percent, 100))
                 .unwrap_or(100),
+            randomize_case: p.randomize_case,
             udp_sockets_per_backend: self.between(
                 "udp_sockets_per_backend",
                 &p.udp_sockets_per_backend,

@@ -131,6 +131,8 @@ pub(super) struct RawPool {
     pub(super) fail_timeout_ms: Spanned<u64>,
     #[serde(default = "d_fail_percent")]
     pub(super) fail_percent: Spanned<u64>,
+    #[serde(default)]
+    pub(super) randomize_case: bool,
     #[serde(default = "d_udp_sockets")]
     pub(super) udp_sockets_per_backend: Spanned<u64>,
     #[serde(default = "d_max_connections")]

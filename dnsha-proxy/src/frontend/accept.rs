@@ -32,6 +32,23 @@ use crate::wire::dns::DropReason;
 /// Pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Whether the listener's ACL lets `peer` connect. DoH behind a reverse
+/// proxy (`trusted_proxies`) is judged per request instead, on the client
+/// address the proxy forwards.
+fn admitted_by_acl(ctx: &ListenerCtx, peer: SocketAddr) -> bool {
+    let shared = ctx.shared.load();
+    let ip = peer.ip().to_canonical();
+    if shared.acl.allows(ip) {
+        return true;
+    }
+    ctx.metrics.protocol == Protocol::Doh
+        && shared
+            .config
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(&ip))
+}
+
 /// Waits for the next client connection; `None` once `ctx.stop` is
 /// cancelled. A failed accept (e.g. out of file descriptors) is logged and
 /// retried after a short pause.
@@ -180,11 +197,9 @@ pub async fn accept_loop<F, Fut>(
     let proto = ctx.metrics.protocol.as_str();
     debug!(listener = %ctx.metrics.name, address = %ctx.metrics.address, proto, "listener started");
     while let Some((stream, peer)) = accept_next(&ctx, &listener).await {
-        // The passthrough cannot answer REFUSED (it does not read DNS): a
-        // client outside its ACL is closed at once.
-        if ctx.metrics.protocol == Protocol::TcpPassthrough
-            && !ctx.shared.load().acl.allows(peer.ip())
-        {
+        // Admission before work: a client outside the ACL is closed before
+        // it holds a connection slot or gets a TLS handshake.
+        if !admitted_by_acl(&ctx, peer) {
             ctx.metrics.dropped(DropReason::Acl);
             debug!(listener = %ctx.metrics.name, client = %peer, "client outside the acl closed");
             continue;

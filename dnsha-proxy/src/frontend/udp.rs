@@ -63,6 +63,9 @@ struct Pending {
     pktinfo: Option<PktInfo>,
     /// When the current attempt runs out (a resend keeps it).
     deadline: Millis,
+    /// The letters of the name whose case went flipped to the backend
+    /// (the pool's `randomize_case`).
+    case: Option<dns::CaseMask>,
     /// The query as it leaves for the backend: its ID is the upstream ID of
     /// the current attempt (the client's is in the flight). A reused buffer.
     query: Vec<u8>,
@@ -218,8 +221,11 @@ impl Worker {
                         progressed = true;
                         b.replies.clear();
                         for i in 0..n {
+                            // Cut to the receive slot: only the header and
+                            // question are usable.
+                            let cut = b.upstream.received().get(i).is_some_and(|r| r.truncated);
                             if let Some(a) = b.upstream.datagram_mut(i) {
-                                if let Some((to, info)) = self.on_answer(slot, a, now) {
+                                if let Some((to, info)) = self.on_answer(slot, a, cut, now) {
                                     b.replies.push((i, to, info));
                                 }
                             }
@@ -304,6 +310,7 @@ impl Worker {
             flight,
             pktinfo: info,
             deadline: now,
+            case: None,
             query: buf,
         };
         self.carry_out(p, next, now);
@@ -375,6 +382,9 @@ impl Worker {
             Ok(id) => {
                 if let Some(q) = self.pending.get_mut((slot, id)) {
                     dns::rewrite_id(&mut q.query, id);
+                    if a.randomize_case && q.case.is_none() {
+                        q.case = dns::randomize_case(&mut q.query, &mut self.rng);
+                    }
                 }
                 self.upstreams.queue(slot, id);
             }
@@ -429,11 +439,14 @@ impl Worker {
 
     /// Matches a backend answer; when it belongs to a pending query, the
     /// query's flight takes it (the client's ID is written back in place)
-    /// and the caller sends it to the returned address.
+    /// and the caller sends it to the returned address. An answer `cut` to
+    /// the receive buffer, or larger than the listener's `max_udp_size`, is
+    /// never relayed: the client gets an empty answer with TC=1 instead.
     fn on_answer(
         &mut self,
         slot: u32,
         answer: &mut [u8],
+        cut: bool,
         now: Millis,
     ) -> Option<(SocketAddr, Option<PktInfo>)> {
         let m = &*self.ctx.metrics;
@@ -442,7 +455,14 @@ impl Worker {
             return None;
         };
         let key: Key = (slot, ai.id);
-        match self.pending.get(key).map(|p| p.flight.check_answer(&ai)) {
+        let checked = self.pending.get(key).map(|p| {
+            p.flight.check_answer(&ai).and_then(|()| match p.case {
+                // 0x20: the name must come back in the case it was sent.
+                Some(_) if !dns::same_name_case(&p.query, answer) => Err(DropReason::WrongQuestion),
+                _ => Ok(()),
+            })
+        });
+        match checked {
             None => {
                 m.dropped(DropReason::UnmatchedAnswer);
                 return None;
@@ -454,12 +474,15 @@ impl Worker {
             Some(Ok(())) => {}
         }
         let mut p = self.pending.remove(key)?;
+        if let Some(mask) = &p.case {
+            dns::restore_case(answer, mask);
+        }
         let shared = self.ctx.shared.load();
         p.flight.answered(&shared, m, answer, ai.rcode, now);
         let cap = shared.config.max_udp_size;
         drop(shared);
         let to = (p.flight.client(), p.pktinfo);
-        if answer.len() > cap {
+        if cut || answer.len() > cap {
             // Larger than this listener sends over UDP, whatever size the
             // client claims: no amplification, the client asks over TCP.
             inc(&m.udp_truncated);

@@ -22,6 +22,8 @@ pub struct Attempt {
     pub timeout_ms: u64,
     /// The pool's `udp_sockets_per_backend`.
     pub udp_sockets: usize,
+    /// The pool's `randomize_case` (DNS 0x20 over UDP).
+    pub randomize_case: bool,
 }
 
 /// The current attempt: its guard counts it as outstanding on its backend
@@ -31,6 +33,7 @@ struct Current {
     flight: InFlight,
     timeout_ms: u64,
     udp_sockets: usize,
+    randomize_case: bool,
 }
 
 /// The backends one query or connection has tried, and the one it holds
@@ -80,6 +83,7 @@ impl Attempts {
             backend: Arc::clone(backend),
             timeout_ms: c.timeout_ms,
             udp_sockets: c.udp_sockets,
+            randomize_case: c.randomize_case,
         })
     }
 
@@ -103,10 +107,16 @@ impl Attempts {
     }
 
     fn pick(&mut self, shared: &ListenerShared, now: Millis) -> Option<Attempt> {
-        let (flight, timeout_ms, udp_sockets) = shared.pool.with_snapshot(|s| {
-            let settings = s.settings();
-            s.pick(&self.tried, now)
-                .map(|f| (f, settings.timeout_ms, settings.udp_sockets_per_backend))
+        let (flight, timeout_ms, udp_sockets, randomize_case) = shared.pool.with_snapshot(|s| {
+            let st = s.settings();
+            s.pick(&self.tried, now).map(|f| {
+                (
+                    f,
+                    st.timeout_ms,
+                    st.udp_sockets_per_backend,
+                    st.randomize_case,
+                )
+            })
         })?;
         let backend = Arc::clone(flight.backend());
         self.tried.push(backend.id());
@@ -115,11 +125,13 @@ impl Attempts {
             flight,
             timeout_ms,
             udp_sockets,
+            randomize_case,
         });
         Some(Attempt {
             backend,
             timeout_ms,
             udp_sockets,
+            randomize_case,
         })
     }
 

@@ -158,13 +158,16 @@ fn answers_that_match_nothing_are_refused() {
     let (upper, _) = query_msg(7, "A.TEST.");
     let same = parse_answer(&backend_answer(&upper, 7, ResponseCode::NoError)).unwrap();
     assert_eq!(f.check_answer(&same), Ok(()));
-    // A truncated answer without a question is accepted, one with a
-    // question is not.
+    // An answer without the question is matched by nothing, truncated or
+    // not: the ID alone is not enough.
     let mut tc = backend_answer(&q, 7, ResponseCode::NoError);
     tc[2] |= 0x02;
     tc[4..6].copy_from_slice(&[0, 0]);
     tc.truncate(12);
-    assert_eq!(f.check_answer(&parse_answer(&tc).unwrap()), Ok(()));
+    assert_eq!(
+        f.check_answer(&parse_answer(&tc).unwrap()),
+        Err(DropReason::WrongQuestion)
+    );
     tc[2] &= !0x02;
     assert_eq!(
         f.check_answer(&parse_answer(&tc).unwrap()),

@@ -231,6 +231,78 @@ fn question_name_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// Which letters of a query's name [`randomize_case`] flipped: one bit per
+/// byte of the name (at most 255).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CaseMask([u8; 32]);
+
+impl CaseMask {
+    fn set(&mut self, i: usize) {
+        if let Some(b) = self.0.get_mut(i / 8) {
+            *b |= 1 << (i % 8);
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.0.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+}
+
+/// DNS 0x20 (draft-vixie-dnsext-dns0x20): flips the case of each letter of
+/// the question name in `query` at random, so an off-path forger must guess
+/// the case of every letter besides the ID. Returns which bytes were
+/// flipped, or `None` for a message whose name cannot be read without a
+/// parse (not one the frontends forward).
+pub fn randomize_case(query: &mut [u8], rng: &mut impl rand::RngCore) -> Option<CaseMask> {
+    let len = question_name_len(query)?;
+    let mut mask = CaseMask::default();
+    let mut bits = rng.next_u64();
+    let mut used = 0;
+    let mut i = HEADER_LEN;
+    while i < HEADER_LEN + len {
+        let label = usize::from(*query.get(i)?);
+        for j in i + 1..=i + label {
+            let b = query.get_mut(j)?;
+            if b.is_ascii_alphabetic() {
+                if used == 64 {
+                    bits = rng.next_u64();
+                    used = 0;
+                }
+                if bits & 1 == 1 {
+                    *b ^= 0x20;
+                    mask.set(j - HEADER_LEN);
+                }
+                bits >>= 1;
+                used += 1;
+            }
+        }
+        i += 1 + label;
+    }
+    Some(mask)
+}
+
+/// Whether `answer` echoes the question name of `query` byte for byte (case
+/// included), as a backend answering a 0x20 query must.
+pub fn same_name_case(query: &[u8], answer: &[u8]) -> bool {
+    let Some(len) = question_name_len(query) else {
+        return false;
+    };
+    let range = HEADER_LEN..HEADER_LEN + len;
+    query.get(range.clone()).is_some() && query.get(range.clone()) == answer.get(range)
+}
+
+/// Flips back in `answer`'s question name the letters `mask` says were
+/// flipped: the client gets its own spelling.
+pub fn restore_case(answer: &mut [u8], mask: &CaseMask) {
+    for i in 0..255 {
+        if mask.get(i) {
+            if let Some(b) = answer.get_mut(HEADER_LEN + i) {
+                *b ^= 0x20;
+            }
+        }
+    }
+}
+
 /// True when the message decodes to the same records with another ID: a
 /// compression pointer into the ID field would make the forwarded message
 /// (whose ID is rewritten) mean something else.
@@ -305,14 +377,12 @@ pub fn parse_answer(buf: &[u8]) -> Option<AnswerInfo> {
     })
 }
 
-/// True when an answer belongs to the query: same question (names compare
-/// case-insensitively). A truncated answer without a question is accepted,
-/// as some servers send one.
+/// True when an answer belongs to the query: it echoes the same question
+/// (names compare case-insensitively). An answer without the question, even
+/// a truncated one, is matched by nothing: the 16-bit ID alone is what an
+/// off-path forger has to guess, the question adds the name.
 pub fn answer_matches(answer: &AnswerInfo, question: &Query) -> bool {
-    match &answer.question {
-        Some(q) => q == question,
-        None => answer.truncated,
-    }
+    answer.question.as_ref() == Some(question)
 }
 
 /// The response code of a relayed answer as the access log shows it.
@@ -677,5 +747,55 @@ mod tests {
         let mut q = edns_query(true);
         q.truncate(q.len() - 3);
         assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::FormErr);
+    }
+}
+
+#[cfg(test)]
+mod case_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use hickory_proto::rr::{Name, RecordType};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn query(name: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(9)
+            .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    #[test]
+    fn case_is_randomized_checked_and_restored() {
+        let client = query("WwW.Example.TEST.");
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let mut q = client.clone();
+            let mask = randomize_case(&mut q, &mut rng).unwrap();
+            // Same name, other case; the rest untouched.
+            assert!(q[12..].eq_ignore_ascii_case(&client[12..]));
+            assert_eq!(q[..12], client[..12]);
+            seen.insert(q.clone());
+            // The backend echoes the question it got.
+            let mut answer = q.clone();
+            answer[2] |= 0x80;
+            assert!(same_name_case(&q, &answer));
+            assert!(!same_name_case(&client, &answer) || q == client);
+            restore_case(&mut answer, &mask);
+            assert_eq!(answer[12..], client[12..]);
+        }
+        assert!(seen.len() > 10, "{} spellings", seen.len());
+        // A forged answer in another case is told apart.
+        let mut q = client.clone();
+        randomize_case(&mut q, &mut rng).unwrap();
+        let mut forged = q.clone();
+        forged[13] ^= 0x20;
+        assert!(!same_name_case(&q, &forged));
+        // Digits and the root are left alone.
+        let mut q = query("123.");
+        let mask = randomize_case(&mut q, &mut rng).unwrap();
+        assert_eq!(mask, CaseMask::default());
+        assert!(randomize_case(&mut [0u8; 5], &mut rng).is_none());
     }
 }

@@ -350,6 +350,56 @@ fn master_answers_priority_zero_and_lower_priority_at_once() {
 }
 
 #[test]
+fn a_flood_of_lower_priority_adverts_gets_a_few_answers_per_interval() {
+    let (mut r, t) = master(cfg(100));
+    drain(&mut r);
+    let sent_before = r.stats().adverts_sent;
+    // 1000 spoofed adverts within one second.
+    for i in 0..1000u32 {
+        r.handle_packet(
+            t + MS * (1 + i / 2),
+            LOWER_IP,
+            255,
+            &adv(if i % 2 == 0 { 0 } else { 99 }),
+        );
+    }
+    let sent = r.stats().adverts_sent - sent_before;
+    assert_eq!(
+        sent,
+        u64::from(REASSERTS_PER_INTERVAL),
+        "answers in the first interval"
+    );
+    assert_eq!(
+        r.stats().reasserts_held,
+        1000 - u64::from(REASSERTS_PER_INTERVAL)
+    );
+    assert_eq!(r.state(), State::Master);
+    // The next interval gets its own answers.
+    r.handle_packet(t + MS * 1600, LOWER_IP, 255, &adv(99));
+    assert_eq!(r.stats().adverts_sent - sent_before, sent + 1);
+}
+
+#[test]
+fn unicast_adverts_from_anyone_but_a_peer_are_dropped() {
+    let c = RouterConfig {
+        peers: vec![HIGHER_IP],
+        ..cfg(100)
+    };
+    let (mut r, t) = started(c);
+    assert_eq!(r.state(), State::Backup);
+    // A higher priority from a stranger changes nothing.
+    assert_eq!(
+        r.handle_packet(t + MS, LOWER_IP, 255, &adv(0)),
+        Some(DropReason::NotPeer)
+    );
+    assert_eq!(r.stats().dropped(DropReason::NotPeer), 1);
+    assert_eq!(r.stats().priority_zero_received, 0);
+    // The peer is heard.
+    assert_eq!(r.handle_packet(t + MS * 2, HIGHER_IP, 255, &adv(200)), None);
+    assert_eq!(r.stats().adverts_received, 1);
+}
+
+#[test]
 fn bad_adverts_are_dropped_counted_and_change_nothing() {
     let good = adv(200);
     let mut bad_checksum = good.clone();

@@ -82,6 +82,9 @@ pub struct RouterConfig {
     pub garp: GarpConfig,
     /// Trackers and their weights; all start up.
     pub trackers: Vec<TrackerSpec>,
+    /// Unicast mode: adverts are accepted from these addresses only (empty:
+    /// multicast, any source on the link).
+    pub peers: Vec<Ipv4Addr>,
 }
 
 impl RouterConfig {
@@ -99,6 +102,7 @@ impl RouterConfig {
             preempt_delay: Duration::ZERO,
             garp: GarpConfig::default(),
             trackers: Vec::new(),
+            peers: Vec::new(),
         }
     }
 }

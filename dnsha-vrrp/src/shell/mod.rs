@@ -35,6 +35,7 @@ use crate::config::{pool_tracker, validate_all, InstanceConfig};
 use crate::error::{Error, Result};
 use crate::router::{Command, Router};
 
+mod command;
 mod garp;
 mod instance;
 mod netlink;

@@ -1,4 +1,7 @@
-//! The notify queue: one command at a time, in the order of the changes.
+//! The notify queue: one command at a time, in the order of the changes,
+//! at most [`NOTIFY_QUEUE`] waiting (a flapping instance cannot pile up
+//! commands without bound); each in its own process group, killed whole at
+//! [`NOTIFY_TIMEOUT`].
 
 use std::time::Duration;
 
@@ -6,8 +9,13 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::command::{run_in_group, Ran};
+
 /// How long one notify command may run before it is killed.
 pub(crate) const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Notify commands waiting at most; more are dropped and logged.
+pub(crate) const NOTIFY_QUEUE: usize = 64;
 
 /// One queued run: `program INSTANCE NAME STATE PRIORITY`.
 #[derive(Debug)]
@@ -21,7 +29,7 @@ pub(crate) struct NotifyJob {
 /// Sender side of the queue, shared by every instance of a process.
 #[derive(Clone, Debug)]
 pub(crate) struct Notifier {
-    tx: mpsc::UnboundedSender<NotifyJob>,
+    tx: mpsc::Sender<NotifyJob>,
 }
 
 impl Notifier {
@@ -29,7 +37,7 @@ impl Notifier {
     /// (which ends once every `Notifier` clone is dropped and the queue is
     /// drained).
     pub(crate) fn spawn() -> (Self, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<NotifyJob>();
+        let (tx, mut rx) = mpsc::channel::<NotifyJob>(NOTIFY_QUEUE);
         let task = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 run(job).await;
@@ -38,9 +46,15 @@ impl Notifier {
         (Self { tx }, task)
     }
 
+    /// Queues `job`; when [`NOTIFY_QUEUE`] commands already wait (the
+    /// scripts are slower than the changes), it is dropped and logged.
     pub(crate) fn push(&self, job: NotifyJob) {
-        if self.tx.send(job).is_err() {
-            warn!("notify queue closed");
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(job)) => {
+                warn!(program = %job.program, instance = %job.instance, state = job.state, "notify queue full: command dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => warn!("notify queue closed"),
         }
     }
 }
@@ -50,24 +64,18 @@ async fn run(job: NotifyJob) {
     cmd.arg("INSTANCE")
         .arg(&job.instance)
         .arg(job.state)
-        .arg(job.priority.to_string())
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(program = %job.program, error = %e, "notify command failed to start");
-            return;
-        }
-    };
-    match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) if out.status.success() => {
+        .arg(job.priority.to_string());
+    match run_in_group(cmd, NOTIFY_TIMEOUT).await {
+        Ran::Exited(status) if status.success() => {
             debug!(instance = %job.instance, state = job.state, "notify done");
         }
-        Ok(Ok(out)) => {
-            warn!(program = %job.program, instance = %job.instance, status = %out.status, "notify command failed");
+        Ran::Exited(status) => {
+            warn!(program = %job.program, instance = %job.instance, %status, "notify command failed");
         }
-        Ok(Err(e)) => warn!(program = %job.program, error = %e, "notify command wait failed"),
-        Err(_) => warn!(program = %job.program, "notify command timed out and was killed"),
+        Ran::NotStarted(e) => {
+            warn!(program = %job.program, error = %e, "notify command failed to start");
+        }
+        Ran::Lost(e) => warn!(program = %job.program, error = %e, "notify command wait failed"),
+        Ran::Killed => warn!(program = %job.program, "notify command timed out and was killed"),
     }
 }

@@ -7,6 +7,7 @@ use tokio::process::Command as Process;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::command::{run_in_group, Ran};
 use super::netlink::Netlink;
 use super::InstanceMsg;
 use crate::config::{interface_tracker, script_tracker, TrackScript};
@@ -117,19 +118,12 @@ pub(crate) async fn script(spec: TrackScript, tx: mpsc::UnboundedSender<Instance
 }
 
 async fn run_script(command: &str, timeout: Duration) -> bool {
-    let child = Process::new("/bin/sh")
-        .arg("-c")
+    let mut cmd = Process::new("/bin/sh");
+    cmd.arg("-c")
         .arg(command)
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
-    let Ok(mut child) = child else { return false };
-    matches!(
-        tokio::time::timeout(timeout, child.wait()).await,
-        Ok(Ok(status)) if status.success()
-    )
+        .stderr(std::process::Stdio::null());
+    matches!(run_in_group(cmd, timeout).await, Ran::Exited(s) if s.success())
 }
 
 #[cfg(test)]
