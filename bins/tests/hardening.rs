@@ -91,7 +91,13 @@ fn spoofed_icmp_at_the_upstream_ports_takes_nothing_down() {
     assert!(ok > 100, "only {ok} queries answered");
     assert!(backend_up(admin), "{}", d.log());
     assert_eq!(metric(admin, "dnsha_servfail_total{listener=\"udp\""), 0);
-    eprintln!("{ok} queries answered, {sprayed} spoofed errors, {resent} queries resent");
+    let failures = status(admin)["pools"][0]["backends"][0]["failures"]
+        .as_u64()
+        .unwrap();
+    eprintln!(
+        "{ok} queries answered, {sprayed} spoofed errors, {resent} queries resent, \
+         {failures} failures counted against the backend"
+    );
 }
 
 /// A UDP backend that answers every query with `A 10.0.0.9`, except those
@@ -406,4 +412,82 @@ fn dns_0x20_randomizes_the_case_checks_it_and_gives_the_client_its_own() {
     );
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
+}
+
+/// A TCP connection to `to` from `from_ip` (any 127/8 address works on
+/// loopback), with a small receive buffer.
+fn tcp_from(from_ip: Ipv4Addr, to: SocketAddr, rcvbuf: Option<usize>) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    if let Some(n) = rcvbuf {
+        s.set_recv_buffer_size(n).unwrap();
+    }
+    s.bind(&SocketAddr::from((from_ip, 0)).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// One framed query over `s`; the answer's rcode, or `None` on error.
+fn tcp_exchange(
+    s: &mut std::net::TcpStream,
+    name: &str,
+    rtype: RecordType,
+) -> Option<ResponseCode> {
+    use std::io::{Read, Write};
+    let q = build_query(name, rtype).ok()?.to_vec().ok()?;
+    let mut framed = u16::try_from(q.len()).ok()?.to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    s.write_all(&framed).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).ok()?;
+    Message::from_vec(&buf).ok().map(|m| m.response_code())
+}
+
+#[test]
+fn clients_that_do_not_read_cannot_starve_the_others() {
+    use std::io::Write;
+    init_tracing();
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(listen, admin, "", &[("nsd", nsd.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    // 40 connections from one address, each pipelining 256 queries for a
+    // 2.2 kB answer with a 4 kB receive window, and never reading.
+    let mut one_query = Vec::new();
+    let q = build_query("big.example.test.", RecordType::TXT)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    one_query.extend_from_slice(&u16::try_from(q.len()).unwrap().to_be_bytes());
+    one_query.extend_from_slice(&q);
+    let burst: Vec<u8> = one_query.repeat(256);
+    let stuck: Vec<_> = (0..40)
+        .map(|_| {
+            let mut s = tcp_from(Ipv4Addr::new(127, 0, 0, 1), listen, Some(4096));
+            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(&burst);
+            s
+        })
+        .collect();
+    // A normal client from another address meanwhile.
+    let mut ok = 0;
+    let mut normal = tcp_from(Ipv4Addr::new(127, 0, 0, 2), listen, None);
+    normal.set_read_timeout(Some(T)).unwrap();
+    for _ in 0..200 {
+        match tcp_exchange(&mut normal, "www.example.test.", RecordType::A) {
+            Some(ResponseCode::NoError) => ok += 1,
+            _ => normal = tcp_from(Ipv4Addr::new(127, 0, 0, 2), listen, None),
+        }
+    }
+    drop(stuck);
+    assert!(ok >= 198, "only {ok}/200 answered beside the non-readers");
+    let limited = metric(
+        admin,
+        "dnsha_dropped_total{listener=\"tcp\",protocol=\"tcp\",reason=\"client_limit\"}",
+    );
+    assert!(limited > 0, "one address was held to its share");
+    eprintln!("{ok}/200 answered; {limited} queries over the per-client share");
 }

@@ -215,6 +215,12 @@ pub enum AnyOverUdp {
     Allow,
 }
 
+/// Default [`ListenerConfig::max_queries_per_client`].
+pub const DEFAULT_MAX_QUERIES_PER_CLIENT: usize = 512;
+
+/// Default [`ListenerConfig::write_timeout_ms`].
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 2_000;
+
 /// The longest duration any `*_ms` key takes: one day.
 pub const MAX_DURATION_MS: u64 = 86_400_000;
 
@@ -256,6 +262,14 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// TCP: maximum connections from one client address.
     pub max_connections_per_client: usize,
+    /// Streams (TCP, DoT, DoH): queries in flight at once from one client
+    /// address, over all its connections to this listener; more are
+    /// answered SERVFAIL at once.
+    pub max_queries_per_client: usize,
+    /// TCP and DoT: how long a client may take to accept an answer before
+    /// its connection is closed (a client that does not read must not pin
+    /// its queries' resources).
+    pub write_timeout_ms: u64,
     /// Worker threads, each with its own SO_REUSEPORT socket; 0 means one
     /// per CPU.
     pub workers: usize,
@@ -354,6 +368,8 @@ impl ListenerConfig {
             read_timeout_ms: 2_000,
             max_connections: 10_000,
             max_connections_per_client: 64,
+            max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             workers: 0,
             pin_workers: false,
             max_udp_size: DEFAULT_MAX_UDP_SIZE,
@@ -558,6 +574,25 @@ impl Validator {
         }
     }
 
+    /// A key only stream listeners take: `None` (and an error) on a UDP
+    /// listener.
+    fn stream_only<'a, T>(
+        &mut self,
+        l: &raw::RawListener,
+        what: &str,
+        v: &'a Option<Spanned<T>>,
+    ) -> Option<&'a Spanned<T>> {
+        let v = v.as_ref()?;
+        if l.protocol == Protocol::Udp {
+            self.err(
+                v.span(),
+                format!("{what} applies to tcp, dot and doh listeners only"),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
     /// `max_udp_size`, which only UDP listeners take: 512 to 65535.
     fn max_udp_size(&mut self, l: &raw::RawListener) -> usize {
         let Some(v) = &l.max_udp_size else {
@@ -666,6 +701,16 @@ impl Validator {
                     read_timeout_ms: self.duration_ms("read_timeout_ms", &l.read_timeout_ms),
                     max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                     max_connections_per_client: usize::try_from(per_client).unwrap_or(usize::MAX),
+                    max_queries_per_client: self
+                        .stream_only(l, "max_queries_per_client", &l.max_queries_per_client)
+                        .map_or(DEFAULT_MAX_QUERIES_PER_CLIENT, |v| {
+                            self.between("max_queries_per_client", v, 1_000_000)
+                        }),
+                    write_timeout_ms: self
+                        .stream_only(l, "write_timeout_ms", &l.write_timeout_ms)
+                        .map_or(DEFAULT_WRITE_TIMEOUT_MS, |v| {
+                            self.duration_ms("write_timeout_ms", v)
+                        }),
                     workers: l.workers,
                     pin_workers: self.pin_workers(l),
                     max_udp_size: self.max_udp_size(l),

@@ -95,6 +95,8 @@ pub(super) struct RawListener {
     pub(super) max_connections: Spanned<u64>,
     #[serde(default = "d_maxconn_client")]
     pub(super) max_connections_per_client: Spanned<u64>,
+    pub(super) max_queries_per_client: Option<Spanned<u64>>,
+    pub(super) write_timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub(super) workers: usize,
     pub(super) pin_workers: Option<Spanned<bool>>,

@@ -618,3 +618,27 @@ fn an_admin_endpoint_beyond_loopback_must_say_who_may_reach_it() {
     assert_eq!(a.allow, vec!["10.1.0.0/16".parse::<IpNet>().unwrap()]);
     assert_eq!(a.max_connections, 4);
 }
+
+#[test]
+fn per_client_query_and_write_limits_are_for_stream_listeners() {
+    let src = |protocol: &str, extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n{extra}\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let l = &Config::parse(&src("tcp", "")).unwrap().listeners[0];
+    assert_eq!(l.max_queries_per_client, DEFAULT_MAX_QUERIES_PER_CLIENT);
+    assert_eq!(l.write_timeout_ms, DEFAULT_WRITE_TIMEOUT_MS);
+    let l = &Config::parse(&src(
+        "dot",
+        "max_queries_per_client = 64\nwrite_timeout_ms = 500\ntls_cert = \"c\"\ntls_key = \"k\"",
+    ))
+    .unwrap()
+    .listeners[0];
+    assert_eq!((l.max_queries_per_client, l.write_timeout_ms), (64, 500));
+    assert_eq!(
+        rendered(&src("udp", "max_queries_per_client = 64")),
+        ["t.toml:6:26: max_queries_per_client applies to tcp, dot and doh listeners only"]
+    );
+}

@@ -27,6 +27,9 @@ pub struct ListenerCtx {
     pub conns: Arc<ConnLimiter>,
     /// TLS handshakes under way, per client address.
     pub handshakes: Arc<ConnLimiter>,
+    /// Queries in flight over streams, per client address, shared by the
+    /// listener's workers and connections.
+    pub client_queries: Arc<ConnLimiter>,
 }
 
 impl ListenerCtx {
@@ -39,6 +42,7 @@ impl ListenerCtx {
             tasks: TaskTracker::new(),
             conns: Arc::new(ConnLimiter::new()),
             handshakes: Arc::new(ConnLimiter::new()),
+            client_queries: Arc::new(ConnLimiter::new()),
         }
     }
 }

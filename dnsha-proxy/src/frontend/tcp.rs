@@ -9,8 +9,9 @@
 //! pipelining thousands of queries costs bounded memory.
 //!
 //! Timeouts: a message must be complete within `read_timeout_ms` of its first
-//! byte, and a connection with nothing in flight and nothing arriving closes
-//! after `idle_timeout_ms`. A length prefix of 0 ends the connection once the
+//! byte, answers must be taken within `write_timeout_ms`, and a connection
+//! with nothing in flight and nothing arriving closes after
+//! `idle_timeout_ms`. A length prefix of 0 ends the connection once the
 //! queries in flight are answered. Connection limits are the accept loop's
 //! ([`super::accept`]).
 //!
@@ -112,11 +113,12 @@ pub async fn handle_connection<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (read_timeout, idle_timeout) = {
+    let (read_timeout, idle_timeout, write_timeout) = {
         let s = ctx.shared.load();
         (
             Duration::from_millis(s.config.read_timeout_ms),
             Duration::from_millis(s.config.idle_timeout_ms),
+            Duration::from_millis(s.config.write_timeout_ms),
         )
     };
     let mut decoder = FrameDecoder::new();
@@ -150,7 +152,10 @@ pub async fn handle_connection<R, W>(
             }
         }
         if !out.is_empty() {
-            if !write_out(&mut wr, &out, idle_timeout).await {
+            // A client that does not take its answers within
+            // `write_timeout_ms` is closed: meanwhile its queries are not
+            // polled and would pin their upstream slots.
+            if !write_out(&mut wr, &out, write_timeout).await {
                 break Close::WriteTimeout;
             }
             out.clear();

@@ -320,7 +320,8 @@ impl Worker {
     /// answer the client, or drop it.
     fn carry_out(&mut self, mut p: Pending, mut next: Next, now: Millis) {
         loop {
-            // A resend keeps the deadline of the attempt it repeats.
+            // A resend keeps the deadline of the attempt it repeats, and
+            // goes out on a socket opened for it.
             let fresh = matches!(next, Next::Send(_));
             match next {
                 Next::Reply(bytes) => {
@@ -336,7 +337,7 @@ impl Worker {
                     if fresh {
                         p.deadline = now.plus(a.timeout_ms);
                     }
-                    match self.enqueue(p, &a, now) {
+                    match self.enqueue(p, &a, !fresh, now) {
                         None => return,
                         Some(back) => {
                             // No socket to the backend (out of descriptors or
@@ -359,10 +360,16 @@ impl Worker {
     /// Enters `p` in the pending table under a fresh random ID on an
     /// upstream socket of the attempt's backend and queues it to leave with
     /// the other queries of that socket when the round ends
-    /// ([`Self::flush_upstream`]). Gives `p` back when no socket could be
-    /// opened.
-    fn enqueue(&mut self, p: Pending, a: &Attempt, now: Millis) -> Option<Pending> {
-        let slot = match self.upstreams.slot_for(&a.backend, a.udp_sockets, now) {
+    /// ([`Self::flush_upstream`]); a `resend` goes on a socket opened for
+    /// it. Gives `p` back when no socket could be opened.
+    fn enqueue(&mut self, p: Pending, a: &Attempt, resend: bool, now: Millis) -> Option<Pending> {
+        let slot = if resend {
+            self.upstreams
+                .fresh_slot_for(&a.backend, a.udp_sockets, now)
+        } else {
+            self.upstreams.slot_for(&a.backend, a.udp_sockets, now)
+        };
+        let slot = match slot {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(backend = %a.backend.name(), error = %e, "cannot open upstream socket");
@@ -505,14 +512,14 @@ impl Worker {
     }
 
     /// The socket `slot` reported a refusal (ICMP port unreachable, which an
-    /// outsider can spoof): one event, whatever the number of queries it
-    /// held. The socket is closed (its source port with it); each of its
-    /// queries is sent once more to the same backend on a new socket while
-    /// that backend is up, and only one counts against the backend.
+    /// outsider can spoof). The socket is closed (its source port with it);
+    /// each of its queries is sent once more to the same backend on a new
+    /// socket while that backend is up, and counts against the backend only
+    /// if that resend is refused too.
     fn retry_slot(&mut self, slot: u32, now: Millis) {
         self.upstreams.close(slot);
-        for (i, (_, p)) in self.pending.drain_slot(slot).into_iter().enumerate() {
-            self.on_failure(p, Failure::refused_socket(i == 0), now);
+        for (_, p) in self.pending.drain_slot(slot) {
+            self.on_failure(p, Failure::refused_socket(), now);
         }
     }
 
@@ -520,6 +527,9 @@ impl Worker {
         while let Some((_, p)) = self.pending.pop_expired(now) {
             self.on_failure(p, Failure::retry(FailureKind::Timeout), now);
         }
+        let pending = &self.pending;
+        self.upstreams
+            .close_retired(|slot| pending.slot_len(slot) > 0);
         if now >= self.next_gc {
             self.next_gc = now.plus(GC_INTERVAL_MS);
             let live: Vec<BackendId> = self

@@ -34,6 +34,8 @@ struct Current {
     timeout_ms: u64,
     udp_sockets: usize,
     randomize_case: bool,
+    /// The pool's `fail_timeout_ms`: the passive health window.
+    window_ms: u64,
 }
 
 /// The backends one query or connection has tried, and the one it holds
@@ -107,17 +109,19 @@ impl Attempts {
     }
 
     fn pick(&mut self, shared: &ListenerShared, now: Millis) -> Option<Attempt> {
-        let (flight, timeout_ms, udp_sockets, randomize_case) = shared.pool.with_snapshot(|s| {
-            let st = s.settings();
-            s.pick(&self.tried, now).map(|f| {
-                (
-                    f,
-                    st.timeout_ms,
-                    st.udp_sockets_per_backend,
-                    st.randomize_case,
-                )
-            })
-        })?;
+        let (flight, (timeout_ms, udp_sockets, randomize_case, window_ms)) =
+            shared.pool.with_snapshot(|s| {
+                let st = s.settings();
+                s.pick(&self.tried, now).map(|f| {
+                    let picked = (
+                        st.timeout_ms,
+                        st.udp_sockets_per_backend,
+                        st.randomize_case,
+                        st.fail_timeout_ms,
+                    );
+                    (f, picked)
+                })
+            })?;
         let backend = Arc::clone(flight.backend());
         self.tried.push(backend.id());
         self.last = Some(backend.address());
@@ -126,6 +130,7 @@ impl Attempts {
             timeout_ms,
             udp_sockets,
             randomize_case,
+            window_ms,
         });
         Some(Attempt {
             backend,
@@ -144,6 +149,12 @@ impl Attempts {
     /// keeps the backend busy longer (a passthrough connection).
     pub fn succeeded(&mut self) -> Option<InFlight> {
         self.current.take().map(|c| c.flight)
+    }
+
+    /// Ends the current attempt as [`Self::succeeded`] does, with the
+    /// passive health window the attempt was picked with.
+    pub(crate) fn answered(&mut self) -> Option<(InFlight, u64)> {
+        self.current.take().map(|c| (c.flight, c.window_ms))
     }
 
     /// The address of the last backend tried, for the access log.

@@ -55,13 +55,14 @@ impl Failure {
 
     /// The upstream socket was refused as a whole (an ICMP error, which an
     /// outsider can spoof): each query on it is sent once more to the same
-    /// backend on a new socket, and only one of them (`blame`) counts
-    /// against the backend, so one refusal is one event.
-    pub fn refused_socket(blame: bool) -> Self {
+    /// backend on a new socket (a new random port), and nothing counts
+    /// against the backend until that resend is refused too
+    /// ([`Flight::failed`]).
+    pub fn refused_socket() -> Self {
         Self {
             kind: FailureKind::Refused,
             retry: RetryType::Resend,
-            blame,
+            blame: false,
         }
     }
 }
@@ -150,8 +151,8 @@ impl Flight {
         rcode: ResponseCode,
         now: Millis,
     ) {
-        if let Some(f) = self.attempts.succeeded() {
-            record_answer(&shared.pool, f.backend(), rcode, now);
+        if let Some((f, window_ms)) = self.attempts.answered() {
+            record_answer(&shared.pool, f.backend(), rcode, now, window_ms);
         }
         inc(&m.answers);
         rewrite_id(answer, self.info.id);
@@ -159,11 +160,11 @@ impl Flight {
     }
 
     /// The current attempt failed: passive health records it (when the
-    /// failure blames the backend), then the query is sent again to the
-    /// same backend once when the failure asks for it ([`RetryType::Resend`])
-    /// and the backend is still up, or to another backend when the failure
-    /// and the pool's `retries` allow, else the pool's `on_no_backend` ends
-    /// it.
+    /// failure blames the backend, or is a second refusal after a resend),
+    /// then the query is sent again to the same backend once when the
+    /// failure asks for it ([`RetryType::Resend`]) and the backend is still
+    /// up, or to another backend when the failure and the pool's `retries`
+    /// allow, else the pool's `on_no_backend` ends it.
     pub fn failed(
         &mut self,
         shared: &ListenerShared,
@@ -171,8 +172,10 @@ impl Flight {
         failure: Failure,
         now: Millis,
     ) -> Next {
-        self.attempts
-            .failed(shared, m, failure.kind, failure.blame, now);
+        // A refusal that follows the resend on a fresh port is confirmed:
+        // an off-path forger could not have known that port.
+        let blame = failure.blame || (failure.retry == RetryType::Resend && self.resent);
+        self.attempts.failed(shared, m, failure.kind, blame, now);
         if failure.retry == RetryType::Resend && !self.resent {
             if let Some(a) = self.attempts.again() {
                 self.resent = true;

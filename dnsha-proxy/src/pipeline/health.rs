@@ -8,11 +8,20 @@ use tracing::{info, warn};
 /// Records a backend's answer: a SERVFAIL proves it alive but counts
 /// against it (the pool's passive observer decides), anything else is a
 /// success.
-pub fn record_answer(pool: &Pool, backend: &Backend, rcode: ResponseCode, now: Millis) {
+///
+/// `window_ms` is the pool's `fail_timeout_ms` as the query's attempt read
+/// it (no second look at the pool on the data path).
+pub fn record_answer(
+    pool: &Pool,
+    backend: &Backend,
+    rcode: ResponseCode,
+    now: Millis,
+    window_ms: u64,
+) {
     let t = if rcode == ResponseCode::ServFail {
         pool.record_servfail(backend, now)
     } else {
-        pool.record_success(backend, now)
+        backend.record_success(now, window_ms)
     };
     if t == Some(Transition::Up) {
         info!(pool = %pool.name(), backend = %backend.name(), reason = "answered", "backend up");

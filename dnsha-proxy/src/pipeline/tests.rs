@@ -413,53 +413,64 @@ fn attempts_keep_the_backend_busy_while_connected() {
 }
 
 #[test]
-fn a_refused_socket_resends_once_to_the_same_backend_and_blames_it_once() {
+fn a_refused_socket_resends_once_to_the_same_backend_and_blames_only_a_second_refusal() {
     let l = listener("udp", "", "policy = \"first\"", 2);
     let shared = l.shared.load();
     let (_, info) = admitted(&l, 1, "icmp.test.");
     let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
     let first = send(f.start(&shared, m(&l), Millis(0)));
-    // Five queries lost with one socket: only one of them is blamed.
-    let Next::Resend(again) = f.failed(&shared, m(&l), Failure::refused_socket(true), Millis(1))
-    else {
+    // Spoofable: sent again to the same backend, nothing counted against it.
+    let Next::Resend(again) = f.failed(&shared, m(&l), Failure::refused_socket(), Millis(1)) else {
         panic!("resend to the same backend");
     };
     assert_eq!(again.backend.id(), first.backend.id());
     assert_eq!(first.backend.outstanding(), 1, "still the same attempt");
-    assert_eq!(first.backend.consecutive_failures(), 1);
+    assert_eq!(first.backend.consecutive_failures(), 0);
     assert_eq!(get(&m(&l).resent), 1);
     assert_eq!(get(&m(&l).retries), 0);
-    let mut others = Vec::new();
-    for i in 0..4 {
+    // Many queries lost with one socket: none blamed.
+    for i in 0..10 {
         let (_, info) = admitted(&l, i, "icmp.test.");
         let mut g = Flight::new(client(), Protocol::Udp, info, Millis(0));
         send(g.start(&shared, m(&l), Millis(0)));
         assert!(matches!(
-            g.failed(&shared, m(&l), Failure::refused_socket(false), Millis(1)),
+            g.failed(&shared, m(&l), Failure::refused_socket(), Millis(1)),
             Next::Resend(_)
         ));
-        others.push(g);
     }
-    assert_eq!(first.backend.consecutive_failures(), 1);
+    assert_eq!(first.backend.consecutive_failures(), 0);
     assert!(first.backend.is_up());
-    // A second refusal of the same query: another backend.
-    let next = send(f.failed(&shared, m(&l), Failure::refused_socket(true), Millis(2)));
+    // Refused again on the fresh port: confirmed, blamed, another backend.
+    let next = send(f.failed(&shared, m(&l), Failure::refused_socket(), Millis(2)));
     assert_ne!(next.backend.id(), first.backend.id());
+    assert_eq!(first.backend.consecutive_failures(), 1);
     assert_eq!(get(&m(&l).retries), 1);
 }
 
 #[test]
-fn a_refused_socket_to_a_backend_already_down_goes_elsewhere() {
+fn a_really_refusing_backend_is_marked_down_and_skipped() {
     let l = listener("udp", "", "policy = \"first\"\nmax_fails = 1", 2);
     let shared = l.shared.load();
     let (_, info) = admitted(&l, 1, "down.test.");
     let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
     let first = send(f.start(&shared, m(&l), Millis(0)));
-    // The blamed refusal marks it down (max_fails = 1): no resend to it.
-    let next = send(f.failed(&shared, m(&l), Failure::refused_socket(true), Millis(1)));
-    assert!(!first.backend.is_up());
+    assert!(matches!(
+        f.failed(&shared, m(&l), Failure::refused_socket(), Millis(1)),
+        Next::Resend(_)
+    ));
+    let next = send(f.failed(&shared, m(&l), Failure::refused_socket(), Millis(2)));
+    assert!(
+        !first.backend.is_up(),
+        "the confirmed refusal marks it down"
+    );
     assert_ne!(next.backend.id(), first.backend.id());
-    assert_eq!(get(&m(&l).resent), 0);
+    // The next query goes straight to the other backend.
+    let (_, info) = admitted(&l, 2, "down.test.");
+    let mut g = Flight::new(client(), Protocol::Udp, info, Millis(3));
+    assert_ne!(
+        send(g.start(&shared, m(&l), Millis(3))).backend.id(),
+        first.backend.id()
+    );
 }
 
 #[test]

@@ -11,14 +11,13 @@
 //! or its client went away) removes itself, so the table only holds queries
 //! someone still waits for, at most [`MAX_IN_FLIGHT_PER_SOCKET`] per socket.
 //!
-//! An ICMP port unreachable (ECONNREFUSED on the connected socket) is one
-//! event, whatever the number of queries waiting on the socket: the socket
-//! is closed (the next query opens one on a new random port), and every
+//! An ICMP port unreachable (ECONNREFUSED on the connected socket) closes
+//! the socket (the next query opens one on a new random port), and every
 //! query waiting on it fails with [`FailureKind::Refused`] and
-//! [`RetryType::Resend`] (sent once more to the same backend while it is
-//! up), only one of them counting against the backend. An outsider who
-//! spoofs the ICMP error so costs the backend one failure and the clients
-//! nothing. Sockets are also replaced after [`ROTATE_AFTER`] or
+//! [`RetryType::Resend`]: it is sent once more to the same backend while
+//! that backend is up, and counts against it only if refused again, on the
+//! fresh port an off-path forger cannot know. A spoofed ICMP error so costs
+//! the backend nothing and the clients one round trip. Sockets are also replaced after [`ROTATE_AFTER`] or
 //! [`ROTATE_QUERIES`], so source ports do not stay the same long enough to
 //! be found and sprayed. An answer larger
 //! than a batch slot is reported as [`UdpReply::TooBig`]; the caller then
@@ -499,16 +498,17 @@ fn deliver(stats: &UdpUpstreamStats, sock: &Sock, batch: &RecvBatch) {
 }
 
 /// Fails every query waiting on `sock`: after a refusal each is sent once
-/// more to the same backend and only the first counts against it; after
-/// another error each counts and is retried elsewhere.
+/// more to the same backend (on a new socket) and counts against it only
+/// if refused again; after another error each counts and is retried
+/// elsewhere.
 fn fail_all(sock: &Sock, kind: FailureKind) {
     let mut t = lock(&sock.table);
-    for (i, (_, w)) in t.waiting.drain().enumerate() {
+    for (_, w) in t.waiting.drain() {
         let lost = if kind == FailureKind::Refused {
             Lost {
                 kind,
                 retry: RetryType::Resend,
-                blame: i == 0,
+                blame: false,
             }
         } else {
             Lost {

@@ -74,18 +74,49 @@ impl WorkerSockets {
     /// lowers it leaves the extra sockets unused (they close with the
     /// backend, [`Self::gc`]). A worn socket is rotated out first.
     pub fn slot_for(&mut self, backend: &Backend, ports: usize, now: Millis) -> io::Result<u32> {
+        self.slot(backend, ports, now, false)
+    }
+
+    /// A socket just opened for `backend` (a new random port), taking the
+    /// place of the next one in turn: for a query sent again after its
+    /// socket was refused, which must not land on another socket the same
+    /// forged errors may have reached.
+    pub fn fresh_slot_for(
+        &mut self,
+        backend: &Backend,
+        ports: usize,
+        now: Millis,
+    ) -> io::Result<u32> {
+        self.slot(backend, ports, now, true)
+    }
+
+    fn slot(
+        &mut self,
+        backend: &Backend,
+        ports: usize,
+        now: Millis,
+        fresh: bool,
+    ) -> io::Result<u32> {
         let ports = ports.max(1);
         self.next_port = self.next_port.wrapping_add(1);
         let id = backend.id();
         let list = self.by_backend.entry(id).or_default();
         let idx = self.next_port % ports;
         if let Some(&slot) = list.get(idx) {
-            let worn = self.socks.get(&slot).map_or(true, |s| {
-                now.0.saturating_sub(s.opened.0) >= ROTATE_AFTER_MS || s.used >= ROTATE_QUERIES
-            });
-            if worn {
-                list.remove(idx);
-                self.retiring.push(slot);
+            match self.socks.get_mut(&slot) {
+                Some(s)
+                    if !fresh
+                        && now.0.saturating_sub(s.opened.0) < ROTATE_AFTER_MS
+                        && s.used < ROTATE_QUERIES =>
+                {
+                    // The usual case: one lookup.
+                    s.used += 1;
+                    return Ok(slot);
+                }
+                _ => {
+                    list.remove(idx);
+                    self.retiring.push(slot);
+                }
             }
         }
         while list.len() < ports {
@@ -197,7 +228,7 @@ impl WorkerSockets {
 
     /// Closes the sockets of backends not in `live` and rotated sockets,
     /// except those with queries still in flight (`busy(slot)`).
-    pub fn gc(&mut self, live: &[BackendId], busy: impl Fn(u32) -> bool) {
+    pub fn gc(&mut self, live: &[BackendId], busy: impl Fn(u32) -> bool + Copy) {
         let dead: Vec<(BackendId, Vec<u32>)> = self
             .by_backend
             .iter()
@@ -211,6 +242,16 @@ impl WorkerSockets {
                     self.socks.remove(&s);
                 }
             }
+        }
+        self.close_retired(busy);
+    }
+
+    /// Closes the rotated sockets that have no query in flight any more
+    /// (`busy(slot)` false). Cheap when none is waiting: the worker calls
+    /// it every round.
+    pub fn close_retired(&mut self, busy: impl Fn(u32) -> bool) {
+        if self.retiring.is_empty() {
+            return;
         }
         let socks = &mut self.socks;
         self.retiring.retain(|&s| {

@@ -40,11 +40,14 @@ pub enum DropReason {
     /// A query of type ANY over UDP, answered at once with TC=1 or REFUSED
     /// (the listener's `any_over_udp`, RFC 8482).
     AnyOverUdp,
+    /// Over the listener's `max_queries_per_client` in flight from one
+    /// client address: answered SERVFAIL at once.
+    ClientLimit,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Short,
         Self::Response,
         Self::Truncated,
@@ -56,6 +59,7 @@ impl DropReason {
         Self::WrongSource,
         Self::Overload,
         Self::AnyOverUdp,
+        Self::ClientLimit,
     ];
 
     /// Metrics label.
@@ -72,6 +76,7 @@ impl DropReason {
             Self::WrongSource => "wrong_source",
             Self::Overload => "overload",
             Self::AnyOverUdp => "any_over_udp",
+            Self::ClientLimit => "client_limit",
         }
     }
 
