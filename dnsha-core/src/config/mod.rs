@@ -290,6 +290,9 @@ pub struct ListenerConfig {
     pub handshake_timeout_ms: u64,
     /// DoT and DoH: TLS handshakes in progress at once from one client address.
     pub max_handshakes_per_client: usize,
+    /// DoT and DoH: TLS handshakes started per second on this listener, from
+    /// all clients together (0: no limit); more are closed at accept.
+    pub max_handshakes_per_second: u32,
     /// DoH: the URL path answered (default `/dns-query`); others get 404.
     pub path: String,
     /// DoH: peers whose `X-Forwarded-For` names the client.
@@ -377,6 +380,7 @@ impl ListenerConfig {
             tls: None,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_handshakes_per_client: DEFAULT_MAX_HANDSHAKES_PER_CLIENT,
+            max_handshakes_per_second: DEFAULT_MAX_HANDSHAKES_PER_SECOND,
             path: DEFAULT_DOH_PATH.to_string(),
             trusted_proxies: Vec::new(),
             max_streams: DEFAULT_MAX_STREAMS,
@@ -410,6 +414,9 @@ impl PoolConfig {
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 /// Default `max_handshakes_per_client`.
 pub const DEFAULT_MAX_HANDSHAKES_PER_CLIENT: usize = 16;
+/// Default `max_handshakes_per_second`: well above what a busy resolver
+/// sees, well below what a small machine can do.
+pub const DEFAULT_MAX_HANDSHAKES_PER_SECOND: u32 = 5_000;
 /// Default DoH `path`.
 pub const DEFAULT_DOH_PATH: &str = "/dns-query";
 /// Default DoH `max_streams`.

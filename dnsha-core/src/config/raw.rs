@@ -108,6 +108,7 @@ pub(super) struct RawListener {
     pub(super) tls: Option<Spanned<bool>>,
     pub(super) handshake_timeout_ms: Option<Spanned<u64>>,
     pub(super) max_handshakes_per_client: Option<Spanned<u64>>,
+    pub(super) max_handshakes_per_second: Option<Spanned<u64>>,
     pub(super) path: Option<Spanned<String>>,
     pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
     pub(super) max_streams: Option<Spanned<u64>>,

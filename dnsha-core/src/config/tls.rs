@@ -66,12 +66,21 @@ impl Validator {
                 span(l.max_handshakes_per_client.as_ref()),
                 tls_proto,
             ),
+            (
+                "max_handshakes_per_second",
+                span(l.max_handshakes_per_second.as_ref()),
+                tls_proto,
+            ),
         ];
         for (key, at, allowed) in checks {
             if let (Some(at), false) = (at, allowed) {
                 let for_what = if matches!(
                     key,
-                    "tls_cert" | "tls_key" | "handshake_timeout_ms" | "max_handshakes_per_client"
+                    "tls_cert"
+                        | "tls_key"
+                        | "handshake_timeout_ms"
+                        | "max_handshakes_per_client"
+                        | "max_handshakes_per_second"
                 ) {
                     "dot and doh"
                 } else {
@@ -148,6 +157,9 @@ impl Validator {
     fn tls_listener_limits(&mut self, l: &raw::RawListener, out: &mut ListenerConfig) {
         if let Some(t) = &l.handshake_timeout_ms {
             out.handshake_timeout_ms = self.duration_ms("handshake_timeout_ms", t);
+        }
+        if let Some(t) = &l.max_handshakes_per_second {
+            out.max_handshakes_per_second = u32::try_from(*t.get_ref()).unwrap_or(u32::MAX);
         }
         if let Some(t) = &l.max_handshakes_per_client {
             let n = self.positive("max_handshakes_per_client", t);

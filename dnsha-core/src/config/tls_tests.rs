@@ -320,3 +320,25 @@ fn health_transport_errors_are_located() {
         ["t.toml:12:13: transport is only used by check = \"dns\", not \"tcp\""]
     );
 }
+
+#[test]
+fn the_handshake_rate_is_for_tls_listeners() {
+    let l = &Config::parse(&listener("dot", "tls_cert = \"c\"\ntls_key = \"k\""))
+        .unwrap()
+        .listeners[0];
+    assert_eq!(
+        l.max_handshakes_per_second,
+        DEFAULT_MAX_HANDSHAKES_PER_SECOND
+    );
+    let l = &Config::parse(&listener(
+        "doh",
+        "tls = false\nmax_handshakes_per_second = 0",
+    ))
+    .unwrap()
+    .listeners[0];
+    assert_eq!(l.max_handshakes_per_second, 0);
+    assert_eq!(
+        rendered(&listener("tcp", "max_handshakes_per_second = 10")),
+        ["t.toml:6:29: `max_handshakes_per_second` applies to dot and doh listeners only, not tcp"]
+    );
+}

@@ -208,13 +208,24 @@ pub async fn accept_loop<F, Fut>(
             drop(stream);
             continue;
         };
-        let (handshake_timeout, per_client) = {
+        let (handshake_timeout, per_client, per_second) = {
             let s = ctx.shared.load();
             (
                 Duration::from_millis(s.config.handshake_timeout_ms),
                 s.config.max_handshakes_per_client,
+                s.config.max_handshakes_per_second,
             )
         };
+        if tls.is_some()
+            && !ctx
+                .handshake_rate
+                .allow(per_second, std::time::Instant::now())
+        {
+            inc(&ctx.metrics.tls_handshake_rate_limited);
+            debug!(listener = %ctx.metrics.name, client = %peer, "over the handshake rate, closed");
+            drop(slot);
+            continue;
+        }
         let handshake_slot = match &tls {
             None => None,
             Some(_) => match handshakes.try_acquire(peer.ip(), usize::MAX, per_client) {

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::limits::ConnLimiter;
+use super::limits::{ConnLimiter, RateLimit};
 use crate::metrics::ListenerMetrics;
 use crate::pipeline::ListenerShared;
 
@@ -30,6 +30,8 @@ pub struct ListenerCtx {
     /// Queries in flight over streams, per client address, shared by the
     /// listener's workers and connections.
     pub client_queries: Arc<ConnLimiter>,
+    /// TLS handshakes started, against `max_handshakes_per_second`.
+    pub handshake_rate: RateLimit,
 }
 
 impl ListenerCtx {
@@ -43,6 +45,7 @@ impl ListenerCtx {
             conns: Arc::new(ConnLimiter::new()),
             handshakes: Arc::new(ConnLimiter::new()),
             client_queries: Arc::new(ConnLimiter::new()),
+            handshake_rate: RateLimit::default(),
         }
     }
 }

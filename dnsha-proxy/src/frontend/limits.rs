@@ -1,5 +1,7 @@
-//! Connection limits of a listener, in total and per client address,
-//! shared by its workers.
+//! Connection limits of a listener, in total and per client, shared by its
+//! workers. A client is an IPv4 address, or an IPv6 /64: one host usually
+//! holds a whole /64, and counting its addresses apart would multiply its
+//! share by 2^64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -18,6 +20,54 @@ pub struct ConnLimiter {
 struct LimiterState {
     total: usize,
     per_ip: HashMap<IpAddr, usize>,
+}
+
+/// A rate shared by a listener's workers: a token bucket that holds one
+/// second's worth.
+#[derive(Debug)]
+pub struct RateLimit {
+    state: Mutex<(f64, std::time::Instant)>,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new((f64::MAX, std::time::Instant::now())),
+        }
+    }
+}
+
+impl RateLimit {
+    /// Whether one more event fits `per_second` at `now` (0: no limit).
+    pub fn allow(&self, per_second: u32, now: std::time::Instant) -> bool {
+        if per_second == 0 {
+            return true;
+        }
+        let rate = f64::from(per_second);
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let elapsed = now.saturating_duration_since(st.1).as_secs_f64();
+        let tokens = (st.0.min(rate) + elapsed * rate).min(rate);
+        st.1 = now;
+        if tokens >= 1.0 {
+            st.0 = tokens - 1.0;
+            true
+        } else {
+            st.0 = tokens;
+            false
+        }
+    }
+}
+
+/// The client an address counts as: an IPv4 address (IPv4-mapped IPv6
+/// addresses included), or the /64 of an IPv6 address.
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
 }
 
 /// One admitted connection; releases its place in the [`ConnLimiter`] (and
@@ -40,15 +90,15 @@ impl ConnLimiter {
     }
 
     /// Takes a place for a connection from `ip`, or `None` when that would
-    /// exceed `max_total` connections or `max_per_client` from one address.
-    /// IPv4-mapped IPv6 addresses count as their IPv4 address.
+    /// exceed `max_total` connections or `max_per_client` from one client
+    /// ([`client_of`]).
     pub fn try_acquire(
         self: &Arc<Self>,
         ip: IpAddr,
         max_total: usize,
         max_per_client: usize,
     ) -> Option<ConnSlot> {
-        let ip = ip.to_canonical();
+        let ip = client_of(ip);
         let mut st = self.state();
         let from_ip = st.per_ip.get(&ip).copied().unwrap_or(0);
         if st.total >= max_total || from_ip >= max_per_client {
@@ -72,7 +122,7 @@ impl ConnLimiter {
     pub fn from_ip(&self, ip: IpAddr) -> usize {
         self.state()
             .per_ip
-            .get(&ip.to_canonical())
+            .get(&client_of(ip))
             .copied()
             .unwrap_or(0)
     }
@@ -124,5 +174,32 @@ mod tests {
         assert_eq!(l.from_ip(a), 1);
         assert!(l.try_acquire(a, 3, 2).is_some());
         assert_eq!(l.total(), 2);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_client() {
+        let l = Arc::new(ConnLimiter::new());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _s = l.try_acquire(a, 100, 1).unwrap();
+        assert!(l.try_acquire(b, 100, 1).is_none(), "same /64");
+        assert!(l.try_acquire(other, 100, 1).is_some());
+        assert_eq!(client_of(b), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(l.from_ip(b), 1);
+    }
+
+    #[test]
+    fn the_rate_allows_a_second_worth_then_refills() {
+        let r = RateLimit::default();
+        let t0 = std::time::Instant::now();
+        let allowed = (0..150).filter(|_| r.allow(100, t0)).count();
+        assert_eq!(allowed, 100);
+        assert!(!r.allow(100, t0));
+        // Half a second later: fifty more.
+        let t1 = t0 + std::time::Duration::from_millis(500);
+        let allowed = (0..150).filter(|_| r.allow(100, t1)).count();
+        assert_eq!(allowed, 50);
+        assert!(RateLimit::default().allow(0, t0), "0: no limit");
     }
 }

@@ -121,7 +121,7 @@ const LISTENER_COUNTERS: [(&str, &str, Pick); 12] = [
     }),
 ];
 
-const TLS_COUNTERS: [(&str, &str, Pick); 7] = [
+const TLS_COUNTERS: [(&str, &str, Pick); 8] = [
     (
         "tls_handshake_failures_total",
         "TLS handshakes that failed (not TLS, no common protocol).",
@@ -131,6 +131,11 @@ const TLS_COUNTERS: [(&str, &str, Pick); 7] = [
         "tls_handshake_timeouts_total",
         "TLS handshakes not finished within handshake_timeout_ms.",
         |m| get(&m.tls_handshake_timeouts),
+    ),
+    (
+        "tls_handshake_rate_limited_total",
+        "TLS connections closed at accept, over max_handshakes_per_second.",
+        |m| get(&m.tls_handshake_rate_limited),
     ),
     (
         "tls_resumed_total",
