@@ -491,3 +491,63 @@ fn clients_that_do_not_read_cannot_starve_the_others() {
     assert!(limited > 0, "one address was held to its share");
     eprintln!("{ok}/200 answered; {limited} queries over the per-client share");
 }
+
+/// A UDP backend answering every query with about 5 kB of TXT records,
+/// whatever the query's EDNS size (as a broken or hostile backend might).
+fn oversized_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
+    use hickory_proto::rr::rdata::TXT;
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let addr = sock.local_addr().unwrap();
+    let t = thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(question) = q.queries().first().cloned() else {
+                continue;
+            };
+            let mut a = Message::new();
+            a.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .add_query(question.clone());
+            for i in 0..50 {
+                a.add_answer(Record::from_rdata(
+                    question.name().clone(),
+                    60,
+                    RData::TXT(TXT::new(vec![format!("{i:03}").repeat(30)])),
+                ));
+            }
+            let _ = sock.send_to(&a.to_vec().unwrap(), from);
+        }
+    });
+    (addr, t)
+}
+
+#[test]
+fn a_udp_answer_cut_to_the_receive_buffer_is_never_relayed() {
+    init_tracing();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (backend, server) = oversized_backend(Arc::clone(&stop));
+    let (listen, admin) = (free_addr(), free_addr());
+    // Even a listener that allows the largest UDP answers.
+    let cfg = config(listen, admin, "", &[("big", backend, 1)]).replacen(
+        "protocol = \"udp\"",
+        "protocol = \"udp\"\nmax_udp_size = 65535",
+        1,
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let (_, answer) = big_txt_over_udp(listen, 65_535);
+    let m = Message::from_vec(&answer).expect("a well-formed answer");
+    assert!(m.truncated(), "TC=1 instead of a cut answer");
+    assert!(m.answers().is_empty());
+    assert!(answer.len() < 100, "{} bytes", answer.len());
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+}

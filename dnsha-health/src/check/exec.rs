@@ -2,7 +2,8 @@
 //! backend in its environment — `DNSHA_BACKEND_ADDRESS` (`IP:PORT`),
 //! `DNSHA_BACKEND_IP`, `DNSHA_BACKEND_PORT`, `DNSHA_BACKEND_NAME`. Exit
 //! status 0 is healthy. At the timeout the command's whole process group is
-//! killed (SIGKILL), so a shell's children do not outlive it.
+//! killed (SIGKILL), and so are children it leaves behind when it exits, so
+//! a shell's children never outlive it.
 //!
 //! The command gets a minimal environment: [`EXEC_PATH`] and the
 //! `DNSHA_BACKEND_*` variables, nothing of the daemon's own (which may hold
@@ -81,6 +82,12 @@ impl ExecCheck {
             kept
         });
         let outcome = tokio::time::timeout(timeout, child.wait()).await;
+        if let (Ok(Ok(_)), Some(pgid)) = (&outcome, pgid) {
+            // The command is done; children it left running in its group
+            // (a forgotten `&`) are not: the group ID stays theirs while any
+            // of them lives, so this reaches only them.
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        }
         let result = match outcome {
             Ok(Ok(status)) if status.success() => Ok(()),
             Ok(Ok(status)) => {
@@ -165,6 +172,19 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(e.reason, FailureReason::Local);
+    }
+
+    #[tokio::test]
+    async fn children_left_behind_by_a_finished_command_are_killed() {
+        let marker = std::env::temp_dir().join(format!("dnsha-exec-left-{}", std::process::id()));
+        let _ = std::fs::remove_file(&marker);
+        let line = format!("(sleep 1; touch {}) & exit 0", marker.display());
+        assert_eq!(
+            sh(&line).probe(&target(), Duration::from_secs(5)).await,
+            Ok(())
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "a child of the finished command survived");
     }
 
     #[tokio::test]
