@@ -100,9 +100,12 @@ fn spoofed_icmp_at_the_upstream_ports_takes_nothing_down() {
     );
 }
 
-/// A UDP backend that answers every query with `A 10.0.0.9`, except those
-/// for names starting with `void`, which it never answers.
-fn selective_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
+/// A UDP backend on loopback until `stop`: `answer` turns each query into
+/// the datagram to send back, or `None` to stay silent.
+fn udp_backend(
+    stop: Arc<AtomicBool>,
+    mut answer: impl FnMut(&[u8]) -> Option<Vec<u8>> + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<()>) {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
@@ -113,29 +116,55 @@ fn selective_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<(
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 continue;
             };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let Some(question) = q.queries().first().cloned() else {
-                continue;
-            };
-            if question.name().to_ascii().starts_with("void") {
-                continue;
+            if let Some(a) = answer(&buf[..n]) {
+                let _ = sock.send_to(&a, from);
             }
-            let mut a = Message::new();
-            a.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_recursion_desired(q.recursion_desired())
-                .add_query(question.clone())
-                .add_answer(Record::from_rdata(
-                    question.name().clone(),
-                    60,
-                    RData::A(A(Ipv4Addr::new(10, 0, 0, 9))),
-                ));
-            let _ = sock.send_to(&a.to_vec().unwrap(), from);
         }
     });
     (addr, t)
+}
+
+/// An answer to `query` holding `records` for its question (as a
+/// backend sends it), or `None` for a query that does not decode.
+fn answer_with(
+    query: &[u8],
+    records: impl Fn(&hickory_proto::rr::Name) -> Vec<Record>,
+) -> Option<Vec<u8>> {
+    let q = Message::from_vec(query).ok()?;
+    let question = q.queries().first()?.clone();
+    let mut a = Message::new();
+    a.set_id(q.id())
+        .set_message_type(MessageType::Response)
+        .set_recursion_desired(q.recursion_desired())
+        .add_query(question.clone());
+    for r in records(question.name()) {
+        a.add_answer(r);
+    }
+    a.to_vec().ok()
+}
+
+/// A UDP backend that answers every query with `A 10.0.0.9`, except those
+/// for names starting with `void`, which it never answers.
+fn selective_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
+    udp_backend(stop, |query| {
+        let void = Message::from_vec(query)
+            .ok()?
+            .queries()
+            .first()?
+            .name()
+            .to_ascii()
+            .starts_with("void");
+        if void {
+            return None;
+        }
+        answer_with(query, |name| {
+            vec![Record::from_rdata(
+                name.clone(),
+                60,
+                RData::A(A(Ipv4Addr::new(10, 0, 0, 9))),
+            )]
+        })
+    })
 }
 
 #[test]
@@ -325,42 +354,32 @@ fn the_open_files_limit_is_raised_to_fit_the_connection_limits() {
     assert!(open_files_limit(d.pid()) >= needed.min(hard), "{}", d.log());
 }
 
+/// The question names a backend received, in order.
+type Seen = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
 /// A UDP backend that answers each query with its own bytes as an empty
 /// NOERROR answer (the question echoed as received, or lower-cased when
 /// `lower`), and records the question names it received.
-fn echo_backend(
-    stop: Arc<AtomicBool>,
-    lower: bool,
-) -> (SocketAddr, thread::JoinHandle<Vec<Vec<u8>>>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let addr = sock.local_addr().unwrap();
-    let t = thread::spawn(move || {
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let mut a = buf[..n].to_vec();
-            seen.push(a[12..].to_vec());
-            a[2] |= 0x80;
-            if lower {
-                a[12..].make_ascii_lowercase();
-            }
-            let _ = sock.send_to(&a, from);
+fn echo_backend(stop: Arc<AtomicBool>, lower: bool) -> (SocketAddr, thread::JoinHandle<()>, Seen) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let (addr, t) = udp_backend(stop, move |query| {
+        let mut a = query.to_vec();
+        log.lock().unwrap().push(a.get(12..)?.to_vec());
+        *a.get_mut(2)? |= 0x80;
+        if lower {
+            a.get_mut(12..)?.make_ascii_lowercase();
         }
-        seen
+        Some(a)
     });
-    (addr, t)
+    (addr, t, seen)
 }
 
 #[test]
 fn dns_0x20_randomizes_the_case_checks_it_and_gives_the_client_its_own() {
     init_tracing();
     let stop = Arc::new(AtomicBool::new(false));
-    let (backend, server) = echo_backend(Arc::clone(&stop), false);
+    let (backend, server, seen) = echo_backend(Arc::clone(&stop), false);
     let (listen, admin) = (free_addr(), free_addr());
     let cfg = config(
         listen,
@@ -381,7 +400,8 @@ fn dns_0x20_randomizes_the_case_checks_it_and_gives_the_client_its_own() {
         assert_eq!(answer.queries()[0].name().to_ascii(), "WwW.Example.TEST.");
     }
     stop.store(true, Ordering::Relaxed);
-    let seen = server.join().unwrap();
+    server.join().unwrap();
+    let seen = seen.lock().unwrap().clone();
     let spellings: std::collections::HashSet<_> = seen.iter().collect();
     assert!(
         spellings.len() > 10,
@@ -392,7 +412,7 @@ fn dns_0x20_randomizes_the_case_checks_it_and_gives_the_client_its_own() {
 
     // A backend (or a forger) that does not echo the case: not accepted.
     let stop = Arc::new(AtomicBool::new(false));
-    let (backend, server) = echo_backend(Arc::clone(&stop), true);
+    let (backend, server, _) = echo_backend(Arc::clone(&stop), true);
     let (listen, admin) = (free_addr(), free_addr());
     let cfg = config(
         listen,
@@ -496,37 +516,16 @@ fn clients_that_do_not_read_cannot_starve_the_others() {
 /// whatever the query's EDNS size (as a broken or hostile backend might).
 fn oversized_backend(stop: Arc<AtomicBool>) -> (SocketAddr, thread::JoinHandle<()>) {
     use hickory_proto::rr::rdata::TXT;
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let addr = sock.local_addr().unwrap();
-    let t = thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                continue;
-            };
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let Some(question) = q.queries().first().cloned() else {
-                continue;
-            };
-            let mut a = Message::new();
-            a.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .add_query(question.clone());
-            for i in 0..50 {
-                a.add_answer(Record::from_rdata(
-                    question.name().clone(),
-                    60,
-                    RData::TXT(TXT::new(vec![format!("{i:03}").repeat(30)])),
-                ));
-            }
-            let _ = sock.send_to(&a.to_vec().unwrap(), from);
-        }
-    });
-    (addr, t)
+    udp_backend(stop, |query| {
+        answer_with(query, |name| {
+            (0..50)
+                .map(|i| {
+                    let txt = TXT::new(vec![format!("{i:03}").repeat(30)]);
+                    Record::from_rdata(name.clone(), 60, RData::TXT(txt))
+                })
+                .collect()
+        })
+    })
 }
 
 #[test]
