@@ -46,7 +46,7 @@ colour = "blue"
 "#;
     let (ok, _, err) = check(toml);
     assert!(!ok);
-    assert_eq!(err.trim(), "FILE:6:1: unknown field `colour`, expected one of `name`, `protocol`, `listen`, `pool`, `allow`, `access_log`, `format`, `idle_timeout_ms`, `read_timeout_ms`, `max_connections`, `max_connections_per_client`, `max_queries_per_client`, `write_timeout_ms`, `workers`, `pin_workers`, `max_udp_size`, `any_over_udp`, `tls_cert`, `tls_key`, `tls`, `handshake_timeout_ms`, `max_handshakes_per_client`, `max_handshakes_per_second`, `path`, `trusted_proxies`, `max_streams`, `max_header_bytes`, `max_requests_per_second`");
+    assert_eq!(err.trim(), "FILE:6:1: unknown field `colour`, expected one of `name`, `protocol`, `listen`, `pool`, `allow`, `access_log`, `format`, `idle_timeout_ms`, `read_timeout_ms`, `max_connections`, `max_connections_per_client`, `max_queries_per_client`, `client_prefix_v6`, `write_timeout_ms`, `workers`, `pin_workers`, `max_udp_size`, `any_over_udp`, `tls_cert`, `tls_key`, `tls`, `handshake_timeout_ms`, `max_handshakes_per_client`, `max_handshakes_per_second`, `path`, `trusted_proxies`, `max_streams`, `max_header_bytes`, `max_requests_per_second`");
     let toml = r#"[[listener]]
 name = "dns"
 protocol = "udp"

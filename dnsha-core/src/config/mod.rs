@@ -266,6 +266,9 @@ pub struct ListenerConfig {
     /// address, over all its connections to this listener; more are
     /// answered SERVFAIL at once.
     pub max_queries_per_client: usize,
+    /// How many leading bits of an IPv6 client address make one client for
+    /// the per-client limits (64: a /64 is one client).
+    pub client_prefix_v6: u8,
     /// TCP and DoT: how long a client may take to accept an answer before
     /// its connection is closed (a client that does not read must not pin
     /// its queries' resources).
@@ -372,6 +375,7 @@ impl ListenerConfig {
             max_connections: 10_000,
             max_connections_per_client: 64,
             max_queries_per_client: DEFAULT_MAX_QUERIES_PER_CLIENT,
+            client_prefix_v6: 64,
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             workers: 0,
             pin_workers: false,
@@ -581,6 +585,26 @@ impl Validator {
         }
     }
 
+    /// `client_prefix_v6`: 32 to 128 bits.
+    fn client_prefix_v6(&mut self, l: &raw::RawListener) -> u8 {
+        let Some(v) = &l.client_prefix_v6 else {
+            return 64;
+        };
+        match u8::try_from(*v.get_ref()) {
+            Ok(n) if (32..=128).contains(&n) => n,
+            _ => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "client_prefix_v6 must be between 32 and 128, not {}",
+                        v.get_ref()
+                    ),
+                );
+                64
+            }
+        }
+    }
+
     /// A key only stream listeners take: `None` (and an error) on a UDP
     /// listener.
     fn stream_only<'a, T>(
@@ -713,6 +737,7 @@ impl Validator {
                         .map_or(DEFAULT_MAX_QUERIES_PER_CLIENT, |v| {
                             self.between("max_queries_per_client", v, 1_000_000)
                         }),
+                    client_prefix_v6: self.client_prefix_v6(l),
                     write_timeout_ms: self
                         .stream_only(l, "write_timeout_ms", &l.write_timeout_ms)
                         .map_or(DEFAULT_WRITE_TIMEOUT_MS, |v| {

@@ -96,6 +96,7 @@ pub(super) struct RawListener {
     #[serde(default = "d_maxconn_client")]
     pub(super) max_connections_per_client: Spanned<u64>,
     pub(super) max_queries_per_client: Option<Spanned<u64>>,
+    pub(super) client_prefix_v6: Option<Spanned<u64>>,
     pub(super) write_timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub(super) workers: usize,

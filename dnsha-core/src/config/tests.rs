@@ -642,3 +642,28 @@ fn per_client_query_and_write_limits_are_for_stream_listeners() {
         ["t.toml:6:26: max_queries_per_client applies to tcp, dot and doh listeners only"]
     );
 }
+
+#[test]
+fn the_ipv6_client_prefix_is_a_prefix_length() {
+    let src = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n{extra}\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    assert_eq!(
+        Config::parse(&src("")).unwrap().listeners[0].client_prefix_v6,
+        64
+    );
+    assert_eq!(
+        Config::parse(&src("client_prefix_v6 = 56"))
+            .unwrap()
+            .listeners[0]
+            .client_prefix_v6,
+        56
+    );
+    assert_eq!(
+        rendered(&src("client_prefix_v6 = 129")),
+        ["t.toml:6:20: client_prefix_v6 must be between 32 and 128, not 129"]
+    );
+}

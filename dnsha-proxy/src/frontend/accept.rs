@@ -78,15 +78,16 @@ pub async fn accept_next(
 /// counts it: `connections` and `connections_total` when admitted,
 /// `connections_refused` when not (the caller then closes it).
 pub fn admit(ctx: &ListenerCtx, limiter: &Arc<ConnLimiter>, peer: SocketAddr) -> Option<ConnSlot> {
-    let (max_total, per_client) = {
+    let (max_total, per_client, prefix) = {
         let shared = ctx.shared.load();
         (
             shared.config.max_connections,
             shared.config.max_connections_per_client,
+            shared.config.client_prefix_v6,
         )
     };
     let m = &ctx.metrics;
-    match limiter.try_acquire(peer.ip(), max_total, per_client) {
+    match limiter.try_acquire(peer.ip(), prefix, max_total, per_client) {
         Some(slot) => {
             inc(&m.connections);
             inc(&m.connections_total);
@@ -208,12 +209,13 @@ pub async fn accept_loop<F, Fut>(
             drop(stream);
             continue;
         };
-        let (handshake_timeout, per_client, per_second) = {
+        let (handshake_timeout, per_client, per_second, prefix) = {
             let s = ctx.shared.load();
             (
                 Duration::from_millis(s.config.handshake_timeout_ms),
                 s.config.max_handshakes_per_client,
                 s.config.max_handshakes_per_second,
+                s.config.client_prefix_v6,
             )
         };
         if tls.is_some()
@@ -228,7 +230,7 @@ pub async fn accept_loop<F, Fut>(
         }
         let handshake_slot = match &tls {
             None => None,
-            Some(_) => match handshakes.try_acquire(peer.ip(), usize::MAX, per_client) {
+            Some(_) => match handshakes.try_acquire(peer.ip(), prefix, usize::MAX, per_client) {
                 Some(h) => Some(h),
                 None => {
                     inc(&ctx.metrics.connections_refused);

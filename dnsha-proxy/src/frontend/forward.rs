@@ -32,10 +32,12 @@ pub async fn forward(
     let shared = ctx.shared.load_full();
     let m = &*ctx.metrics;
     let per_client = shared.config.max_queries_per_client;
-    let Some(_slot) = ctx
-        .client_queries
-        .try_acquire(client.ip(), usize::MAX, per_client)
-    else {
+    let Some(_slot) = ctx.client_queries.try_acquire(
+        client.ip(),
+        shared.config.client_prefix_v6,
+        usize::MAX,
+        per_client,
+    ) else {
         m.dropped(DropReason::ClientLimit);
         return Some(synth_reply(&info, ResponseCode::ServFail));
     };

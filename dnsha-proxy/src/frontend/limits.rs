@@ -1,7 +1,7 @@
 //! Connection limits of a listener, in total and per client, shared by its
-//! workers. A client is an IPv4 address, or an IPv6 /64: one host usually
-//! holds a whole /64, and counting its addresses apart would multiply its
-//! share by 2^64.
+//! workers. A client is an IPv4 address, or an IPv6 prefix (the listener's
+//! `client_prefix_v6`, /64 by default): one host usually holds a whole /64,
+//! and counting its addresses apart would multiply its share by 2^64.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -59,12 +59,14 @@ impl RateLimit {
 }
 
 /// The client an address counts as: an IPv4 address (IPv4-mapped IPv6
-/// addresses included), or the /64 of an IPv6 address.
-pub fn client_of(ip: IpAddr) -> IpAddr {
+/// addresses included), or the first `prefix_v6` bits (up to 128) of an
+/// IPv6 address.
+pub fn client_of(ip: IpAddr, prefix_v6: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(bits.into())
+            let keep = u32::from(prefix_v6.min(128));
+            let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
         }
         v4 => v4,
     }
@@ -91,14 +93,15 @@ impl ConnLimiter {
 
     /// Takes a place for a connection from `ip`, or `None` when that would
     /// exceed `max_total` connections or `max_per_client` from one client
-    /// ([`client_of`]).
+    /// ([`client_of`] with `prefix_v6`).
     pub fn try_acquire(
         self: &Arc<Self>,
         ip: IpAddr,
+        prefix_v6: u8,
         max_total: usize,
         max_per_client: usize,
     ) -> Option<ConnSlot> {
-        let ip = client_of(ip);
+        let ip = client_of(ip, prefix_v6);
         let mut st = self.state();
         let from_ip = st.per_ip.get(&ip).copied().unwrap_or(0);
         if st.total >= max_total || from_ip >= max_per_client {
@@ -118,11 +121,11 @@ impl ConnLimiter {
         self.state().total
     }
 
-    /// Connections counted now from `ip`.
-    pub fn from_ip(&self, ip: IpAddr) -> usize {
+    /// Connections counted now from the client of `ip` ([`client_of`]).
+    pub fn from_ip(&self, ip: IpAddr, prefix_v6: u8) -> usize {
         self.state()
             .per_ip
-            .get(&client_of(ip))
+            .get(&client_of(ip, prefix_v6))
             .copied()
             .unwrap_or(0)
     }
@@ -165,14 +168,14 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let s1 = l.try_acquire(a, 3, 2).unwrap();
-        let _s2 = l.try_acquire(mapped, 3, 2).unwrap();
-        assert!(l.try_acquire(a, 3, 2).is_none());
-        let _s3 = l.try_acquire(b, 3, 2).unwrap();
-        assert!(l.try_acquire(b, 3, 2).is_none(), "total limit");
+        let s1 = l.try_acquire(a, 64, 3, 2).unwrap();
+        let _s2 = l.try_acquire(mapped, 64, 3, 2).unwrap();
+        assert!(l.try_acquire(a, 64, 3, 2).is_none());
+        let _s3 = l.try_acquire(b, 64, 3, 2).unwrap();
+        assert!(l.try_acquire(b, 64, 3, 2).is_none(), "total limit");
         drop(s1);
-        assert_eq!(l.from_ip(a), 1);
-        assert!(l.try_acquire(a, 3, 2).is_some());
+        assert_eq!(l.from_ip(a, 64), 1);
+        assert!(l.try_acquire(a, 64, 3, 2).is_some());
         assert_eq!(l.total(), 2);
     }
 
@@ -182,11 +185,17 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        let _s = l.try_acquire(a, 100, 1).unwrap();
-        assert!(l.try_acquire(b, 100, 1).is_none(), "same /64");
-        assert!(l.try_acquire(other, 100, 1).is_some());
-        assert_eq!(client_of(b), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
-        assert_eq!(l.from_ip(b), 1);
+        let _s = l.try_acquire(a, 64, 100, 1).unwrap();
+        assert!(l.try_acquire(b, 64, 100, 1).is_none(), "same /64");
+        assert!(l.try_acquire(other, 64, 100, 1).is_some());
+        assert_eq!(
+            client_of(b, 64),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_of(b, 48), "2001:db8:1::".parse::<IpAddr>().unwrap());
+        assert_eq!(client_of(b, 128), b);
+        assert!(l.try_acquire(other, 48, 100, 1).is_none(), "same /48");
+        assert_eq!(l.from_ip(b, 64), 1);
     }
 
     #[test]

@@ -199,8 +199,9 @@ struct Request {
 enum Reply {
     /// The backend's answer (upstream ID still in it).
     Answer(Vec<u8>),
-    /// The query was sent and the connection failed.
-    Failed(FailureKind),
+    /// The query was sent and the connection failed, or no connection
+    /// could be made (and whether that is the backend's fault).
+    Failed(FailureKind, bool),
     /// The connection closed before the query was written; the frame is
     /// handed back to go out on another connection.
     NotSent(Vec<u8>),
@@ -349,7 +350,14 @@ impl TcpUpstreams {
                 Err(_) => return Err(upstream(FailureKind::Timeout)),
                 Ok(Err(_)) => return Err(upstream(FailureKind::Closed)),
                 Ok(Ok(Reply::Answer(a))) => return Ok(a),
-                Ok(Ok(Reply::Failed(kind))) => return Err(upstream(kind)),
+                Ok(Ok(Reply::Failed(kind, blame))) => {
+                    return Err(Error::Upstream {
+                        backend,
+                        kind,
+                        retry: RetryType::Retry,
+                        blame,
+                    })
+                }
                 Ok(Ok(Reply::NotSent(f))) => frame = f,
             }
         }

@@ -49,22 +49,28 @@ enum Connected {
 
 /// Connects (and for DoT, completes the TLS handshake) within the connect
 /// timeout.
+/// Why a connection could not be made, and whether it is the backend's
+/// fault (a refusal or silence is; running out of descriptors or ports here
+/// is not).
+type ConnectFailure = (FailureKind, bool);
+
 async fn connect(
     target: &UpstreamTarget,
     limit: Duration,
     stats: &TcpUpstreamStats,
-) -> Result<Connected, FailureKind> {
+) -> Result<Connected, ConnectFailure> {
     let addr = target.addr;
     let deadline = Instant::now() + limit;
     let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(backend = %addr, error = %e, "upstream tcp connect failed");
-            return Err(FailureKind::Refused);
+            let blame = crate::upstream::failure_kind(&e) == FailureKind::Refused;
+            return Err((FailureKind::Refused, blame));
         }
         Err(_) => {
             debug!(backend = %addr, "upstream tcp connect timed out");
-            return Err(FailureKind::Timeout);
+            return Err((FailureKind::Timeout, true));
         }
     };
     let _ = stream.set_nodelay(true);
@@ -77,12 +83,12 @@ async fn connect(
         Ok(Err(e)) => {
             inc(&stats.tls_failures);
             tracing::warn!(backend = %addr, error = %e, "upstream tls handshake failed");
-            Err(FailureKind::Refused)
+            Err((FailureKind::Refused, true))
         }
         Err(_) => {
             inc(&stats.tls_failures);
             debug!(backend = %addr, "upstream tls handshake timed out");
-            Err(FailureKind::Timeout)
+            Err((FailureKind::Timeout, true))
         }
     }
 }
@@ -123,19 +129,19 @@ pub(super) async fn run_connection(
                 End::Done => FailureKind::Closed,
             };
             for (_, p) in pending.drain() {
-                let _ = p.reply.send(Reply::Failed(kind));
+                let _ = p.reply.send(Reply::Failed(kind, true));
             }
             debug!(backend = %addr, end = ?end, "upstream connection closed");
             None
         }
-        Err(kind) => Some(kind),
+        Err(failure) => Some(failure),
     };
     rx.close();
     while let Ok(req) = rx.try_recv() {
         // Queued during a failed connect: the backend's fault. Queued on a
         // connection that just closed: never sent, try another connection.
         let reply = match connect_failure {
-            Some(kind) => Reply::Failed(kind),
+            Some((kind, blame)) => Reply::Failed(kind, blame),
             None => Reply::NotSent(req.frame),
         };
         let _ = req.reply.send(reply);
