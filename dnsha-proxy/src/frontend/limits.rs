@@ -194,7 +194,9 @@ mod tests {
         );
         assert_eq!(client_of(b, 48), "2001:db8:1::".parse::<IpAddr>().unwrap());
         assert_eq!(client_of(b, 128), b);
-        assert!(l.try_acquire(other, 48, 100, 1).is_none(), "same /48");
+        let wide = Arc::new(ConnLimiter::new());
+        let _w = wide.try_acquire(a, 48, 100, 1).unwrap();
+        assert!(wide.try_acquire(other, 48, 100, 1).is_none(), "same /48");
         assert_eq!(l.from_ip(b, 64), 1);
     }
 
