@@ -42,6 +42,21 @@ fn admitted(l: &ListenerCtx, id: u16, name: &str) -> (Vec<u8>, QueryInfo) {
     }
 }
 
+/// A query for `name` admitted on `l` and started at `now`: its flight
+/// and first attempt.
+fn sent(
+    l: &ListenerCtx,
+    id: u16,
+    name: &str,
+    protocol: Protocol,
+    now: Millis,
+) -> (Flight, Attempt) {
+    let (_, info) = admitted(l, id, name);
+    let mut f = Flight::new(client(), protocol, info, now);
+    let a = send(f.start(&l.shared.load(), &l.metrics, now));
+    (f, a)
+}
+
 fn client() -> SocketAddr {
     CLIENT.parse().unwrap()
 }
@@ -203,9 +218,7 @@ fn servfail_is_relayed_counted_as_an_answer_and_reported_to_health() {
 fn retried_after(kind: FailureKind) {
     let l = listener("udp", "", "", 2);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "r.test.");
-    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
-    let first = send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, first) = sent(&l, 1, "r.test.", Protocol::Udp, Millis(0));
     let second = send(f.failed(&shared, m(&l), Failure::retry(kind), Millis(10)));
     assert_ne!(first.backend.id(), second.backend.id());
     assert_eq!(first.backend.consecutive_failures(), 1);
@@ -239,9 +252,7 @@ fn retry_on_a_closed_connection() {
 fn no_retry_failure_gives_up_at_once() {
     let l = listener("tcp", "", "", 2);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "n.test.");
-    let mut f = Flight::new(client(), Protocol::Tcp, info, Millis(0));
-    send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, _) = sent(&l, 1, "n.test.", Protocol::Tcp, Millis(0));
     let failure = Failure {
         kind: FailureKind::Closed,
         retry: RetryType::NoRetry,
@@ -291,9 +302,7 @@ fn all_backends_failing_gives_servfail() {
 fn all_backends_failing_with_drop_sends_nothing() {
     let l = listener("udp", "", "on_no_backend = \"drop\"", 1);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "d.test.");
-    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
-    send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, _) = sent(&l, 1, "d.test.", Protocol::Udp, Millis(0));
     assert!(matches!(
         f.failed(
             &shared,
@@ -331,9 +340,7 @@ fn no_backend_up_answers_at_once_with_both_policies() {
 fn retries_bound_the_attempts() {
     let l = listener("udp", "", "retries = 0", 3);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "once.test.");
-    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
-    send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, _) = sent(&l, 1, "once.test.", Protocol::Udp, Millis(0));
     assert!(matches!(
         f.failed(
             &shared,
@@ -352,9 +359,7 @@ fn consecutive_failures_mark_a_backend_down_and_it_is_skipped() {
     let shared = l.shared.load();
     let first = shared.pool.snapshot().backends()[0].clone();
     for i in 0..2 {
-        let (_, info) = admitted(&l, i, "f.test.");
-        let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
-        let a = send(f.start(&shared, m(&l), Millis(0)));
+        let (mut f, a) = sent(&l, i, "f.test.", Protocol::Udp, Millis(0));
         assert_eq!(a.backend.id(), first.id());
         send(f.failed(
             &shared,
@@ -364,9 +369,7 @@ fn consecutive_failures_mark_a_backend_down_and_it_is_skipped() {
         ));
     }
     assert!(!first.is_up());
-    let (_, info) = admitted(&l, 3, "f.test.");
-    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(2));
-    let a = send(f.start(&shared, m(&l), Millis(2)));
+    let (_f, a) = sent(&l, 3, "f.test.", Protocol::Udp, Millis(2));
     assert_ne!(
         a.backend.id(),
         first.id(),
@@ -378,9 +381,7 @@ fn consecutive_failures_mark_a_backend_down_and_it_is_skipped() {
 fn abandoned_query_records_nothing_against_the_backend() {
     let l = listener("tcp", "", "", 2);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "a.test.");
-    let mut f = Flight::new(client(), Protocol::Tcp, info, Millis(0));
-    let a = send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, a) = sent(&l, 1, "a.test.", Protocol::Tcp, Millis(0));
     assert!(matches!(
         f.abandon(&shared, m(&l), Millis(1)),
         Next::Reply(_)
@@ -416,9 +417,7 @@ fn attempts_keep_the_backend_busy_while_connected() {
 fn a_refused_socket_resends_once_to_the_same_backend_and_blames_only_a_second_refusal() {
     let l = listener("udp", "", "policy = \"first\"", 2);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "icmp.test.");
-    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
-    let first = send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, first) = sent(&l, 1, "icmp.test.", Protocol::Udp, Millis(0));
     // Spoofable: sent again to the same backend, nothing counted against it.
     let Next::Resend(again) = f.failed(&shared, m(&l), Failure::refused_socket(), Millis(1)) else {
         panic!("resend to the same backend");
@@ -430,9 +429,7 @@ fn a_refused_socket_resends_once_to_the_same_backend_and_blames_only_a_second_re
     assert_eq!(get(&m(&l).retries), 0);
     // Many queries lost with one socket: none blamed.
     for i in 0..10 {
-        let (_, info) = admitted(&l, i, "icmp.test.");
-        let mut g = Flight::new(client(), Protocol::Udp, info, Millis(0));
-        send(g.start(&shared, m(&l), Millis(0)));
+        let (mut g, _) = sent(&l, i, "icmp.test.", Protocol::Udp, Millis(0));
         assert!(matches!(
             g.failed(&shared, m(&l), Failure::refused_socket(), Millis(1)),
             Next::Resend(_)
@@ -451,9 +448,7 @@ fn a_refused_socket_resends_once_to_the_same_backend_and_blames_only_a_second_re
 fn a_really_refusing_backend_is_marked_down_and_skipped() {
     let l = listener("udp", "", "policy = \"first\"\nmax_fails = 1", 2);
     let shared = l.shared.load();
-    let (_, info) = admitted(&l, 1, "down.test.");
-    let mut f = Flight::new(client(), Protocol::Udp, info, Millis(0));
-    let first = send(f.start(&shared, m(&l), Millis(0)));
+    let (mut f, first) = sent(&l, 1, "down.test.", Protocol::Udp, Millis(0));
     assert!(matches!(
         f.failed(&shared, m(&l), Failure::refused_socket(), Millis(1)),
         Next::Resend(_)
@@ -478,9 +473,7 @@ fn local_overload_is_not_the_backends_fault() {
     let l = listener("tcp", "", "max_fails = 1\npolicy = \"first\"", 2);
     let shared = l.shared.load();
     for i in 0..10 {
-        let (_, info) = admitted(&l, i, "busy.test.");
-        let mut f = Flight::new(client(), Protocol::Tcp, info, Millis(0));
-        let a = send(f.start(&shared, m(&l), Millis(0)));
+        let (mut f, a) = sent(&l, i, "busy.test.", Protocol::Tcp, Millis(0));
         let overload = Failure {
             blame: false,
             ..Failure::retry(FailureKind::Timeout)
@@ -515,9 +508,7 @@ fn a_burst_of_unanswered_names_does_not_take_down_a_backend_that_answers() {
     // in one timer pass.
     let mut flights = Vec::new();
     for i in 0..50 {
-        let (_, info) = admitted(&l, i, "void.test.");
-        let mut f = Flight::new(client(), Protocol::Udp, info, Millis(300));
-        send(f.start(&shared, m(&l), Millis(300)));
+        let (f, _) = sent(&l, i, "void.test.", Protocol::Udp, Millis(300));
         flights.push(f);
     }
     for f in &mut flights {
