@@ -550,3 +550,107 @@ fn a_udp_answer_cut_to_the_receive_buffer_is_never_relayed() {
     stop.store(true, Ordering::Relaxed);
     server.join().unwrap();
 }
+
+/// CPU time (user and system, in clock ticks) process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name: state is the 3rd field, utime the 14th.
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn open_descriptors(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
+}
+
+#[test]
+fn running_out_of_descriptors_blames_no_backend_and_does_not_spin() {
+    init_tracing();
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        skip("prlimit (util-linux) is not installed");
+        return;
+    }
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    let (listen, admin) = (free_addr(), free_addr());
+    // One TCP backend, probed every 100 ms: two failed probes would take it
+    // down, for at least a second (ten good probes to come back).
+    let pool =
+        "[pool.health]\ncheck = \"dns\"\ninterval_ms = 100\ntimeout_ms = 80\nrise = 10\nfall = 2";
+    let cfg = config_with(
+        listen,
+        admin,
+        "max_connections_per_client = 1000",
+        pool,
+        &[("nsd", nsd.addr(), 1)],
+    )
+    .replace("weight = 1\n", "weight = 1\ntransport = \"tcp\"\n");
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_tcp(listen);
+    assert!(backend_up(admin));
+    // Leave the daemon 20 descriptors more than it holds, then take them
+    // all with idle clients; the rest of the clients, and an admin client,
+    // wait in the listeners' backlogs.
+    let limit = open_descriptors(d.pid()) + 20;
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &d.pid().to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut held: Vec<_> = (0..60)
+        .map(|_| tcp_from(Ipv4Addr::LOCALHOST, listen, None))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        open_descriptors(d.pid()) >= limit - 2,
+        "descriptors not exhausted"
+    );
+    let mut waiting_admin = std::net::TcpStream::connect(admin).unwrap();
+    // A query over an accepted connection needs an upstream connection that
+    // cannot be opened: it fails, the backend is not blamed.
+    held[0].set_read_timeout(Some(T)).unwrap();
+    for _ in 0..5 {
+        let rcode = tcp_exchange(&mut held[0], "www.example.test.", RecordType::A);
+        assert_ne!(rcode, Some(ResponseCode::NoError));
+    }
+    // Accept keeps failing (EMFILE) while connections wait: the loops back
+    // off instead of spinning, and the failing probes give no verdict.
+    let before = cpu_ticks(d.pid());
+    thread::sleep(Duration::from_secs(2));
+    let ticks = cpu_ticks(d.pid()) - before;
+    assert!(
+        ticks < 40,
+        "{ticks} ticks of CPU in 2 s while out of descriptors"
+    );
+    drop(held);
+    // Descriptors back: the waiting admin client is served, the backend
+    // was never down and no live query was counted against it.
+    use std::io::{Read, Write};
+    waiting_admin.set_read_timeout(Some(T)).unwrap();
+    waiting_admin
+        .write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = waiting_admin.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let backend = status(admin)["pools"][0]["backends"][0].clone();
+    assert_eq!(backend["state"], "up", "{backend}");
+    assert_eq!(backend["failures"], 0, "{backend}");
+    let log = d.log();
+    assert!(
+        !log.contains("backend down") && !log.contains("backend nsd down"),
+        "{log}"
+    );
+    let m = query_tcp(listen, "www.example.test.", RecordType::A, T).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+}

@@ -524,6 +524,7 @@ fn failure_reasons() -> [FailureReason; FailureReason::LABELS.len()] {
         FailureReason::Exit(None),
         FailureReason::Local,
         FailureReason::Closed,
+        FailureReason::NoResources,
     ]
 }
 

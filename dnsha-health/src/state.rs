@@ -33,11 +33,15 @@ pub enum FailureReason {
     Local,
     /// A TCP connection closed with the query in flight (live traffic).
     Closed,
+    /// The probe could not run for want of local resources (descriptors,
+    /// ports, buffers): says nothing of the backend, so it is counted but
+    /// changes no state.
+    NoResources,
 }
 
 impl FailureReason {
     /// Every metric label, in a fixed order.
-    pub const LABELS: [&'static str; 11] = [
+    pub const LABELS: [&'static str; 12] = [
         "timeout",
         "refused",
         "servfail",
@@ -49,6 +53,7 @@ impl FailureReason {
         "exit_status",
         "local",
         "closed",
+        "no_resources",
     ];
 
     /// A short lowercase name, used as a metric label.
@@ -70,6 +75,7 @@ impl FailureReason {
             Self::Exit(_) => 8,
             Self::Local => 9,
             Self::Closed => 10,
+            Self::NoResources => 11,
         }
     }
 
@@ -97,6 +103,7 @@ impl FailureReason {
             Self::Exit(_) => "failed commands",
             Self::Local => "local errors",
             Self::Closed => "closed connections",
+            Self::NoResources => "probes without local resources",
         }
     }
 
@@ -131,6 +138,7 @@ impl fmt::Display for FailureReason {
             Self::Exit(_) => "command failed",
             Self::Local => "local error",
             Self::Closed => "connection closed",
+            Self::NoResources => "no local resources (descriptors, ports)",
         };
         match self.detail() {
             Some(d) => write!(f, "{name} ({d})"),
@@ -391,6 +399,10 @@ impl HealthState {
     }
 
     fn probe_failed(&mut self, reason: FailureReason) -> Option<Transition> {
+        // The probe never reached the backend: no verdict either way.
+        if reason == FailureReason::NoResources {
+            return None;
+        }
         let first = std::mem::replace(&mut self.provisional, false);
         self.suspect = false;
         self.good = 0;

@@ -372,3 +372,51 @@ fn header_floods_are_cut() {
     let out = kdig(s.doh, ca, &["+https"]);
     assert!(out.contains("status: 200"), "{out}");
 }
+
+/// A TCP connection to `to` from `from` (any 127/8 address on loopback).
+fn tcp_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+#[test]
+fn handshakes_over_the_listeners_rate_are_closed_at_accept() {
+    // 5 handshakes a second on the DoH listener, for every client together.
+    let s = stack("max_handshakes_per_second = 5");
+    let name = "dnsha_tls_handshake_rate_limited_total{listener=\"doh\"";
+    let before = metric(s.admin, name);
+    // 20 connections from 20 addresses at once (no per-client limit bites):
+    // at most the bucket's 5 reach a handshake, the rest are closed at
+    // accept, without a byte of TLS.
+    let hello = client_hello();
+    let mut conns: Vec<TcpStream> = (0..20u8)
+        .map(|i| {
+            let mut c = tcp_from(std::net::Ipv4Addr::new(127, 0, 1, 10 + i), s.doh);
+            let _ = c.write_all(&hello);
+            c
+        })
+        .collect();
+    let mut closed_without_answer = 0;
+    for c in &mut conns {
+        if closed_within(c, Duration::from_millis(300)) {
+            closed_without_answer += 1;
+        }
+    }
+    let limited = metric(s.admin, name) - before;
+    assert!(limited >= 14, "only {limited} closed over the rate");
+    assert!(closed_without_answer >= 14, "{closed_without_answer}");
+    drop(conns);
+    // The bucket refills: a client a second later is served.
+    std::thread::sleep(Duration::from_millis(1200));
+    let out = kdig(s.doh, &s.pki.files.ca, &["+https", "-b", "127.0.0.2"]);
+    assert!(out.contains("10.0.0."), "{out}");
+    // DoT has its own bucket (the default, 5000 a second): untouched.
+    let out = kdig(s.listen, &s.pki.files.ca, &["+tls"]);
+    assert!(out.contains("10.0.0."), "{out}");
+}

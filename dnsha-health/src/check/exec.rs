@@ -61,7 +61,12 @@ impl ExecCheck {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                ProbeFailure::new(FailureReason::Local, format!("cannot run {program}: {e}"))
+                let reason = if super::out_of_local_resources(&e) {
+                    FailureReason::NoResources
+                } else {
+                    FailureReason::Local
+                };
+                ProbeFailure::new(reason, format!("cannot run {program}: {e}"))
             })?;
         let pgid = child.id().and_then(|id| i32::try_from(id).ok());
         let stderr = child.stderr.take();

@@ -48,9 +48,14 @@ impl ProbeFailure {
     }
 
     /// Classifies a socket error: refusals and resets are
-    /// [`FailureReason::Refused`], a timed-out connect is a timeout, other
-    /// errors are [`FailureReason::Local`].
+    /// [`FailureReason::Refused`], a timed-out connect is a timeout, running
+    /// out of descriptors, ports or buffers is
+    /// [`FailureReason::NoResources`] (see [`out_of_local_resources`]),
+    /// other errors are [`FailureReason::Local`].
     pub fn io(what: &str, e: &io::Error, timeout: Duration) -> Self {
+        if out_of_local_resources(e) {
+            return Self::new(FailureReason::NoResources, format!("{what}: {e}"));
+        }
         let reason = match e.kind() {
             io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionReset
@@ -78,6 +83,31 @@ impl fmt::Display for ProbeFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.reason, self.detail)
     }
+}
+
+/// Whether `e` says this host ran out of something (open files, local
+/// ports, socket buffers, memory) rather than anything about the peer: such
+/// an error must never count against a backend, whose health it does not
+/// measure.
+///
+/// ```
+/// use std::io;
+/// use dnsha_health::check::out_of_local_resources;
+///
+/// assert!(out_of_local_resources(&io::Error::from_raw_os_error(24))); // EMFILE
+/// assert!(!out_of_local_resources(&io::Error::from(io::ErrorKind::ConnectionRefused)));
+/// ```
+pub fn out_of_local_resources(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    if e.kind() == io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    e.raw_os_error().is_some_and(|n| {
+        matches!(
+            Errno::from_raw(n),
+            Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM | Errno::EADDRNOTAVAIL
+        )
+    })
 }
 
 /// The outcome of one probe.

@@ -25,6 +25,26 @@ fn signal(kind: FailureKind, run: u32, marked_down: bool) -> Input {
 }
 
 #[test]
+fn probes_without_local_resources_give_no_verdict() {
+    // A first probe that could not run does not take a new backend down.
+    let mut s = HealthState::new(2, 3, 3);
+    for _ in 0..10 {
+        assert_eq!(s.observe(fail(FailureReason::NoResources)), None);
+    }
+    assert!(s.is_up());
+    // Nor do they lengthen a run of failures, or break a run of successes.
+    let mut s = confirmed(2, 3);
+    s.observe(fail(T200));
+    s.observe(fail(FailureReason::NoResources));
+    s.observe(fail(T200));
+    assert!(s.is_up());
+    assert_eq!(s.observe(fail(T200)).unwrap().to, Health::Down);
+    s.observe(Input::ProbeOk);
+    s.observe(fail(FailureReason::NoResources));
+    assert_eq!(s.observe(Input::ProbeOk).unwrap().to, Health::Up);
+}
+
+#[test]
 fn new_backend_is_up_until_its_first_probe_fails() {
     let mut s = HealthState::new(2, 3, 3);
     assert!(s.is_up());

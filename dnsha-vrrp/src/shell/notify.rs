@@ -48,13 +48,18 @@ impl Notifier {
 
     /// Queues `job`; when [`NOTIFY_QUEUE`] commands already wait (the
     /// scripts are slower than the changes), it is dropped and logged.
-    pub(crate) fn push(&self, job: NotifyJob) {
+    /// Returns whether it was queued.
+    pub(crate) fn push(&self, job: NotifyJob) -> bool {
         match self.tx.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(job)) => {
                 warn!(program = %job.program, instance = %job.instance, state = job.state, "notify queue full: command dropped");
+                false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => warn!("notify queue closed"),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!("notify queue closed");
+                false
+            }
         }
     }
 }
@@ -77,5 +82,51 @@ async fn run(job: NotifyJob) {
         }
         Ran::Lost(e) => warn!(program = %job.program, error = %e, "notify command wait failed"),
         Ran::Killed => warn!(program = %job.program, "notify command timed out and was killed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flood_of_changes_queues_at_most_the_bound_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("ran");
+        let script = dir.path().join("notify.sh");
+        // Each run appends its state, then takes a while.
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"$3\" >> {}\nsleep 0.05\n", log.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let (notifier, worker) = Notifier::spawn();
+        let job = |i: usize| NotifyJob {
+            program: script.display().to_string(),
+            instance: "vi".into(),
+            state: if i % 2 == 0 { "MASTER" } else { "BACKUP" },
+            priority: 100,
+        };
+        // 200 changes at once, faster than any script: the queue holds its
+        // bound (plus the one the worker has taken), the rest are dropped.
+        let queued = (0..200).filter(|&i| notifier.push(job(i))).count();
+        assert!(
+            (NOTIFY_QUEUE..=NOTIFY_QUEUE + 1).contains(&queued),
+            "{queued} queued"
+        );
+        drop(notifier);
+        tokio::time::timeout(Duration::from_secs(30), worker)
+            .await
+            .unwrap()
+            .unwrap();
+        // Every queued command ran, one at a time, in the order of the changes.
+        let ran = std::fs::read_to_string(&log).unwrap();
+        let states: Vec<&str> = ran.lines().collect();
+        assert_eq!(states.len(), queued);
+        for (i, s) in states.iter().enumerate() {
+            assert_eq!(*s, if i % 2 == 0 { "MASTER" } else { "BACKUP" });
+        }
     }
 }

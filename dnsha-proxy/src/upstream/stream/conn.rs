@@ -47,13 +47,22 @@ enum Connected {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Connects (and for DoT, completes the TLS handshake) within the connect
-/// timeout.
 /// Why a connection could not be made, and whether it is the backend's
 /// fault (a refusal or silence is; running out of descriptors or ports here
 /// is not).
 type ConnectFailure = (FailureKind, bool);
 
+/// A failed `connect`: the backend's fault unless this host is out of
+/// descriptors, ports or buffers.
+fn connect_error(e: &io::Error) -> ConnectFailure {
+    (
+        FailureKind::Refused,
+        !dnsha_health::check::out_of_local_resources(e),
+    )
+}
+
+/// Connects (and for DoT, completes the TLS handshake) within the connect
+/// timeout.
 async fn connect(
     target: &UpstreamTarget,
     limit: Duration,
@@ -65,8 +74,7 @@ async fn connect(
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             debug!(backend = %addr, error = %e, "upstream tcp connect failed");
-            let blame = crate::upstream::failure_kind(&e) == FailureKind::Refused;
-            return Err((FailureKind::Refused, blame));
+            return Err(connect_error(&e));
         }
         Err(_) => {
             debug!(backend = %addr, "upstream tcp connect timed out");
@@ -318,6 +326,36 @@ fn deliver(
         None => {
             inc(&stats.unmatched);
             debug!(backend = %addr, id = info.id, "upstream tcp answer with unknown id dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_descriptors_or_ports_is_not_the_backends_fault() {
+        use nix::errno::Errno;
+        let err = |e: Errno| io::Error::from_raw_os_error(e as i32);
+        for local in [
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::EADDRNOTAVAIL,
+            Errno::ENOBUFS,
+        ] {
+            assert_eq!(
+                connect_error(&err(local)),
+                (FailureKind::Refused, false),
+                "{local}"
+            );
+        }
+        for remote in [Errno::ECONNREFUSED, Errno::EHOSTUNREACH, Errno::ENETUNREACH] {
+            assert_eq!(
+                connect_error(&err(remote)),
+                (FailureKind::Refused, true),
+                "{remote}"
+            );
         }
     }
 }
