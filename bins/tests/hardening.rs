@@ -344,11 +344,20 @@ fn the_open_files_limit_is_raised_to_fit_the_connection_limits() {
         "",
         &[("nsd", nsd.addr(), 1)],
     );
-    let mut d = Dnsha::start(bin(), &cfg);
+    // Started with the common default soft limit (1024), as from a login
+    // shell or a plain unit file (children inherit this process's limit).
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).unwrap();
+    let started = Dnsha::try_start(bin(), &cfg);
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    let mut d = started.unwrap();
     d.wait_tcp(listen);
-    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap()
-        .1;
+    assert_eq!(
+        open_files_limit(std::process::id()),
+        soft,
+        "this process's limit restored"
+    );
     // One TCP listener of 20 000 (the UDP one takes no connection).
     let needed = 20_000 * 2 + 1024;
     assert!(open_files_limit(d.pid()) >= needed.min(hard), "{}", d.log());
