@@ -33,7 +33,9 @@ pub fn load(path: &Path) -> Result<Config> {
     // readable, matching, not expired.
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     dnsha_proxy::tls::resolve_relative(&mut cfg, dir);
+    crate::files::resolve_relative(&mut cfg, dir);
     let mut errors = dnsha_proxy::tls::check_files(&cfg);
+    errors.extend(crate::files::check(&cfg));
     if let Err(vrrp_errors) = crate::vrrp::instances(&cfg) {
         errors.extend(vrrp_errors);
     }
@@ -79,7 +81,7 @@ pub async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    serve(cfg, Some(path), None).await
+    serve(cfg, Some(path), None, None).await
 }
 
 /// Runs a balancer for `cfg` until SIGTERM/SIGINT (or `stop` resolves).
@@ -88,10 +90,16 @@ pub async fn serve(
     cfg: Config,
     path: Option<PathBuf>,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    banner: Option<String>,
 ) -> ExitCode {
     let Some(mut daemon) = Daemon::start(&cfg).await else {
         return ExitCode::FAILURE;
     };
+    // Printed once every socket is bound: never instructions for a
+    // balancer that failed to start.
+    if let Some(text) = banner {
+        println!("{text}");
+    }
     tracing::info!(summary = %cfg.summary(), "dnsha running");
     let Some(mut signals) = Signals::install() else {
         tracing::error!("cannot install signal handlers");

@@ -95,7 +95,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
     };
     let port = listen.port();
     let ip = listen.ip();
-    println!(
+    let banner = format!(
         "dnsha demo: balancer on {listen} (UDP and TCP), round robin over two backends:\n\
          \x20 demo-1 {b1} answers www.example.test with 192.0.2.1\n\
          \x20 demo-2 {b2} answers www.example.test with 192.0.2.2\n\
@@ -158,7 +158,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
         std::future::pending::<()>().await;
         drop(backends);
     });
-    crate::daemon::serve(cfg, None, Some(quit_rx)).await
+    crate::daemon::serve(cfg, None, Some(quit_rx), Some(banner)).await
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod demo;
 pub mod demo_backend;
 pub mod error;
+pub mod files;
 pub mod status;
 pub mod vrrp;
 

@@ -12,8 +12,77 @@ use dnsha_core::ConfigError;
 use dnsha_proxy::server::Server;
 use dnsha_vrrp::config::{validate_all, Instance, InstanceConfig};
 use dnsha_vrrp::shell::{InstanceStatus, Vrrp};
-use serde::Deserialize as _;
 use tokio_util::sync::CancellationToken;
+
+/// Where `key` of section `s` is written (the section's header when it is
+/// not).
+fn at_key(s: &dnsha_core::config::Section, key: Option<&str>) -> std::ops::Range<usize> {
+    key.and_then(|k| s.keys.get(k))
+        .cloned()
+        .unwrap_or_else(|| s.span.clone())
+}
+
+/// A serde message about a `[[vrrp]]` table in the words of the
+/// configuration: the key it names (if any) and the message without Rust
+/// type names.
+fn plain_message(message: &str) -> (Option<String>, String) {
+    let message = message.trim();
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.contains("field `"))
+        .map(str::to_string);
+    let plain = message
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+        .replace("invalid type: ", "")
+        .replace("integer", "number")
+        .replace(", expected u8", ", expected a whole number from 0 to 255")
+        .replace(", expected u16", ", expected a whole number from 0 to 65535")
+        .replace(", expected u32", ", expected a whole number")
+        .replace(", expected u64", ", expected a whole number")
+        .replace(", expected i64", ", expected a whole number")
+        .replace(", expected f64", ", expected a number")
+        .replace(", expected a boolean", ", expected true or false")
+        .replace(
+            "data did not match any variant of untagged enum TrackInterface",
+            "each track_interface entry is an interface name (\"eth0\") or { name = \"eth0\", weight = N }",
+        )
+        .replace(
+            "data did not match any variant of untagged enum TrackPool",
+            "each track_pools entry is a pool name or { name = \"pool\", weight = N }",
+        );
+    (key, plain)
+}
+
+/// `notify` and `track_script` programs given by path must exist and be
+/// executable: `run` would otherwise start and fail at the first change.
+fn script_problems(
+    i: usize,
+    ic: &InstanceConfig,
+    section: &dnsha_core::config::Section,
+) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if let Some(program) = &ic.notify {
+        if let Some(why) = crate::files::not_executable(program, true) {
+            errors.push(ConfigError::at(
+                at_key(section, Some("notify")),
+                format!("vrrp[{i}].notify: `{program}` {why}"),
+            ));
+        }
+    }
+    for (j, t) in ic.track_script.iter().enumerate() {
+        // A shell line: its first word, when it is a path.
+        let first = t.command.split_whitespace().next().unwrap_or("");
+        if let Some(why) = crate::files::not_executable(first, false) {
+            errors.push(ConfigError::at(
+                at_key(section, Some("track_script")),
+                format!("vrrp[{i}].track_script[{j}]: `{first}` {why}"),
+            ));
+        }
+    }
+    errors
+}
 
 /// How often tracked pools are looked at (health check transitions are
 /// also pushed at once through the health monitor's subscription).
@@ -25,12 +94,28 @@ pub fn instances(cfg: &Config) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> 
     let mut errors = Vec::new();
     let mut out = Vec::new();
     for (i, s) in cfg.vrrp.iter().enumerate() {
-        match InstanceConfig::deserialize(toml::Value::Table(s.value.clone())) {
+        let value = toml::Value::Table(s.value.clone());
+        match serde_path_to_error::deserialize::<_, InstanceConfig>(value) {
             Ok(ic) => out.push(ic),
-            Err(e) => errors.push(ConfigError::at(
-                s.span.clone(),
-                format!("vrrp[{i}]: {}", e.message().trim()),
-            )),
+            Err(e) => {
+                // The path of the key at fault (`priority`,
+                // `track_script[0].weight`), or none for the table itself.
+                let path = e.path().to_string();
+                let (named, message) = plain_message(e.inner().message());
+                let key = match path.as_str() {
+                    "." | "" => named,
+                    p => p.split(['[', '.']).next().map(str::to_string),
+                };
+                let place = if matches!(path.as_str(), "." | "") {
+                    format!("vrrp[{i}]")
+                } else {
+                    format!("vrrp[{i}].{path}")
+                };
+                errors.push(ConfigError::at(
+                    at_key(s, key.as_deref()),
+                    format!("{place}: {message}"),
+                ));
+            }
         }
     }
     if !errors.is_empty() {
@@ -42,21 +127,28 @@ pub fn instances(cfg: &Config) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> 
             Instance::Index(i) => cfg.vrrp.get(i),
             _ => None,
         };
+        let key = e.field.split(['[', '.']).next().map(str::to_string);
         errors.push(ConfigError {
-            span: section.or_else(|| cfg.vrrp.first()).map(|s| s.span.clone()),
+            span: section
+                .or_else(|| cfg.vrrp.first())
+                .map(|s| at_key(s, key.as_deref())),
             message: e.to_string(),
         });
     }
     for (i, ic) in out.iter().enumerate() {
+        let Some(section) = cfg.vrrp.get(i) else {
+            continue;
+        };
         for t in &ic.track_pools {
             let (name, _) = t.parts();
             if cfg.pool(name).is_none() {
-                errors.push(ConfigError {
-                    span: cfg.vrrp.get(i).map(|s| s.span.clone()),
-                    message: format!("vrrp[{i}].track_pools: unknown pool `{name}`"),
-                });
+                errors.push(ConfigError::at(
+                    at_key(section, Some("track_pools")),
+                    format!("vrrp[{i}].track_pools: unknown pool `{name}`"),
+                ));
             }
         }
+        errors.extend(script_problems(i, ic, section));
     }
     if errors.is_empty() {
         Ok(out)

@@ -421,7 +421,7 @@ fn flood_of_unanswered_queries_keeps_memory_bounded_and_real_queries_answered() 
             sent += 1;
         }
         std::thread::sleep(Duration::from_micros(1500));
-        if sent % 4096 == 0 {
+        if sent.is_multiple_of(4096) {
             // legitimate queries in the middle of the flood are answered
             let m = query_udp(listen, "legit.example.test.", RecordType::A, T)
                 .expect("legit query answered during the flood");

@@ -46,7 +46,12 @@ colour = "blue"
 "#;
     let (ok, _, err) = check(toml);
     assert!(!ok);
-    assert_eq!(err.trim(), "FILE:6:1: unknown field `colour`, expected one of `name`, `protocol`, `listen`, `pool`, `allow`, `access_log`, `format`, `idle_timeout_ms`, `read_timeout_ms`, `max_connections`, `max_connections_per_client`, `max_queries_per_client`, `client_prefix_v6`, `write_timeout_ms`, `workers`, `pin_workers`, `max_udp_size`, `any_over_udp`, `tls_cert`, `tls_key`, `tls`, `handshake_timeout_ms`, `max_handshakes_per_client`, `max_handshakes_per_second`, `path`, `trusted_proxies`, `max_streams`, `max_header_bytes`, `max_requests_per_second`");
+    // Every error at once: the unknown key does not hide the unknown pool.
+    assert_eq!(
+        err.trim(),
+        "FILE:5:8: unknown pool `nope`\n\
+         FILE:6:1: unknown key `colour` in [[listener]]; the keys there are `name`, `protocol`, `listen`, `pool`, `allow`, `access_log`, `format`, `idle_timeout_ms`, `read_timeout_ms`, `max_connections`, `max_connections_per_client`, `max_queries_per_client`, `client_prefix_v6`, `write_timeout_ms`, `workers`, `pin_workers`, `max_udp_size`, `any_over_udp`, `tls_cert`, `tls_key`, `tls`, `handshake_timeout_ms`, `max_handshakes_per_client`, `max_handshakes_per_second`, `path`, `trusted_proxies`, `max_streams`, `max_header_bytes`, `max_requests_per_second`"
+    );
     let toml = r#"[[listener]]
 name = "dns"
 protocol = "udp"
@@ -281,11 +286,12 @@ virtual_ipaddress = ["192.168.1.6"]
     let (good, _, err) = check(bad);
     assert!(!good);
     for want in [
-        "FILE:2:1: vrrp[0].priority",
-        "FILE:2:1: vrrp[0].advert_int",
-        "FILE:2:1: vrrp[0].virtual_ipaddress[1]",
-        "FILE:2:1: vrrp[0].track_pools: unknown pool `nope`",
-        "FILE:11:1: vrrp[1].virtual_router_id: VRID 134 on eth0 already used",
+        // Each at its key, not at the section's header.
+        "FILE:6:1: vrrp[0].priority",
+        "FILE:7:1: vrrp[0].advert_int",
+        "FILE:8:1: vrrp[0].virtual_ipaddress[1]",
+        "FILE:9:1: vrrp[0].track_pools: unknown pool `nope`",
+        "FILE:14:1: vrrp[1].virtual_router_id: VRID 134 on eth0 already used",
     ] {
         assert!(
             err.lines().any(|l| l.starts_with(want)),

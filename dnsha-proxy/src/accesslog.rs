@@ -96,6 +96,37 @@ pub const LOG_FILE_MODE: u32 = 0o640;
 /// Opens (or creates, mode [`LOG_FILE_MODE`]) the log file for appending;
 /// never through a symbolic link, which someone who can write to the log
 /// directory could point at another file for the daemon to write into.
+/// Whether the access log at `path` can be opened as the writer will open
+/// it (appended to, created 0640 when missing, never through a symlink),
+/// without creating it: its directory exists and is writable, and the file,
+/// if there, is a regular file this process may write. The loader calls
+/// this, so `dnsha check` reports what `dnsha run` would otherwise only
+/// warn about.
+pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    use nix::unistd::{access, AccessFlags};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("`{}` is not a directory", dir.display())),
+        Err(e) => return Err(format!("directory `{}`: {e}", dir.display())),
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            Err("is a symbolic link (access logs are never opened through one)".into())
+        }
+        Ok(m) if !m.is_file() => Err("is not a regular file".into()),
+        Ok(_) => access(path, AccessFlags::W_OK).map_err(|e| format!("cannot be written: {e}")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            access(dir, AccessFlags::W_OK | AccessFlags::X_OK)
+                .map_err(|e| format!("cannot be created in `{}`: {e}", dir.display()))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn open(path: &PathBuf) -> Option<tokio::fs::File> {
     match tokio::fs::OpenOptions::new()
         .create(true)

@@ -25,7 +25,19 @@ pub fn config(
     config_with(listen, admin, "", pool, backends)
 }
 
-/// As [`config`], with `listener` lines added to both listeners.
+/// Listener keys that only stream listeners take (a UDP listener refuses
+/// them as keys without effect).
+const STREAM_ONLY: &[&str] = &[
+    "idle_timeout_ms",
+    "read_timeout_ms",
+    "max_connections",
+    "max_connections_per_client",
+    "max_queries_per_client",
+    "write_timeout_ms",
+];
+
+/// As [`config`], with `listener` lines added to both listeners (to the TCP
+/// one only for the keys of [`STREAM_ONLY`]).
 pub fn config_with(
     listen: SocketAddr,
     admin: SocketAddr,
@@ -33,6 +45,14 @@ pub fn config_with(
     pool: &str,
     backends: &[(&str, SocketAddr, u32)],
 ) -> String {
+    let udp_listener: String = listener
+        .lines()
+        .filter(|l| {
+            let key = l.split('=').next().unwrap_or("").trim();
+            !STREAM_ONLY.contains(&key)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut s = format!(
         r#"
 [admin]
@@ -43,7 +63,7 @@ name = "udp"
 protocol = "udp"
 listen = "{listen}"
 pool = "p"
-{listener}
+{udp_listener}
 
 [[listener]]
 name = "tcp"

@@ -310,6 +310,7 @@ impl Validator {
         let query_name = self.health_query_name(r, &d.query_name);
         let query_type = self.health_query_type(r, d.query_type);
         let expect_address = self.health_expect_address(r);
+        self.query_keys_only_for_queries(r, check);
         let transport = self.health_transport(r, check);
         let payload = self.health_payload(r, check);
         let tls_name = self.health_tls_name(r, check, transport);
@@ -317,6 +318,12 @@ impl Validator {
             let t = s.get_ref().trim();
             if t.is_empty() {
                 self.err(s.span(), "tls_ca is empty");
+            } else {
+                self.files.push(super::FileRef {
+                    role: super::FileRole::HealthTlsCa,
+                    path: PathBuf::from(t),
+                    span: s.span(),
+                });
             }
             PathBuf::from(t)
         });
@@ -331,17 +338,23 @@ impl Validator {
             retry_interval_ms,
             query_name,
             query_type,
-            must_resolve: r.must_resolve.unwrap_or(d.must_resolve),
+            must_resolve: r
+                .must_resolve
+                .as_ref()
+                .map_or(d.must_resolve, |v| *v.get_ref()),
             expect_address,
-            cd_flag: r.cd_flag.unwrap_or(d.cd_flag),
+            cd_flag: r.cd_flag.as_ref().map_or(d.cd_flag, |v| *v.get_ref()),
             transport,
             payload,
             tls_name,
-            tls_verify: r.tls_verify.unwrap_or(d.tls_verify),
+            tls_verify: r.tls_verify.as_ref().map_or(d.tls_verify, |v| *v.get_ref()),
             tls_ca,
             path,
             command,
-            passive_threshold: r.passive_threshold.unwrap_or(d.passive_threshold),
+            passive_threshold: r
+                .passive_threshold
+                .as_ref()
+                .map_or(d.passive_threshold, |v| *v.get_ref()),
         }
     }
 
@@ -425,6 +438,39 @@ impl Validator {
                 );
                 default
             }),
+        }
+    }
+
+    /// The keys of the DNS query a probe sends (`query_name`, `query_type`,
+    /// `must_resolve`, `expect_address`, `cd_flag`) have no effect on a
+    /// check that sends none: an error, not a silent no-op.
+    fn query_keys_only_for_queries(&mut self, r: &RawHealth, check: CheckKind) {
+        let unknown_kind = r
+            .check
+            .as_ref()
+            .is_some_and(|c| CheckKind::parse(c.get_ref().trim()).is_none());
+        if unknown_kind || matches!(check, CheckKind::Dns | CheckKind::Doh) {
+            return;
+        }
+        let spans = [
+            ("query_name", r.query_name.as_ref().map(Spanned::span)),
+            ("query_type", r.query_type.as_ref().map(Spanned::span)),
+            ("must_resolve", r.must_resolve.as_ref().map(Spanned::span)),
+            (
+                "expect_address",
+                r.expect_address.as_ref().map(Spanned::span),
+            ),
+            ("cd_flag", r.cd_flag.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in spans {
+            if let Some(span) = span {
+                self.err(
+                    span,
+                    format!(
+                        "{key} is only used by check = \"dns\" or \"doh\" (which send a query), not \"{check}\""
+                    ),
+                );
+            }
         }
     }
 
@@ -609,7 +655,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b':')
         .collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

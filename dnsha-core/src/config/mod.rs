@@ -31,9 +31,15 @@
 //! assert_eq!(cfg.listeners[0].protocol, Protocol::Udp);
 //! assert_eq!(cfg.pools[0].backends[1].address.port(), 53);
 //!
-//! let errors = Config::parse("[[pool]]\nname = \"p\"\nbogus = 1\n").unwrap_err();
-//! assert!(errors[0].render("dnsha.toml", "[[pool]]\nname = \"p\"\nbogus = 1\n")
-//!     .starts_with("dnsha.toml:3:1: unknown field `bogus`"));
+//! // Every error at once: an unknown key, and what else is wrong.
+//! let src = "[[pool]]\nname = \"p\"\npolciy = \"rr\"\n";
+//! let errors: Vec<String> = Config::parse(src)
+//!     .unwrap_err()
+//!     .iter()
+//!     .map(|e| e.render("dnsha.toml", src))
+//!     .collect();
+//! assert!(errors.contains(&"dnsha.toml:3:1: unknown key `polciy` in [[pool]]; did you mean `policy`?".to_string()));
+//! assert!(errors.contains(&"dnsha.toml:2:8: pool `p` has no backends".to_string()));
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -51,6 +57,7 @@ use crate::pool::PoolSettings;
 
 mod health;
 mod raw;
+mod read;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -69,13 +76,40 @@ pub struct Config {
     /// `[[vrrp]]` sections, passed through for the VRRP layer to interpret
     /// (dnsha-core does not depend on it).
     pub vrrp: Vec<Section>,
+    /// Files named outside the listeners' and backends' TLS settings (which
+    /// carry their own locations), with where they are named: the loader
+    /// checks each before anything starts, so `dnsha check` and `dnsha run`
+    /// agree on them.
+    pub files: Vec<FileRef>,
+}
+
+/// A file the configuration names, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// What the file is for.
+    pub role: FileRole,
+    /// The path as written (relative paths are resolved by the loader).
+    pub path: PathBuf,
+    /// Where the path is written.
+    pub span: Range<usize>,
+}
+
+/// What a [`FileRef`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// A health check's `tls_ca`: PEM certificates.
+    HealthTlsCa,
+    /// A listener's `access_log`: a file appended to (created if missing).
+    AccessLog,
 }
 
 /// A TOML table this crate passes through uninterpreted, with its location.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Section {
-    /// Byte range of the table in the source (for error locations).
+    /// Byte range of the table's header in the source (for error locations).
     pub span: Range<usize>,
+    /// Byte range of each key's name, for errors about one key.
+    pub keys: BTreeMap<String, Range<usize>>,
     /// The table.
     pub value: toml::Table,
 }
@@ -427,6 +461,9 @@ pub const DEFAULT_DOH_PATH: &str = "/dns-query";
 pub const DEFAULT_MAX_STREAMS: u32 = 100;
 /// Default DoH `max_header_bytes`.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most worker threads a listener may ask for.
+pub const MAX_WORKERS: usize = 1024;
+
 /// Default port of a `transport = "dot"` backend given as a bare IP.
 pub const DOT_PORT: u16 = 853;
 
@@ -453,14 +490,17 @@ impl Config {
     /// Parses and validates a TOML configuration; on failure returns every
     /// error found.
     pub fn parse(source: &str) -> Result<Self, Vec<ConfigError>> {
-        let raw: raw::RawConfig = toml::from_str(source).map_err(|e| {
-            vec![ConfigError {
-                span: e.span(),
-                message: e.message().trim().to_string(),
-            }]
-        })?;
-        let mut v = Validator::default();
-        let cfg = v.config(raw);
+        let doc = read::document(source).map_err(|e| vec![e])?;
+        let mut errors = read::Errors::default();
+        let raw = raw::config(read::Table::root(&doc), &mut errors);
+        let errors = errors.list;
+        // The `[[vrrp]]` tables, as plain TOML for dnsha-vrrp.
+        let vrrp_values = vrrp_tables(source, raw.vrrp.len()).map_err(|e| vec![e])?;
+        let mut v = Validator {
+            errors,
+            files: Vec::new(),
+        };
+        let cfg = v.config(raw, vrrp_values);
         if v.errors.is_empty() {
             Ok(cfg)
         } else {
@@ -471,6 +511,25 @@ impl Config {
             v.errors.dedup();
             Err(v.errors)
         }
+    }
+
+    /// Every key each table takes, as the reader asks for them: `[admin]`,
+    /// `[[listener]]`, `[[pool]]`, `[pool.health]`, `[[pool.backend]]`,
+    /// `[pool.backend.health]` and the top level (`[[vrrp]]` keys belong to
+    /// dnsha-vrrp). The documentation is checked against this list.
+    ///
+    /// ```
+    /// let keys = dnsha_core::config::Config::keys();
+    /// assert!(keys["[[pool]]"].contains(&"fail_percent"));
+    /// ```
+    pub fn keys() -> BTreeMap<String, Vec<&'static str>> {
+        const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n\
+                                [[pool.backend]]\n[pool.backend.health]\n";
+        let mut errors = read::Errors::default();
+        if let Ok(doc) = read::document(SKELETON) {
+            let _ = raw::config(read::Table::root(&doc), &mut errors);
+        }
+        errors.keys
     }
 
     /// A one-line summary, as `dnsha check` prints it.
@@ -502,6 +561,8 @@ impl Config {
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    /// Files named so far (health `tls_ca`, access logs).
+    files: Vec<FileRef>,
 }
 
 impl Validator {
@@ -539,6 +600,26 @@ impl Validator {
             self.err(v.span(), format!("{what} must be greater than 0"));
         }
         *v.get_ref()
+    }
+
+    /// `workers`: 0 (one per CPU, the default) to [`MAX_WORKERS`].
+    fn workers(&mut self, l: &raw::RawListener) -> usize {
+        let Some(v) = &l.workers else {
+            return 0;
+        };
+        match usize::try_from(*v.get_ref()) {
+            Ok(n) if n <= MAX_WORKERS => n,
+            _ => {
+                self.err(
+                    v.span(),
+                    format!(
+                        "workers: expected a whole number from 0 (one per CPU) to {MAX_WORKERS}, got {}",
+                        v.get_ref()
+                    ),
+                );
+                0
+            }
+        }
     }
 
     /// `pin_workers`, which only UDP listeners take.
@@ -624,6 +705,29 @@ impl Validator {
         Some(v)
     }
 
+    /// The connection keys with defaults (`idle_timeout_ms`,
+    /// `read_timeout_ms`, `max_connections`, `max_connections_per_client`)
+    /// have no effect on a UDP listener: written there, they are errors.
+    fn stream_keys_on_udp(&mut self, l: &raw::RawListener) {
+        if l.protocol != Protocol::Udp {
+            return;
+        }
+        for (key, v) in [
+            ("idle_timeout_ms", &l.idle_timeout_ms),
+            ("read_timeout_ms", &l.read_timeout_ms),
+            ("max_connections", &l.max_connections),
+            ("max_connections_per_client", &l.max_connections_per_client),
+        ] {
+            // Defaults have an empty span: only written keys are reported.
+            if !v.span().is_empty() {
+                self.err(
+                    v.span(),
+                    format!("{key} applies to tcp, tcp-passthrough, dot and doh listeners only (udp has no connections)"),
+                );
+            }
+        }
+    }
+
     /// `max_udp_size`, which only UDP listeners take: 512 to 65535.
     fn max_udp_size(&mut self, l: &raw::RawListener) -> usize {
         let Some(v) = &l.max_udp_size else {
@@ -673,7 +777,7 @@ impl Validator {
         }
     }
 
-    fn config(&mut self, raw: raw::RawConfig) -> Config {
+    fn config(&mut self, raw: raw::RawConfig, vrrp_values: Vec<toml::Table>) -> Config {
         let admin = raw.admin.map(|a| self.admin(&a));
         let mut seen = HashSet::new();
         let pools: Vec<PoolConfig> = raw.pool.iter().map(|p| self.pool(p, &mut seen)).collect();
@@ -715,8 +819,16 @@ impl Validator {
                             None
                         }
                         "stderr" => Some(AccessLogTarget::Stderr),
-                        p => Some(AccessLogTarget::File(PathBuf::from(p))),
+                        p => {
+                            self.files.push(FileRef {
+                                role: FileRole::AccessLog,
+                                path: PathBuf::from(p),
+                                span: s.span(),
+                            });
+                            Some(AccessLogTarget::File(PathBuf::from(p)))
+                        }
                     });
+                self.stream_keys_on_udp(l);
                 let max_connections = self.positive("max_connections", &l.max_connections);
                 let per_client =
                     self.positive("max_connections_per_client", &l.max_connections_per_client);
@@ -743,7 +855,7 @@ impl Validator {
                         .map_or(DEFAULT_WRITE_TIMEOUT_MS, |v| {
                             self.duration_ms("write_timeout_ms", v)
                         }),
-                    workers: l.workers,
+                    workers: self.workers(l),
                     pin_workers: self.pin_workers(l),
                     max_udp_size: self.max_udp_size(l),
                     any_over_udp: self.any_over_udp(l),
@@ -754,28 +866,34 @@ impl Validator {
         let vrrp: Vec<Section> = raw
             .vrrp
             .into_iter()
-            .map(|t| Section {
-                span: t.span(),
-                value: t.into_inner(),
+            .zip(vrrp_values)
+            .map(|(t, value)| Section {
+                span: t.span,
+                keys: t.keys,
+                value,
             })
             .collect();
-        if listeners.is_empty() && vrrp.is_empty() {
+        if raw.listener_tables == 0 && vrrp.is_empty() {
             self.errors.push(ConfigError {
                 span: None,
                 message: "no [[listener]] and no [[vrrp]]: nothing to serve".into(),
             });
         }
+        let mut files = std::mem::take(&mut self.files);
+        files.sort_by_key(|f| f.span.start);
+        files.dedup();
         Config {
             admin,
             listeners,
             pools,
             vrrp,
+            files,
         }
     }
 
     fn pool(&mut self, p: &raw::RawPool, seen: &mut HashSet<String>) -> PoolConfig {
         let name = self.name("pool", &p.name, seen);
-        if p.backend.is_empty() {
+        if p.backend_tables == 0 {
             self.err(p.name.span(), format!("pool `{name}` has no backends"));
         }
         let mut seen_b = HashSet::new();
@@ -815,13 +933,13 @@ impl Validator {
             .collect();
         let settings = PoolSettings {
             timeout_ms: self.duration_ms("timeout_ms", &p.timeout_ms),
-            retries: p.retries,
+            retries: p.retries.as_ref().map_or(1, |v| *v.get_ref()),
             on_no_backend: p.on_no_backend,
-            max_fails: p.max_fails,
+            max_fails: p.max_fails.as_ref().map_or(3, |v| *v.get_ref()),
             fail_timeout_ms: self.duration_ms("fail_timeout_ms", &p.fail_timeout_ms),
             fail_percent: u8::try_from(self.between("fail_percent", &p.fail_percent, 100))
                 .unwrap_or(100),
-            randomize_case: p.randomize_case,
+            randomize_case: p.randomize_case.as_ref().is_some_and(|v| *v.get_ref()),
             udp_sockets_per_backend: self.between(
                 "udp_sockets_per_backend",
                 &p.udp_sockets_per_backend,
@@ -911,6 +1029,30 @@ impl Validator {
             );
         }
         parsed
+    }
+}
+
+/// The `[[vrrp]]` tables of `source` as plain TOML values (read again with
+/// `toml`, which agrees with `toml_edit` on what the document holds).
+fn vrrp_tables(source: &str, expected: usize) -> Result<Vec<toml::Table>, ConfigError> {
+    if expected == 0 {
+        return Ok(Vec::new());
+    }
+    let doc: toml::Table = toml::from_str(source).map_err(|e| ConfigError {
+        span: e.span(),
+        message: format!("not valid TOML: {}", e.message().trim()),
+    })?;
+    let tables: Vec<toml::Table> = match doc.get("vrrp") {
+        Some(toml::Value::Array(a)) => a.iter().filter_map(|v| v.as_table().cloned()).collect(),
+        _ => Vec::new(),
+    };
+    if tables.len() == expected {
+        Ok(tables)
+    } else {
+        Err(ConfigError {
+            span: None,
+            message: "[[vrrp]]: the sections could not be read".into(),
+        })
     }
 }
 

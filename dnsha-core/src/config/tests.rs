@@ -70,16 +70,29 @@ fn unknown_key_is_located() {
     let src =
         "[[listener]]\nname = \"a\"\nprotocol = \"udp\"\nlisten = \"53\"\npool = \"p\"\nfoo = 1\n";
     let e = rendered(src);
-    assert_eq!(e.len(), 1);
-    assert!(e[0].starts_with("t.toml:6:1: unknown field `foo`"), "{e:?}");
+    assert!(
+        e[1].starts_with("t.toml:6:1: unknown key `foo` in [[listener]]; the keys there are `name`, `protocol`, `listen`, `pool`,"),
+        "{e:?}"
+    );
+    // Reading went on: the missing pool is reported too.
+    assert_eq!(e[0], "t.toml:5:8: unknown pool `p`");
+    assert_eq!(e.len(), 2, "{e:?}");
+    // A misspelt key is named.
+    let e = rendered(&src.replace("foo = 1", "wrokers = 2"));
+    assert_eq!(
+        e[1],
+        "t.toml:6:1: unknown key `wrokers` in [[listener]]; did you mean `workers`?"
+    );
 }
 
 #[test]
 fn bad_protocol_and_policy_are_errors() {
     let src = GOOD.replace("protocol = \"udp\"", "protocol = \"sctp\"");
-    assert!(rendered(&src)[0].contains("unknown variant `sctp`"));
+    assert!(rendered(&src)[0].contains(
+        "protocol: unknown value \"sctp\", expected one of `udp`, `tcp`, `tcp-passthrough`, `dot`, `doh`"
+    ));
     let src = GOOD.replace("policy = \"rr\"", "policy = \"random\"");
-    assert!(rendered(&src)[0].contains("unknown variant `random`"));
+    assert!(rendered(&src)[0].contains("policy: unknown value \"random\""));
 }
 
 #[test]
@@ -429,7 +442,10 @@ fn check_kinds_and_their_keys() {
     let c = Config::parse(&with("check = \"none\"")).unwrap();
     assert!(!c.pools[0].health.as_ref().unwrap().is_active());
     let e = rendered(&with("bogus_key = 1"));
-    assert!(e[0].contains("unknown field `bogus_key`"), "{e:?}");
+    assert!(
+        e[0].contains("unknown key `bogus_key` in [pool.health]"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -665,5 +681,114 @@ fn the_ipv6_client_prefix_is_a_prefix_length() {
     assert_eq!(
         rendered(&src("client_prefix_v6 = 129")),
         ["t.toml:6:20: client_prefix_v6 must be between 32 and 128, not 129"]
+    );
+}
+
+#[test]
+fn type_errors_do_not_hide_the_others() {
+    // The issue's example: a wrong type used to stop the reading, hiding
+    // the value errors after it.
+    let src = r#"
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "127.0.0.1:53"
+pool = "p"
+workers = "two"
+idle_timeout_ms = 5000
+
+[[pool]]
+name = "p"
+policy = "random"
+timeout_ms = 0
+retries = -1
+randomize_case = "yes"
+
+[[pool.backend]]
+name = "a"
+address = "127.0.0.1:5300"
+weight = 2.5
+
+[pool.backend.health]
+check = "exec"
+command = 5
+"#;
+    assert_eq!(
+        rendered(src),
+        [
+            "t.toml:7:11: workers: expected a whole number, got the string \"two\"",
+            "t.toml:8:19: idle_timeout_ms applies to tcp, tcp-passthrough, dot and doh listeners only (udp has no connections)",
+            "t.toml:12:10: policy: unknown value \"random\", expected one of `rr`, `wrr`, `lc`, `first`",
+            "t.toml:13:14: timeout_ms must be greater than 0",
+            "t.toml:14:11: retries: expected a whole number of 0 or more, got -1",
+            "t.toml:15:18: randomize_case: expected true or false, got the string \"yes\"",
+            "t.toml:20:10: weight: expected a whole number, got the number 2.5",
+            "t.toml:23:9: check = \"exec\" needs a command",
+            "t.toml:24:11: command: expected a shell line in quotes or a list of strings [\"/path/program\", \"arg\"], got the number 5",
+        ]
+    );
+}
+
+#[test]
+fn keys_without_effect_are_errors() {
+    let with = |listener: &str, health: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n{listener}\n\
+             [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"a\"\naddress = \"127.0.0.1:5300\"\n\
+             [pool.backend.health]\n{health}\n"
+        )
+    };
+    let e = rendered(&with("workers = 100000", ""));
+    assert_eq!(
+        e,
+        ["t.toml:6:11: workers: expected a whole number from 0 (one per CPU) to 1024, got 100000"]
+    );
+    let e = rendered(&with("", "check = \"tcp\"\nexpect_address = \"10.0.0.1\""));
+    assert_eq!(
+        e,
+        ["t.toml:14:18: expect_address is only used by check = \"dns\" or \"doh\" (which send a query), not \"tcp\""]
+    );
+    let e = rendered(&with("read_timeout_ms = 100\nmax_connections = 5", ""));
+    assert_eq!(e.len(), 2, "{e:?}");
+}
+
+#[test]
+fn a_backend_that_changes_the_check_kind_does_not_inherit_the_pools_query_keys() {
+    let src = r#"
+[[listener]]
+name = "l"
+protocol = "udp"
+listen = "127.0.0.1:53"
+pool = "p"
+
+[[pool]]
+name = "p"
+
+[pool.health]
+check = "dns"
+query_name = "www.example.test"
+expect_address = "10.0.0.1"
+interval_ms = 700
+
+[[pool.backend]]
+name = "a"
+address = "127.0.0.1:5300"
+
+[[pool.backend]]
+name = "b"
+address = "127.0.0.1:5301"
+
+[pool.backend.health]
+check = "tcp"
+"#;
+    let c = Config::parse(src).unwrap();
+    let p = &c.pools[0];
+    let b = &p.backend_health["b"];
+    assert_eq!(b.check, CheckKind::Tcp);
+    assert_eq!(b.interval_ms, 700, "timing is inherited");
+    assert_eq!(b.expect_address, None, "the dns check's keys are not");
+    assert_eq!(
+        p.health.as_ref().unwrap().expect_address,
+        Some("10.0.0.1".parse().unwrap())
     );
 }

@@ -99,7 +99,7 @@ impl Validator {
     fn tls_listener_files(&mut self, l: &raw::RawListener) -> Option<TlsFiles> {
         let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
         let proto = l.protocol.as_str();
-        let wants_tls = dot || l.tls.as_ref().map_or(true, |t| *t.get_ref());
+        let wants_tls = dot || l.tls.as_ref().is_none_or(|t| *t.get_ref());
         let file = |v: &mut Self, s: &Option<Spanned<String>>, key: &str| {
             s.as_ref().and_then(|s| {
                 let t = s.get_ref().trim();
@@ -248,7 +248,7 @@ impl Validator {
             None => (None, None),
         };
         Some(BackendTls {
-            verify: b.tls_verify.as_ref().map_or(true, |v| *v.get_ref()),
+            verify: b.tls_verify.as_ref().is_none_or(|v| *v.get_ref()),
             name,
             ca,
             ca_span,

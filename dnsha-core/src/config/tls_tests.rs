@@ -181,7 +181,7 @@ fn backend_tls_errors_are_located() {
         ]
     );
     let e = rendered(&backend("transport = \"quic\""));
-    assert!(e[0].contains("unknown variant `quic`"), "{e:?}");
+    assert!(e[0].contains("transport: unknown value \"quic\""), "{e:?}");
 }
 
 /// A pool of a udp, a tcp and a dot backend with `health` as its

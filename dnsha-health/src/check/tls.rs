@@ -130,6 +130,12 @@ enum Roots<'a> {
     File(&'a Path),
 }
 
+/// Whether `path` holds PEM certificates a check can trust (what a check
+/// with `tls_ca = path` will load when it starts).
+pub fn check_ca_file(path: &Path) -> Result<()> {
+    roots_from_file(path).map(|_| ())
+}
+
 fn roots_from_file(path: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path).map_err(|e| Error::TlsCa {

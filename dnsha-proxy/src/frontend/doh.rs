@@ -409,7 +409,7 @@ async fn handle(
             // before their upload ends: take a body of bounded size first,
             // discarding it.
             let has_body = !req.body().is_end_stream();
-            if has_body && content_length.map_or(true, |n| n <= DRAIN_LIMIT as u64) {
+            if has_body && content_length.is_none_or(|n| n <= DRAIN_LIMIT as u64) {
                 let _ = read_body(req.into_body(), read, false).await;
             }
             return text(e);

@@ -106,7 +106,11 @@ mod tests {
         let job = |i: usize| NotifyJob {
             program: script.display().to_string(),
             instance: "vi".into(),
-            state: if i % 2 == 0 { "MASTER" } else { "BACKUP" },
+            state: if i.is_multiple_of(2) {
+                "MASTER"
+            } else {
+                "BACKUP"
+            },
             priority: 100,
         };
         // 200 changes at once, faster than any script: the queue holds its
