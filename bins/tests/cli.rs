@@ -252,6 +252,29 @@ fn demo_balances_and_fails_over() {
 }
 
 #[test]
+fn demo_on_a_busy_port_fails_without_printing_instructions() {
+    init_tracing();
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listen = busy.local_addr().unwrap();
+    let out = Command::new(bin())
+        .args([
+            "demo",
+            "--listen",
+            &listen.to_string(),
+            "--admin",
+            &free_addr().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("Try, in another terminal"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&listen.to_string()), "{stderr}");
+}
+
+#[test]
 fn check_accepts_a_vrrp_only_config_and_reports_vrrp_errors() {
     let ok = r#"
 [[vrrp]]
