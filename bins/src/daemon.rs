@@ -25,9 +25,16 @@ pub fn load(path: &Path) -> Result<Config> {
         text,
         errors,
     };
-    let mut cfg = match Config::parse(&text) {
+    let mut cfg = match Config::parse_keeping_vrrp(&text) {
         Ok(cfg) => cfg,
-        Err(errors) => return Err(invalid(errors, text)),
+        Err((mut errors, vrrp)) => {
+            // The [[vrrp]] sections' errors too, in the same pass.
+            if let Err(vrrp_errors) = crate::vrrp::instances_of(&vrrp, None) {
+                errors.extend(vrrp_errors);
+                errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+            }
+            return Err(invalid(errors, text));
+        }
     };
     // Certificates, keys and CA files: relative to the configuration file,
     // readable, matching, not expired.

@@ -91,9 +91,19 @@ pub const TRACK_INTERVAL: Duration = Duration::from_millis(100);
 /// Reads and validates the `[[vrrp]]` sections of `cfg`; every error is
 /// located at its section (`vrrp[i].key: message`).
 pub fn instances(cfg: &Config) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> {
+    instances_of(&cfg.vrrp, Some(cfg))
+}
+
+/// The instances of `sections`; `track_pools` names are checked against
+/// `cfg`'s pools when there is a `cfg` (there is none when the rest of the
+/// configuration has errors: the sections are still checked on their own).
+pub fn instances_of(
+    sections: &[dnsha_core::config::Section],
+    cfg: Option<&Config>,
+) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let mut out = Vec::new();
-    for (i, s) in cfg.vrrp.iter().enumerate() {
+    for (i, s) in sections.iter().enumerate() {
         let value = toml::Value::Table(s.value.clone());
         match serde_path_to_error::deserialize::<_, InstanceConfig>(value) {
             Ok(ic) => out.push(ic),
@@ -124,24 +134,24 @@ pub fn instances(cfg: &Config) -> Result<Vec<InstanceConfig>, Vec<ConfigError>> 
     for e in validate_all(&out) {
         // An error not placed at a section is shown at the first one.
         let section = match e.instance {
-            Instance::Index(i) => cfg.vrrp.get(i),
+            Instance::Index(i) => sections.get(i),
             _ => None,
         };
         let key = e.field.split(['[', '.']).next().map(str::to_string);
         errors.push(ConfigError {
             span: section
-                .or_else(|| cfg.vrrp.first())
+                .or_else(|| sections.first())
                 .map(|s| at_key(s, key.as_deref())),
             message: e.to_string(),
         });
     }
     for (i, ic) in out.iter().enumerate() {
-        let Some(section) = cfg.vrrp.get(i) else {
+        let Some(section) = sections.get(i) else {
             continue;
         };
         for t in &ic.track_pools {
             let (name, _) = t.parts();
-            if cfg.pool(name).is_none() {
+            if cfg.is_some_and(|c| c.pool(name).is_none()) {
                 errors.push(ConfigError::at(
                     at_key(section, Some("track_pools")),
                     format!("vrrp[{i}].track_pools: unknown pool `{name}`"),

@@ -490,12 +490,20 @@ impl Config {
     /// Parses and validates a TOML configuration; on failure returns every
     /// error found.
     pub fn parse(source: &str) -> Result<Self, Vec<ConfigError>> {
-        let doc = read::document(source).map_err(|e| vec![e])?;
+        Self::parse_keeping_vrrp(source).map_err(|(errors, _)| errors)
+    }
+
+    /// As [`Config::parse`], returning on failure the `[[vrrp]]` sections
+    /// too, so that a front end can check them in the same pass (the VRRP
+    /// layer interprets them, not this crate).
+    pub fn parse_keeping_vrrp(source: &str) -> Result<Self, (Vec<ConfigError>, Vec<Section>)> {
+        let no_vrrp = |e| (vec![e], Vec::new());
+        let doc = read::document(source).map_err(no_vrrp)?;
         let mut errors = read::Errors::default();
         let raw = raw::config(read::Table::root(&doc), &mut errors);
         let errors = errors.list;
         // The `[[vrrp]]` tables, as plain TOML for dnsha-vrrp.
-        let vrrp_values = vrrp_tables(source, raw.vrrp.len()).map_err(|e| vec![e])?;
+        let vrrp_values = vrrp_tables(source, raw.vrrp.len()).map_err(no_vrrp)?;
         let mut v = Validator {
             errors,
             files: Vec::new(),
@@ -509,7 +517,7 @@ impl Config {
             // A pool's health key inherited by several backends is checked
             // once per backend: report it once.
             v.errors.dedup();
-            Err(v.errors)
+            Err((v.errors, cfg.vrrp))
         }
     }
 
