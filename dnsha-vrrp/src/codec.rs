@@ -138,6 +138,15 @@ pub enum DecodeError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// VRRPv3: the Max Adver Int is 0.
+    #[error("advertisement interval of 0 centiseconds")]
+    ZeroInterval,
+    /// VRRPv3: an IPv6 advertisement carries IPv4(-mapped) addresses.
+    #[error("address {address} is not an IPv6 virtual address")]
+    AddressFamily {
+        /// The offending address.
+        address: std::net::Ipv6Addr,
+    },
 }
 
 impl DecodeError {
@@ -154,6 +163,8 @@ impl DecodeError {
             Self::Password => DropReason::Password,
             Self::Interval { .. } => DropReason::Interval,
             Self::IpHeader { .. } => DropReason::IpHeader,
+            Self::ZeroInterval => DropReason::ZeroInterval,
+            Self::AddressFamily { .. } => DropReason::AddressFamily,
         }
     }
 }
@@ -354,7 +365,13 @@ impl Advertisement {
 /// one's complement sum of its 16-bit words. Over a packet whose checksum
 /// field is filled in correctly it yields 0.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
+    checksum_from(0, data)
+}
+
+/// The Internet checksum of `data`, starting from `sum`, the one's
+/// complement sum of words that come before it (a pseudo-header).
+pub(crate) fn checksum_from(sum: u32, data: &[u8]) -> u16 {
+    let mut sum = sum;
     let mut words = data.chunks_exact(2);
     for w in &mut words {
         sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
@@ -442,6 +459,8 @@ pub fn build_ipv4(
     out.extend_from_slice(payload);
     out
 }
+
+pub mod v3;
 
 #[cfg(test)]
 mod tests;

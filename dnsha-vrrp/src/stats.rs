@@ -32,11 +32,16 @@ pub enum DropReason {
     OwnAddress,
     /// In unicast mode, from an address that is not a `unicast_peer`.
     NotPeer,
+    /// VRRPv3: a Max Adver Int of 0 (no master can advertise that fast).
+    ZeroInterval,
+    /// VRRPv3: addresses of the other family (IPv4-mapped addresses in an
+    /// IPv6 advertisement).
+    AddressFamily,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::Ttl,
         Self::Truncated,
         Self::TooLong,
@@ -50,6 +55,8 @@ impl DropReason {
         Self::IpHeader,
         Self::OwnAddress,
         Self::NotPeer,
+        Self::ZeroInterval,
+        Self::AddressFamily,
     ];
 
     /// A short snake_case name, used as a metric label.
@@ -68,6 +75,8 @@ impl DropReason {
             Self::IpHeader => "ip_header",
             Self::OwnAddress => "own_address",
             Self::NotPeer => "not_peer",
+            Self::ZeroInterval => "zero_interval",
+            Self::AddressFamily => "address_family",
         }
     }
 
