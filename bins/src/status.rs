@@ -109,8 +109,8 @@ pub fn render_vrrp(status: &serde_json::Value) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<16} VIPs",
-        "VRRP instance", "Interface", "VRID", "State", "Priority", "Effective", "Master"
+        "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<9} {:<16} VIPs",
+        "VRRP instance", "Interface", "VRID", "State", "Priority", "Effective", "Version", "Master"
     );
     for i in list {
         let text = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
@@ -124,15 +124,18 @@ pub fn render_vrrp(status: &serde_json::Value) -> String {
                     .collect()
             })
             .unwrap_or_default();
+        // `v3/100ms`: the version and the interval in use.
+        let version = format!("v{}/{}ms", num("version"), num("master_advert_int_ms"));
         let _ = writeln!(
             out,
-            "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<16} {}",
+            "{:<16} {:<12} {:>4} {:<7} {:>8} {:>9} {:<9} {:<16} {}",
             text("name"),
             text("interface"),
             num("vrid"),
             text("state"),
             num("priority"),
             num("effective_priority"),
+            version,
             text("master"),
             vips.join(",")
         );

@@ -283,7 +283,16 @@ pub fn prometheus(status: &[InstanceStatus]) -> String {
         }
     }
     type Pick = fn(&InstanceStatus) -> u64;
-    let series: [(&str, &str, &str, Pick); 7] = [
+    let series: [(&str, &str, &str, Pick); 9] = [
+        ("vrrp_version", "VRRP version (2 or 3).", "gauge", |s| {
+            u64::from(s.version)
+        }),
+        (
+            "vrrp_advert_interval_milliseconds",
+            "The advertisement interval in use (the master's, as learned by a VRRPv3 backup), in milliseconds.",
+            "gauge",
+            |s| s.master_advert_int_ms,
+        ),
         ("vrrp_priority", "Configured priority.", "gauge", |s| {
             u64::from(s.priority)
         }),

@@ -634,3 +634,97 @@ fn nopreempt_then_partition_heals_to_one_master() {
         watch.timeline()
     );
 }
+
+/// One `[[vrrp]]` section speaking VRRPv3 at 10 centiseconds.
+fn vrrp_v3_section(priority: u8, vip: std::net::Ipv4Addr) -> String {
+    vrrp_section("VI_1", VRID, priority, vip, r#"track_pools = ["p"]"#).replace(
+        "advert_int = 1\nauth_pass = \"dnsvip\"",
+        "version = 3\nadvert_int = 0.1",
+    )
+}
+
+/// The same client as [`client_sees_failover_kill9_and_sigterm`], with both
+/// balancers on VRRPv3 at `advert_int = 0.1`: kill -9 + link down of the
+/// master loses at most 500 queries at 1000/s (Master_Down_Interval is
+/// 0.36 s), SIGTERM at most 150 (Skew_Time 61 ms).
+#[test]
+fn client_sees_v3_failover_at_ten_centiseconds() {
+    if skip(&[]) {
+        return;
+    }
+    let lab = Lab::with_subnet("v3", 87, &["a", "b", "n1", "n2", "c"]);
+    let vip = lab.host(100);
+    let server = SocketAddr::from((vip, 53));
+    let (_n1, _n2) = (nsd(&lab, "n1"), nsd(&lab, "n2"));
+    let conf = |prio| {
+        let vrrp = vrrp_v3_section(prio, vip);
+        assert!(vrrp.contains("version = 3"), "{vrrp}");
+        balancer_conf(vip, &[lab.node_addr("n1"), lab.node_addr("n2")], &vrrp)
+    };
+    let watch = VipWatch::start(&lab, &["a", "b"], vip);
+    let mut a = start_balancer(&lab, "a", &conf(150));
+    let _b = start_balancer(&lab, "b", &conf(100));
+    watch
+        .wait(Duration::from_secs(5), |h| h == [true, false])
+        .unwrap_or_else(|| fail!(watch, lab, "A not master"));
+    ask_until(&lab, "c", vip, Duration::from_secs(1));
+
+    let period = Duration::from_millis(1);
+    let client = RateClient::start(&lab, "c", server, period);
+    let started = client.started();
+    let rel = |t: Instant| t - started;
+    thread::sleep(Duration::from_millis(1000));
+    let killed = Instant::now();
+    a.kill();
+    lab.set_link("a", false);
+    let at = watch
+        .wait(Duration::from_secs(3), |h| h[1])
+        .unwrap_or_else(|| fail!(watch, lab, "B never took over"));
+    println!("v3 kill -9: VIP on B after {:?}", at - killed);
+
+    drop(a);
+    let mut a = start_balancer(&lab, "a", &conf(150));
+    lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
+        .unwrap_or_else(|| fail!(watch, lab, "stale VIP kept"));
+    lab.set_link("a", true);
+    let up = Instant::now();
+    watch
+        .wait(Duration::from_secs(5), |h| h == [true, false])
+        .unwrap_or_else(|| fail!(watch, lab, "A did not preempt"));
+    thread::sleep(Duration::from_millis(1000));
+
+    let termed = Instant::now();
+    a.signal(Signal::SIGTERM).unwrap();
+    let at = watch
+        .wait(Duration::from_secs(3), |h| h[1])
+        .unwrap_or_else(|| fail!(watch, lab, "B never took over"));
+    println!("v3 SIGTERM: VIP on B after {:?}", at - termed);
+    let stopped = a.wait_exit(Duration::from_secs(10));
+    assert!(stopped.is_some_and(|s| s.success()), "{}", a.log());
+
+    let run = client.finish();
+    let steady = report(
+        "v3 steady state",
+        run.window(Duration::ZERO, rel(killed)),
+        None,
+    );
+    let kill = report(
+        "v3 kill -9 + link down",
+        run.window(rel(killed), rel(up)),
+        None,
+    );
+    let pre = report("v3 preemption", run.window(rel(up), rel(termed)), None);
+    let term = report("v3 SIGTERM", run.window(rel(termed), Duration::MAX), None);
+    assert_eq!(run.errors, 0, "SERVFAIL or empty answers during failover");
+    assert!(steady.lost <= steady.sent / 100, "{steady:?}");
+    assert!(kill.lost <= 500, "{kill:?}");
+    assert!(pre.lost <= 50, "{pre:?}");
+    assert!(term.lost <= 150, "{term:?}");
+    let overlap = watch.max_overlap();
+    println!("v3: longest time both held the VIP: {overlap:?}");
+    assert!(
+        overlap <= Duration::from_millis(200),
+        "{overlap:?}\n{}",
+        watch.timeline()
+    );
+}

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::Auth;
 use crate::error::{Error, Result};
-use crate::router::{GarpConfig, RouterConfig, TrackerSpec, Vip};
+use crate::router::{GarpConfig, RouterConfig, TrackerSpec, Version, Vip};
 
 pub mod error;
 mod validate;
@@ -55,7 +55,11 @@ pub struct InstanceConfig {
     pub virtual_router_id: i64,
     /// Priority, 1..=255 (255 = address owner).
     pub priority: i64,
-    /// Advertisement interval in whole seconds, 1..=255.
+    /// VRRP version: 2 (RFC 3768, the default) or 3 (RFC 5798).
+    #[serde(default = "default_version")]
+    pub version: i64,
+    /// Advertisement interval in seconds: whole, 1..=255, for version 2;
+    /// 0.01..=40.95 in centiseconds for version 3.
     #[serde(default = "default_advert_int")]
     pub advert_int: f64,
     /// Simple password (keepalived `auth_type PASS`), at most 8 bytes.
@@ -156,6 +160,10 @@ pub struct TrackScript {
     /// Failures in a row to go down (default 1).
     #[serde(default = "one")]
     pub fall: u32,
+}
+
+fn default_version() -> i64 {
+    2
 }
 
 fn default_advert_int() -> f64 {
@@ -298,7 +306,13 @@ impl InstanceConfig {
         Ok(RouterConfig {
             vrid: narrow(self.virtual_router_id),
             priority: narrow(self.priority),
-            advert_int: narrow(self.advert_int as i64),
+            version: if self.version == 3 {
+                Version::V3
+            } else {
+                Version::V2
+            },
+            // Validated above: at most 255 s, in whole centiseconds.
+            advert_int_cs: (self.advert_int * 100.0).round() as u16,
             auth: self.auth_pass.as_deref().map_or(Auth::None, Auth::password),
             vips: self.vips(),
             primary_ip: self.unicast_src().unwrap_or(primary_ip),

@@ -28,6 +28,7 @@ mod stats;
 pub use codec::{Advertisement, Auth};
 pub use error::Error;
 pub use router::{
-    Command, GarpConfig, Output, Reason, Router, RouterConfig, State, TrackerSpec, Vip,
+    Command, GarpConfig, Outgoing, Output, Reason, Router, RouterConfig, State, TrackerSpec,
+    Version, Vip,
 };
 pub use stats::{DropReason, Stats};

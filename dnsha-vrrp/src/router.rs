@@ -19,8 +19,10 @@
 //! r.handle_timeout(deadline);
 //! assert_eq!(r.state(), State::Master);
 //! while let Some(out) = r.poll_output() {
-//!     if let Output::SendAdvert(bytes) = out {
-//!         assert_eq!(bytes[2], 100); // priority
+//!     if let Output::SendAdvert(adv) = out {
+//!         assert_eq!(adv.priority, 100);
+//!         let bytes = adv.encode("10.0.0.1".parse().unwrap(), dnsha_vrrp::codec::VRRP_GROUP);
+//!         assert_eq!(bytes[2], 100);
 //!     }
 //! }
 //! ```
@@ -31,7 +33,10 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, trace, warn};
 
-use crate::codec::{Advertisement, VRRP_TTL};
+use crate::codec::v3::MAX_INTERVAL_CS;
+use crate::codec::v3::{Addresses, AdvertisementV3, PseudoHeader};
+use crate::codec::Auth;
+use crate::codec::{Advertisement, VRRP_GROUP, VRRP_TTL};
 use crate::config::error::{ConfigError, Instance};
 use crate::error::{Error, Result};
 use crate::stats::{DropReason, Stats};
@@ -82,6 +87,9 @@ pub struct Router {
     /// The running Master_Down_Timer was set to Skew_Time by a priority 0.
     priority_zero_seen: bool,
     master: Option<(Ipv4Addr, u8)>,
+    /// Master_Adver_Interval: ours, or (VRRPv3) the one the master
+    /// advertises, learned while backup (RFC 5798 section 6.4.2).
+    master_adver_interval: Duration,
     /// Immediate answers to lower-priority or priority-0 adverts in the
     /// current advert interval (its start, and how many): at most
     /// [`REASSERTS_PER_INTERVAL`].
@@ -103,8 +111,21 @@ impl Router {
         if cfg.priority == 0 {
             bad("priority", "must be 1..255");
         }
-        if cfg.advert_int == 0 {
-            bad("advert_int", "must be 1..255 seconds");
+        match cfg.version {
+            Version::V2
+                if cfg.advert_int_cs == 0
+                    || !cfg.advert_int_cs.is_multiple_of(100)
+                    || cfg.advert_int_cs > 25_500 =>
+            {
+                bad("advert_int", "must be whole seconds, 1..255, for VRRPv2");
+            }
+            Version::V3 if cfg.advert_int_cs == 0 || cfg.advert_int_cs > MAX_INTERVAL_CS => {
+                bad("advert_int", "must be 0.01..40.95 seconds for VRRPv3");
+            }
+            Version::V3 if cfg.auth != Auth::None => {
+                bad("auth_pass", "VRRPv3 has no authentication");
+            }
+            _ => {}
         }
         if cfg.vips.len() > 255 {
             bad("virtual_ipaddress", "at most 255 addresses");
@@ -113,6 +134,7 @@ impl Router {
             return Err(Error::Config { errors });
         }
         let tracker_up = vec![true; cfg.trackers.len()];
+        let cfg_interval = cfg.advert_int_cs;
         let mut r = Self {
             cfg,
             state: State::Initialize,
@@ -123,6 +145,7 @@ impl Router {
             preempt_after: None,
             priority_zero_seen: false,
             master: None,
+            master_adver_interval: interval_of(cfg_interval),
             reasserts: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
@@ -174,19 +197,29 @@ impl Router {
             .any(|(t, up)| t.weight == 0 && !up)
     }
 
-    /// Skew_Time = (256 − priority) / 256 s, with the effective priority.
+    /// Skew_Time, with the effective priority: (256 − priority) / 256 s for
+    /// VRRPv2, ((256 − priority) × Master_Adver_Interval) / 256 for VRRPv3.
     pub fn skew_time(&self) -> Duration {
-        skew_time(self.effective)
+        match self.cfg.version {
+            Version::V2 => skew_time(self.effective),
+            Version::V3 => self.master_adver_interval * (256 - u32::from(self.effective)) / 256,
+        }
     }
 
-    /// Master_Down_Interval = 3 × Advertisement_Interval + Skew_Time.
+    /// Master_Down_Interval = 3 × Master_Adver_Interval + Skew_Time (for
+    /// VRRPv2 the master's interval is ours: a different one is dropped).
     pub fn master_down_interval(&self) -> Duration {
-        self.advert_interval() * 3 + self.skew_time()
+        self.master_adver_interval * 3 + self.skew_time()
     }
 
-    /// Advertisement_Interval.
+    /// Our Advertisement_Interval.
     pub fn advert_interval(&self) -> Duration {
-        Duration::from_secs(u64::from(self.cfg.advert_int))
+        interval_of(self.cfg.advert_int_cs)
+    }
+
+    /// The master's advertisement interval as this router counts with it.
+    pub fn master_adver_interval(&self) -> Duration {
+        self.master_adver_interval
     }
 
     /// The next instant [`Router::handle_timeout`] must be called at.
@@ -232,10 +265,8 @@ impl Router {
     }
 
     /// Handles a received VRRP payload (the bytes after the IP header), with
-    /// the IP source address and TTL it arrived with.
-    ///
-    /// Returns the reason it was dropped, if it was; drops are also counted
-    /// in [`Router::stats`] and never change the state.
+    /// the IP source address and TTL it arrived with, sent to the VRRP
+    /// group. See [`Router::handle_packet_to`].
     pub fn handle_packet(
         &mut self,
         now: Instant,
@@ -243,7 +274,23 @@ impl Router {
         ttl: u8,
         bytes: &[u8],
     ) -> Option<DropReason> {
-        let adv = match self.check(src, ttl, bytes) {
+        self.handle_packet_to(now, src, VRRP_GROUP, ttl, bytes)
+    }
+
+    /// Handles a received VRRP payload sent from `src` to `dst` (the group,
+    /// or our address in unicast mode: VRRPv3's checksum covers both).
+    ///
+    /// Returns the reason it was dropped, if it was; drops are also counted
+    /// in [`Router::stats`] and never change the state.
+    pub fn handle_packet_to(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        ttl: u8,
+        bytes: &[u8],
+    ) -> Option<DropReason> {
+        let adv = match self.check(src, dst, ttl, bytes) {
             Ok(Some(adv)) => adv,
             Ok(None) => return None,
             Err(reason) => {
@@ -282,19 +329,46 @@ impl Router {
     fn check(
         &mut self,
         src: Ipv4Addr,
+        dst: Ipv4Addr,
         ttl: u8,
         bytes: &[u8],
-    ) -> std::result::Result<Option<Advertisement>, DropReason> {
+    ) -> std::result::Result<Option<Heard>, DropReason> {
         if ttl != VRRP_TTL {
             return Err(DropReason::Ttl);
         }
-        let adv = Advertisement::decode(bytes).map_err(|e| e.drop_reason())?;
-        if adv.vrid != self.cfg.vrid {
-            self.stats.other_vrid += 1;
-            return Ok(None);
-        }
-        adv.verify(&self.cfg.auth, self.cfg.advert_int)
-            .map_err(|e| e.drop_reason())?;
+        let adv = match self.cfg.version {
+            Version::V2 => {
+                let adv = Advertisement::decode(bytes).map_err(|e| e.drop_reason())?;
+                if adv.vrid != self.cfg.vrid {
+                    self.stats.other_vrid += 1;
+                    return Ok(None);
+                }
+                let secs = u8::try_from(self.cfg.advert_int_cs / 100).unwrap_or(u8::MAX);
+                adv.verify(&self.cfg.auth, secs)
+                    .map_err(|e| e.drop_reason())?;
+                Heard {
+                    priority: adv.priority,
+                    interval: interval_of(u16::from(adv.advert_int) * 100),
+                    addresses: adv.addresses,
+                }
+            }
+            Version::V3 => {
+                let adv = AdvertisementV3::decode(bytes, &PseudoHeader::V4 { src, dst })
+                    .map_err(|e| e.drop_reason())?;
+                if adv.vrid != self.cfg.vrid {
+                    self.stats.other_vrid += 1;
+                    return Ok(None);
+                }
+                let Addresses::V4(addresses) = adv.addresses else {
+                    return Err(DropReason::AddressFamily);
+                };
+                Heard {
+                    priority: adv.priority,
+                    interval: interval_of(adv.interval_cs),
+                    addresses,
+                }
+            }
+        };
         if src == self.cfg.primary_ip {
             return Err(DropReason::OwnAddress);
         }
@@ -304,7 +378,7 @@ impl Router {
         Ok(Some(adv))
     }
 
-    fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advertisement) {
+    fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Heard) {
         if adv.priority == PRIORITY_STOP {
             trace!(vrid = self.cfg.vrid, %src, "master stopping, waiting Skew_Time");
             self.timers.master_down = Some(now + self.skew_time());
@@ -327,6 +401,7 @@ impl Router {
             false
         };
         if accept {
+            self.learn_interval(adv);
             self.timers.master_down = Some(now + self.master_down_interval());
             self.priority_zero_seen = false;
             self.master = Some((src, adv.priority));
@@ -335,7 +410,7 @@ impl Router {
         }
     }
 
-    fn master_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Advertisement) {
+    fn master_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Heard) {
         if adv.priority == PRIORITY_STOP {
             // Another router gave up: make sure everyone knows who is master.
             self.reassert(now);
@@ -345,6 +420,7 @@ impl Router {
         let ours = (self.effective, u32::from(self.cfg.primary_ip));
         if theirs > ours {
             self.leave_master();
+            self.learn_interval(adv);
             self.timers.master_down = Some(now + self.master_down_interval());
             self.master = Some((src, adv.priority));
             self.transition(
@@ -359,6 +435,19 @@ impl Router {
             // just started): answer at once so it steps down, as keepalived does.
             debug!(vrid = self.cfg.vrid, %src, priority = adv.priority, "lower-priority master seen, re-asserting");
             self.reassert(now);
+        }
+    }
+
+    /// VRRPv3: counts with the interval the master advertises (VRRPv2
+    /// drops adverts whose interval is not ours, so nothing changes).
+    fn learn_interval(&mut self, adv: &Heard) {
+        if self.cfg.version == Version::V3 && adv.interval != self.master_adver_interval {
+            debug!(
+                vrid = self.cfg.vrid,
+                ms = adv.interval.as_millis(),
+                "master's advertisement interval learned"
+            );
+            self.master_adver_interval = adv.interval;
         }
     }
 
@@ -405,6 +494,8 @@ impl Router {
             };
             self.become_master(now, reason);
         } else {
+            // No master heard yet: count with our own interval.
+            self.master_adver_interval = self.advert_interval();
             self.timers.master_down = Some(now + self.master_down_interval());
             self.priority_zero_seen = false;
             self.master = None;
@@ -509,6 +600,7 @@ impl Router {
     fn become_master(&mut self, now: Instant, reason: Reason) {
         self.timers.master_down = None;
         self.master = None;
+        self.master_adver_interval = self.advert_interval();
         self.transition(State::Master, reason);
         self.stats.became_master += 1;
         for vip in &self.cfg.vips {
@@ -544,10 +636,11 @@ impl Router {
     }
 
     fn send_advert(&mut self, priority: u8) {
-        let adv = Advertisement {
+        let adv = Outgoing {
+            version: self.cfg.version,
             vrid: self.cfg.vrid,
             priority,
-            advert_int: self.cfg.advert_int,
+            interval_cs: self.cfg.advert_int_cs,
             auth: self.cfg.auth,
             addresses: self.cfg.vips.iter().map(|v| v.addr).collect(),
         };
@@ -555,7 +648,7 @@ impl Router {
         if priority == PRIORITY_STOP {
             self.stats.priority_zero_sent += 1;
         }
-        self.outputs.push_back(Output::SendAdvert(adv.to_bytes()));
+        self.outputs.push_back(Output::SendAdvert(adv));
     }
 
     fn garp(&mut self, count: u32) {
@@ -575,6 +668,19 @@ impl Router {
     }
 }
 
+/// An advertisement as the state machine needs it, from either version.
+struct Heard {
+    priority: u8,
+    /// The interval it advertises.
+    interval: Duration,
+    addresses: Vec<Ipv4Addr>,
+}
+
+/// A duration of `cs` centiseconds.
+fn interval_of(cs: u16) -> Duration {
+    Duration::from_millis(u64::from(cs) * 10)
+}
+
 /// Skew_Time for a priority: (256 − priority) / 256 s, exactly, in nanoseconds.
 pub fn skew_time(priority: u8) -> Duration {
     Duration::from_nanos((256 - u64::from(priority)) * 3_906_250)
@@ -586,7 +692,9 @@ fn due(t: Option<Instant>, now: Instant) -> bool {
 
 mod types;
 
-pub use types::{Command, GarpConfig, Output, Reason, RouterConfig, State, TrackerSpec, Vip};
+pub use types::{
+    Command, GarpConfig, Outgoing, Output, Reason, RouterConfig, State, TrackerSpec, Version, Vip,
+};
 
 #[cfg(test)]
 mod tests;

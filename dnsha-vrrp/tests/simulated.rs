@@ -260,3 +260,64 @@ fn three_routers_fail_over_in_priority_order() {
     assert_eq!(net.masters(), [0]);
     assert_eq!(net.holders(), [0]);
 }
+
+/// A VRRPv3 router at `advert_int_cs` centiseconds (no authentication).
+fn v3(last_octet: u8, priority: u8, advert_int_cs: u16) -> RouterConfig {
+    RouterConfig {
+        version: dnsha_vrrp::Version::V3,
+        advert_int_cs,
+        auth: dnsha_vrrp::Auth::None,
+        ..config(last_octet, priority)
+    }
+}
+
+/// VRRPv3 at 10 cs: the backup takes over from a killed master within
+/// 3 × 0.1 s + Skew_Time (((256 − 100) × 0.1 s) / 256), ten times sooner
+/// than VRRPv2 can.
+#[test]
+fn v3_failover_at_ten_centiseconds() {
+    let mut net = Net::new(vec![v3(1, 100, 10), v3(2, 200, 10)]);
+    net.start(A);
+    net.start(B);
+    net.run_for(secs(2.0));
+    assert_eq!(net.masters(), [B]);
+    net.kill(B);
+    let t = net.run_until(secs(5.0), |n| n.masters() == [A]).unwrap();
+    let mdi = secs(0.3) + secs(0.1) * (256 - 100) / 256;
+    assert!(t <= mdi, "{t:?}");
+    assert!(t >= mdi - secs(0.1), "{t:?}");
+    assert_eq!(net.holders(), [A]);
+    // A clean stop: priority 0, takeover after the v3 Skew_Time.
+    net.start(B);
+    net.run_for(secs(2.0));
+    assert_eq!(net.masters(), [B]);
+    net.command(B, Command::Shutdown);
+    let t = net.run_until(secs(5.0), |n| n.masters() == [A]).unwrap();
+    assert_eq!(t, secs(0.1) * (256 - 100) / 256 + net.latency);
+}
+
+/// A VRRPv3 backup counts with the interval the master advertises, not its
+/// own (RFC 5798 section 6.4.2): a backup configured at 10 cs behind a
+/// master at 100 cs does not take over between the master's adverts.
+#[test]
+fn v3_backup_learns_the_masters_interval() {
+    let mut net = Net::new(vec![v3(1, 100, 10), v3(2, 200, 100)]);
+    net.start(B);
+    net.run_for(secs(4.0));
+    net.start(A);
+    net.run_for(secs(30.0));
+    assert_eq!(net.masters(), [B]);
+    assert!(net.nodes[A]
+        .transitions
+        .iter()
+        .all(|(_, _, to, _)| *to != State::Master));
+    assert_eq!(
+        net.nodes[A].router.master_adver_interval(),
+        Duration::from_secs(1)
+    );
+    // The master dies: the backup waits 3 × 1 s + Skew_Time of 1 s.
+    net.kill(B);
+    let t = net.run_until(secs(10.0), |n| n.masters() == [A]).unwrap();
+    let mdi = secs(3.0) + secs(1.0) * (256 - 100) / 256;
+    assert!(t <= mdi && t >= mdi - secs(1.0), "{t:?}");
+}

@@ -24,7 +24,7 @@ fn defaults_are_keepalived_defaults() {
     let v = parse(MINIMAL);
     assert!(validate_all(&v).is_empty());
     let rc = v[0].router_config(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
-    assert_eq!(rc.advert_int, 1);
+    assert_eq!(rc.advert_int_cs, 100);
     assert_eq!(rc.auth, Auth::None);
     assert!(rc.preempt);
     assert_eq!(rc.preempt_delay, Duration::ZERO);
@@ -74,7 +74,7 @@ notify = "/etc/dnsha/notify.sh"
     );
     assert_eq!(validate_all(&v), []);
     let rc = v[0].router_config(Ipv4Addr::new(10, 9, 9, 9)).unwrap();
-    assert_eq!(rc.advert_int, 2);
+    assert_eq!(rc.advert_int_cs, 200);
     assert_eq!(rc.auth, Auth::password("dnsvip"));
     assert!(!rc.preempt);
     assert_eq!(rc.preempt_delay, Duration::from_secs(10));
@@ -223,7 +223,66 @@ fn integer_and_float_seconds() {
     let v = parse(&MINIMAL.replace("priority = 100", "priority = 100\nadvert_int = 3.0"));
     assert!(validate_all(&v).is_empty());
     assert_eq!(
-        v[0].router_config(Ipv4Addr::LOCALHOST).unwrap().advert_int,
-        3
+        v[0].router_config(Ipv4Addr::LOCALHOST)
+            .unwrap()
+            .advert_int_cs,
+        300
     );
+}
+
+#[test]
+fn version_3_takes_centisecond_intervals_and_no_password() {
+    let v3 = |extra: &str| {
+        parse(&MINIMAL.replace(
+            "priority = 100",
+            &format!("priority = 100\nversion = 3\n{extra}"),
+        ))
+    };
+    let v = v3("advert_int = 0.1");
+    assert!(validate_all(&v).is_empty(), "{:?}", validate_all(&v));
+    let rc = v[0].router_config(Ipv4Addr::LOCALHOST).unwrap();
+    assert_eq!((rc.version, rc.advert_int_cs), (Version::V3, 10));
+    let v = v3("advert_int = 40.95");
+    assert_eq!(
+        v[0].router_config(Ipv4Addr::LOCALHOST)
+            .unwrap()
+            .advert_int_cs,
+        4095
+    );
+    // Default interval: 1 s.
+    let v = v3("");
+    assert_eq!(
+        v[0].router_config(Ipv4Addr::LOCALHOST)
+            .unwrap()
+            .advert_int_cs,
+        100
+    );
+    let messages = |v: &[InstanceConfig]| -> Vec<String> {
+        validate_all(v).iter().map(ToString::to_string).collect()
+    };
+    for (extra, want) in [
+        (
+            "advert_int = 0.005",
+            "vrrp[0].advert_int: 0.005 is not in 0.01..40.95",
+        ),
+        (
+            "advert_int = 41",
+            "vrrp[0].advert_int: 41 is not in 0.01..40.95",
+        ),
+        (
+            "auth_pass = \"dnsvip\"",
+            "vrrp[0].auth_pass: VRRPv3 has no authentication",
+        ),
+    ] {
+        let m = messages(&v3(extra));
+        assert!(m.iter().any(|m| m.starts_with(want)), "{extra}: {m:?}");
+    }
+    let m = messages(&parse(
+        &MINIMAL.replace("priority = 100", "priority = 100\nversion = 4"),
+    ));
+    assert!(m[0].contains("4 is not a VRRP version (2 or 3)"), "{m:?}");
+    let m = messages(&parse(
+        &MINIMAL.replace("priority = 100", "priority = 100\nadvert_int = 0.5"),
+    ));
+    assert!(m[0].contains("set version = 3"), "{m:?}");
 }

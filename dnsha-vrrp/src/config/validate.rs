@@ -44,6 +44,12 @@ fn whole_seconds(v: f64, min: f64, max: f64) -> bool {
     v.is_finite() && v.fract() == 0.0 && (min..=max).contains(&v)
 }
 
+/// Seconds in `min..=max` that are a whole number of centiseconds.
+fn whole_centiseconds(v: f64, min: f64, max: f64) -> bool {
+    let cs = v * 100.0;
+    in_seconds(v, min, max) && (cs - cs.round()).abs() < 1e-6
+}
+
 fn in_seconds(v: f64, min: f64, max: f64) -> bool {
     v.is_finite() && (min..=max).contains(&v)
 }
@@ -110,13 +116,28 @@ impl InstanceConfig {
         if !(1..=255).contains(&self.priority) {
             p.bad("priority", format!("{} is outside 1..255", self.priority));
         }
-        if !whole_seconds(self.advert_int, 1.0, 255.0) {
-            p.bad(
+        match self.version {
+            2 if !whole_seconds(self.advert_int, 1.0, 255.0) => p.bad(
                 "advert_int",
                 format!(
-                    "{} is not whole seconds in 1..255 (VRRPv2 cannot express sub-second intervals)",
+                    "{} is not whole seconds in 1..255 (VRRPv2 cannot express sub-second intervals: set version = 3)",
                     self.advert_int
                 ),
+            ),
+            3 if !whole_centiseconds(self.advert_int, 0.01, 40.95) => p.bad(
+                "advert_int",
+                format!(
+                    "{} is not in 0.01..40.95 seconds with centisecond resolution (VRRPv3)",
+                    self.advert_int
+                ),
+            ),
+            2 | 3 => {}
+            other => p.bad("version", format!("{other} is not a VRRP version (2 or 3)")),
+        }
+        if self.version == 3 && self.auth_pass.is_some() {
+            p.bad(
+                "auth_pass",
+                "VRRPv3 has no authentication (RFC 5798): remove auth_pass or use version = 2",
             );
         }
         if let Some(pass) = &self.auth_pass {

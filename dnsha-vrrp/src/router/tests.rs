@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::codec::Auth;
+use crate::error::Error;
 
 const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const LOWER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -56,7 +57,7 @@ fn master(c: RouterConfig) -> (Router, Instant) {
 fn sent_priorities(out: &[Output]) -> Vec<u8> {
     out.iter()
         .filter_map(|o| match o {
-            Output::SendAdvert(b) => Some(Advertisement::decode(b).unwrap().priority),
+            Output::SendAdvert(b) => Some(b.priority),
             _ => None,
         })
         .collect()
@@ -73,7 +74,7 @@ fn skew_and_master_down_interval() {
         Duration::from_secs(3) + Duration::from_micros(609_375)
     );
     let r = Router::new(RouterConfig {
-        advert_int: 2,
+        advert_int_cs: 200,
         ..cfg(200)
     })
     .unwrap();
@@ -86,7 +87,7 @@ fn skew_and_master_down_interval() {
 #[test]
 fn rejects_zero_fields() {
     let Err(Error::Config { errors }) = Router::new(RouterConfig {
-        advert_int: 0,
+        advert_int_cs: 0,
         ..RouterConfig::new(0, 0, ME)
     }) else {
         panic!("accepted");
@@ -704,4 +705,101 @@ fn late_timeout_does_not_burst_adverts() {
     r.handle_timeout(t + Duration::from_secs(10));
     assert_eq!(sent_priorities(&drain(&mut r)), [100]);
     assert_eq!(r.poll_timeout(), Some(t + Duration::from_secs(11)));
+}
+
+/// keepalived 2.2.7's VRRPv3 advert (VRID 134, priority 100, 10 cs, VIPs
+/// 192.168.1.5 and .6) from 10.66.0.3 to 224.0.0.18, after the IP header.
+const KEEPALIVED_V3_10CS: [u8; 16] = [
+    0x31, 0x86, 0x64, 0x02, 0x00, 0x0a, 0xfc, 0x38, 0xc0, 0xa8, 0x01, 0x05, 0xc0, 0xa8, 0x01, 0x06,
+];
+const KEEPALIVED: Ipv4Addr = Ipv4Addr::new(10, 66, 0, 3);
+
+fn v3(priority: u8, advert_int_cs: u16) -> RouterConfig {
+    RouterConfig {
+        version: Version::V3,
+        advert_int_cs,
+        vips: vec![VIP],
+        ..RouterConfig::new(134, priority, ME)
+    }
+}
+
+#[test]
+fn v3_timers_are_in_centiseconds() {
+    let r = Router::new(v3(100, 10)).unwrap();
+    assert_eq!(r.advert_interval(), Duration::from_millis(100));
+    // Skew_Time = ((256 - 100) × 10 cs) / 256 = 60.9375 ms.
+    assert_eq!(
+        r.skew_time(),
+        Duration::from_micros(60_937) + Duration::from_nanos(500)
+    );
+    assert_eq!(
+        r.master_down_interval(),
+        Duration::from_millis(300) + r.skew_time()
+    );
+    let (mut r, t) = master(v3(100, 10));
+    let out = drain(&mut r);
+    assert!(out.is_empty());
+    assert_eq!(r.poll_timeout(), Some(t + Duration::from_millis(100)));
+    r.handle_timeout(t + Duration::from_millis(100));
+    let out = drain(&mut r);
+    let Some(Output::SendAdvert(adv)) = out.first() else {
+        panic!("{out:?}");
+    };
+    assert_eq!((adv.version, adv.interval_cs), (Version::V3, 10));
+    // Encoded as keepalived encodes it (from its address, to the group).
+    let keepalived = Outgoing {
+        addresses: vec![VIP.addr, Ipv4Addr::new(192, 168, 1, 6)],
+        ..adv.clone()
+    };
+    assert_eq!(
+        keepalived.encode(KEEPALIVED, VRRP_GROUP),
+        KEEPALIVED_V3_10CS
+    );
+}
+
+#[test]
+fn v3_backup_follows_keepalived_and_learns_its_interval() {
+    let (mut r, t0) = started(v3(90, 100));
+    let t = t0 + Duration::from_millis(500);
+    assert_eq!(
+        r.handle_packet(t, KEEPALIVED, 255, &KEEPALIVED_V3_10CS),
+        None
+    );
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(r.current_master(), Some((KEEPALIVED, 100)));
+    assert_eq!(r.master_adver_interval(), Duration::from_millis(100));
+    // Master_Down_Interval from the master's 10 cs, not our 100 cs.
+    let mdi = Duration::from_millis(300) + Duration::from_millis(100) * (256 - 90) / 256;
+    assert_eq!(r.poll_timeout(), Some(t + mdi));
+    // The addresses a v3 checksum covers: the same bytes to another
+    // destination are dropped.
+    let unicast = r.handle_packet_to(t, KEEPALIVED, ME, 255, &KEEPALIVED_V3_10CS);
+    assert_eq!(unicast, Some(DropReason::Checksum));
+    // A VRRPv2 advert is not for a v3 instance.
+    assert_eq!(
+        r.handle_packet(t, KEEPALIVED, 255, &adv(100)),
+        Some(DropReason::Version)
+    );
+    assert_eq!(r.state(), State::Backup);
+}
+
+#[test]
+fn v3_and_v2_interval_and_auth_rules() {
+    let bad = |c: RouterConfig| match Router::new(c) {
+        Err(Error::Config { errors }) => errors[0].to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(bad(v3(100, 0)).contains("0.01..40.95"));
+    assert!(bad(v3(100, 4096)).contains("0.01..40.95"));
+    assert!(bad(RouterConfig {
+        auth: Auth::password("x"),
+        ..v3(100, 100)
+    })
+    .contains("no authentication"));
+    assert!(bad(RouterConfig {
+        advert_int_cs: 50,
+        ..cfg(100)
+    })
+    .contains("whole seconds"));
+    assert!(Router::new(v3(100, 4095)).is_ok());
 }

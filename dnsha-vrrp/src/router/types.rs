@@ -5,7 +5,71 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::codec::Auth;
+use crate::codec::v3::{Addresses, AdvertisementV3, PseudoHeader};
+use crate::codec::{Advertisement, Auth};
+
+/// The VRRP version an instance speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// RFC 3768: whole-second intervals, optional simple password (the
+    /// default, as keepalived's).
+    #[default]
+    V2,
+    /// RFC 5798: centisecond intervals, no authentication, the checksum
+    /// over the IP pseudo-header, the master's interval learned by backups.
+    V3,
+}
+
+impl Version {
+    /// `2` or `3`.
+    pub fn number(self) -> u8 {
+        match self {
+            Self::V2 => 2,
+            Self::V3 => 3,
+        }
+    }
+}
+
+/// An advertisement to send: encoded per destination, since VRRPv3's
+/// checksum covers the source and destination addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The version to encode.
+    pub version: Version,
+    /// Virtual router identifier.
+    pub vrid: u8,
+    /// Advertised priority (0 when the master stops).
+    pub priority: u8,
+    /// Advertisement interval in centiseconds.
+    pub interval_cs: u16,
+    /// VRRPv2 authentication.
+    pub auth: Auth,
+    /// The virtual addresses.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+impl Outgoing {
+    /// The VRRP payload (no IP header) sent from `src` to `dst`.
+    pub fn encode(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        match self.version {
+            Version::V2 => Advertisement {
+                vrid: self.vrid,
+                priority: self.priority,
+                advert_int: u8::try_from(self.interval_cs / 100).unwrap_or(u8::MAX),
+                auth: self.auth,
+                addresses: self.addresses.clone(),
+            }
+            .to_bytes(),
+            Version::V3 => AdvertisementV3 {
+                vrid: self.vrid,
+                priority: self.priority,
+                interval_cs: self.interval_cs,
+                addresses: Addresses::V4(self.addresses.clone()),
+            }
+            .to_bytes(&PseudoHeader::V4 { src, dst }),
+        }
+    }
+}
 
 /// A virtual address with the prefix length it is added with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,8 +129,11 @@ pub struct RouterConfig {
     pub vrid: u8,
     /// Base priority, 1..=255 (255 = address owner).
     pub priority: u8,
-    /// Advertisement interval in seconds, 1..=255.
-    pub advert_int: u8,
+    /// The VRRP version.
+    pub version: Version,
+    /// Advertisement interval in centiseconds: whole seconds from 1 to 255
+    /// s for VRRPv2 (100..=25500), 1..=4095 (0.01 s to 40.95 s) for VRRPv3.
+    pub advert_int_cs: u16,
     /// Authentication sent and required.
     pub auth: Auth,
     /// Virtual addresses, in the order they are advertised and added.
@@ -94,7 +161,8 @@ impl RouterConfig {
         Self {
             vrid,
             priority,
-            advert_int: 1,
+            version: Version::V2,
+            advert_int_cs: 100,
             auth: Auth::None,
             vips: Vec::new(),
             primary_ip,
@@ -210,9 +278,9 @@ pub enum Command {
 /// What the router wants done.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
-    /// Send this VRRP payload (no IP header) with TTL 255 to 224.0.0.18 or
-    /// the unicast peers.
-    SendAdvert(Vec<u8>),
+    /// Send this advertisement with TTL 255 to 224.0.0.18 or the unicast
+    /// peers ([`Outgoing::encode`] gives the bytes for each destination).
+    SendAdvert(Outgoing),
     /// Add this address to the interface.
     AddVip(Vip),
     /// Remove this address from the interface.

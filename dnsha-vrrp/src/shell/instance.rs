@@ -37,6 +37,11 @@ impl Instance {
             name: self.name.clone(),
             interface: self.interface.clone(),
             vrid: r.config().vrid,
+            version: r.config().version.number(),
+            family: "ipv4".to_owned(),
+            advert_int_ms: u64::try_from(r.advert_interval().as_millis()).unwrap_or(u64::MAX),
+            master_advert_int_ms: u64::try_from(r.master_adver_interval().as_millis())
+                .unwrap_or(u64::MAX),
             state: r.state().as_str().to_owned(),
             priority: r.base_priority(),
             effective_priority: r.effective_priority(),
@@ -128,7 +133,10 @@ impl Instance {
         if meta.protocol != IPPROTO_VRRP {
             return;
         }
-        if let Some(reason) = self.router.handle_packet(now, meta.src, meta.ttl, payload) {
+        let dropped = self
+            .router
+            .handle_packet_to(now, meta.src, meta.dst, meta.ttl, payload);
+        if let Some(reason) = dropped {
             if reason != DropReason::OwnAddress {
                 debug!(src = %meta.src, %reason, "dropped advert");
             }
@@ -138,7 +146,7 @@ impl Instance {
     async fn apply_outputs(&mut self) {
         while let Some(out) = self.router.poll_output() {
             match out {
-                Output::SendAdvert(bytes) => self.socket.send(&bytes),
+                Output::SendAdvert(adv) => self.socket.send(&adv),
                 Output::AddVip(vip) => {
                     if let Err(e) = self.netlink.add_vip(self.ifindex, vip).await {
                         error!(error = %e, "adding VIP failed");

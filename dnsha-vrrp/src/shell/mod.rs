@@ -66,6 +66,15 @@ pub struct InstanceStatus {
     pub interface: String,
     /// VRID.
     pub vrid: u8,
+    /// VRRP version, 2 or 3.
+    pub version: u8,
+    /// Address family of the virtual addresses: `ipv4`.
+    pub family: String,
+    /// Our advertisement interval, in milliseconds.
+    pub advert_int_ms: u64,
+    /// The interval the master advertises as this instance counts with it
+    /// (VRRPv3 backups learn it from the master), in milliseconds.
+    pub master_advert_int_ms: u64,
     /// `MASTER`, `BACKUP`, `FAULT` or `STOP`.
     pub state: String,
     /// Configured priority.
@@ -310,6 +319,10 @@ impl Default for InstanceStatus {
             name: String::new(),
             interface: String::new(),
             vrid: 0,
+            version: 2,
+            family: "ipv4".into(),
+            advert_int_ms: 0,
+            master_advert_int_ms: 0,
             state: "STOP".into(),
             priority: 0,
             effective_priority: 0,

@@ -90,9 +90,10 @@ impl VrrpSocket {
         self.sock.recv(buf).await
     }
 
-    /// Sends one advert (VRRP payload) to every destination; failures are
-    /// logged (a link that is down makes sending fail, which is expected).
-    pub(crate) fn send(&mut self, payload: &[u8]) {
+    /// Sends one advert to every destination, encoded for each (VRRPv3's
+    /// checksum covers the addresses); failures are logged (a link that is
+    /// down makes sending fail, which is expected).
+    pub(crate) fn send(&mut self, adv: &crate::router::Outgoing) {
         let dsts = match &self.dst {
             Destination::Multicast => vec![VRRP_GROUP],
             Destination::Unicast(peers) => peers.clone(),
@@ -100,7 +101,8 @@ impl VrrpSocket {
         for dst in dsts {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            let packet = build_ipv4(self.src, dst, VRRP_TTL, IPPROTO_VRRP, id, payload);
+            let payload = adv.encode(self.src, dst);
+            let packet = build_ipv4(self.src, dst, VRRP_TTL, IPPROTO_VRRP, id, &payload);
             if let Err(e) = self
                 .sock
                 .try_send_to(&packet, SocketAddrV4::new(dst, 0).into())

@@ -148,3 +148,51 @@ virtual_ipaddress = [\"{VIP}/32\"]
 "
     )
 }
+
+/// A keepalived VRRPv3 instance at `advert_int` seconds (no
+/// authentication: v3 has none).
+pub(crate) fn keepalived_v3_conf(priority: u8, advert_int: &str) -> String {
+    format!(
+        "global_defs {{
+  router_id ka_test
+  vrrp_skip_check_adv_addr
+  vrrp_garp_interval 0
+  vrrp_gna_interval 0
+  script_user root
+  enable_script_security
+}}
+vrrp_instance VI_1 {{
+  state BACKUP
+  version 3
+  interface eth0
+  virtual_router_id 134
+  priority {priority}
+  advert_int {advert_int}
+  virtual_ipaddress {{
+    {VIP}/32
+  }}
+}}
+"
+    )
+}
+
+/// Our TOML for one VRRPv3 instance at `advert_int` seconds.
+pub(crate) fn vrrpd_v3_conf(priority: u8, advert_int: &str) -> String {
+    format!(
+        "[[vrrp]]
+name = \"VI_1\"
+interface = \"eth0\"
+virtual_router_id = 134
+priority = {priority}
+version = 3
+advert_int = {advert_int}
+virtual_ipaddress = [\"{VIP}/32\"]
+"
+    )
+}
+
+/// VRRPv3 Skew_Time of a priority at an interval (RFC 5798:
+/// ((256 − priority) × Master_Adver_Interval) / 256).
+pub(crate) fn skew_v3(priority: u8, interval: Duration) -> Duration {
+    interval * (256 - u32::from(priority)) / 256
+}

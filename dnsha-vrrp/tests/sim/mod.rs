@@ -128,7 +128,10 @@ impl Net {
                                 at: now + self.latency,
                                 from: i,
                                 to,
-                                bytes: bytes.clone(),
+                                bytes: bytes.encode(
+                                    self.nodes[i].router.config().primary_ip,
+                                    dnsha_vrrp::codec::VRRP_GROUP,
+                                ),
                             });
                         }
                     }
