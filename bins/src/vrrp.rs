@@ -172,6 +172,61 @@ pub struct Running {
     vrrp: Vrrp,
     configs: Vec<InstanceConfig>,
     stop: CancellationToken,
+    thread: VrrpThread,
+}
+
+/// A thread of its own, with a single-thread runtime, for the VRRP
+/// instances: their advert and Master_Down timers never wait behind query
+/// work or health checks on the main runtime (at `advert_int = 0.1` a late
+/// advert is a spurious failover).
+struct VrrpThread {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl VrrpThread {
+    fn spawn() -> std::io::Result<Self> {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("dnsha-vrrp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stop_rx.await;
+                });
+            })?;
+        let handle = handle_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the vrrp thread ended at start"))??;
+        Ok(Self {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for VrrpThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Running {
@@ -203,7 +258,19 @@ pub async fn start(
         .iter()
         .flat_map(|c| c.track_pools.iter().map(|t| t.parts().0.to_string()))
         .collect();
-    let vrrp = Vrrp::start(&configs).await?;
+    let thread = VrrpThread::spawn().map_err(|e| dnsha_vrrp::Error::Io {
+        context: "vrrp thread".into(),
+        source: e,
+    })?;
+    let cfgs = configs.clone();
+    let vrrp = thread
+        .handle
+        .spawn(async move { Vrrp::start(&cfgs).await })
+        .await
+        .map_err(|e| dnsha_vrrp::Error::Io {
+            context: "vrrp thread".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
     // Tell the instances the pools' state before their first election.
     for name in &tracked {
         vrrp.set_pool_health(name, pool_serves(&server, name));
@@ -213,6 +280,7 @@ pub async fn start(
         vrrp,
         configs,
         stop: stop.clone(),
+        thread,
     };
     let setter = running.tracker_input();
     tokio::spawn(async move {
@@ -263,7 +331,12 @@ impl Running {
     /// Priority 0 from masters, VIPs removed, notify queue drained.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        self.vrrp.shutdown().await;
+        let Self { vrrp, thread, .. } = self;
+        // On the instances' own runtime, which owns their sockets.
+        let _ = thread.handle.spawn(vrrp.shutdown()).await;
+        // Ends the thread (on a blocking thread: joining it here would
+        // block the caller's runtime).
+        let _ = tokio::task::spawn_blocking(move || drop(thread)).await;
     }
 }
 
