@@ -224,16 +224,7 @@ impl Daemon {
                 return;
             }
         };
-        let running_vrrp = self
-            .vrrp
-            .lock()
-            .ok()
-            .and_then(|g| g.as_ref().map(|r| r.configs().to_vec()));
-        if crate::vrrp::instances(&new).ok() != running_vrrp.or_else(|| Some(Vec::new())) {
-            tracing::warn!(
-                "[[vrrp]] changes take effect at the next restart; the running instances are kept"
-            );
-        }
+        self.reload_vrrp(&new).await;
         self.grace = grace_for(&new);
         self.move_admin(new.admin.as_ref()).await;
         tracing::info!(
@@ -244,6 +235,56 @@ impl Daemon {
             summary = %new.summary(),
             "configuration reloaded"
         );
+    }
+
+    /// Applies the reloaded `[[vrrp]]` sections (already validated by
+    /// [`load`]): unchanged instances are not touched, changed ones change
+    /// in place or restart, removed ones stop with priority 0, new ones
+    /// start as backup.
+    async fn reload_vrrp(&mut self, new: &Config) {
+        let Ok(configs) = crate::vrrp::instances(new) else {
+            return;
+        };
+        let running = self.vrrp.lock().ok().and_then(|mut g| g.take());
+        let next = match running {
+            None if configs.is_empty() => None,
+            None => match crate::vrrp::start(configs, Arc::clone(&self.server)).await {
+                Ok(r) => {
+                    tracing::info!("vrrp instances started by the reload");
+                    r
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "vrrp not started by the reload");
+                    None
+                }
+            },
+            Some(r) if configs.is_empty() => {
+                r.shutdown().await;
+                tracing::info!("vrrp instances stopped by the reload");
+                None
+            }
+            Some(r) if r.configs() == configs.as_slice() => Some(r),
+            Some(r) => {
+                let (r, result) = r.apply(configs, Arc::clone(&self.server)).await;
+                match result {
+                    Ok(applied) => tracing::info!(
+                        unchanged = ?applied.unchanged,
+                        changed = ?applied.changed,
+                        restarted = ?applied.restarted,
+                        started = ?applied.started,
+                        stopped = ?applied.stopped,
+                        "vrrp reloaded"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "vrrp reload incomplete; what runs is kept")
+                    }
+                }
+                r
+            }
+        };
+        if let Ok(mut g) = self.vrrp.lock() {
+            *g = next;
+        }
     }
 
     /// Restarts the admin endpoint when its configuration changed.

@@ -11,7 +11,7 @@ use dnsha_core::config::Config;
 use dnsha_core::ConfigError;
 use dnsha_proxy::server::Server;
 use dnsha_vrrp::config::{validate_all, Instance, InstanceConfig};
-use dnsha_vrrp::shell::{InstanceStatus, Vrrp};
+use dnsha_vrrp::shell::{Applied, InstanceStatus, Vrrp};
 use tokio_util::sync::CancellationToken;
 
 /// Where `key` of section `s` is written (the section's header when it is
@@ -254,10 +254,6 @@ pub async fn start(
     if configs.is_empty() {
         return Ok(None);
     }
-    let tracked: BTreeSet<String> = configs
-        .iter()
-        .flat_map(|c| c.track_pools.iter().map(|t| t.parts().0.to_string()))
-        .collect();
     let thread = VrrpThread::spawn().map_err(|e| dnsha_vrrp::Error::Io {
         context: "vrrp thread".into(),
         source: e,
@@ -267,22 +263,37 @@ pub async fn start(
         .handle
         .spawn(async move { Vrrp::start(&cfgs).await })
         .await
-        .map_err(|e| dnsha_vrrp::Error::Io {
-            context: "vrrp thread".into(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
-    // Tell the instances the pools' state before their first election.
+        .map_err(lost_thread)??;
+    let stop = track_pools(&vrrp, &configs, server);
+    Ok(Some(Running {
+        vrrp,
+        configs,
+        stop,
+        thread,
+    }))
+}
+
+fn lost_thread(e: tokio::task::JoinError) -> dnsha_vrrp::Error {
+    dnsha_vrrp::Error::Io {
+        context: "vrrp thread".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+/// Feeds the instances of `vrrp` the state of the pools `configs` track,
+/// at once (before their first election) and then on every change, until
+/// the returned token is cancelled.
+fn track_pools(vrrp: &Vrrp, configs: &[InstanceConfig], server: Arc<Server>) -> CancellationToken {
+    let tracked: BTreeSet<String> = configs
+        .iter()
+        .flat_map(|c| c.track_pools.iter().map(|t| t.parts().0.to_string()))
+        .collect();
     for name in &tracked {
         vrrp.set_pool_health(name, pool_serves(&server, name));
     }
     let stop = CancellationToken::new();
-    let running = Running {
-        vrrp,
-        configs,
-        stop: stop.clone(),
-        thread,
-    };
-    let setter = running.tracker_input();
+    let token = stop.clone();
+    let setter = vrrp.pool_setter();
     tokio::spawn(async move {
         let mut last: Vec<Option<bool>> = vec![None; tracked.len()];
         let mut tick = tokio::time::interval(TRACK_INTERVAL);
@@ -291,7 +302,7 @@ pub async fn start(
         let mut events = server.health().subscribe();
         loop {
             tokio::select! {
-                () = stop.cancelled() => break,
+                () = token.cancelled() => break,
                 _ = tick.tick() => {}
                 _ = events.recv() => {}
             }
@@ -309,13 +320,46 @@ pub async fn start(
             }
         }
     });
-    Ok(Some(running))
+    stop
 }
 
 impl Running {
-    fn tracker_input(&self) -> impl Fn(&str, bool) + Send + 'static {
-        let handle = self.vrrp.pool_setter();
-        move |name: &str, up: bool| handle(name, up)
+    /// Applies a reloaded `[[vrrp]]` list on the instances' own thread (see
+    /// `dnsha_vrrp::shell::Vrrp::apply`: unchanged instances are not
+    /// touched, others change in place or restart), then feeds the pool
+    /// states again to what now runs. On error, what still runs keeps
+    /// running and is returned.
+    pub async fn apply(
+        self,
+        configs: Vec<InstanceConfig>,
+        server: Arc<Server>,
+    ) -> (Option<Self>, Result<Applied, dnsha_vrrp::Error>) {
+        let Self {
+            vrrp, stop, thread, ..
+        } = self;
+        let cfgs = configs.clone();
+        let joined = thread
+            .handle
+            .spawn(async move {
+                let mut vrrp = vrrp;
+                let r = vrrp.apply(&cfgs).await;
+                (vrrp, r)
+            })
+            .await;
+        let (vrrp, result) = match joined {
+            Ok(v) => v,
+            Err(e) => return (None, Err(lost_thread(e))),
+        };
+        stop.cancel();
+        let configs = vrrp.configs();
+        let stop = track_pools(&vrrp, &configs, server);
+        let running = Self {
+            vrrp,
+            configs,
+            stop,
+            thread,
+        };
+        (Some(running), result)
     }
 
     /// The configuration the instances run with.

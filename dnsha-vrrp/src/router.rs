@@ -101,38 +101,7 @@ pub struct Router {
 impl Router {
     /// A router in Initialize; checks the config's ranges.
     pub fn new(cfg: RouterConfig) -> Result<Self> {
-        let mut errors = Vec::new();
-        let mut bad = |field: &str, message: &str| {
-            errors.push(ConfigError::new(Instance::Unplaced, field, message));
-        };
-        if cfg.vrid == 0 {
-            bad("virtual_router_id", "must be 1..255");
-        }
-        if cfg.priority == 0 {
-            bad("priority", "must be 1..255");
-        }
-        match cfg.version {
-            Version::V2
-                if cfg.advert_int_cs == 0
-                    || !cfg.advert_int_cs.is_multiple_of(100)
-                    || cfg.advert_int_cs > 25_500 =>
-            {
-                bad("advert_int", "must be whole seconds, 1..255, for VRRPv2");
-            }
-            Version::V3 if cfg.advert_int_cs == 0 || cfg.advert_int_cs > MAX_INTERVAL_CS => {
-                bad("advert_int", "must be 0.01..40.95 seconds for VRRPv3");
-            }
-            Version::V3 if cfg.auth != Auth::None => {
-                bad("auth_pass", "VRRPv3 has no authentication");
-            }
-            _ => {}
-        }
-        if cfg.vips.len() > 255 {
-            bad("virtual_ipaddress", "at most 255 addresses");
-        }
-        if !errors.is_empty() {
-            return Err(Error::Config { errors });
-        }
+        validate(&cfg)?;
         let tracker_up = vec![true; cfg.trackers.len()];
         let cfg_interval = cfg.advert_int_cs;
         let mut r = Self {
@@ -239,6 +208,97 @@ impl Router {
             Command::Shutdown => self.shutdown(),
             Command::TrackerChanged { name, up } => self.tracker_changed(now, &name, up),
         }
+    }
+
+    /// Applies a changed configuration in place (a reload): same VRID and
+    /// version, anything else may change. State, timers and the master
+    /// heard are kept, so an unchanged instance neither flaps nor sends an
+    /// extra advert. A master removes the VIPs it no longer has and adds
+    /// (with gratuitous ARPs) the new ones, and advertises at once when its
+    /// priority or addresses changed: a new priority that loses the
+    /// election hands the VIP over the RFC way (the backup, preempting,
+    /// takes over). Trackers keep their state by name; new ones start up.
+    pub fn reconfigure(&mut self, now: Instant, cfg: RouterConfig) -> Result<()> {
+        validate(&cfg)?;
+        if cfg.vrid != self.cfg.vrid || cfg.version != self.cfg.version {
+            return Err(Error::Config {
+                errors: vec![ConfigError::new(
+                    Instance::Unplaced,
+                    "virtual_router_id",
+                    "a new VRID or version is a new instance, not a change in place",
+                )],
+            });
+        }
+        let old_vips = std::mem::take(&mut self.cfg.vips);
+        let old_priority = self.effective;
+        self.tracker_up = cfg
+            .trackers
+            .iter()
+            .map(|t| {
+                self.cfg
+                    .trackers
+                    .iter()
+                    .zip(&self.tracker_up)
+                    .find(|(old, _)| old.name == t.name)
+                    .is_none_or(|(_, up)| *up)
+            })
+            .collect();
+        let interval_changed = cfg.advert_int_cs != self.cfg.advert_int_cs;
+        self.cfg = cfg;
+        self.effective = self.compute_priority();
+        if !self.running {
+            return Ok(());
+        }
+        let vips_changed = old_vips != self.cfg.vips;
+        match (self.state, self.failing_fault_tracker()) {
+            (State::Fault, None) => self.enter_backup_or_owner(now, Reason::FaultCleared),
+            (State::Fault, Some(_)) => {}
+            (_, Some(tracker)) => {
+                if self.state == State::Master {
+                    for vip in &old_vips {
+                        self.outputs.push_back(Output::DelVip(*vip));
+                    }
+                    self.leave_master_timers();
+                    self.send_advert(PRIORITY_STOP);
+                }
+                self.timers = Timers::default();
+                self.transition(State::Fault, Reason::Fault { tracker });
+            }
+            (State::Master, None) => {
+                if vips_changed {
+                    for vip in old_vips.iter().filter(|v| !self.cfg.vips.contains(v)) {
+                        self.outputs.push_back(Output::DelVip(*vip));
+                    }
+                    let added: Vec<Vip> = self
+                        .cfg
+                        .vips
+                        .iter()
+                        .filter(|v| !old_vips.contains(v))
+                        .copied()
+                        .collect();
+                    for vip in &added {
+                        self.outputs.push_back(Output::AddVip(*vip));
+                    }
+                    for vip in added {
+                        self.outputs.push_back(Output::GratuitousArp {
+                            addr: vip.addr,
+                            count: self.cfg.garp.repeat,
+                        });
+                    }
+                }
+                if vips_changed || old_priority != self.effective || interval_changed {
+                    self.master_adver_interval = self.advert_interval();
+                    self.send_advert(self.effective);
+                    self.timers.advert = Some(now + self.advert_interval());
+                }
+            }
+            (State::Backup, None) if self.master.is_none() => {
+                // No master heard yet: count with the new interval.
+                self.master_adver_interval = self.advert_interval();
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Fires every timer due at `now`.
@@ -616,12 +676,16 @@ impl Router {
 
     /// Drops the VIPs and master timers (the caller sets the next state).
     fn leave_master(&mut self) {
-        self.timers.advert = None;
-        self.timers.garp_delay = None;
-        self.timers.garp_refresh = None;
+        self.leave_master_timers();
         for vip in &self.cfg.vips {
             self.outputs.push_back(Output::DelVip(*vip));
         }
+    }
+
+    fn leave_master_timers(&mut self) {
+        self.timers.advert = None;
+        self.timers.garp_delay = None;
+        self.timers.garp_refresh = None;
     }
 
     fn transition(&mut self, to: State, reason: Reason) {
@@ -666,6 +730,43 @@ impl Router {
     fn same_addresses(&self, addrs: &[Ipv4Addr]) -> bool {
         addrs.len() == self.cfg.vips.len() && self.cfg.vips.iter().all(|v| addrs.contains(&v.addr))
     }
+}
+
+/// The ranges and combinations a [`RouterConfig`] must respect.
+fn validate(cfg: &RouterConfig) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: &str| {
+        errors.push(ConfigError::new(Instance::Unplaced, field, message));
+    };
+    if cfg.vrid == 0 {
+        bad("virtual_router_id", "must be 1..255");
+    }
+    if cfg.priority == 0 {
+        bad("priority", "must be 1..255");
+    }
+    match cfg.version {
+        Version::V2
+            if cfg.advert_int_cs == 0
+                || !cfg.advert_int_cs.is_multiple_of(100)
+                || cfg.advert_int_cs > 25_500 =>
+        {
+            bad("advert_int", "must be whole seconds, 1..255, for VRRPv2");
+        }
+        Version::V3 if cfg.advert_int_cs == 0 || cfg.advert_int_cs > MAX_INTERVAL_CS => {
+            bad("advert_int", "must be 0.01..40.95 seconds for VRRPv3");
+        }
+        Version::V3 if cfg.auth != Auth::None => {
+            bad("auth_pass", "VRRPv3 has no authentication");
+        }
+        _ => {}
+    }
+    if cfg.vips.len() > 255 {
+        bad("virtual_ipaddress", "at most 255 addresses");
+    }
+    if !errors.is_empty() {
+        return Err(Error::Config { errors });
+    }
+    Ok(())
 }
 
 /// An advertisement as the state machine needs it, from either version.

@@ -803,3 +803,88 @@ fn v3_and_v2_interval_and_auth_rules() {
     .contains("whole seconds"));
     assert!(Router::new(v3(100, 4095)).is_ok());
 }
+
+#[test]
+fn reconfigure_unchanged_sends_nothing_and_keeps_timers() {
+    let (mut r, t) = master(cfg(200));
+    let deadline = r.poll_timeout();
+    r.reconfigure(t + 10 * MS, cfg(200)).unwrap();
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.poll_timeout(), deadline);
+    assert_eq!(r.state(), State::Master);
+    let (mut b, t) = started(cfg(100));
+    drain(&mut b);
+    let deadline = b.poll_timeout();
+    b.reconfigure(t + 10 * MS, cfg(100)).unwrap();
+    assert!(drain(&mut b).is_empty());
+    assert_eq!((b.state(), b.poll_timeout()), (State::Backup, deadline));
+}
+
+#[test]
+fn reconfigure_a_master_in_place() {
+    let (mut r, t) = master(cfg(200));
+    // A lower priority: advertised at once, still master until a backup
+    // with a higher priority preempts.
+    r.reconfigure(t + 10 * MS, cfg(50)).unwrap();
+    let out = drain(&mut r);
+    assert_eq!(sent_priorities(&out), [50]);
+    assert_eq!(r.state(), State::Master);
+    r.handle_packet(t + 20 * MS, HIGHER_IP, 255, &adv(100));
+    assert_eq!(r.state(), State::Backup);
+    // VIPs changed on a master: the old one removed, the new one added and
+    // announced, one advert.
+    let (mut r, t) = master(cfg(200));
+    let other = Vip {
+        addr: Ipv4Addr::new(192, 168, 1, 9),
+        prefix_len: 32,
+    };
+    r.reconfigure(
+        t + 10 * MS,
+        RouterConfig {
+            vips: vec![other],
+            ..cfg(200)
+        },
+    )
+    .unwrap();
+    let out = drain(&mut r);
+    assert!(out.contains(&Output::DelVip(VIP)), "{out:?}");
+    assert!(out.contains(&Output::AddVip(other)), "{out:?}");
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::GratuitousArp { addr, .. } if *addr == other.addr)));
+    assert_eq!(sent_priorities(&out), [200]);
+    // A new tracker that is down with weight 0: FAULT, priority 0 sent.
+    let (mut r, t) = master(cfg(200));
+    r.reconfigure(
+        t + 10 * MS,
+        RouterConfig {
+            trackers: vec![TrackerSpec {
+                name: "pool".into(),
+                weight: 0,
+            }],
+            ..cfg(200)
+        },
+    )
+    .unwrap();
+    assert!(drain(&mut r).is_empty(), "new trackers start up");
+    r.handle_command(
+        t + 20 * MS,
+        Command::TrackerChanged {
+            name: "pool".into(),
+            up: false,
+        },
+    );
+    assert_eq!(r.state(), State::Fault);
+    assert_eq!(sent_priorities(&drain(&mut r)), [0]);
+    // A new VRID is not a change in place.
+    let (mut r, t) = master(cfg(200));
+    let e = r.reconfigure(
+        t,
+        RouterConfig {
+            vrid: 9,
+            ..cfg(200)
+        },
+    );
+    assert!(e.is_err());
+    assert_eq!(r.config().vrid, 134);
+}

@@ -91,6 +91,15 @@ impl Instance {
                         Some(InstanceMsg::Router(cmd)) => {
                             self.router.handle_command(Instant::now(), cmd);
                         }
+                        Some(InstanceMsg::Reconfigure(cfg, notify, done)) => {
+                            let r = self.router.reconfigure(Instant::now(), *cfg);
+                            if r.is_ok() {
+                                if let Some((notifier, _)) = self.notify.take() {
+                                    self.notify = notify.map(|p| (notifier, p));
+                                }
+                            }
+                            let _ = done.send(r);
+                        }
                         Some(InstanceMsg::Shutdown(ack)) => {
                             self.stop(Some(ack)).await;
                             return;

@@ -54,6 +54,13 @@ use socket::{Destination, VrrpSocket};
 #[derive(Debug)]
 pub(crate) enum InstanceMsg {
     Router(Command),
+    /// A changed configuration applied in place (reload), with the new
+    /// notify program; the result goes back on the channel.
+    Reconfigure(
+        Box<crate::router::RouterConfig>,
+        Option<String>,
+        oneshot::Sender<Result<()>>,
+    ),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -102,6 +109,10 @@ pub struct InstanceStatus {
 }
 
 struct Handle {
+    /// What the instance was started with (a reload compares against it).
+    config: InstanceConfig,
+    /// The address its adverts come from.
+    primary: Ipv4Addr,
     trackers: Vec<String>,
     tx: mpsc::UnboundedSender<InstanceMsg>,
     status: watch::Receiver<InstanceStatus>,
@@ -195,6 +206,11 @@ impl Vrrp {
         }
     }
 
+    /// The configurations the instances run with, in order.
+    pub fn configs(&self) -> Vec<InstanceConfig> {
+        self.instances.iter().map(|h| h.config.clone()).collect()
+    }
+
     /// Snapshots of every instance, in configuration order.
     pub fn status(&self) -> Vec<InstanceStatus> {
         self.instances
@@ -209,6 +225,73 @@ impl Vrrp {
             .iter()
             .find(|h| h.status.borrow().name == name)
             .map(|h| h.status.clone())
+    }
+
+    /// Applies a reloaded `[[vrrp]]` list (validated first: a bad list
+    /// changes nothing). An instance whose interface, VRID, version,
+    /// unicast settings, tracked interfaces and scripts are unchanged is
+    /// changed in place ([`Router::reconfigure`]): it keeps its state and
+    /// VIPs, and one whose configuration is the same is not touched at all.
+    /// Any other change restarts that instance; a removed instance stops
+    /// (priority 0 from a master), a new one starts as backup.
+    pub async fn apply(&mut self, configs: &[InstanceConfig]) -> Result<Applied> {
+        let errors = validate_all(configs);
+        if !errors.is_empty() {
+            return Err(Error::Config { errors });
+        }
+        let netlink = Netlink::new()?;
+        let mut old: Vec<Handle> = std::mem::take(&mut self.instances);
+        let mut applied = Applied::default();
+        let mut result = Ok(());
+        for cfg in configs {
+            let pos = old.iter().position(|h| h.config.name == cfg.name);
+            let step = match pos.map(|i| old.swap_remove(i)) {
+                None => self
+                    .start_new(cfg, &netlink)
+                    .inspect(|_| applied.started.push(cfg.name.clone())),
+                Some(h) if h.config == *cfg => {
+                    applied.unchanged.push(cfg.name.clone());
+                    Ok(h)
+                }
+                Some(h) => match reconfigure(h, cfg).await {
+                    Ok(h) => {
+                        applied.changed.push(cfg.name.clone());
+                        Ok(h)
+                    }
+                    Err(h) => {
+                        stop_one(h).await;
+                        applied.restarted.push(cfg.name.clone());
+                        self.start_new(cfg, &netlink)
+                    }
+                },
+            };
+            match step {
+                Ok(h) => self.instances.push(h),
+                Err(e) => {
+                    // Keep running what still runs; report what failed.
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_err() {
+            self.instances.append(&mut old);
+            return result.map(|()| applied);
+        }
+        for h in old {
+            applied.stopped.push(h.config.name.clone());
+            stop_one(h).await;
+        }
+        info!(?applied, "VRRP configuration applied");
+        Ok(applied)
+    }
+
+    fn start_new(&self, cfg: &InstanceConfig, netlink: &Netlink) -> Result<Handle> {
+        let notifier = self.notifier.as_ref().ok_or_else(|| Error::Io {
+            context: "vrrp reload after shutdown".into(),
+            source: std::io::Error::other("stopped"),
+        })?;
+        start_one(cfg, netlink, notifier)
     }
 
     /// Stops every instance (priority 0 from masters, VIPs removed), then
@@ -239,6 +322,69 @@ impl Vrrp {
         }
         info!("VRRP stopped");
     }
+}
+
+/// What [`Vrrp::apply`] did, by instance name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Same configuration: not touched.
+    pub unchanged: Vec<String>,
+    /// Changed in place, state and VIPs kept.
+    pub changed: Vec<String>,
+    /// Stopped and started again (interface, VRID, version, unicast or
+    /// tracker tasks changed).
+    pub restarted: Vec<String>,
+    /// New instances.
+    pub started: Vec<String>,
+    /// Removed instances, stopped.
+    pub stopped: Vec<String>,
+}
+
+/// Whether `new` can be applied to the running `old` in place: what the
+/// socket and the tracker tasks were set up with is the same.
+fn in_place(old: &InstanceConfig, new: &InstanceConfig) -> bool {
+    old.interface == new.interface
+        && old.virtual_router_id == new.virtual_router_id
+        && old.version == new.version
+        && old.unicast_src_ip == new.unicast_src_ip
+        && old.unicast_peer == new.unicast_peer
+        && old.track_interface == new.track_interface
+        && old.track_script == new.track_script
+        && old.notify.is_some() == new.notify.is_some()
+}
+
+/// Applies `cfg` to the running instance `h` in place, when the two allow
+/// it ([`in_place`]) and the router accepts it; `Err(h)` otherwise (the
+/// caller restarts it).
+async fn reconfigure(h: Handle, cfg: &InstanceConfig) -> std::result::Result<Handle, Handle> {
+    if !in_place(&h.config, cfg) {
+        return Err(h);
+    }
+    let Ok(router_cfg) = cfg.router_config(h.primary) else {
+        return Err(h);
+    };
+    let trackers = router_cfg.trackers.iter().map(|t| t.name.clone()).collect();
+    let (tx, rx) = oneshot::channel();
+    let msg = InstanceMsg::Reconfigure(Box::new(router_cfg), cfg.notify.clone(), tx);
+    if h.tx.send(msg).is_ok() && rx.await.is_ok_and(|r| r.is_ok()) {
+        Ok(Handle {
+            config: cfg.clone(),
+            trackers,
+            ..h
+        })
+    } else {
+        Err(h)
+    }
+}
+
+/// Stops one instance: priority 0 from a master, VIPs removed.
+async fn stop_one(h: Handle) {
+    let (tx, rx) = oneshot::channel();
+    if h.tx.send(InstanceMsg::Shutdown(tx)).is_ok() {
+        let _ = rx.await;
+    }
+    drop(h.tx);
+    let _ = h.task.await;
 }
 
 fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Result<Handle> {
@@ -306,6 +452,8 @@ fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Re
     info!(instance = %cfg.name, interface = %cfg.interface, vrid = cfg.virtual_router_id, %primary, "VRRP instance starting");
     let task = tokio::spawn(inst.run(rx));
     Ok(Handle {
+        config: cfg.clone(),
+        primary,
         trackers,
         tx,
         status,
