@@ -888,3 +888,71 @@ fn reconfigure_a_master_in_place() {
     assert!(e.is_err());
     assert_eq!(r.config().vrid, 134);
 }
+
+#[test]
+fn bad_v3_adverts_are_counted_by_reason_and_change_nothing() {
+    let (mut r, t0) = started(v3(90, 10));
+    drain(&mut r);
+    let deadline = r.poll_timeout();
+    let good = KEEPALIVED_V3_10CS;
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut b = good.to_vec();
+        edit(&mut b);
+        b
+    };
+    let cases: [(Vec<u8>, u8, DropReason); 5] = [
+        // The checksum no longer matches (a flipped address bit).
+        (with(&|b| b[9] ^= 1), 255, DropReason::Checksum),
+        // Sent across a router.
+        (good.to_vec(), 64, DropReason::Ttl),
+        // An interval of 0, its checksum right: the interval word goes down
+        // by one, so the one's complement checksum goes up by one.
+        (
+            {
+                let mut b = Outgoing {
+                    interval_cs: 1,
+                    ..outgoing_from(&good)
+                }
+                .encode(KEEPALIVED, VRRP_GROUP);
+                b[5] = 0;
+                let sum = u16::from_be_bytes([b[6], b[7]]);
+                assert_ne!(sum, 0xffff);
+                b[6..8].copy_from_slice(&(sum + 1).to_be_bytes());
+                b
+            },
+            255,
+            DropReason::ZeroInterval,
+        ),
+        // A count that does not match the length.
+        (with(&|b| b[3] = 3), 255, DropReason::CountMismatch),
+        // Truncated.
+        (good[..6].to_vec(), 255, DropReason::Truncated),
+    ];
+    for (bytes, ttl, reason) in cases {
+        assert_eq!(
+            r.handle_packet(t0 + MS, KEEPALIVED, ttl, &bytes),
+            Some(reason)
+        );
+        assert_eq!(r.stats().dropped(reason), 1);
+    }
+    assert_eq!(r.state(), State::Backup);
+    assert_eq!(r.poll_timeout(), deadline);
+    assert_eq!(r.current_master(), None);
+    assert!(drain(&mut r).is_empty());
+}
+
+/// The advert of `bytes` (keepalived's) as an [`Outgoing`].
+fn outgoing_from(bytes: &[u8]) -> Outgoing {
+    let adv = AdvertisementV3::decode(bytes, &PseudoHeader::v4(KEEPALIVED)).unwrap();
+    let Addresses::V4(addresses) = adv.addresses else {
+        panic!("ipv4")
+    };
+    Outgoing {
+        version: Version::V3,
+        vrid: adv.vrid,
+        priority: adv.priority,
+        interval_cs: adv.interval_cs,
+        auth: Auth::None,
+        addresses,
+    }
+}
