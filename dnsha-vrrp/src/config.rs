@@ -103,6 +103,10 @@ pub struct InstanceConfig {
     /// Command run as `notify INSTANCE NAME STATE PRIORITY` on each change.
     #[serde(default)]
     pub notify: Option<String>,
+    /// Sync group (keepalived's `vrrp_sync_group`): instances with the same
+    /// name move together (see [`crate::sync`]).
+    #[serde(default)]
+    pub sync_group: Option<String>,
 }
 
 /// `track_interface` entry: a name, or `{ name, weight }`.
@@ -272,6 +276,12 @@ impl InstanceConfig {
             name: interface_tracker(&self.interface),
             weight: 0,
         }];
+        if let Some(group) = &self.sync_group {
+            out.push(TrackerSpec {
+                name: crate::sync::fault_tracker(group),
+                weight: 0,
+            });
+        }
         for t in &self.track_interface {
             let (name, weight) = t.parts();
             out.push(TrackerSpec {

@@ -24,6 +24,7 @@ pub mod router;
 #[cfg(target_os = "linux")]
 pub mod shell;
 mod stats;
+pub mod sync;
 
 pub use codec::{Advertisement, Auth};
 pub use error::Error;

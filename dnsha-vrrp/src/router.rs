@@ -87,6 +87,8 @@ pub struct Router {
     /// The running Master_Down_Timer was set to Skew_Time by a priority 0.
     priority_zero_seen: bool,
     master: Option<(Ipv4Addr, u8)>,
+    /// Held by its sync group ([`Command::SyncHold`]).
+    held: bool,
     /// Master_Adver_Interval: ours, or (VRRPv3) the one the master
     /// advertises, learned while backup (RFC 5798 section 6.4.2).
     master_adver_interval: Duration,
@@ -114,6 +116,7 @@ impl Router {
             preempt_after: None,
             priority_zero_seen: false,
             master: None,
+            held: false,
             master_adver_interval: interval_of(cfg_interval),
             reasserts: None,
             outputs: VecDeque::new(),
@@ -207,6 +210,38 @@ impl Router {
             Command::Start => self.start(now),
             Command::Shutdown => self.shutdown(),
             Command::TrackerChanged { name, up } => self.tracker_changed(now, &name, up),
+            Command::SyncHold(held) => self.sync_hold(now, held),
+            Command::SyncMaster => {
+                if self.running && self.state == State::Backup && !self.held {
+                    self.become_master(now, Reason::SyncGroup);
+                }
+            }
+        }
+    }
+
+    /// Whether this router backs up a master that beats it (higher
+    /// priority, or equal priority and a higher address): it lost its
+    /// election, and its sync group must not keep addresses on this node.
+    pub fn backs_up_a_better_master(&self) -> bool {
+        self.state == State::Backup
+            && self.master.is_some_and(|(ip, p)| {
+                (p, u32::from(ip)) > (self.effective, u32::from(self.cfg.primary_ip))
+            })
+    }
+
+    /// The weight-0 tracker that keeps this router in FAULT, if any.
+    pub fn fault_tracker(&self) -> Option<String> {
+        self.failing_fault_tracker()
+    }
+
+    fn sync_hold(&mut self, now: Instant, held: bool) {
+        self.held = held;
+        if held && self.running && self.state == State::Master {
+            self.leave_master();
+            self.send_advert(PRIORITY_STOP);
+            self.timers.master_down = Some(now + self.master_down_interval());
+            self.priority_zero_seen = false;
+            self.transition(State::Backup, Reason::SyncGroup);
         }
     }
 
@@ -447,7 +482,7 @@ impl Router {
             return;
         }
         let lower = adv.priority < self.effective;
-        let accept = if !self.cfg.preempt || !lower {
+        let accept = if !self.cfg.preempt || !lower || self.held {
             self.preempt_after = None;
             true
         } else if self.cfg.preempt_delay > Duration::ZERO {

@@ -286,3 +286,27 @@ fn version_3_takes_centisecond_intervals_and_no_password() {
     ));
     assert!(m[0].contains("set version = 3"), "{m:?}");
 }
+
+#[test]
+fn a_sync_group_needs_two_members_and_adds_its_tracker() {
+    let one = parse(&MINIMAL.replace("priority = 100", "priority = 100\nsync_group = \"g\""));
+    let m: Vec<String> = validate_all(&one).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        m,
+        ["vrrp[0].sync_group: sync group \"g\" has no other member"]
+    );
+    let second = MINIMAL
+        .replace("VI_1", "VI_2")
+        .replace("134", "135")
+        .replace("priority = 100", "priority = 100\nsync_group = \"g\"");
+    let two = parse(&format!(
+        "{}{second}",
+        MINIMAL.replace("priority = 100", "priority = 100\nsync_group = \"g\"")
+    ));
+    assert!(validate_all(&two).is_empty(), "{:?}", validate_all(&two));
+    let rc = two[0].router_config(Ipv4Addr::LOCALHOST).unwrap();
+    assert!(rc
+        .trackers
+        .iter()
+        .any(|t| t.name == crate::sync::fault_tracker("g") && t.weight == 0));
+}

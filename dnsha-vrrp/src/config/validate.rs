@@ -311,5 +311,22 @@ pub fn validate_all(instances: &[InstanceConfig]) -> Vec<ConfigError> {
             }
         }
     }
+    // A sync group of one member moves nothing: a misspelt name.
+    for (i, inst) in instances.iter().enumerate() {
+        let Some(group) = &inst.sync_group else {
+            continue;
+        };
+        let members = instances
+            .iter()
+            .filter(|o| o.sync_group.as_ref() == Some(group))
+            .count();
+        if group.trim().is_empty() || members < 2 {
+            errors.push(ConfigError::new(
+                Instance::Index(i),
+                "sync_group",
+                format!("sync group {group:?} has no other member"),
+            ));
+        }
+    }
     errors
 }

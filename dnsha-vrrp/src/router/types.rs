@@ -189,6 +189,13 @@ pub enum State {
 }
 
 impl State {
+    /// The state [`State::as_str`] names, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Initialize, Self::Backup, Self::Master, Self::Fault]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+
     /// The upper-case name keepalived uses in notify arguments.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -235,6 +242,10 @@ pub enum Reason {
     FaultCleared,
     /// [`Command::Shutdown`].
     Shutdown,
+    /// Its sync group moved: another member became master
+    /// ([`Command::SyncMaster`]) or lost its election
+    /// ([`Command::SyncHold`]).
+    SyncGroup,
 }
 
 impl fmt::Display for Reason {
@@ -254,6 +265,7 @@ impl fmt::Display for Reason {
             Self::Fault { tracker } => write!(f, "tracker {tracker} down"),
             Self::FaultCleared => f.write_str("fault cleared"),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::SyncGroup => f.write_str("sync group"),
         }
     }
 }
@@ -273,6 +285,15 @@ pub enum Command {
         /// Whether it is now healthy.
         up: bool,
     },
+    /// Sync group: another member backs up a master with a higher priority
+    /// than its own (it lost its election). While held, a master resigns
+    /// (priority 0, to BACKUP) and a backup does not preempt a
+    /// lower-priority master, so the group's addresses stay together on
+    /// one node.
+    SyncHold(bool),
+    /// Sync group: another member became master; a backup that is not held
+    /// and not in FAULT follows at once.
+    SyncMaster,
 }
 
 /// What the router wants done.

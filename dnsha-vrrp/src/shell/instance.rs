@@ -27,6 +27,7 @@ pub(crate) struct Instance {
     pub(crate) notify: Option<(Notifier, String)>,
     pub(crate) status: watch::Sender<InstanceStatus>,
     pub(crate) transitions: u64,
+    pub(crate) sync_group: Option<String>,
 }
 
 impl Instance {
@@ -58,6 +59,11 @@ impl Instance {
                 .map(|(r, n)| (r.as_str().to_owned(), n))
                 .collect::<BTreeMap<_, _>>(),
             dropped_total: st.dropped_total(),
+            sync_group: self.sync_group.clone(),
+            own_fault: r
+                .fault_tracker()
+                .is_some_and(|t| !crate::sync::is_group_tracker(&t)),
+            lost_election: r.backs_up_a_better_master(),
         }
     }
 

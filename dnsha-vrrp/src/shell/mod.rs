@@ -106,6 +106,12 @@ pub struct InstanceStatus {
     pub dropped: BTreeMap<String, u64>,
     /// Dropped adverts, all reasons.
     pub dropped_total: u64,
+    /// Its sync group, if any.
+    pub sync_group: Option<String>,
+    /// In FAULT because of one of its own trackers (not its group's).
+    pub own_fault: bool,
+    /// It backs up a master that beats it (lost its election).
+    pub lost_election: bool,
 }
 
 struct Handle {
@@ -124,6 +130,8 @@ pub struct Vrrp {
     instances: Vec<Handle>,
     notifier: Option<Notifier>,
     notify_task: JoinHandle<()>,
+    /// One task per sync group.
+    groups: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Vrrp {
@@ -153,16 +161,19 @@ impl Vrrp {
                         instances,
                         notifier: Some(notifier),
                         notify_task,
+                        groups: Vec::new(),
                     };
                     partial.shutdown().await;
                     return Err(e);
                 }
             }
         }
+        let groups = sync_groups(&instances);
         Ok(Self {
             instances,
             notifier: Some(notifier),
             notify_task,
+            groups,
         })
     }
 
@@ -282,6 +293,10 @@ impl Vrrp {
             applied.stopped.push(h.config.name.clone());
             stop_one(h).await;
         }
+        for g in self.groups.drain(..) {
+            g.abort();
+        }
+        self.groups = sync_groups(&self.instances);
         info!(?applied, "VRRP configuration applied");
         Ok(applied)
     }
@@ -297,6 +312,9 @@ impl Vrrp {
     /// Stops every instance (priority 0 from masters, VIPs removed), then
     /// lets the notify queue finish (bounded by the notify timeout).
     pub async fn shutdown(mut self) {
+        for g in self.groups.drain(..) {
+            g.abort();
+        }
         let mut acks = Vec::new();
         for h in &self.instances {
             let (tx, rx) = oneshot::channel();
@@ -321,6 +339,91 @@ impl Vrrp {
             self.notify_task.abort();
         }
         info!("VRRP stopped");
+    }
+}
+
+/// Starts one coordinating task per sync group of `instances`.
+fn sync_groups(instances: &[Handle]) -> Vec<JoinHandle<()>> {
+    let mut names: Vec<&String> = instances
+        .iter()
+        .filter_map(|h| h.config.sync_group.as_ref())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|group| {
+            let members: Vec<(
+                watch::Receiver<InstanceStatus>,
+                mpsc::UnboundedSender<InstanceMsg>,
+            )> = instances
+                .iter()
+                .filter(|h| h.config.sync_group.as_ref() == Some(group))
+                .map(|h| (h.status.clone(), h.tx.clone()))
+                .collect();
+            tokio::spawn(run_group(crate::sync::fault_tracker(group), members))
+        })
+        .collect()
+}
+
+/// Feeds the members of one sync group what [`crate::sync::orders`] says,
+/// each time one of them changes.
+async fn run_group(
+    tracker: String,
+    members: Vec<(
+        watch::Receiver<InstanceStatus>,
+        mpsc::UnboundedSender<InstanceMsg>,
+    )>,
+) {
+    let (wake_tx, mut wake) = mpsc::unbounded_channel::<()>();
+    for (rx, _) in &members {
+        let (mut rx, wake_tx) = (rx.clone(), wake_tx.clone());
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                if wake_tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(wake_tx);
+    let mut last: Vec<Option<crate::sync::Orders>> = vec![None; members.len()];
+    loop {
+        let view: Vec<crate::sync::Member> = members
+            .iter()
+            .map(|(rx, _)| {
+                let s = rx.borrow();
+                crate::sync::Member {
+                    state: crate::State::parse(&s.state).unwrap_or(crate::State::Initialize),
+                    own_fault: s.own_fault,
+                    lost_election: s.lost_election,
+                }
+            })
+            .collect();
+        for (i, o) in crate::sync::orders(&view).into_iter().enumerate() {
+            let (Some(prev), Some((_, tx))) = (last.get_mut(i), members.get(i)) else {
+                continue;
+            };
+            let send = |cmd| {
+                let _ = tx.send(InstanceMsg::Router(cmd));
+            };
+            if prev.map(|p| p.sync_fault) != Some(o.sync_fault) {
+                send(Command::TrackerChanged {
+                    name: tracker.clone(),
+                    up: !o.sync_fault,
+                });
+            }
+            if prev.map(|p| p.hold) != Some(o.hold) {
+                send(Command::SyncHold(o.hold));
+            }
+            if o.follow_master {
+                send(Command::SyncMaster);
+            }
+            *prev = Some(o);
+        }
+        if wake.recv().await.is_none() {
+            return;
+        }
     }
 }
 
@@ -428,6 +531,7 @@ fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Re
         notify: cfg.notify.clone().map(|p| (notifier.clone(), p)),
         status: watch::channel(InstanceStatus::default()).0,
         transitions: 0,
+        sync_group: cfg.sync_group.clone(),
     };
     let status_tx = watch::Sender::new(inst.snapshot());
     let status = status_tx.subscribe();
@@ -483,6 +587,9 @@ impl Default for InstanceStatus {
             became_master: 0,
             dropped: BTreeMap::new(),
             dropped_total: 0,
+            sync_group: None,
+            own_fault: false,
+            lost_election: false,
         }
     }
 }
