@@ -643,6 +643,56 @@ fn vrrp_v3_section(priority: u8, vip: std::net::Ipv4Addr) -> String {
     )
 }
 
+/// Two balancers on VRRPv3 at 0.1 s tracking their pool (A at 150, B at
+/// 100) in front of two NSD backends, a client namespace `c`, and a watch on
+/// the VIP; A holds it and answers when this returns.
+struct V3Pair {
+    lab: Lab,
+    vip: std::net::Ipv4Addr,
+    server: SocketAddr,
+    watch: VipWatch,
+    a: common::Dnsha,
+    b: common::Dnsha,
+    _backends: (common::Nsd, common::Nsd),
+}
+
+impl V3Pair {
+    fn start(tag: &str, subnet: u8) -> Self {
+        let lab = Lab::with_subnet(tag, subnet, &["a", "b", "n1", "n2", "c"]);
+        let vip = lab.host(100);
+        let backends = (nsd(&lab, "n1"), nsd(&lab, "n2"));
+        let watch = VipWatch::start(&lab, &["a", "b"], vip);
+        let pair = Self {
+            server: SocketAddr::from((vip, 53)),
+            a: start_balancer(&lab, "a", &v3_conf(&lab, vip, 150)),
+            b: start_balancer(&lab, "b", &v3_conf(&lab, vip, 100)),
+            lab,
+            vip,
+            watch,
+            _backends: backends,
+        };
+        let (watch, lab) = (&pair.watch, &pair.lab);
+        watch
+            .wait(Duration::from_secs(5), |h| h == [true, false])
+            .unwrap_or_else(|| fail!(watch, lab, "A not master"));
+        ask_until(lab, "c", vip, Duration::from_secs(1));
+        pair
+    }
+
+    /// A balancer's configuration at `priority`.
+    fn conf(&self, priority: u8) -> String {
+        v3_conf(&self.lab, self.vip, priority)
+    }
+}
+
+fn v3_conf(lab: &Lab, vip: std::net::Ipv4Addr, priority: u8) -> String {
+    balancer_conf(
+        vip,
+        &[lab.node_addr("n1"), lab.node_addr("n2")],
+        &vrrp_v3_section(priority, vip),
+    )
+}
+
 /// The same client as [`client_sees_failover_kill9_and_sigterm`], with both
 /// balancers on VRRPv3 at `advert_int = 0.1`: kill -9 + link down of the
 /// master loses at most 500 queries at 1000/s (Master_Down_Interval is
@@ -652,22 +702,16 @@ fn client_sees_v3_failover_at_ten_centiseconds() {
     if skip(&[]) {
         return;
     }
-    let lab = Lab::with_subnet("v3", 87, &["a", "b", "n1", "n2", "c"]);
-    let vip = lab.host(100);
-    let server = SocketAddr::from((vip, 53));
-    let (_n1, _n2) = (nsd(&lab, "n1"), nsd(&lab, "n2"));
-    let conf = |prio| {
-        let vrrp = vrrp_v3_section(prio, vip);
-        assert!(vrrp.contains("version = 3"), "{vrrp}");
-        balancer_conf(vip, &[lab.node_addr("n1"), lab.node_addr("n2")], &vrrp)
-    };
-    let watch = VipWatch::start(&lab, &["a", "b"], vip);
-    let mut a = start_balancer(&lab, "a", &conf(150));
-    let _b = start_balancer(&lab, "b", &conf(100));
-    watch
-        .wait(Duration::from_secs(5), |h| h == [true, false])
-        .unwrap_or_else(|| fail!(watch, lab, "A not master"));
-    ask_until(&lab, "c", vip, Duration::from_secs(1));
+    let V3Pair {
+        lab,
+        vip,
+        server,
+        watch,
+        mut a,
+        b: _b,
+        _backends: _nsd,
+    } = V3Pair::start("v3", 87);
+    let conf = |prio| v3_conf(&lab, vip, prio);
 
     let period = Duration::from_millis(1);
     let client = RateClient::start(&lab, "c", server, period);
@@ -749,24 +793,15 @@ fn v3_adverts_keep_their_schedule_under_saturation() {
         common::skip("tcpdump and dnsperf are needed to measure the advert schedule");
         return;
     }
-    let mut lab = Lab::with_subnet("sat", 88, &["a", "b", "n1", "n2", "c"]);
-    let vip = lab.host(100);
-    let server = SocketAddr::from((vip, 53));
-    let (_n1, _n2) = (nsd(&lab, "n1"), nsd(&lab, "n2"));
-    let conf = |prio| {
-        balancer_conf(
-            vip,
-            &[lab.node_addr("n1"), lab.node_addr("n2")],
-            &vrrp_v3_section(prio, vip),
-        )
-    };
-    let watch = VipWatch::start(&lab, &["a", "b"], vip);
-    let _a = start_balancer(&lab, "a", &conf(150));
-    let _b = start_balancer(&lab, "b", &conf(100));
-    watch
-        .wait(Duration::from_secs(5), |h| h == [true, false])
-        .unwrap_or_else(|| fail!(watch, lab, "A not master"));
-    ask_until(&lab, "c", vip, Duration::from_secs(1));
+    let V3Pair {
+        mut lab,
+        watch,
+        server,
+        a: _a,
+        b: _b,
+        _backends: _nsd,
+        ..
+    } = V3Pair::start("sat", 88);
     let transitions =
         |lab: &Lab| ["a", "b"].map(|n| instance(lab, n, "VI_1")["transitions"].as_u64().unwrap());
     let before = transitions(&lab);
@@ -832,24 +867,15 @@ fn reload_applies_vrrp_changes_live() {
     if skip(&[]) {
         return;
     }
-    let lab = Lab::with_subnet("rl", 89, &["a", "b", "n1", "n2", "c"]);
-    let vip = lab.host(100);
-    let server = SocketAddr::from((vip, 53));
-    let (_n1, _n2) = (nsd(&lab, "n1"), nsd(&lab, "n2"));
-    let conf = |prio| {
-        balancer_conf(
-            vip,
-            &[lab.node_addr("n1"), lab.node_addr("n2")],
-            &vrrp_v3_section(prio, vip),
-        )
-    };
-    let watch = VipWatch::start(&lab, &["a", "b"], vip);
-    let a = start_balancer(&lab, "a", &conf(150));
-    let _b = start_balancer(&lab, "b", &conf(100));
-    watch
-        .wait(Duration::from_secs(5), |h| h == [true, false])
-        .unwrap_or_else(|| fail!(watch, lab, "A not master"));
-    ask_until(&lab, "c", vip, Duration::from_secs(1));
+    let pair = V3Pair::start("rl", 89);
+    let conf = |prio| pair.conf(prio);
+    let V3Pair {
+        lab,
+        server,
+        watch,
+        a,
+        ..
+    } = &pair;
     let counters = |lab: &Lab| {
         let (ia, ib) = (instance(lab, "a", "VI_1"), instance(lab, "b", "VI_1"));
         (
@@ -858,9 +884,9 @@ fn reload_applies_vrrp_changes_live() {
             ib["priority_zero_received"].as_u64().unwrap(),
         )
     };
-    let before = counters(&lab);
+    let before = counters(lab);
     let period = Duration::from_millis(1);
-    let client = RateClient::start(&lab, "c", server, period);
+    let client = RateClient::start(lab, "c", *server, period);
     let started = client.started();
     for _ in 0..20 {
         a.signal(Signal::SIGHUP).unwrap();
@@ -869,7 +895,7 @@ fn reload_applies_vrrp_changes_live() {
     thread::sleep(Duration::from_millis(300));
     let reloaded = started.elapsed();
     assert_eq!(
-        counters(&lab),
+        counters(lab),
         before,
         "a reload of an unchanged [[vrrp]] moved something"
     );
@@ -888,7 +914,7 @@ fn reload_applies_vrrp_changes_live() {
         .unwrap_or_else(|| fail!(watch, lab, "B did not take over"));
     println!("priority 150 -> 50 on A: VIP on B after {:?}", t - t0);
     assert!(t - t0 <= Duration::from_millis(360) + SLACK, "{:?}", t - t0);
-    assert_eq!(instance(&lab, "a", "VI_1")["priority"], 50);
+    assert_eq!(instance(lab, "a", "VI_1")["priority"], 50);
     // And back to 150: A preempts again.
     a.rewrite_config(&conf(150));
     a.signal(Signal::SIGHUP).unwrap();

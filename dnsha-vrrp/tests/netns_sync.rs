@@ -9,7 +9,7 @@ mod netns;
 
 use std::time::Duration;
 
-use netns::{Lab, StatusFile, VrrpLab};
+use netns::{vrrpd_instance, Lab, StatusFile, VrrpLab};
 
 const VIP1: &str = "192.168.1.5";
 const VIP2: &str = "192.168.1.6";
@@ -20,28 +20,9 @@ fn group_conf(priority: u8, track: Option<&str>) -> String {
     let script = track.map_or_else(String::new, |cmd| {
         format!("track_script = [{{ command = \"{cmd}\", interval = 0.1 }}]\n")
     });
-    format!(
-        "[[vrrp]]
-name = \"VI_1\"
-interface = \"eth0\"
-virtual_router_id = 134
-priority = {priority}
-version = 3
-advert_int = 0.1
-virtual_ipaddress = [\"{VIP1}/32\"]
-sync_group = \"g\"
-{script}
-[[vrrp]]
-name = \"VI_2\"
-interface = \"eth0\"
-virtual_router_id = 135
-priority = {priority}
-version = 3
-advert_int = 0.1
-virtual_ipaddress = [\"{VIP2}/32\"]
-sync_group = \"g\"
-"
-    )
+    let lines = "version = 3\nadvert_int = 0.1\nsync_group = \"g\"";
+    vrrpd_instance("VI_1", 134, priority, VIP1, &format!("{lines}\n{script}"))
+        + &vrrpd_instance("VI_2", 135, priority, VIP2, lines)
 }
 
 fn holds(lab: &Lab, node: &str) -> [bool; 2] {
@@ -89,11 +70,7 @@ fn a_member_that_loses_its_election_takes_the_group_off_its_node() {
         .unwrap_or_else(|| panic!("A does not hold both\n{}", lab.logs()));
     // Node C runs VI_1 only, at 200: A's VI_1 loses to it, and A's VI_2
     // resigns, so B (100) takes VIP2: A keeps nothing.
-    let c_conf = group_conf(200, None)
-        .split("[[vrrp]]")
-        .nth(1)
-        .map(|s| format!("[[vrrp]]{}", s.replace("sync_group = \"g\"", "")))
-        .unwrap();
+    let c_conf = vrrpd_instance("VI_1", 134, 200, VIP1, "version = 3\nadvert_int = 0.1");
     let _c = lab.vrrpd("c", &c_conf);
     let t = lab
         .wait(Duration::from_secs(3), |l| {

@@ -448,6 +448,27 @@ fn sweep_stale() {
 /// BACKUP, `advert_int 1`, `auth_type PASS` with password `dnsvip`, one
 /// virtual address `vip` (`IP/prefix`), and `extra` lines in the instance.
 pub fn keepalived_conf(name: &str, vrid: u8, priority: u8, vip: &str, extra: &str) -> String {
+    keepalived_conf_with(
+        name,
+        vrid,
+        priority,
+        vip,
+        "advert_int 1\n  authentication {\n    auth_type PASS\n    auth_pass dnsvip\n  }",
+        extra,
+    )
+}
+
+/// A keepalived instance as [`keepalived_conf`], with `timing` in place of
+/// its interval and authentication lines (`version 3` and `advert_int 0.1`,
+/// say).
+pub fn keepalived_conf_with(
+    name: &str,
+    vrid: u8,
+    priority: u8,
+    vip: &str,
+    timing: &str,
+    extra: &str,
+) -> String {
     format!(
         "global_defs {{
   router_id ka_test
@@ -462,11 +483,7 @@ vrrp_instance {name} {{
   interface eth0
   virtual_router_id {vrid}
   priority {priority}
-  advert_int 1
-  authentication {{
-    auth_type PASS
-    auth_pass dnsvip
-  }}
+  {timing}
   virtual_ipaddress {{
     {vip}
   }}

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 pub(crate) use test_support::netns::{mdi, skew, Lab, Proc, KEEPALIVED};
 
+pub(crate) mod interop;
+
 pub(crate) const VIP: &str = "192.168.1.5";
 
 /// Why the lab cannot run here, if it cannot.
@@ -133,61 +135,53 @@ pub(crate) fn keepalived_conf(priority: u8, extra: &str) -> String {
     test_support::netns::keepalived_conf("VI_1", 134, priority, &format!("{VIP}/32"), extra)
 }
 
-/// Our TOML for one instance with PASS auth.
-pub(crate) fn vrrpd_conf(priority: u8, extra: &str) -> String {
+/// One `[[vrrp]]` section on `eth0` with these `lines` (version, interval,
+/// authentication, trackers...).
+pub(crate) fn vrrpd_instance(name: &str, vrid: u8, priority: u8, vip: &str, lines: &str) -> String {
     format!(
         "[[vrrp]]
-name = \"VI_1\"
+name = \"{name}\"
 interface = \"eth0\"
-virtual_router_id = 134
+virtual_router_id = {vrid}
 priority = {priority}
-advert_int = 1
-auth_pass = \"dnsvip\"
-virtual_ipaddress = [\"{VIP}/32\"]
-{extra}
+virtual_ipaddress = [\"{vip}/32\"]
+{lines}
 "
+    )
+}
+
+/// Our TOML for one instance with PASS auth.
+pub(crate) fn vrrpd_conf(priority: u8, extra: &str) -> String {
+    vrrpd_instance(
+        "VI_1",
+        134,
+        priority,
+        VIP,
+        &format!("advert_int = 1\nauth_pass = \"dnsvip\"\n{extra}"),
     )
 }
 
 /// A keepalived VRRPv3 instance at `advert_int` seconds (no
 /// authentication: v3 has none).
 pub(crate) fn keepalived_v3_conf(priority: u8, advert_int: &str) -> String {
-    format!(
-        "global_defs {{
-  router_id ka_test
-  vrrp_skip_check_adv_addr
-  vrrp_garp_interval 0
-  vrrp_gna_interval 0
-  script_user root
-  enable_script_security
-}}
-vrrp_instance VI_1 {{
-  state BACKUP
-  version 3
-  interface eth0
-  virtual_router_id 134
-  priority {priority}
-  advert_int {advert_int}
-  virtual_ipaddress {{
-    {VIP}/32
-  }}
-}}
-"
+    test_support::netns::keepalived_conf_with(
+        "VI_1",
+        134,
+        priority,
+        &format!("{VIP}/32"),
+        &format!("version 3\n  advert_int {advert_int}"),
+        "",
     )
 }
 
 /// Our TOML for one VRRPv3 instance at `advert_int` seconds.
 pub(crate) fn vrrpd_v3_conf(priority: u8, advert_int: &str) -> String {
-    format!(
-        "[[vrrp]]
-name = \"VI_1\"
-interface = \"eth0\"
-virtual_router_id = 134
-priority = {priority}
-version = 3
-advert_int = {advert_int}
-virtual_ipaddress = [\"{VIP}/32\"]
-"
+    vrrpd_instance(
+        "VI_1",
+        134,
+        priority,
+        VIP,
+        &format!("version = 3\nadvert_int = {advert_int}"),
     )
 }
 
