@@ -861,7 +861,8 @@ fn v3_adverts_keep_their_schedule_under_saturation() {
 /// and send no priority 0 (the backup counts none, neither node
 /// transitions); a lower priority on the master hands the VIP to the
 /// backup the RFC way, within the backup's Master_Down_Interval; a new
-/// priority above the backup's takes it back (preemption).
+/// priority above the backup's takes it back (preemption); a bad
+/// `[[vrrp]]` section is refused and changes nothing.
 #[test]
 fn reload_applies_vrrp_changes_live() {
     if skip(&[]) {
@@ -921,6 +922,19 @@ fn reload_applies_vrrp_changes_live() {
     watch
         .wait(Duration::from_secs(3), |h| h == [true, false])
         .unwrap_or_else(|| fail!(watch, lab, "A did not preempt back"));
+    // A bad [[vrrp]] section is refused whole: nothing moves.
+    let settled = counters(lab);
+    a.rewrite_config(&conf(150).replace("priority = 150", "priority = 300"));
+    a.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        a.wait_log("reload refused", Duration::from_secs(3)),
+        "{}",
+        a.log()
+    );
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(counters(lab), settled);
+    assert_eq!(instance(lab, "a", "VI_1")["priority"], 150);
+    assert!(lab.holds("a", pair.vip) && !lab.holds("b", pair.vip));
     let run = client.finish();
     let quiet = report(
         "20 reloads, unchanged [[vrrp]]",
