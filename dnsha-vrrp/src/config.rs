@@ -325,7 +325,7 @@ impl InstanceConfig {
             advert_int_cs: (self.advert_int * 100.0).round() as u16,
             auth: self.auth_pass.as_deref().map_or(Auth::None, Auth::password),
             vips: self.vips(),
-            primary_ip: self.unicast_src().unwrap_or(primary_ip),
+            primary_ip: self.unicast_src().unwrap_or(primary_ip).into(),
             preempt: self.preempt_enabled(),
             preempt_delay: secs(self.preempt_delay),
             garp: GarpConfig {
@@ -335,7 +335,7 @@ impl InstanceConfig {
                 refresh_repeat: 1,
             },
             trackers: self.trackers(),
-            peers: self.unicast_peers(),
+            peers: self.unicast_peers().into_iter().map(Into::into).collect(),
         })
     }
 }

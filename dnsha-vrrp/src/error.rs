@@ -1,7 +1,6 @@
 //! The error type of `dnsha-vrrp`.
 
 use std::io;
-use std::net::Ipv4Addr;
 
 use crate::codec::DecodeError;
 use crate::config::error::ConfigError;
@@ -37,7 +36,7 @@ pub enum Error {
         /// What was attempted (`add`, `del`, `link`).
         operation: &'static str,
         /// The address concerned.
-        address: Ipv4Addr,
+        address: std::net::IpAddr,
         /// The kernel's or library's message.
         reason: String,
     },

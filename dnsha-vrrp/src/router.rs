@@ -9,7 +9,8 @@
 //! use std::time::{Duration, Instant};
 //! use dnsha_vrrp::{Command, Output, Router, RouterConfig, State};
 //!
-//! let mut r = Router::new(RouterConfig::new(134, 100, "10.0.0.1".parse().unwrap())).unwrap();
+//! let me: std::net::Ipv4Addr = "10.0.0.1".parse().unwrap();
+//! let mut r = Router::new(RouterConfig::new(134, 100, me)).unwrap();
 //! let t0 = Instant::now();
 //! r.handle_command(t0, Command::Start);
 //! assert_eq!(r.state(), State::Backup);
@@ -21,20 +22,20 @@
 //! while let Some(out) = r.poll_output() {
 //!     if let Output::SendAdvert(adv) = out {
 //!         assert_eq!(adv.priority, 100);
-//!         let bytes = adv.encode("10.0.0.1".parse().unwrap(), dnsha_vrrp::codec::VRRP_GROUP);
+//!         let bytes = adv.encode(me.into(), dnsha_vrrp::codec::VRRP_GROUP.into());
 //!         assert_eq!(bytes[2], 100);
 //!     }
 //! }
 //! ```
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, trace, warn};
 
 use crate::codec::v3::MAX_INTERVAL_CS;
-use crate::codec::v3::{Addresses, AdvertisementV3, PseudoHeader};
+use crate::codec::v3::{AdvertisementV3, PseudoHeader};
 use crate::codec::Auth;
 use crate::codec::{Advertisement, VRRP_GROUP, VRRP_TTL};
 use crate::config::error::{ConfigError, Instance};
@@ -86,7 +87,7 @@ pub struct Router {
     preempt_after: Option<Instant>,
     /// The running Master_Down_Timer was set to Skew_Time by a priority 0.
     priority_zero_seen: bool,
-    master: Option<(Ipv4Addr, u8)>,
+    master: Option<(IpAddr, u8)>,
     /// Held by its sync group ([`Command::SyncHold`]).
     held: bool,
     /// Master_Adver_Interval: ours, or (VRRPv3) the one the master
@@ -152,7 +153,7 @@ impl Router {
     }
 
     /// The master last heard from while backup (address, priority), if any.
-    pub fn current_master(&self) -> Option<(Ipv4Addr, u8)> {
+    pub fn current_master(&self) -> Option<(IpAddr, u8)> {
         match self.state {
             State::Master => Some((self.cfg.primary_ip, self.effective)),
             State::Backup => self.master,
@@ -224,9 +225,9 @@ impl Router {
     /// election, and its sync group must not keep addresses on this node.
     pub fn backs_up_a_better_master(&self) -> bool {
         self.state == State::Backup
-            && self.master.is_some_and(|(ip, p)| {
-                (p, u32::from(ip)) > (self.effective, u32::from(self.cfg.primary_ip))
-            })
+            && self
+                .master
+                .is_some_and(|(ip, p)| (p, ip) > (self.effective, self.cfg.primary_ip))
     }
 
     /// The weight-0 tracker that keeps this router in FAULT, if any.
@@ -369,7 +370,7 @@ impl Router {
         ttl: u8,
         bytes: &[u8],
     ) -> Option<DropReason> {
-        self.handle_packet_to(now, src, VRRP_GROUP, ttl, bytes)
+        self.handle_packet_to(now, src.into(), VRRP_GROUP.into(), ttl, bytes)
     }
 
     /// Handles a received VRRP payload sent from `src` to `dst` (the group,
@@ -380,8 +381,8 @@ impl Router {
     pub fn handle_packet_to(
         &mut self,
         now: Instant,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         ttl: u8,
         bytes: &[u8],
     ) -> Option<DropReason> {
@@ -423,8 +424,8 @@ impl Router {
     /// Validation shared by every state: Ok(None) for another VRID.
     fn check(
         &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
+        src: IpAddr,
+        dst: IpAddr,
         ttl: u8,
         bytes: &[u8],
     ) -> std::result::Result<Option<Heard>, DropReason> {
@@ -441,26 +442,34 @@ impl Router {
                 let secs = u8::try_from(self.cfg.advert_int_cs / 100).unwrap_or(u8::MAX);
                 adv.verify(&self.cfg.auth, secs)
                     .map_err(|e| e.drop_reason())?;
+                if !src.is_ipv4() {
+                    return Err(DropReason::AddressFamily);
+                }
                 Heard {
                     priority: adv.priority,
                     interval: interval_of(u16::from(adv.advert_int) * 100),
-                    addresses: adv.addresses,
+                    addresses: adv.addresses.into_iter().map(IpAddr::from).collect(),
                 }
             }
             Version::V3 => {
-                let adv = AdvertisementV3::decode(bytes, &PseudoHeader::V4 { src, dst })
-                    .map_err(|e| e.drop_reason())?;
+                let ip = match (src, dst) {
+                    (IpAddr::V4(src), IpAddr::V4(dst)) => PseudoHeader::V4 { src, dst },
+                    (IpAddr::V6(src), IpAddr::V6(dst)) => PseudoHeader::V6 { src, dst },
+                    _ => return Err(DropReason::AddressFamily),
+                };
+                // An advert of the other family than ours is not for us.
+                if src.is_ipv4() != self.cfg.primary_ip.is_ipv4() {
+                    return Err(DropReason::AddressFamily);
+                }
+                let adv = AdvertisementV3::decode(bytes, &ip).map_err(|e| e.drop_reason())?;
                 if adv.vrid != self.cfg.vrid {
                     self.stats.other_vrid += 1;
                     return Ok(None);
                 }
-                let Addresses::V4(addresses) = adv.addresses else {
-                    return Err(DropReason::AddressFamily);
-                };
                 Heard {
                     priority: adv.priority,
                     interval: interval_of(adv.interval_cs),
-                    addresses,
+                    addresses: adv.addresses.to_ip_addrs(),
                 }
             }
         };
@@ -473,7 +482,7 @@ impl Router {
         Ok(Some(adv))
     }
 
-    fn backup_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Heard) {
+    fn backup_rx(&mut self, now: Instant, src: IpAddr, adv: &Heard) {
         if adv.priority == PRIORITY_STOP {
             trace!(vrid = self.cfg.vrid, %src, "master stopping, waiting Skew_Time");
             self.timers.master_down = Some(now + self.skew_time());
@@ -505,14 +514,14 @@ impl Router {
         }
     }
 
-    fn master_rx(&mut self, now: Instant, src: Ipv4Addr, adv: &Heard) {
+    fn master_rx(&mut self, now: Instant, src: IpAddr, adv: &Heard) {
         if adv.priority == PRIORITY_STOP {
             // Another router gave up: make sure everyone knows who is master.
             self.reassert(now);
             return;
         }
-        let theirs = (adv.priority, u32::from(src));
-        let ours = (self.effective, u32::from(self.cfg.primary_ip));
+        let theirs = (adv.priority, src);
+        let ours = (self.effective, self.cfg.primary_ip);
         if theirs > ours {
             self.leave_master();
             self.learn_interval(adv);
@@ -762,7 +771,7 @@ impl Router {
         }
     }
 
-    fn same_addresses(&self, addrs: &[Ipv4Addr]) -> bool {
+    fn same_addresses(&self, addrs: &[IpAddr]) -> bool {
         addrs.len() == self.cfg.vips.len() && self.cfg.vips.iter().all(|v| addrs.contains(&v.addr))
     }
 }
@@ -809,7 +818,7 @@ struct Heard {
     priority: u8,
     /// The interval it advertises.
     interval: Duration,
-    addresses: Vec<Ipv4Addr>,
+    addresses: Vec<IpAddr>,
 }
 
 /// A duration of `cs` centiseconds.

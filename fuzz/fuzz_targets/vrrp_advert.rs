@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     let cfg = RouterConfig {
         auth: Auth::password("dnsvip"),
         vips: vec![Vip {
-            addr: Ipv4Addr::new(192, 168, 1, 5),
+            addr: Ipv4Addr::new(192, 168, 1, 5).into(),
             prefix_len: 32,
         }],
         ..RouterConfig::new(134, 100, Ipv4Addr::new(10, 0, 0, 2))

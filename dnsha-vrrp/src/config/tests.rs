@@ -33,7 +33,7 @@ fn defaults_are_keepalived_defaults() {
     assert_eq!(
         rc.vips,
         [Vip {
-            addr: Ipv4Addr::new(192, 168, 1, 5),
+            addr: Ipv4Addr::new(192, 168, 1, 5).into(),
             prefix_len: 32
         }]
     );

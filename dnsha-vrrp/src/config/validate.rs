@@ -35,7 +35,7 @@ pub fn parse_vip(s: &str) -> Result<Vip, VipError> {
         return Err(VipError::Reserved { text: text() });
     }
     Ok(Vip {
-        addr,
+        addr: addr.into(),
         prefix_len: prefix,
     })
 }

@@ -4,15 +4,17 @@
 use super::*;
 use crate::codec::Auth;
 use crate::error::Error;
+use std::net::IpAddr;
 
 const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 const LOWER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const HIGHER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
 const VIP: Vip = Vip {
-    addr: Ipv4Addr::new(192, 168, 1, 5),
+    addr: IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5)),
     prefix_len: 32,
 };
 const MS: Duration = Duration::from_millis(1);
+const VIP_V4: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 5);
 
 fn cfg(priority: u8) -> RouterConfig {
     RouterConfig {
@@ -28,7 +30,7 @@ fn adv(priority: u8) -> Vec<u8> {
         priority,
         advert_int: 1,
         auth: Auth::password("dnsvip"),
-        addresses: vec![VIP.addr],
+        addresses: vec![VIP_V4],
     }
     .to_bytes()
 }
@@ -215,7 +217,7 @@ fn backup_resets_timer_on_higher_or_equal_priority() {
         let t1 = t0 + Duration::from_secs(2);
         assert_eq!(r.handle_packet(t1, LOWER_IP, 255, &adv(prio)), None);
         assert_eq!(r.poll_timeout(), Some(t1 + r.master_down_interval()));
-        assert_eq!(r.current_master(), Some((LOWER_IP, prio)));
+        assert_eq!(r.current_master(), Some((LOWER_IP.into(), prio)));
         assert_eq!(r.stats().adverts_received, 1);
         assert!(drain(&mut r).is_empty());
     }
@@ -319,7 +321,7 @@ fn master_steps_down_for_higher_priority() {
                 from: State::Master,
                 to: State::Backup,
                 reason: Reason::HigherPriority {
-                    from: LOWER_IP,
+                    from: LOWER_IP.into(),
                     priority: 101
                 }
             }
@@ -383,7 +385,7 @@ fn a_flood_of_lower_priority_adverts_gets_a_few_answers_per_interval() {
 #[test]
 fn unicast_adverts_from_anyone_but_a_peer_are_dropped() {
     let c = RouterConfig {
-        peers: vec![HIGHER_IP],
+        peers: vec![HIGHER_IP.into()],
         ..cfg(100)
     };
     let (mut r, t) = started(c);
@@ -497,7 +499,7 @@ fn address_list_mismatch_is_counted_but_accepted() {
     .to_bytes();
     r.handle_packet(t0 + MS, HIGHER_IP, 255, &other);
     assert_eq!(r.stats().address_list_mismatch, 1);
-    assert_eq!(r.current_master(), Some((HIGHER_IP, 200)));
+    assert_eq!(r.current_master(), Some((HIGHER_IP.into(), 200)));
 }
 
 fn tracked(priority: u8, weights: &[i32]) -> RouterConfig {
@@ -748,11 +750,11 @@ fn v3_timers_are_in_centiseconds() {
     assert_eq!((adv.version, adv.interval_cs), (Version::V3, 10));
     // Encoded as keepalived encodes it (from its address, to the group).
     let keepalived = Outgoing {
-        addresses: vec![VIP.addr, Ipv4Addr::new(192, 168, 1, 6)],
+        addresses: vec![VIP.addr, Ipv4Addr::new(192, 168, 1, 6).into()],
         ..adv.clone()
     };
     assert_eq!(
-        keepalived.encode(KEEPALIVED, VRRP_GROUP),
+        keepalived.encode(KEEPALIVED.into(), VRRP_GROUP.into()),
         KEEPALIVED_V3_10CS
     );
 }
@@ -766,14 +768,14 @@ fn v3_backup_follows_keepalived_and_learns_its_interval() {
         None
     );
     assert_eq!(r.state(), State::Backup);
-    assert_eq!(r.current_master(), Some((KEEPALIVED, 100)));
+    assert_eq!(r.current_master(), Some((KEEPALIVED.into(), 100)));
     assert_eq!(r.master_adver_interval(), Duration::from_millis(100));
     // Master_Down_Interval from the master's 10 cs, not our 100 cs.
     let mdi = Duration::from_millis(300) + Duration::from_millis(100) * (256 - 90) / 256;
     assert_eq!(r.poll_timeout(), Some(t + mdi));
     // The addresses a v3 checksum covers: the same bytes to another
     // destination are dropped.
-    let unicast = r.handle_packet_to(t, KEEPALIVED, ME, 255, &KEEPALIVED_V3_10CS);
+    let unicast = r.handle_packet_to(t, KEEPALIVED.into(), ME.into(), 255, &KEEPALIVED_V3_10CS);
     assert_eq!(unicast, Some(DropReason::Checksum));
     // A VRRPv2 advert is not for a v3 instance.
     assert_eq!(
@@ -835,7 +837,7 @@ fn reconfigure_a_master_in_place() {
     // announced, one advert.
     let (mut r, t) = master(cfg(200));
     let other = Vip {
-        addr: Ipv4Addr::new(192, 168, 1, 9),
+        addr: Ipv4Addr::new(192, 168, 1, 9).into(),
         prefix_len: 32,
     };
     r.reconfigure(
@@ -913,7 +915,7 @@ fn bad_v3_adverts_are_counted_by_reason_and_change_nothing() {
                     interval_cs: 1,
                     ..outgoing_from(&good)
                 }
-                .encode(KEEPALIVED, VRRP_GROUP);
+                .encode(KEEPALIVED.into(), VRRP_GROUP.into());
                 b[5] = 0;
                 let sum = u16::from_be_bytes([b[6], b[7]]);
                 assert_ne!(sum, 0xffff);
@@ -944,9 +946,7 @@ fn bad_v3_adverts_are_counted_by_reason_and_change_nothing() {
 /// The advert of `bytes` (keepalived's) as an [`Outgoing`].
 fn outgoing_from(bytes: &[u8]) -> Outgoing {
     let adv = AdvertisementV3::decode(bytes, &PseudoHeader::v4(KEEPALIVED)).unwrap();
-    let Addresses::V4(addresses) = adv.addresses else {
-        panic!("ipv4")
-    };
+    let addresses = adv.addresses.to_ip_addrs();
     Outgoing {
         version: Version::V3,
         vrid: adv.vrid,
@@ -955,4 +955,70 @@ fn outgoing_from(bytes: &[u8]) -> Outgoing {
         auth: Auth::None,
         addresses,
     }
+}
+
+/// keepalived 2.2.7's VRRPv3 advert over IPv6 (VRID 135, priority 100,
+/// 10 cs, fe80::5 and 2001:db8::5) from fe80::683a:94ff:fe56:b9a4 to
+/// ff02::12, after the IPv6 header.
+const KEEPALIVED_V6_10CS: [u8; 40] = [
+    0x31, 0x87, 0x64, 0x02, 0x00, 0x0a, 0x8a, 0xc4, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0x05, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05,
+];
+
+#[test]
+fn v3_over_ipv6_follows_keepalived_and_encodes_as_it_does() {
+    let keepalived: IpAddr = "fe80::683a:94ff:fe56:b9a4".parse().unwrap();
+    let group: IpAddr = crate::codec::v3::VRRP_GROUP_V6.into();
+    let vips = ["fe80::5", "2001:db8::5"].map(|a| Vip {
+        addr: a.parse().unwrap(),
+        prefix_len: 64,
+    });
+    let me: IpAddr = "fe80::2".parse().unwrap();
+    let cfg = RouterConfig {
+        version: Version::V3,
+        advert_int_cs: 10,
+        vips: vips.to_vec(),
+        ..RouterConfig::new(135, 90, me)
+    };
+    let (mut r, t0) = started(cfg.clone());
+    drain(&mut r);
+    let t = t0 + 5 * MS;
+    let got = r.handle_packet_to(t, keepalived, group, 255, &KEEPALIVED_V6_10CS);
+    assert_eq!(got, None);
+    assert_eq!(r.current_master(), Some((keepalived, 100)));
+    assert_eq!(r.stats().address_list_mismatch, 0);
+    // An IPv4 advert is of the other family.
+    let v4 = r.handle_packet(t, KEEPALIVED, 255, &KEEPALIVED_V3_10CS);
+    assert_eq!(v4, Some(DropReason::AddressFamily));
+    // Our adverts, from keepalived's address at its priority, are its bytes.
+    let out = Outgoing {
+        version: Version::V3,
+        vrid: 135,
+        priority: 100,
+        interval_cs: 10,
+        auth: Auth::None,
+        addresses: vips.iter().map(|v| v.addr).collect(),
+    };
+    assert_eq!(out.encode(keepalived, group), KEEPALIVED_V6_10CS);
+    // Master, it announces its IPv6 addresses.
+    let (mut m, _) = master(cfg);
+    let (_, t) = (drain(&mut m), m.poll_timeout().unwrap());
+    m.handle_timeout(t);
+    let Some(Output::SendAdvert(adv)) = drain(&mut m).into_iter().next() else {
+        panic!("no advert");
+    };
+    let bytes = adv.encode(me, group);
+    let back = AdvertisementV3::decode(
+        &bytes,
+        &PseudoHeader::V6 {
+            src: fe80_2(),
+            dst: crate::codec::v3::VRRP_GROUP_V6,
+        },
+    )
+    .unwrap();
+    assert_eq!(back.addresses.to_ip_addrs(), vips.map(|v| v.addr));
+}
+
+fn fe80_2() -> std::net::Ipv6Addr {
+    "fe80::2".parse().unwrap()
 }

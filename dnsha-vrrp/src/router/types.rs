@@ -2,7 +2,7 @@
 //! configuration, states, commands and outputs.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::codec::v3::{Addresses, AdvertisementV3, PseudoHeader};
@@ -44,30 +44,68 @@ pub struct Outgoing {
     pub interval_cs: u16,
     /// VRRPv2 authentication.
     pub auth: Auth,
-    /// The virtual addresses.
-    pub addresses: Vec<Ipv4Addr>,
+    /// The virtual addresses (all of the family of the router's address).
+    pub addresses: Vec<IpAddr>,
 }
 
 impl Outgoing {
-    /// The VRRP payload (no IP header) sent from `src` to `dst`.
-    pub fn encode(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-        match self.version {
-            Version::V2 => Advertisement {
+    /// The VRRP payload (no IP header) sent from `src` to `dst`: VRRPv2
+    /// (IPv4 only), or VRRPv3 over the family of `src` and `dst` (only
+    /// the addresses of that family are listed).
+    pub fn encode(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+        let v4 = || -> Vec<Ipv4Addr> {
+            self.addresses
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V4(a) => Some(*a),
+                    IpAddr::V6(_) => None,
+                })
+                .collect()
+        };
+        match (self.version, src, dst) {
+            (Version::V3, IpAddr::V6(src), IpAddr::V6(dst)) => AdvertisementV3 {
+                vrid: self.vrid,
+                priority: self.priority,
+                interval_cs: self.interval_cs,
+                addresses: Addresses::V6(
+                    self.addresses
+                        .iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V6(a) => Some(*a),
+                            IpAddr::V4(_) => None,
+                        })
+                        .collect(),
+                ),
+            }
+            .to_bytes(&PseudoHeader::V6 { src, dst }),
+            (Version::V3, src, dst) => AdvertisementV3 {
+                vrid: self.vrid,
+                priority: self.priority,
+                interval_cs: self.interval_cs,
+                addresses: Addresses::V4(v4()),
+            }
+            .to_bytes(&PseudoHeader::V4 {
+                src: to_v4(src),
+                dst: to_v4(dst),
+            }),
+            (Version::V2, _, _) => Advertisement {
                 vrid: self.vrid,
                 priority: self.priority,
                 advert_int: u8::try_from(self.interval_cs / 100).unwrap_or(u8::MAX),
                 auth: self.auth,
-                addresses: self.addresses.clone(),
+                addresses: v4(),
             }
             .to_bytes(),
-            Version::V3 => AdvertisementV3 {
-                vrid: self.vrid,
-                priority: self.priority,
-                interval_cs: self.interval_cs,
-                addresses: Addresses::V4(self.addresses.clone()),
-            }
-            .to_bytes(&PseudoHeader::V4 { src, dst }),
         }
+    }
+}
+
+/// An IPv4 address as itself, an IPv6 one as unspecified (mixed families
+/// are refused by the configuration before they reach here).
+fn to_v4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
     }
 }
 
@@ -75,7 +113,7 @@ impl Outgoing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Vip {
     /// The address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Prefix length (32 unless configured).
     pub prefix_len: u8,
 }
@@ -139,7 +177,7 @@ pub struct RouterConfig {
     /// Virtual addresses, in the order they are advertised and added.
     pub vips: Vec<Vip>,
     /// Our source address, used to break priority ties.
-    pub primary_ip: Ipv4Addr,
+    pub primary_ip: IpAddr,
     /// Whether a higher-priority backup preempts a lower-priority master.
     pub preempt: bool,
     /// How long after start (or after first seeing a lower-priority master)
@@ -151,13 +189,14 @@ pub struct RouterConfig {
     pub trackers: Vec<TrackerSpec>,
     /// Unicast mode: adverts are accepted from these addresses only (empty:
     /// multicast, any source on the link).
-    pub peers: Vec<Ipv4Addr>,
+    pub peers: Vec<IpAddr>,
 }
 
 impl RouterConfig {
     /// A config with keepalived's defaults: advert_int 1 s, no auth, no VIP,
     /// preempt on, no delay, default GARP timing, no tracker.
-    pub fn new(vrid: u8, priority: u8, primary_ip: Ipv4Addr) -> Self {
+    pub fn new(vrid: u8, priority: u8, primary_ip: impl Into<IpAddr>) -> Self {
+        let primary_ip = primary_ip.into();
         Self {
             vrid,
             priority,
@@ -229,7 +268,7 @@ pub enum Reason {
     /// A better master advertised.
     HigherPriority {
         /// Its address.
-        from: Ipv4Addr,
+        from: IpAddr,
         /// Its priority.
         priority: u8,
     },
@@ -308,8 +347,9 @@ pub enum Output {
     DelVip(Vip),
     /// Send `count` gratuitous ARPs for this address.
     GratuitousArp {
-        /// The address to announce.
-        addr: Ipv4Addr,
+        /// The address to announce (gratuitous ARP for IPv4, unsolicited
+        /// neighbour advertisement for IPv6).
+        addr: IpAddr,
         /// How many.
         count: u32,
     },

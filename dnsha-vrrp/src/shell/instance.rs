@@ -148,9 +148,9 @@ impl Instance {
         if meta.protocol != IPPROTO_VRRP {
             return;
         }
-        let dropped = self
-            .router
-            .handle_packet_to(now, meta.src, meta.dst, meta.ttl, payload);
+        let dropped =
+            self.router
+                .handle_packet_to(now, meta.src.into(), meta.dst.into(), meta.ttl, payload);
         if let Some(reason) = dropped {
             if reason != DropReason::OwnAddress {
                 debug!(src = %meta.src, %reason, "dropped advert");
@@ -174,7 +174,14 @@ impl Instance {
                 }
                 Output::GratuitousArp { addr, count } => {
                     if let Some(g) = &self.garp {
-                        g.send(addr, count);
+                        match addr {
+                            std::net::IpAddr::V4(a) => g.send(a, count),
+                            // Not reached: IPv6 VIPs are refused by the
+                            // configuration until the shell announces them.
+                            std::net::IpAddr::V6(a) => {
+                                warn!(%a, "no neighbour advertisement for IPv6 addresses yet");
+                            }
+                        }
                     }
                 }
                 Output::Transition { to, .. } => {

@@ -91,7 +91,7 @@ pub struct InstanceStatus {
     /// Virtual addresses (`IP/prefix`).
     pub vips: Vec<String>,
     /// The current master's address, if known.
-    pub master: Option<Ipv4Addr>,
+    pub master: Option<std::net::IpAddr>,
     /// State changes since start.
     pub transitions: u64,
     /// Valid adverts processed.

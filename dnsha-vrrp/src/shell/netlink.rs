@@ -1,10 +1,11 @@
 //! Interface facts (getifaddrs) and address changes (rtnetlink).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::stream::TryStreamExt;
 use nix::errno::Errno;
 use nix::sys::socket::{LinkAddr, SockaddrLike};
+use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::LinkFlags;
 use rtnetlink::{AddressMessageBuilder, Handle};
 use tracing::debug;
@@ -69,14 +70,16 @@ impl Netlink {
         Ok(Self { handle })
     }
 
-    /// Adds `vip` to interface `index`; already present is fine.
+    /// Adds `vip` to interface `index`; already present is fine. An IPv6
+    /// address is added without duplicate address detection (usable at
+    /// once, as keepalived adds its IPv6 VIPs: the VRRP election already
+    /// decided who holds it).
     pub(crate) async fn add_vip(&self, index: u32, vip: Vip) -> Result<()> {
-        let res = self
-            .handle
-            .address()
-            .add(index, IpAddr::V4(vip.addr), vip.prefix_len)
-            .execute()
-            .await;
+        let mut req = self.handle.address().add(index, vip.addr, vip.prefix_len);
+        if vip.addr.is_ipv6() {
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        let res = req.execute().await;
         match res {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(Errno::EEXIST) => {
@@ -93,10 +96,16 @@ impl Netlink {
 
     /// Removes `vip` from interface `index`; already absent is fine.
     pub(crate) async fn del_vip(&self, index: u32, vip: Vip) -> Result<()> {
-        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
-            .index(index)
-            .address(vip.addr, vip.prefix_len)
-            .build();
+        let msg = match vip.addr {
+            IpAddr::V4(a) => AddressMessageBuilder::<Ipv4Addr>::new()
+                .index(index)
+                .address(a, vip.prefix_len)
+                .build(),
+            IpAddr::V6(a) => AddressMessageBuilder::<Ipv6Addr>::new()
+                .index(index)
+                .address(a, vip.prefix_len)
+                .build(),
+        };
         match self.handle.address().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if matches!(errno(&e), Some(Errno::EADDRNOTAVAIL | Errno::ENODEV)) => Ok(()),

@@ -101,7 +101,7 @@ impl VrrpSocket {
         for dst in dsts {
             let id = self.next_id;
             self.next_id = self.next_id.wrapping_add(1).max(1);
-            let payload = adv.encode(self.src, dst);
+            let payload = adv.encode(self.src.into(), dst.into());
             let packet = build_ipv4(self.src, dst, VRRP_TTL, IPPROTO_VRRP, id, &payload);
             if let Err(e) = self
                 .sock

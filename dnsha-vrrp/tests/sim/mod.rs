@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use dnsha_vrrp::{Command, Output, Reason, Router, RouterConfig, State, Vip};
 
 pub(crate) const VIP: Vip = Vip {
-    addr: Ipv4Addr::new(192, 168, 1, 5),
+    addr: std::net::IpAddr::V4(Ipv4Addr::new(192, 168, 1, 5)),
     prefix_len: 32,
 };
 
@@ -130,7 +130,7 @@ impl Net {
                                 to,
                                 bytes: bytes.encode(
                                     self.nodes[i].router.config().primary_ip,
-                                    dnsha_vrrp::codec::VRRP_GROUP,
+                                    dnsha_vrrp::codec::VRRP_GROUP.into(),
                                 ),
                             });
                         }
@@ -179,9 +179,13 @@ impl Net {
                 continue;
             }
             let src = self.nodes[p.from].router.config().primary_ip;
-            self.nodes[p.to]
-                .router
-                .handle_packet(next, src, 255, &p.bytes);
+            self.nodes[p.to].router.handle_packet_to(
+                next,
+                src,
+                dnsha_vrrp::codec::VRRP_GROUP.into(),
+                255,
+                &p.bytes,
+            );
             self.drain(p.to);
         }
         for i in 0..self.nodes.len() {
