@@ -308,6 +308,13 @@ impl InstanceConfig {
     /// The state machine's configuration; `primary_ip` is the interface's
     /// address, overridden by `unicast_src_ip`.
     pub fn router_config(&self, primary_ip: Ipv4Addr) -> Result<RouterConfig> {
+        self.router_config_from(primary_ip.into())
+    }
+
+    /// As [`Self::router_config`], for an instance of either family:
+    /// `primary_ip` is the interface's IPv4 address (overridden by
+    /// `unicast_src_ip`) or its IPv6 link-local address.
+    pub fn router_config_from(&self, primary_ip: std::net::IpAddr) -> Result<RouterConfig> {
         let errors = self.validate_at(Instance::Named(self.name.clone()));
         if !errors.is_empty() {
             return Err(Error::Config { errors });
@@ -325,7 +332,10 @@ impl InstanceConfig {
             advert_int_cs: (self.advert_int * 100.0).round() as u16,
             auth: self.auth_pass.as_deref().map_or(Auth::None, Auth::password),
             vips: self.vips(),
-            primary_ip: self.unicast_src().unwrap_or(primary_ip).into(),
+            primary_ip: match primary_ip {
+                std::net::IpAddr::V4(ip) => self.unicast_src().unwrap_or(ip).into(),
+                v6 => v6,
+            },
             preempt: self.preempt_enabled(),
             preempt_delay: secs(self.preempt_delay),
             garp: GarpConfig {

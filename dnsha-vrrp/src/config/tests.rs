@@ -310,3 +310,35 @@ fn a_sync_group_needs_two_members_and_adds_its_tracker() {
         .iter()
         .any(|t| t.name == crate::sync::fault_tracker("g") && t.weight == 0));
 }
+
+#[test]
+fn ipv6_addresses_need_version_3_and_one_family() {
+    let with = |lines: &str| {
+        let v = parse(&MINIMAL.replace("virtual_ipaddress = [\"192.168.1.5\"]", lines));
+        validate_all(&v)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        with("version = 3\nvirtual_ipaddress = [\"2001:db8::5/64\", \"fe80::5\"]"),
+        Vec::<String>::new()
+    );
+    let m = with("virtual_ipaddress = [\"2001:db8::5\"]");
+    assert!(
+        m.iter().any(|m| m.contains("IPv6 addresses need VRRPv3")),
+        "{m:?}"
+    );
+    let m = with("version = 3\nvirtual_ipaddress = [\"2001:db8::5\", \"192.168.1.5\"]");
+    assert!(m.iter().any(|m| m.contains("other family")), "{m:?}");
+    let m = with("version = 3\nvirtual_ipaddress = [\"2001:db8::5/129\", \"ff02::1\"]");
+    assert_eq!(m.len(), 2, "{m:?}");
+    let m =
+        with("version = 3\nvirtual_ipaddress = [\"2001:db8::5\"]\nunicast_peer = [\"10.0.0.2\"]");
+    assert!(m.iter().any(|m| m.contains("IPv4 instances only")), "{m:?}");
+    let v = parse(&MINIMAL.replace(
+        "virtual_ipaddress = [\"192.168.1.5\"]",
+        "version = 3\nvirtual_ipaddress = [\"2001:db8::5\"]",
+    ));
+    assert_eq!(v[0].vips()[0].prefix_len, 128);
+}

@@ -1,41 +1,55 @@
 //! Validation of `[[vrrp]]` instances: every problem at once, each located
 //! at its instance and field.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::error::{ConfigError, Instance, VipError};
 use super::{InstanceConfig, TrackScript};
 use crate::codec::AUTH_LEN;
 use crate::router::Vip;
 
-/// Parses `"IP"` or `"IP/prefix"` (IPv4).
+/// Parses `"IP"` or `"IP/prefix"`, IPv4 (prefix 32 by default) or IPv6
+/// (128 by default).
 pub fn parse_vip(s: &str) -> Result<Vip, VipError> {
     let text = || s.to_string();
-    let (ip, prefix) = match s.split_once('/') {
-        Some((ip, p)) => {
+    let ip_text = s.split_once('/').map_or(s, |(ip, _)| ip);
+    let addr: IpAddr = ip_text.parse().map_err(|source| VipError::Address {
+        text: text(),
+        source,
+    })?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match s.split_once('/') {
+        Some((_, p)) => {
             let prefix: u8 = p.parse().map_err(|source| VipError::Prefix {
                 text: text(),
                 source,
             })?;
-            if prefix > 32 {
+            if prefix > max {
                 return Err(VipError::PrefixTooLong {
                     text: text(),
                     prefix,
                 });
             }
-            (ip, prefix)
+            prefix
         }
-        None => (s, 32),
+        None => max,
     };
-    let addr: Ipv4Addr = ip.parse().map_err(|source| VipError::Address {
-        text: text(),
-        source,
-    })?;
-    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
+    let reserved = match addr {
+        IpAddr::V4(a) => {
+            a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback()
+        }
+        IpAddr::V6(a) => {
+            a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.to_ipv4_mapped().is_some()
+        }
+    };
+    if reserved {
         return Err(VipError::Reserved { text: text() });
     }
     Ok(Vip {
-        addr: addr.into(),
+        addr,
         prefix_len: prefix,
     })
 }
@@ -158,15 +172,39 @@ impl InstanceConfig {
         if self.virtual_ipaddress.len() > 255 {
             p.bad("virtual_ipaddress", "at most 255 addresses");
         }
-        let mut seen = Vec::new();
+        let mut seen: Vec<IpAddr> = Vec::new();
         for (i, v) in self.virtual_ipaddress.iter().enumerate() {
             let field = format!("virtual_ipaddress[{i}]");
             match parse_vip(v) {
                 Ok(vip) if seen.contains(&vip.addr) => {
                     p.bad(field, format!("{} listed twice", vip.addr));
                 }
+                Ok(vip)
+                    if seen
+                        .first()
+                        .is_some_and(|f| f.is_ipv4() != vip.addr.is_ipv4()) =>
+                {
+                    p.bad(
+                        field,
+                        format!(
+                            "{} is of the other family than the first address: one instance per family (put the two in a sync_group)",
+                            vip.addr
+                        ),
+                    );
+                }
                 Ok(vip) => seen.push(vip.addr),
                 Err(e) => p.bad(field, e.to_string()),
+            }
+        }
+        if seen.first().is_some_and(IpAddr::is_ipv6) {
+            if self.version != 3 {
+                p.bad("version", "IPv6 addresses need VRRPv3: set version = 3");
+            }
+            if self.unicast_src_ip.is_some() || !self.unicast_peer.is_empty() {
+                p.bad(
+                    "unicast_peer",
+                    "unicast mode is for IPv4 instances only (IPv6 adverts go to ff02::12)",
+                );
             }
         }
     }

@@ -11,18 +11,58 @@ use super::garp::Garp;
 use super::netlink::Netlink;
 use super::notify::{Notifier, NotifyJob};
 use super::socket::{VrrpSocket, RECV_BUF};
+use super::socket6::{NeighborAdvert, Received, VrrpSocket6};
 use super::{InstanceMsg, InstanceStatus};
 use crate::codec::{parse_ipv4, IPPROTO_VRRP};
 use crate::router::{Command, Output, Router, State};
 use crate::stats::DropReason;
+
+/// The advert socket of an instance, by family.
+#[derive(Debug)]
+pub(crate) enum AdvertSocket {
+    V4(VrrpSocket),
+    V6(VrrpSocket6),
+}
+
+/// What one receive gave.
+enum Got {
+    /// A whole IPv4 datagram of this length (header included).
+    V4(usize),
+    /// An IPv6 advert with its addresses.
+    V6(Received),
+}
+
+impl AdvertSocket {
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<Got> {
+        match self {
+            Self::V4(s) => s.recv(buf).await.map(Got::V4),
+            Self::V6(s) => s.recv(buf).await.map(Got::V6),
+        }
+    }
+
+    fn send(&mut self, adv: &crate::router::Outgoing) {
+        match self {
+            Self::V4(s) => s.send(adv),
+            Self::V6(s) => s.send(adv),
+        }
+    }
+}
+
+/// How an instance announces the addresses it takes: gratuitous ARP for
+/// IPv4, unsolicited neighbour advertisements for IPv6.
+#[derive(Debug)]
+pub(crate) enum Announcer {
+    Arp(Garp),
+    Neighbor(NeighborAdvert),
+}
 
 pub(crate) struct Instance {
     pub(crate) name: String,
     pub(crate) interface: String,
     pub(crate) ifindex: u32,
     pub(crate) router: Router,
-    pub(crate) socket: VrrpSocket,
-    pub(crate) garp: Option<Garp>,
+    pub(crate) socket: AdvertSocket,
+    pub(crate) announcer: Option<Announcer>,
     pub(crate) netlink: Netlink,
     pub(crate) notify: Option<(Notifier, String)>,
     pub(crate) status: watch::Sender<InstanceStatus>,
@@ -39,7 +79,12 @@ impl Instance {
             interface: self.interface.clone(),
             vrid: r.config().vrid,
             version: r.config().version.number(),
-            family: "ipv4".to_owned(),
+            family: if r.config().primary_ip.is_ipv6() {
+                "ipv6"
+            } else {
+                "ipv4"
+            }
+            .to_owned(),
             advert_int_ms: u64::try_from(r.advert_interval().as_millis()).unwrap_or(u64::MAX),
             master_advert_int_ms: u64::try_from(r.master_adver_interval().as_millis())
                 .unwrap_or(u64::MAX),
@@ -87,7 +132,11 @@ impl Instance {
                     .map(tokio::time::Instant::from_std);
                 tokio::select! {
                     res = self.socket.recv(&mut buf) => match res {
-                        Ok(n) => self.on_datagram(&buf[..n]),
+                        Ok(Got::V4(n)) => self.on_datagram(&buf[..n]),
+                        Ok(Got::V6(r)) => {
+                            let payload = buf.get(..r.len).unwrap_or_default();
+                            self.on_advert(r.src, r.dst, r.hop_limit, payload);
+                        }
                         Err(e) => {
                             warn!(error = %e, "VRRP socket receive failed");
                             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -136,7 +185,6 @@ impl Instance {
     }
 
     fn on_datagram(&mut self, datagram: &[u8]) {
-        let now = Instant::now();
         let (meta, payload) = match parse_ipv4(datagram) {
             Ok(v) => v,
             Err(e) => {
@@ -148,12 +196,14 @@ impl Instance {
         if meta.protocol != IPPROTO_VRRP {
             return;
         }
-        let dropped =
-            self.router
-                .handle_packet_to(now, meta.src.into(), meta.dst.into(), meta.ttl, payload);
-        if let Some(reason) = dropped {
+        self.on_advert(meta.src.into(), meta.dst.into(), meta.ttl, payload);
+    }
+
+    fn on_advert(&mut self, src: std::net::IpAddr, dst: std::net::IpAddr, ttl: u8, payload: &[u8]) {
+        let now = Instant::now();
+        if let Some(reason) = self.router.handle_packet_to(now, src, dst, ttl, payload) {
             if reason != DropReason::OwnAddress {
-                debug!(src = %meta.src, %reason, "dropped advert");
+                debug!(%src, %reason, "dropped advert");
             }
         }
     }
@@ -172,18 +222,12 @@ impl Instance {
                         error!(error = %e, "removing VIP failed");
                     }
                 }
-                Output::GratuitousArp { addr, count } => {
-                    if let Some(g) = &self.garp {
-                        match addr {
-                            std::net::IpAddr::V4(a) => g.send(a, count),
-                            // Not reached: IPv6 VIPs are refused by the
-                            // configuration until the shell announces them.
-                            std::net::IpAddr::V6(a) => {
-                                warn!(%a, "no neighbour advertisement for IPv6 addresses yet");
-                            }
-                        }
-                    }
-                }
+                Output::GratuitousArp { addr, count } => match (&self.announcer, addr) {
+                    (Some(Announcer::Arp(g)), std::net::IpAddr::V4(a)) => g.send(a, count),
+                    (Some(Announcer::Neighbor(n)), std::net::IpAddr::V6(a)) => n.send(a, count),
+                    (None, _) => {}
+                    (_, other) => warn!(%other, "address of the other family not announced"),
+                },
                 Output::Transition { to, .. } => {
                     self.transitions += 1;
                     if let Some((notifier, program)) = &self.notify {

@@ -23,7 +23,9 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+
+use instance::{AdvertSocket, Announcer};
+use socket6::{NeighborAdvert, VrrpSocket6};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -41,6 +43,7 @@ mod instance;
 mod netlink;
 mod notify;
 mod socket;
+mod socket6;
 mod track;
 
 pub use track::RiseFall;
@@ -118,7 +121,7 @@ struct Handle {
     /// What the instance was started with (a reload compares against it).
     config: InstanceConfig,
     /// The address its adverts come from.
-    primary: Ipv4Addr,
+    primary: std::net::IpAddr,
     trackers: Vec<String>,
     tx: mpsc::UnboundedSender<InstanceMsg>,
     status: watch::Receiver<InstanceStatus>,
@@ -427,6 +430,60 @@ async fn run_group(
     }
 }
 
+/// The IPv4 sockets of an instance: adverts from its primary address (or
+/// `unicast_src_ip`), gratuitous ARP.
+fn open_v4(
+    cfg: &InstanceConfig,
+    info: &InterfaceInfo,
+) -> Result<(std::net::IpAddr, AdvertSocket, Option<Announcer>)> {
+    let Some(primary) = cfg.unicast_src().or(info.primary_ip) else {
+        return Err(Error::Interface {
+            interface: cfg.interface.clone(),
+            reason: "no IPv4 address to send adverts from (set unicast_src_ip)".into(),
+        });
+    };
+    let peers = cfg.unicast_peers();
+    let dst = if peers.is_empty() {
+        Destination::Multicast
+    } else {
+        Destination::Unicast(peers)
+    };
+    let socket = VrrpSocket::open(&info.name, info.index, primary, dst)?;
+    let announcer = match info.link {
+        Some(link) => Some(Announcer::Arp(garp::Garp::open(&info.name, link)?)),
+        None => {
+            warn!(interface = %info.name, "no link-layer address: gratuitous ARP disabled");
+            None
+        }
+    };
+    Ok((primary.into(), AdvertSocket::V4(socket), announcer))
+}
+
+/// The IPv6 sockets of an instance: adverts from the interface's
+/// link-local address to ff02::12, unsolicited neighbour advertisements.
+fn open_v6(
+    cfg: &InstanceConfig,
+    info: &InterfaceInfo,
+) -> Result<(std::net::IpAddr, AdvertSocket, Option<Announcer>)> {
+    let Some(link_local) = info.link_local else {
+        return Err(Error::Interface {
+            interface: cfg.interface.clone(),
+            reason: "no IPv6 link-local address to send adverts from".into(),
+        });
+    };
+    let socket = VrrpSocket6::open(&info.name, info.index, link_local)?;
+    let announcer = match info.link.and_then(|l| l.addr()) {
+        Some(mac) => Some(Announcer::Neighbor(NeighborAdvert::open(
+            &info.name, info.index, mac,
+        )?)),
+        None => {
+            warn!(interface = %info.name, "no link-layer address: neighbour advertisements disabled");
+            None
+        }
+    };
+    Ok((link_local.into(), AdvertSocket::V6(socket), announcer))
+}
+
 /// What [`Vrrp::apply`] did, by instance name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Applied {
@@ -463,7 +520,7 @@ async fn reconfigure(h: Handle, cfg: &InstanceConfig) -> std::result::Result<Han
     if !in_place(&h.config, cfg) {
         return Err(h);
     }
-    let Ok(router_cfg) = cfg.router_config(h.primary) else {
+    let Ok(router_cfg) = cfg.router_config_from(h.primary) else {
         return Err(h);
     };
     let trackers = router_cfg.trackers.iter().map(|t| t.name.clone()).collect();
@@ -492,27 +549,13 @@ async fn stop_one(h: Handle) {
 
 fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Result<Handle> {
     let info = InterfaceInfo::lookup(&cfg.interface)?;
-    let Some(primary) = cfg.unicast_src().or(info.primary_ip) else {
-        return Err(Error::Interface {
-            interface: cfg.interface.clone(),
-            reason: "no IPv4 address to send adverts from (set unicast_src_ip)".into(),
-        });
-    };
-    let router = Router::new(cfg.router_config(primary)?)?;
-    let peers = cfg.unicast_peers();
-    let dst = if peers.is_empty() {
-        Destination::Multicast
+    let ipv6 = cfg.vips().first().is_some_and(|v| v.addr.is_ipv6());
+    let (primary, socket, announcer) = if ipv6 {
+        open_v6(cfg, &info)?
     } else {
-        Destination::Unicast(peers)
+        open_v4(cfg, &info)?
     };
-    let socket = VrrpSocket::open(&info.name, info.index, primary, dst)?;
-    let garp = match info.link {
-        Some(link) => Some(garp::Garp::open(&info.name, link)?),
-        None => {
-            warn!(interface = %info.name, "no link-layer address: gratuitous ARP disabled");
-            None
-        }
-    };
+    let router = Router::new(cfg.router_config_from(primary)?)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let trackers = router
         .config()
@@ -526,7 +569,7 @@ fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Re
         ifindex: info.index,
         router,
         socket,
-        garp,
+        announcer,
         netlink: netlink.clone(),
         notify: cfg.notify.clone().map(|p| (notifier.clone(), p)),
         status: watch::channel(InstanceStatus::default()).0,

@@ -20,6 +20,8 @@ pub(crate) struct InterfaceInfo {
     pub(crate) index: u32,
     /// First IPv4 address (the primary one).
     pub(crate) primary_ip: Option<Ipv4Addr>,
+    /// The IPv6 link-local address (IPv6 adverts come from it).
+    pub(crate) link_local: Option<Ipv6Addr>,
     /// Hardware address and index as an AF_PACKET address.
     pub(crate) link: Option<LinkAddr>,
 }
@@ -32,6 +34,7 @@ impl InterfaceInfo {
             reason: format!("no such interface ({e})"),
         })?;
         let mut primary_ip = None;
+        let mut link_local = None;
         let mut link = None;
         let addrs = nix::ifaddrs::getifaddrs()
             .map_err(|e| Error::io("getifaddrs", std::io::Error::from(e)))?;
@@ -40,6 +43,11 @@ impl InterfaceInfo {
             if let Some(sin) = addr.as_sockaddr_in() {
                 if primary_ip.is_none() {
                     primary_ip = Some(sin.ip());
+                }
+            } else if let Some(sin6) = addr.as_sockaddr_in6() {
+                let ip = sin6.ip();
+                if link_local.is_none() && ip.segments()[0] & 0xffc0 == 0xfe80 {
+                    link_local = Some(ip);
                 }
             } else if let Some(ll) = addr.as_link_addr() {
                 if ll.family().is_some() {
@@ -51,6 +59,7 @@ impl InterfaceInfo {
             name: name.to_owned(),
             index,
             primary_ip,
+            link_local,
             link,
         })
     }
