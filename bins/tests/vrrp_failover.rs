@@ -636,7 +636,7 @@ fn nopreempt_then_partition_heals_to_one_master() {
 }
 
 /// One `[[vrrp]]` section speaking VRRPv3 at 10 centiseconds.
-fn vrrp_v3_section(priority: u8, vip: std::net::Ipv4Addr) -> String {
+fn vrrp_v3_section(priority: u8, vip: impl Into<std::net::IpAddr>) -> String {
     vrrp_section("VI_1", VRID, priority, vip, r#"track_pools = ["p"]"#).replace(
         "advert_int = 1\nauth_pass = \"dnsvip\"",
         "version = 3\nadvert_int = 0.1",
@@ -648,7 +648,7 @@ fn vrrp_v3_section(priority: u8, vip: std::net::Ipv4Addr) -> String {
 /// the VIP; A holds it and answers when this returns.
 struct V3Pair {
     lab: Lab,
-    vip: std::net::Ipv4Addr,
+    vip: std::net::IpAddr,
     server: SocketAddr,
     watch: VipWatch,
     a: common::Dnsha,
@@ -659,11 +659,45 @@ struct V3Pair {
 impl V3Pair {
     fn start(tag: &str, subnet: u8) -> Self {
         let lab = Lab::with_subnet(tag, subnet, &["a", "b", "n1", "n2", "c"]);
-        let vip = lab.host(100);
+        let vip = lab.host(100).into();
+        Self::start_on(lab, vip)
+    }
+
+    /// The same with the IPv6 VIP fd00::5 (the backends stay on IPv4): DAD
+    /// off on the nodes, and the client given fd00::c on the same link.
+    fn start_v6(tag: &str, subnet: u8) -> Self {
+        let lab = Lab::with_subnet(tag, subnet, &["a", "b", "n1", "n2", "c"]);
+        for n in ["a", "b", "c"] {
+            for key in ["all", "default", "eth0"] {
+                lab.exec(
+                    n,
+                    "sysctl",
+                    &["-qw", &format!("net.ipv6.conf.{key}.accept_dad=0")],
+                );
+            }
+        }
+        let out = lab.exec(
+            "c",
+            "ip",
+            &["addr", "add", "fd00::c/64", "dev", "eth0", "nodad"],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let ready = lab.wait(Duration::from_secs(5), |l| {
+            ["a", "b", "c"].iter().all(|n| {
+                let out = l.exec(n, "ip", &["-6", "addr", "show", "dev", "eth0"]);
+                let text = String::from_utf8_lossy(&out.stdout);
+                text.contains("fe80::") && !text.contains("tentative")
+            })
+        });
+        assert!(ready.is_some(), "no usable IPv6 link-local address");
+        Self::start_on(lab, "fd00::5".parse().unwrap())
+    }
+
+    fn start_on(lab: Lab, vip: std::net::IpAddr) -> Self {
         let backends = (nsd(&lab, "n1"), nsd(&lab, "n2"));
         let watch = VipWatch::start(&lab, &["a", "b"], vip);
         let pair = Self {
-            server: SocketAddr::from((vip, 53)),
+            server: SocketAddr::new(vip, 53),
             a: start_balancer(&lab, "a", &v3_conf(&lab, vip, 150)),
             b: start_balancer(&lab, "b", &v3_conf(&lab, vip, 100)),
             lab,
@@ -685,7 +719,7 @@ impl V3Pair {
     }
 }
 
-fn v3_conf(lab: &Lab, vip: std::net::Ipv4Addr, priority: u8) -> String {
+fn v3_conf(lab: &Lab, vip: std::net::IpAddr, priority: u8) -> String {
     balancer_conf(
         vip,
         &[lab.node_addr("n1"), lab.node_addr("n2")],
@@ -702,6 +736,23 @@ fn client_sees_v3_failover_at_ten_centiseconds() {
     if skip(&[]) {
         return;
     }
+    client_failover(V3Pair::start("v3", 87), "v3");
+}
+
+/// The same with an IPv6 VIP: adverts over IPv6, the address added without
+/// DAD and announced with unsolicited neighbour advertisements, the client
+/// on the same link over IPv6.
+#[test]
+fn client_sees_v3_ipv6_failover_at_ten_centiseconds() {
+    if skip(&[]) {
+        return;
+    }
+    client_failover(V3Pair::start_v6("v6", 90), "v3 IPv6");
+}
+
+/// The client's view of kill -9 + link down, preemption and SIGTERM of the
+/// master of `pair`, with the v3 bounds; `what` labels the figures.
+fn client_failover(pair: V3Pair, what: &str) {
     let V3Pair {
         lab,
         vip,
@@ -710,7 +761,7 @@ fn client_sees_v3_failover_at_ten_centiseconds() {
         mut a,
         b: _b,
         _backends: _nsd,
-    } = V3Pair::start("v3", 87);
+    } = pair;
     let conf = |prio| v3_conf(&lab, vip, prio);
 
     let period = Duration::from_millis(1);
@@ -724,13 +775,23 @@ fn client_sees_v3_failover_at_ten_centiseconds() {
     let at = watch
         .wait(Duration::from_secs(3), |h| h[1])
         .unwrap_or_else(|| fail!(watch, lab, "B never took over"));
-    println!("v3 kill -9: VIP on B after {:?}", at - killed);
+    println!("{what} kill -9: VIP on B after {:?}", at - killed);
 
     drop(a);
-    let mut a = start_balancer(&lab, "a", &conf(150));
-    lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
-        .unwrap_or_else(|| fail!(watch, lab, "stale VIP kept"));
-    lab.set_link("a", true);
+    // An IPv4 node restarts with its link down and removes its stale VIP
+    // first. An IPv6 node needs its link-local address to send from, which
+    // the kernel removed with the link: its link comes back first (the
+    // stale VIP went with it).
+    let mut a = if vip.is_ipv6() {
+        lab.set_link("a", true);
+        start_balancer(&lab, "a", &conf(150))
+    } else {
+        let a = start_balancer(&lab, "a", &conf(150));
+        lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
+            .unwrap_or_else(|| fail!(watch, lab, "stale VIP kept"));
+        lab.set_link("a", true);
+        a
+    };
     let up = Instant::now();
     watch
         .wait(Duration::from_secs(5), |h| h == [true, false])
@@ -742,30 +803,38 @@ fn client_sees_v3_failover_at_ten_centiseconds() {
     let at = watch
         .wait(Duration::from_secs(3), |h| h[1])
         .unwrap_or_else(|| fail!(watch, lab, "B never took over"));
-    println!("v3 SIGTERM: VIP on B after {:?}", at - termed);
+    println!("{what} SIGTERM: VIP on B after {:?}", at - termed);
     let stopped = a.wait_exit(Duration::from_secs(10));
     assert!(stopped.is_some_and(|s| s.success()), "{}", a.log());
 
     let run = client.finish();
     let steady = report(
-        "v3 steady state",
+        &format!("{what} steady state"),
         run.window(Duration::ZERO, rel(killed)),
         None,
     );
     let kill = report(
-        "v3 kill -9 + link down",
+        &format!("{what} kill -9 + link down"),
         run.window(rel(killed), rel(up)),
         None,
     );
-    let pre = report("v3 preemption", run.window(rel(up), rel(termed)), None);
-    let term = report("v3 SIGTERM", run.window(rel(termed), Duration::MAX), None);
+    let pre = report(
+        &format!("{what} preemption"),
+        run.window(rel(up), rel(termed)),
+        None,
+    );
+    let term = report(
+        &format!("{what} SIGTERM"),
+        run.window(rel(termed), Duration::MAX),
+        None,
+    );
     assert_eq!(run.errors, 0, "SERVFAIL or empty answers during failover");
     assert!(steady.lost <= steady.sent / 100, "{steady:?}");
     assert!(kill.lost <= 500, "{kill:?}");
     assert!(pre.lost <= 50, "{pre:?}");
     assert!(term.lost <= 150, "{term:?}");
     let overlap = watch.max_overlap();
-    println!("v3: longest time both held the VIP: {overlap:?}");
+    println!("{what}: longest time both held the VIP: {overlap:?}");
     assert!(
         overlap <= Duration::from_millis(200),
         "{overlap:?}\n{}",

@@ -280,8 +280,9 @@ impl Lab {
 
     /// Whether `node`'s `eth0` holds `addr`.
     pub fn holds(&self, node: &str, addr: impl ToString) -> bool {
+        // `-br` lists every address of eth0, IPv4 and IPv6, after its state.
         let out = Command::new("ip")
-            .args(["-n", &self.ns(node), "-br", "-4", "addr", "show", "dev"])
+            .args(["-n", &self.ns(node), "-br", "addr", "show", "dev"])
             .arg("eth0")
             .output()
             .expect("ip addr");

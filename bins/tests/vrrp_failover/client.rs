@@ -33,7 +33,12 @@ impl RateClient {
     /// Starts sending to `server` from `node` of `lab`.
     pub fn start(lab: &Lab, node: &str, server: SocketAddr, period: Duration) -> Self {
         let socket = lab.run_in(node, || {
-            let s = UdpSocket::bind("0.0.0.0:0").expect("bind client socket");
+            let any = if server.is_ipv6() {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let s = UdpSocket::bind(any).expect("bind client socket");
             s.connect(server).expect("connect client socket");
             s
         });

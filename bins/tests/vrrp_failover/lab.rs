@@ -5,7 +5,7 @@
 
 #![allow(unreachable_pub, dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,15 @@ pub fn skip(programs: &[&str]) -> bool {
 
 /// One `[[vrrp]]` section on `eth0`, `advert_int 1`, PASS `dnsvip`, VIP
 /// `vip/32`, with `extra` lines (trackers).
-pub fn vrrp_section(name: &str, vrid: u8, priority: u8, vip: Ipv4Addr, extra: &str) -> String {
+pub fn vrrp_section(
+    name: &str,
+    vrid: u8,
+    priority: u8,
+    vip: impl Into<IpAddr>,
+    extra: &str,
+) -> String {
+    let vip: IpAddr = vip.into();
+    let prefix = if vip.is_ipv4() { 32 } else { 64 };
     format!(
         r#"
 [[vrrp]]
@@ -48,7 +56,7 @@ virtual_router_id = {vrid}
 priority = {priority}
 advert_int = 1
 auth_pass = "dnsvip"
-virtual_ipaddress = ["{vip}/32"]
+virtual_ipaddress = ["{vip}/{prefix}"]
 {extra}
 "#
     )
@@ -65,7 +73,8 @@ virtual_ipaddress = ["{vip}/32"]
 /// tracked pool then puts VRRP in FAULT, which is not what these tests
 /// are about. The health checker, which reads a late answer before its
 /// timeout fires, decides alone.
-pub fn balancer_conf(vip: Ipv4Addr, backends: &[Ipv4Addr], vrrp: &str) -> String {
+pub fn balancer_conf(vip: impl Into<IpAddr>, backends: &[Ipv4Addr], vrrp: &str) -> String {
+    let listen = SocketAddr::new(vip.into(), 53);
     let mut s = format!(
         r#"
 [admin]
@@ -74,13 +83,13 @@ listen = "{ADMIN}"
 [[listener]]
 name = "udp"
 protocol = "udp"
-listen = "{vip}:53"
+listen = "{listen}"
 pool = "p"
 
 [[listener]]
 name = "tcp"
 protocol = "tcp"
-listen = "{vip}:53"
+listen = "{listen}"
 pool = "p"
 
 [[pool]]
@@ -216,8 +225,8 @@ pub fn expect_row(lab: &Lab, node: &str, name: &str, state: &str, prio: u8, effe
 
 /// An A query for `www.example.test.` to `vip:53` from `node`, over UDP (or
 /// TCP): the address answered (which backend answered), or the error.
-pub fn ask(lab: &Lab, node: &str, vip: Ipv4Addr, tcp: bool) -> Result<Ipv4Addr, String> {
-    let server = SocketAddr::from((vip, 53));
+pub fn ask(lab: &Lab, node: &str, vip: IpAddr, tcp: bool) -> Result<Ipv4Addr, String> {
+    let server = SocketAddr::new(vip, 53);
     let timeout = Duration::from_millis(700);
     let answer = lab.run_in(node, || {
         if tcp {
@@ -231,7 +240,8 @@ pub fn ask(lab: &Lab, node: &str, vip: Ipv4Addr, tcp: bool) -> Result<Ipv4Addr, 
 
 /// Asks until an answer comes (at most `max`) over UDP, then once over
 /// TCP; the address of the UDP answer.
-pub fn ask_until(lab: &Lab, node: &str, vip: Ipv4Addr, max: Duration) -> Ipv4Addr {
+pub fn ask_until(lab: &Lab, node: &str, vip: impl Into<IpAddr>, max: Duration) -> Ipv4Addr {
+    let vip: IpAddr = vip.into();
     let start = Instant::now();
     let udp = loop {
         match ask(lab, node, vip, false) {
@@ -262,7 +272,7 @@ pub struct VipWatch {
 /// Whether `ns`'s `eth0` is up and holds `vip`.
 fn holds_up(ns: &str, vip: &str) -> bool {
     let Ok(out) = Command::new("ip")
-        .args(["-n", ns, "-br", "-4", "addr", "show", "dev", "eth0"])
+        .args(["-n", ns, "-br", "addr", "show", "dev", "eth0"])
         .output()
     else {
         return false;
@@ -276,7 +286,8 @@ fn holds_up(ns: &str, vip: &str) -> bool {
 
 impl VipWatch {
     /// Starts sampling `nodes` of `lab` for `vip`.
-    pub fn start(lab: &Lab, nodes: &[&str], vip: Ipv4Addr) -> Self {
+    pub fn start(lab: &Lab, nodes: &[&str], vip: impl Into<IpAddr>) -> Self {
+        let vip: IpAddr = vip.into();
         let namespaces: Vec<String> = nodes.iter().map(|n| lab.ns(n)).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
