@@ -228,20 +228,7 @@ impl Advertisement {
     /// Checks, in order: enough bytes for the header, version 2, type 1,
     /// length against the address count, checksum, and a known auth type.
     pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        if buf.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated {
-                len: buf.len(),
-                min: MIN_LEN,
-            });
-        }
-        let version = buf[0] >> 4;
-        if version != VERSION {
-            return Err(DecodeError::Version { version });
-        }
-        let kind = buf[0] & 0x0f;
-        if kind != TYPE_ADVERTISEMENT {
-            return Err(DecodeError::Type { kind });
-        }
+        check_header(buf, VERSION, MIN_LEN)?;
         let count = buf[3];
         if buf.len() < MIN_LEN {
             return Err(DecodeError::Truncated {
@@ -261,18 +248,7 @@ impl Advertisement {
                 len: buf.len(),
             });
         }
-        let computed = checksum(buf);
-        if computed != 0 {
-            let found = u16::from_be_bytes([buf[6], buf[7]]);
-            // Report the value the sender should have written.
-            let mut copy = buf.to_vec();
-            copy[6] = 0;
-            copy[7] = 0;
-            return Err(DecodeError::Checksum {
-                found,
-                computed: checksum(&copy),
-            });
-        }
+        verify_checksum(0, buf)?;
         let addr_end = HEADER_LEN + 4 * usize::from(count);
         let addresses = buf[HEADER_LEN..addr_end]
             .chunks_exact(4)
@@ -359,6 +335,44 @@ impl Advertisement {
         self.encode(&mut out);
         out
     }
+}
+
+/// The checks both versions' headers share: at least [`HEADER_LEN`] bytes
+/// (`min` is what the error reports as needed), the version nibble, and the
+/// ADVERTISEMENT type.
+pub(crate) fn check_header(buf: &[u8], version: u8, min: usize) -> Result<(), DecodeError> {
+    if buf.len() < HEADER_LEN {
+        return Err(DecodeError::Truncated {
+            len: buf.len(),
+            min,
+        });
+    }
+    let found = buf[0] >> 4;
+    if found != version {
+        return Err(DecodeError::Version { version: found });
+    }
+    let kind = buf[0] & 0x0f;
+    if kind != TYPE_ADVERTISEMENT {
+        return Err(DecodeError::Type { kind });
+    }
+    Ok(())
+}
+
+/// Checks the checksum of an advertisement (bytes 6–7) summed from `sum`
+/// (a pseudo-header's sum for VRRPv3, 0 for VRRPv2); the error reports the
+/// value the sender should have written.
+pub(crate) fn verify_checksum(sum: u32, buf: &[u8]) -> Result<(), DecodeError> {
+    if checksum_from(sum, buf) == 0 {
+        return Ok(());
+    }
+    let found = u16::from_be_bytes([buf[6], buf[7]]);
+    let mut copy = buf.to_vec();
+    copy[6] = 0;
+    copy[7] = 0;
+    Err(DecodeError::Checksum {
+        found,
+        computed: checksum_from(sum, &copy),
+    })
 }
 
 /// The Internet checksum (RFC 1071) of `data`: the one's complement of the

@@ -29,7 +29,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{checksum_from, DecodeError, HEADER_LEN, IPPROTO_VRRP, TYPE_ADVERTISEMENT, VRRP_GROUP};
+use super::{
+    check_header, checksum_from, verify_checksum, DecodeError, HEADER_LEN, IPPROTO_VRRP,
+    TYPE_ADVERTISEMENT, VRRP_GROUP,
+};
 
 /// The version this module speaks.
 pub const VERSION_3: u8 = 3;
@@ -162,20 +165,7 @@ impl AdvertisementV3 {
     /// pseudo-header, a non-zero interval, and (IPv6) no IPv4-mapped
     /// address.
     pub fn decode(buf: &[u8], ip: &PseudoHeader) -> Result<Self, DecodeError> {
-        if buf.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated {
-                len: buf.len(),
-                min: HEADER_LEN,
-            });
-        }
-        let version = buf[0] >> 4;
-        if version != VERSION_3 {
-            return Err(DecodeError::Version { version });
-        }
-        let kind = buf[0] & 0x0f;
-        if kind != TYPE_ADVERTISEMENT {
-            return Err(DecodeError::Type { kind });
-        }
+        check_header(buf, VERSION_3, HEADER_LEN)?;
         let alen = ip.address_len();
         let max = HEADER_LEN + 255 * alen;
         if buf.len() > max {
@@ -191,16 +181,7 @@ impl AdvertisementV3 {
                 len: buf.len(),
             });
         }
-        if checksum_from(ip.sum(buf.len()), buf) != 0 {
-            let found = u16::from_be_bytes([buf[6], buf[7]]);
-            let mut copy = buf.to_vec();
-            copy[6] = 0;
-            copy[7] = 0;
-            return Err(DecodeError::Checksum {
-                found,
-                computed: checksum_from(ip.sum(buf.len()), &copy),
-            });
-        }
+        verify_checksum(ip.sum(buf.len()), buf)?;
         let interval_cs = u16::from_be_bytes([buf[4] & 0x0f, buf[5]]);
         if interval_cs == 0 {
             return Err(DecodeError::ZeroInterval);
