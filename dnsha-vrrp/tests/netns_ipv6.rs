@@ -181,3 +181,35 @@ fn keepalived_v3_over_ipv6_both_ways() {
         t0.elapsed()
     );
 }
+
+/// A node whose link is down when it starts has no link-local address to
+/// send from: its instance waits in FAULT (the other node holds the
+/// address), and starts, here preempting, once the link is up.
+#[test]
+fn an_ipv6_instance_waits_for_its_link_local_address() {
+    require_lab!();
+    let mut lab = Lab::new("w6", &["a", "b"]);
+    ipv6_ready(&lab, &["a", "b"]);
+    lab.set_link("a", false);
+    let a = lab.vrrpd("a", &ours(150));
+    let _b = lab.vrrpd("b", &ours(100));
+    lab.wait(Duration::from_secs(5), |l| holds6(l, "b"))
+        .unwrap_or_else(|| panic!("B does not hold {VIP6}\n{}", lab.logs()));
+    let st = lab.proc_ref(a).status();
+    assert_eq!(st["state"], "FAULT", "{st}");
+    assert!(lab
+        .proc_ref(a)
+        .log_text()
+        .contains("no IPv6 link-local address yet"));
+    lab.set_link("a", true);
+    let t = lab
+        .wait(Duration::from_secs(5), |l| {
+            holds6(l, "a") && !holds6(l, "b")
+        })
+        .unwrap_or_else(|| panic!("A did not start and preempt\n{}", lab.logs()));
+    println!("link up: A holds {VIP6} after {t:?}");
+    lab.wait(Duration::from_secs(1), |l| {
+        l.proc_ref(a).status()["state"] == "MASTER"
+    })
+    .unwrap_or_else(|| panic!("A's status is not MASTER\n{}", lab.logs()));
+}

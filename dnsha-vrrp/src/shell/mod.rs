@@ -549,39 +549,9 @@ async fn stop_one(h: Handle) {
 
 fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Result<Handle> {
     let info = InterfaceInfo::lookup(&cfg.interface)?;
-    let ipv6 = cfg.vips().first().is_some_and(|v| v.addr.is_ipv6());
-    let (primary, socket, announcer) = if ipv6 {
-        open_v6(cfg, &info)?
-    } else {
-        open_v4(cfg, &info)?
-    };
-    let router = Router::new(cfg.router_config_from(primary)?)?;
+    let trackers: Vec<String> = cfg.trackers().iter().map(|t| t.name.clone()).collect();
     let (tx, rx) = mpsc::unbounded_channel();
-    let trackers = router
-        .config()
-        .trackers
-        .iter()
-        .map(|t| t.name.clone())
-        .collect();
-    let inst = Instance {
-        name: cfg.name.clone(),
-        interface: cfg.interface.clone(),
-        ifindex: info.index,
-        router,
-        socket,
-        announcer,
-        netlink: netlink.clone(),
-        notify: cfg.notify.clone().map(|p| (notifier.clone(), p)),
-        status: watch::channel(InstanceStatus::default()).0,
-        transitions: 0,
-        sync_group: cfg.sync_group.clone(),
-    };
-    let status_tx = watch::Sender::new(inst.snapshot());
-    let status = status_tx.subscribe();
-    let inst = Instance {
-        status: status_tx,
-        ..inst
-    };
+    let (status_tx, status) = watch::channel(waiting_status(cfg));
     // Trackers: the own interface, track_interface, track_script.
     let mut interfaces = vec![cfg.interface.clone()];
     for t in &cfg.track_interface {
@@ -596,8 +566,24 @@ fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Re
     for s in &cfg.track_script {
         tokio::spawn(track::script(s.clone(), tx.clone()));
     }
-    info!(instance = %cfg.name, interface = %cfg.interface, vrid = cfg.virtual_router_id, %primary, "VRRP instance starting");
-    let task = tokio::spawn(inst.run(rx));
+    let ipv6 = cfg.vips().first().is_some_and(|v| v.addr.is_ipv6());
+    let (primary, task) = if ipv6 && info.link_local.is_none() {
+        // The kernel gives an interface its link-local address when the
+        // link comes up: until then the instance waits in FAULT.
+        warn!(instance = %cfg.name, interface = %cfg.interface, "no IPv6 link-local address yet: waiting in FAULT");
+        let pending = Pending {
+            cfg: cfg.clone(),
+            netlink: netlink.clone(),
+            notifier: notifier.clone(),
+        };
+        let task = tokio::spawn(pending.wait_then_run(status_tx, rx));
+        (std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), task)
+    } else {
+        let inst = build(cfg, &info, netlink, notifier, status_tx)?;
+        let primary = inst.router.config().primary_ip;
+        info!(instance = %cfg.name, interface = %cfg.interface, vrid = cfg.virtual_router_id, %primary, "VRRP instance starting");
+        (primary, tokio::spawn(inst.run(rx)))
+    };
     Ok(Handle {
         config: cfg.clone(),
         primary,
@@ -606,6 +592,122 @@ fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Re
         status,
         task,
     })
+}
+
+/// The instance of `cfg` on `info`, its status published on `status`.
+fn build(
+    cfg: &InstanceConfig,
+    info: &InterfaceInfo,
+    netlink: &Netlink,
+    notifier: &Notifier,
+    status: watch::Sender<InstanceStatus>,
+) -> Result<Instance> {
+    let ipv6 = cfg.vips().first().is_some_and(|v| v.addr.is_ipv6());
+    let (primary, socket, announcer) = if ipv6 {
+        open_v6(cfg, info)?
+    } else {
+        open_v4(cfg, info)?
+    };
+    let router = Router::new(cfg.router_config_from(primary)?)?;
+    let inst = Instance {
+        name: cfg.name.clone(),
+        interface: cfg.interface.clone(),
+        ifindex: info.index,
+        router,
+        socket,
+        announcer,
+        netlink: netlink.clone(),
+        notify: cfg.notify.clone().map(|p| (notifier.clone(), p)),
+        status,
+        transitions: 0,
+        sync_group: cfg.sync_group.clone(),
+    };
+    inst.status.send_replace(inst.snapshot());
+    Ok(inst)
+}
+
+/// What an instance reports before it runs: FAULT, by its own doing (its
+/// sync group follows).
+fn waiting_status(cfg: &InstanceConfig) -> InstanceStatus {
+    let ipv6 = cfg.vips().first().is_some_and(|v| v.addr.is_ipv6());
+    InstanceStatus {
+        name: cfg.name.clone(),
+        interface: cfg.interface.clone(),
+        vrid: u8::try_from(cfg.virtual_router_id).unwrap_or(0),
+        version: u8::try_from(cfg.version).unwrap_or(2),
+        family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+        state: "FAULT".into(),
+        priority: u8::try_from(cfg.priority).unwrap_or(0),
+        vips: cfg.vips().iter().map(ToString::to_string).collect(),
+        sync_group: cfg.sync_group.clone(),
+        own_fault: true,
+        ..InstanceStatus::default()
+    }
+}
+
+/// An IPv6 instance waiting for its interface's link-local address.
+struct Pending {
+    cfg: InstanceConfig,
+    netlink: Netlink,
+    notifier: Notifier,
+}
+
+impl Pending {
+    /// How often the interface is looked at.
+    const POLL: Duration = Duration::from_millis(200);
+
+    /// Waits (answering a shutdown, keeping tracker changes for later, and
+    /// refusing a change in place so that a reload restarts it), then runs
+    /// the instance.
+    async fn wait_then_run(
+        self,
+        status: watch::Sender<InstanceStatus>,
+        mut rx: mpsc::UnboundedReceiver<InstanceMsg>,
+    ) {
+        let mut held = Vec::new();
+        loop {
+            match tokio::time::timeout(Self::POLL, rx.recv()).await {
+                Ok(Some(InstanceMsg::Shutdown(ack))) => {
+                    let _ = ack.send(());
+                    return;
+                }
+                Ok(None) => return,
+                Ok(Some(InstanceMsg::Reconfigure(_, _, done))) => {
+                    let _ = done.send(Err(Error::Interface {
+                        interface: self.cfg.interface.clone(),
+                        reason: "not started yet".into(),
+                    }));
+                }
+                Ok(Some(InstanceMsg::Router(cmd))) => held.push(cmd),
+                Err(_) => {}
+            }
+            let Ok(info) = InterfaceInfo::lookup(&self.cfg.interface) else {
+                continue;
+            };
+            if info.link_local.is_none() {
+                continue;
+            }
+            match build(
+                &self.cfg,
+                &info,
+                &self.netlink,
+                &self.notifier,
+                status.clone(),
+            ) {
+                Ok(mut inst) => {
+                    info!(instance = %self.cfg.name, "IPv6 link-local address up: VRRP instance starting");
+                    for cmd in held {
+                        inst.router.handle_command(std::time::Instant::now(), cmd);
+                    }
+                    inst.run(rx).await;
+                }
+                Err(e) => {
+                    tracing::error!(instance = %self.cfg.name, error = %e, "VRRP instance cannot start")
+                }
+            }
+            return;
+        }
+    }
 }
 
 impl Default for InstanceStatus {
