@@ -47,6 +47,29 @@ macro_rules! fail {
     };
 }
 
+/// A restarted with `conf` while its link is down: it removes the stale
+/// VIP the killed process left, then its link comes up and it preempts
+/// within `max`. The restarted balancer, when the link came up, and when A
+/// alone held the VIP again.
+fn restart_a_and_preempt(
+    lab: &Lab,
+    watch: &VipWatch,
+    vip: impl Into<std::net::IpAddr>,
+    conf: &str,
+    max: Duration,
+) -> (common::Dnsha, Instant, Instant) {
+    let vip = vip.into();
+    let a = start_balancer(lab, "a", conf);
+    lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
+        .unwrap_or_else(|| fail!(watch, lab, "restarted A kept the stale VIP"));
+    lab.set_link("a", true);
+    let up = Instant::now();
+    let at = watch
+        .wait(max, |h| h == [true, false])
+        .unwrap_or_else(|| fail!(watch, lab, "A did not preempt"));
+    (a, up, at)
+}
+
 /// Two balancers (priorities 150 and 100) tracking their pool: exactly one
 /// holds the VIP, and `dnsha status`, `/status` and `/metrics` say so; kill
 /// -9 of the master plus link down moves the VIP within
@@ -114,14 +137,13 @@ fn two_balancers_one_vip_kill_and_sigterm() {
     // left is removed first, then the link comes back and A preempts.
     assert!(lab.holds("a", vip), "kill -9 should leave the VIP behind");
     drop(a);
-    let mut a = start_balancer(&lab, "a", &conf(150));
-    lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
-        .unwrap_or_else(|| fail!(watch, lab, "restarted A kept the stale VIP"));
-    lab.set_link("a", true);
-    let up = Instant::now();
-    let at = watch
-        .wait(mdi(150) + Duration::from_secs(3), |h| h == [true, false])
-        .unwrap_or_else(|| fail!(watch, lab, "A did not preempt"));
+    let (mut a, up, at) = restart_a_and_preempt(
+        &lab,
+        &watch,
+        vip,
+        &conf(150),
+        mdi(150) + Duration::from_secs(3),
+    );
     println!(
         "restarted A (150) preempts B {:?} after its link came up",
         at - up
@@ -305,14 +327,13 @@ fn client_sees_failover_kill9_and_sigterm() {
     // A comes back (its stale VIP removed while its link is down) and
     // preempts.
     drop(a);
-    let mut a = start_balancer(&lab, "a", &conf(150));
-    lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
-        .unwrap_or_else(|| fail!(watch, lab, "stale VIP kept"));
-    lab.set_link("a", true);
-    let up = Instant::now();
-    watch
-        .wait(mdi(150) + Duration::from_secs(3), |h| h == [true, false])
-        .unwrap_or_else(|| fail!(watch, lab, "A did not preempt"));
+    let (mut a, up, _) = restart_a_and_preempt(
+        &lab,
+        &watch,
+        vip,
+        &conf(150),
+        mdi(150) + Duration::from_secs(3),
+    );
     thread::sleep(Duration::from_millis(1500));
 
     // SIGTERM, with dnsperf running 1 s before and 3 s after.
@@ -780,14 +801,8 @@ fn client_failover(pair: V3Pair, what: &str) {
     drop(a);
     // A restarts with its link down and removes its stale VIP first (an
     // IPv6 instance waits in FAULT for its link-local address meanwhile).
-    let mut a = start_balancer(&lab, "a", &conf(150));
-    lab.wait(Duration::from_secs(5), |l| !l.holds("a", vip))
-        .unwrap_or_else(|| fail!(watch, lab, "stale VIP kept"));
-    lab.set_link("a", true);
-    let up = Instant::now();
-    watch
-        .wait(Duration::from_secs(5), |h| h == [true, false])
-        .unwrap_or_else(|| fail!(watch, lab, "A did not preempt"));
+    let (mut a, up, _) =
+        restart_a_and_preempt(&lab, &watch, vip, &conf(150), Duration::from_secs(5));
     thread::sleep(Duration::from_millis(1000));
 
     let termed = Instant::now();
