@@ -26,7 +26,7 @@ use client::{Dnsperf, RateClient, Window};
 use common::netns::{keepalived_conf, mdi, skew, Lab, KEEPALIVED};
 use common::Signal;
 use lab::{
-    ask_until, balancer_conf, expect_row, instance, metrics, nsd, skip, start_balancer,
+    ask_until, balancer_conf, expect_row, instance, metrics, nft, nsd, skip, start_balancer,
     vrrp_section, wait_state, VipWatch,
 };
 
@@ -272,8 +272,8 @@ fn report(what: &str, w: Window, perf: Option<client::DnsperfResult>) -> Window 
         format!("; dnsperf -Q 1000: {} of {} lost", p.lost, p.sent)
     });
     println!(
-        "{what}: client blackout {:?}, answers again {:?} after the fault, {} of {} queries lost{perf}",
-        w.blackout, w.recovered_after, w.lost, w.sent
+        "{what}: client blackout {:?}, answers again {:?} after the fault, {} of {} queries lost ({} error answers){perf}",
+        w.blackout, w.recovered_after, w.lost, w.sent, w.errors
     );
     w
 }
@@ -355,7 +355,7 @@ fn client_sees_failover_kill9_and_sigterm() {
         "client: {} queries sent at 1 per {period:?}, {} lost, {} error answers",
         run.sent(),
         run.lost(),
-        run.errors
+        run.errors()
     );
     let steady = report(
         "steady state",
@@ -375,7 +375,7 @@ fn client_sees_failover_kill9_and_sigterm() {
     let term = report("SIGTERM", run.window(rel(termed), end), perf_term);
     let worth = |d: Duration| (d.as_secs_f64() / period.as_secs_f64()).round() as usize;
 
-    assert_eq!(run.errors, 0, "SERVFAIL or empty answers during failover");
+    assert_eq!(run.errors(), 0, "SERVFAIL or empty answers during failover");
     assert!(steady.lost <= steady.sent / 100, "{steady:?}");
     assert!(kill.lost > 0, "no loss at all after kill -9? {kill:?}");
     assert!(kill.lost <= worth(mdi(100) + ADVERT), "{kill:?}");
@@ -617,14 +617,7 @@ fn nopreempt_then_partition_heals_to_one_master() {
     expect_row(&lab, "a", "VI_1", "BACKUP", 150, 150);
 
     // Partition: A hears nothing and becomes master on its side.
-    let nft = |script: &str| {
-        let mut c = lab.command("a", "/usr/sbin/nft");
-        c.args(["-f", "-"]).stdin(std::process::Stdio::piped());
-        let mut child = c.spawn().expect("nft");
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-        drop(child.stdin.take());
-        assert!(child.wait().unwrap().success(), "nft failed: {script}");
-    };
+    let nft = |script: &str| nft(&lab, "a", script);
     nft("table inet part {\n chain i { type filter hook input priority 0; ip protocol vrrp drop; }\n chain o { type filter hook output priority 0; ip protocol vrrp drop; }\n}\n");
     wait_state(
         &lab,
@@ -748,13 +741,15 @@ fn v3_conf(lab: &Lab, vip: std::net::IpAddr, priority: u8) -> String {
     )
 }
 
-/// The same client as [`client_sees_failover_kill9_and_sigterm`], with both
-/// balancers on VRRPv3 at `advert_int = 0.1`: kill -9 + link down of the
-/// master loses at most 500 queries at 1000/s (Master_Down_Interval is
-/// 0.36 s), SIGTERM at most 150 (Skew_Time 61 ms).
+/// The same client as [`client_sees_failover_kill9_and_sigterm`], over UDP
+/// and TCP at once, with both balancers on VRRPv3 at `advert_int = 0.1`:
+/// kill -9 + link down of the master loses at most 500 queries at 1000/s
+/// (Master_Down_Interval is 0.36 s), SIGTERM at most 150 (Skew_Time 61 ms),
+/// a FAULT of its tracked pool at most the refused probe's detection time
+/// (200 ms) plus 150 ms worth.
 #[test]
 fn client_sees_v3_failover_at_ten_centiseconds() {
-    if skip(&[]) {
+    if skip(&["/usr/sbin/nft"]) {
         return;
     }
     client_failover(V3Pair::start("v3", 87), "v3");
@@ -765,14 +760,16 @@ fn client_sees_v3_failover_at_ten_centiseconds() {
 /// on the same link over IPv6.
 #[test]
 fn client_sees_v3_ipv6_failover_at_ten_centiseconds() {
-    if skip(&[]) {
+    if skip(&["/usr/sbin/nft"]) {
         return;
     }
     client_failover(V3Pair::start_v6("v6", 90), "v3 IPv6");
 }
 
-/// The client's view of kill -9 + link down, preemption and SIGTERM of the
-/// master of `pair`, with the v3 bounds; `what` labels the figures.
+/// The client's view of kill -9 + link down, preemption, a FAULT of the
+/// tracked pool and SIGTERM of the master of `pair`, with the v3 bounds,
+/// over UDP and over TCP (a connection per query) at once; `what` labels
+/// the figures.
 fn client_failover(pair: V3Pair, what: &str) {
     let V3Pair {
         lab,
@@ -784,11 +781,11 @@ fn client_failover(pair: V3Pair, what: &str) {
         _backends: _nsd,
     } = pair;
     let conf = |prio| v3_conf(&lab, vip, prio);
+    let a_only = |h: &[bool]| h == [true, false];
 
     let period = Duration::from_millis(1);
-    let client = RateClient::start(&lab, "c", server, period);
-    let started = client.started();
-    let rel = |t: Instant| t - started;
+    let udp = RateClient::start(&lab, "c", server, period);
+    let tcp = RateClient::start_tcp(&lab, "c", server, period);
     thread::sleep(Duration::from_millis(1000));
     let killed = Instant::now();
     a.kill();
@@ -805,6 +802,26 @@ fn client_failover(pair: V3Pair, what: &str) {
         restart_a_and_preempt(&lab, &watch, vip, &conf(150), Duration::from_secs(5));
     thread::sleep(Duration::from_millis(1000));
 
+    // A's backends refuse it (B still reaches them): its pool goes down
+    // at the first refused probe and VI_1 to FAULT (priority 0).
+    let faulted = Instant::now();
+    refuse_backends(&lab, "a", true);
+    let at = watch
+        .wait(Duration::from_secs(3), |h| h == [false, true])
+        .unwrap_or_else(|| fail!(watch, lab, "VI_1 did not move to B on FAULT"));
+    println!(
+        "{what} pool down (FAULT): VIP on B after {:?}",
+        at - faulted
+    );
+    wait_state(&lab, "a", "VI_1", "FAULT", ADVERT).unwrap_or_else(|s| panic!("{s}"));
+    let healed = Instant::now();
+    refuse_backends(&lab, "a", false);
+    watch
+        .wait(Duration::from_secs(3), a_only)
+        .unwrap_or_else(|| fail!(watch, lab, "A did not take the VIP back"));
+    println!("{what} pool back: VIP on A after {:?}", healed.elapsed());
+    thread::sleep(Duration::from_millis(1000));
+
     let termed = Instant::now();
     a.signal(Signal::SIGTERM).unwrap();
     let at = watch
@@ -814,38 +831,65 @@ fn client_failover(pair: V3Pair, what: &str) {
     let stopped = a.wait_exit(Duration::from_secs(10));
     assert!(stopped.is_some_and(|s| s.success()), "{}", a.log());
 
-    let run = client.finish();
-    let steady = report(
-        &format!("{what} steady state"),
-        run.window(Duration::ZERO, rel(killed)),
-        None,
-    );
-    let kill = report(
-        &format!("{what} kill -9 + link down"),
-        run.window(rel(killed), rel(up)),
-        None,
-    );
-    let pre = report(
-        &format!("{what} preemption"),
-        run.window(rel(up), rel(termed)),
-        None,
-    );
-    let term = report(
-        &format!("{what} SIGTERM"),
-        run.window(rel(termed), Duration::MAX),
-        None,
-    );
-    assert_eq!(run.errors, 0, "SERVFAIL or empty answers during failover");
-    assert!(steady.lost <= steady.sent / 100, "{steady:?}");
-    assert!(kill.lost <= 500, "{kill:?}");
-    assert!(pre.lost <= 50, "{pre:?}");
-    assert!(term.lost <= 150, "{term:?}");
+    for (proto, client) in [("UDP", udp), ("TCP", tcp)] {
+        let rel = |t: Instant| t - client.started();
+        let (killed, up, faulted, healed, termed) =
+            (rel(killed), rel(up), rel(faulted), rel(healed), rel(termed));
+        let run = client.finish();
+        let label = |phase: &str| format!("{what} {proto} {phase}");
+        let steady = report(
+            &label("steady state"),
+            run.window(Duration::ZERO, killed),
+            None,
+        );
+        let kill = report(&label("kill -9 + link down"), run.window(killed, up), None);
+        let pre = report(&label("preemption"), run.window(up, faulted), None);
+        let fault = report(
+            &label("pool down (FAULT)"),
+            run.window(faulted, healed),
+            None,
+        );
+        let back = report(
+            &label("pool back, preemption"),
+            run.window(healed, termed),
+            None,
+        );
+        let term = report(&label("SIGTERM"), run.window(termed, Duration::MAX), None);
+        for w in [steady, kill, pre, back, term] {
+            assert_eq!(w.errors, 0, "{proto}: SERVFAIL or empty answers: {w:?}");
+        }
+        assert!(steady.lost <= steady.sent / 100, "{proto} {steady:?}");
+        assert!(kill.lost <= 500, "{proto} {kill:?}");
+        assert!(pre.lost <= 50, "{proto} {pre:?}");
+        // The README's bound for a refused probe (≤ interval_ms = 200 ms)
+        // plus 150 ms worth of queries.
+        assert!(fault.lost <= 200 + 150, "{proto} {fault:?}");
+        assert!(back.lost <= 50, "{proto} {back:?}");
+        assert!(term.lost <= 150, "{proto} {term:?}");
+    }
     let overlap = watch.max_overlap();
     println!("{what}: longest time both held the VIP: {overlap:?}");
     assert!(
         overlap <= Duration::from_millis(200),
         "{overlap:?}\n{}",
         watch.timeline()
+    );
+}
+
+/// Makes `node`'s DNS queries to anything refused (`refuse`), or lifts
+/// that: an nftables table of the test's own in the node's namespace
+/// answers them with a port unreachable (UDP) or a reset (TCP), as a
+/// stopped backend would.
+fn refuse_backends(lab: &Lab, node: &str, refuse: bool) {
+    nft(
+        lab,
+        node,
+        if refuse {
+            "table inet refuse {\n chain out { type filter hook output priority 0; \
+             udp dport 53 reject; tcp dport 53 reject with tcp reset; }\n}\n"
+        } else {
+            "delete table inet refuse\n"
+        },
     );
 }
 
@@ -1018,7 +1062,7 @@ fn reload_applies_vrrp_changes_live() {
         None,
     );
     assert_eq!(quiet.lost, 0, "{quiet:?}");
-    assert_eq!(run.errors, 0);
+    assert_eq!(run.errors(), 0);
     assert!(
         watch.max_overlap() <= Duration::from_millis(200),
         "{}",

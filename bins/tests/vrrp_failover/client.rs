@@ -1,7 +1,7 @@
-//! Failover as a client sees it: a fixed-rate UDP client that records, per
-//! query, when it was sent and whether an answer came back within the
-//! timeout, so the queries lost around each injected fault can be counted;
-//! and `dnsperf` (`-Q 1000 -q 10000 -t 1`) as a cross-check.
+//! Failover as a client sees it: a fixed-rate client, over UDP or TCP, that
+//! records, per query, when it was sent and whether a good answer came back
+//! within the timeout, so the queries lost around each injected fault can be
+//! counted; and `dnsperf` (`-Q 1000 -q 10000 -t 1`) as a cross-check.
 
 #![allow(unreachable_pub, dead_code)]
 
@@ -12,10 +12,16 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use super::common::{build_query, netns::Lab, Message, RecordType, ResponseCode};
 
 /// An answer later than this after its query counts as lost (dnsperf -t 1).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One answer: the query's sequence number, when it came (from the start),
+/// and whether it was NOERROR with an answer record.
+type Got = (u64, Duration, bool);
 
 /// Sends one query every `period` (catching up after a late wake-up, so the
 /// rate holds on average) and matches the answers by sequence number (the
@@ -26,11 +32,33 @@ pub struct RateClient {
     period: Duration,
     stop: Arc<AtomicBool>,
     sender: Option<JoinHandle<Vec<Duration>>>,
-    receiver: Option<JoinHandle<Vec<(u64, Duration, bool)>>>,
+    receiver: Option<JoinHandle<Vec<Got>>>,
+}
+
+/// Query `seq`, its ID set to the sequence number's low bits.
+fn query(seq: u64) -> Vec<u8> {
+    let mut q = build_query(&format!("q{seq}.example.test."), RecordType::A).expect("query");
+    q.set_id(seq as u16);
+    q.to_vec().expect("encode")
+}
+
+/// The sequence number and quality of an answer, if it is one of ours.
+fn parse_answer(bytes: &[u8], at: Duration) -> Option<Got> {
+    let m = Message::from_vec(bytes).ok()?;
+    let name = m.queries().first()?.name().to_string();
+    let seq = name
+        .strip_prefix('q')?
+        .split('.')
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    let ok = m.response_code() == ResponseCode::NoError && !m.answers().is_empty();
+    Some((seq, at, ok))
 }
 
 impl RateClient {
-    /// Starts sending to `server` from `node` of `lab`.
+    /// Starts sending over UDP to `server` from `node` of `lab`, from one
+    /// connected socket.
     pub fn start(lab: &Lab, node: &str, server: SocketAddr, period: Duration) -> Self {
         let socket = lab.run_in(node, || {
             let any = if server.is_ipv6() {
@@ -57,12 +85,9 @@ impl RateClient {
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     thread::sleep(wait);
                 }
-                let mut q =
-                    build_query(&format!("q{seq}.example.test."), RecordType::A).expect("query");
-                q.set_id(seq as u16);
                 // Refusals (ICMP port unreachable) come back as send errors on
                 // a connected socket: the query is lost all the same.
-                let _ = socket.send(&q.to_vec().expect("encode"));
+                let _ = socket.send(&query(u64::from(seq)));
                 sent.push(start.elapsed());
                 seq += 1;
             }
@@ -82,24 +107,44 @@ impl RateClient {
                     return got;
                 }
                 let Ok(n) = rx.recv(&mut buf) else { continue };
-                let at = start.elapsed();
-                let Ok(m) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                let seq = m.queries().first().and_then(|q| {
-                    let name = q.name().to_string();
-                    name.strip_prefix('q')?
-                        .split('.')
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
-                });
-                if let Some(seq) = seq {
-                    let ok = m.response_code() == ResponseCode::NoError && !m.answers().is_empty();
-                    got.push((seq, at, ok));
-                }
+                got.extend(parse_answer(&buf[..n], start.elapsed()));
             }
         });
+        Self {
+            start,
+            period,
+            stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        }
+    }
+
+    /// Starts sending over TCP to `server` from `node` of `lab`, as a stub
+    /// resolver does: each query on a connection of its own (connect, send,
+    /// read the answer, close with a reset so no TIME_WAIT piles up), the
+    /// whole exchange bounded by [`QUERY_TIMEOUT`]. A connection caught by
+    /// a failover is lost with its query; the next query connects to
+    /// whoever holds the VIP then.
+    pub fn start_tcp(lab: &Lab, node: &str, server: SocketAddr, period: Duration) -> Self {
+        let netns = lab.ns(node);
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let stop_tx = Arc::clone(&stop);
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The runtime runs on a thread inside the namespace, so every socket
+        // it opens is the client node's.
+        let sender = thread::spawn(move || {
+            test_support::netns::run_in(&netns, move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("client runtime");
+                let (sent, got) = rt.block_on(tcp_client(server, start, period, &stop_tx));
+                let _ = tx.send(got);
+                sent
+            })
+        });
+        let receiver = thread::spawn(move || rx.recv().unwrap_or_default());
         Self {
             start,
             period,
@@ -128,25 +173,84 @@ impl RateClient {
             .take()
             .map(|h| h.join().expect("receiver"))
             .unwrap_or_default();
-        let mut answered = vec![false; sent.len()];
-        let mut errors = 0;
+        let mut outcome = vec![Outcome::Lost; sent.len()];
         for (seq, at, ok) in got {
             let Some(&sent_at) = usize::try_from(seq).ok().and_then(|i| sent.get(i)) else {
                 continue;
             };
-            if !ok {
-                errors += 1;
+            outcome[seq as usize] = if !ok {
+                Outcome::Error
             } else if at.saturating_sub(sent_at) <= QUERY_TIMEOUT {
-                answered[seq as usize] = true;
-            }
+                Outcome::Answered
+            } else {
+                Outcome::Lost
+            };
         }
         Report {
             sent,
-            answered,
-            errors,
+            outcome,
             period: self.period,
         }
     }
+}
+
+/// The TCP client's loop: one task per query, until `stop`; then every
+/// task's end (each bounded by [`QUERY_TIMEOUT`]). The send times and the
+/// answers.
+async fn tcp_client(
+    server: SocketAddr,
+    start: Instant,
+    period: Duration,
+    stop: &AtomicBool,
+) -> (Vec<Duration>, Vec<Got>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sent = Vec::new();
+    let mut got = Vec::new();
+    let mut seq: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep_until((start + period * seq).into()).await;
+        sent.push(start.elapsed());
+        tasks.spawn(async move {
+            let exchange = tcp_exchange(server, u64::from(seq));
+            let answer = tokio::time::timeout(QUERY_TIMEOUT, exchange).await;
+            answer
+                .ok()?
+                .ok()
+                .and_then(|b| parse_answer(&b, start.elapsed()))
+        });
+        seq += 1;
+        // Collect finished tasks as we go, so the set stays small.
+        while let Some(done) = tasks.try_join_next() {
+            got.extend(done.ok().flatten());
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        got.extend(done.ok().flatten());
+    }
+    (sent, got)
+}
+
+/// Query `seq` over a new TCP connection to `server`; the answer's bytes.
+async fn tcp_exchange(server: SocketAddr, seq: u64) -> std::io::Result<Vec<u8>> {
+    let socket = if server.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    // Closing sends a reset: 1000 connections a second would otherwise fill
+    // the client's port range with TIME_WAIT.
+    socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO))?;
+    let mut stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    let q = query(seq);
+    let mut framed = Vec::with_capacity(q.len() + 2);
+    framed.extend_from_slice(&(q.len() as u16).to_be_bytes());
+    framed.extend_from_slice(&q);
+    stream.write_all(&framed).await?;
+    let len = stream.read_u16().await?;
+    let mut answer = vec![0; usize::from(len)];
+    stream.read_exact(&mut answer).await?;
+    Ok(answer)
 }
 
 impl Drop for RateClient {
@@ -155,15 +259,25 @@ impl Drop for RateClient {
     }
 }
 
+/// What became of one query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// A good answer within [`QUERY_TIMEOUT`].
+    Answered,
+    /// An answer that was not NOERROR with an A record (SERVFAIL while the
+    /// pool is down, say).
+    Error,
+    /// No answer in time.
+    Lost,
+}
+
 /// Every query of a [`RateClient`] run.
 #[derive(Debug)]
 pub struct Report {
     /// Send time of query `i`, from the start.
     sent: Vec<Duration>,
-    /// Whether query `i` got a good answer within [`QUERY_TIMEOUT`].
-    answered: Vec<bool>,
-    /// Answers that were not NOERROR with an A record.
-    pub errors: usize,
+    /// What became of query `i`.
+    outcome: Vec<Outcome>,
     period: Duration,
 }
 
@@ -172,8 +286,11 @@ pub struct Report {
 pub struct Window {
     /// Queries sent in the window.
     pub sent: usize,
-    /// Of those, not answered within [`QUERY_TIMEOUT`].
+    /// Of those, not given a good answer within [`QUERY_TIMEOUT`] (errors
+    /// included).
     pub lost: usize,
+    /// Of the lost, those answered with an error.
+    pub errors: usize,
     /// The longest run of consecutive lost queries, as time: from the first
     /// lost query's send time to the next answered one's.
     pub blackout: Duration,
@@ -189,22 +306,38 @@ impl Report {
         self.sent.len()
     }
 
-    /// Queries not answered in time.
+    /// Queries not given a good answer in time.
     pub fn lost(&self) -> usize {
-        self.answered.iter().filter(|a| !**a).count()
+        self.outcome
+            .iter()
+            .filter(|o| **o != Outcome::Answered)
+            .count()
+    }
+
+    /// Queries answered with an error.
+    pub fn errors(&self) -> usize {
+        self.outcome
+            .iter()
+            .filter(|o| **o == Outcome::Error)
+            .count()
     }
 
     /// The queries sent from `from` (inclusive) to `to` (exclusive), times
     /// relative to [`RateClient::started`].
     pub fn window(&self, from: Duration, to: Duration) -> Window {
+        let answered = |i: usize| self.outcome[i] == Outcome::Answered;
         let idx: Vec<usize> = (0..self.sent.len())
             .filter(|&i| self.sent[i] >= from && self.sent[i] < to)
             .collect();
-        let lost = idx.iter().filter(|&&i| !self.answered[i]).count();
+        let lost = idx.iter().filter(|&&i| !answered(i)).count();
+        let errors = idx
+            .iter()
+            .filter(|&&i| self.outcome[i] == Outcome::Error)
+            .count();
         let (mut best, mut best_start, mut best_end) = (0, 0, 0);
         let mut run_start = None;
         for &i in &idx {
-            if self.answered[i] {
+            if answered(i) {
                 if let Some(s) = run_start.take() {
                     if i - s > best {
                         (best, best_start, best_end) = (i - s, s, i);
@@ -217,7 +350,7 @@ impl Report {
         if let Some(s) = run_start {
             // Still lost at the end of the window: runs to the next answer.
             let end = (s..self.sent.len())
-                .find(|&i| self.answered[i])
+                .find(|&i| answered(i))
                 .unwrap_or(self.sent.len());
             if end - s > best {
                 (best, best_start, best_end) = (end - s, s, end);
@@ -240,6 +373,7 @@ impl Report {
         Window {
             sent: idx.len(),
             lost,
+            errors,
             blackout,
             recovered_after,
         }

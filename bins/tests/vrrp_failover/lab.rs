@@ -394,3 +394,18 @@ impl Drop for VipWatch {
         }
     }
 }
+
+/// Runs the nftables `script` (`nft -f -`) in `node`'s namespace.
+pub fn nft(lab: &Lab, node: &str, script: &str) {
+    let mut child = lab
+        .command(node, "/usr/sbin/nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("run nft");
+    let mut stdin = child.stdin.take().expect("nft stdin");
+    std::io::Write::write_all(&mut stdin, script.as_bytes()).expect("write nft script");
+    drop(stdin);
+    let status = child.wait().expect("nft");
+    assert!(status.success(), "nft failed on {node}: {script}");
+}
