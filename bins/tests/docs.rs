@@ -17,6 +17,7 @@ const KEY_SECTIONS: &[&str] = &[
     "### `[admin]`",
     "### `[[listener]]`",
     "### `[[pool]]` and `[[pool.backend]]`",
+    "### `[pool.cache]`: the packet cache",
     "## Health checks",
     "### `[[vrrp]]` keys",
     "## DNS over TLS and HTTPS",

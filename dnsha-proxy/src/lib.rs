@@ -29,6 +29,7 @@
 
 pub mod accesslog;
 pub mod acl;
+pub mod cache;
 pub mod error;
 pub mod frontend;
 pub mod metrics;

@@ -20,6 +20,8 @@ pub struct ListenerMetrics {
     pub queries: AtomicU64,
     /// Answers relayed from backends to clients.
     pub answers: AtomicU64,
+    /// Answers served from the pool's packet cache (stale ones included).
+    pub cache_hits: AtomicU64,
     /// SERVFAIL answers made by the balancer (no backend answered).
     pub servfail: AtomicU64,
     /// REFUSED answers made by the balancer (ACL).
@@ -79,6 +81,7 @@ impl ListenerMetrics {
             address,
             queries: AtomicU64::new(0),
             answers: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
             servfail: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             retries: AtomicU64::new(0),

@@ -241,6 +241,21 @@ impl RecvBatch {
         let r = *self.received.get(i)?;
         self.bufs.get_mut(i).and_then(|b| b.get_mut(..r.len))
     }
+
+    /// The whole slot of datagram `i` ([`BATCH_SLOT`] bytes, the datagram
+    /// first), to write an answer over it; [`Self::set_len`] then says how
+    /// much of it [`Self::datagram`] gives.
+    pub fn slot_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        self.received.get(i)?;
+        self.bufs.get_mut(i).map(Vec::as_mut_slice)
+    }
+
+    /// Sets the length of datagram `i` (at most [`BATCH_SLOT`]).
+    pub fn set_len(&mut self, i: usize, len: usize) {
+        if let Some(r) = self.received.get_mut(i) {
+            r.len = len.min(BATCH_SLOT);
+        }
+    }
 }
 
 /// Points one batch header at its address, its one iovec and its control

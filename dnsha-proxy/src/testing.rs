@@ -280,6 +280,9 @@ pub(crate) fn ctx(
                 )
                 .unwrap(),
             ),
+            cache: pc
+                .cache
+                .map(|c| Arc::new(crate::cache::PacketCache::new(c))),
         },
         metrics,
     ))

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use dnsha_core::config::{Config, Protocol};
 use dnsha_core::{Backend, Millis, Pool};
 use dnsha_proxy::acl::Acl;
+use dnsha_proxy::cache::PacketCache;
 use dnsha_proxy::metrics::{get, ListenerMetrics};
+use dnsha_proxy::pipeline::cache::lookup_in_place;
 use dnsha_proxy::pipeline::{admit, Admission, Flight, ListenerShared, Next};
 use dnsha_proxy::sys::{RecvBatch, SendBatch};
 use dnsha_proxy::upstream::Routes;
@@ -86,8 +88,16 @@ fn answer_to(q: &[u8]) -> Vec<u8> {
 /// A UDP listener's settings in front of `backend`, as the server builds
 /// them (no access log: writing one allocates, off the data path).
 fn udp_listener(backend: std::net::SocketAddr) -> (ListenerShared, ListenerMetrics) {
+    udp_listener_with(backend, "")
+}
+
+/// The same with `pool` lines (a `[pool.cache]` table, say) in the pool.
+fn udp_listener_with(
+    backend: std::net::SocketAddr,
+    pool: &str,
+) -> (ListenerShared, ListenerMetrics) {
     let cfg = Config::parse(&format!(
-        "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"{backend}\"\n"
+        "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"{backend}\"\n{pool}"
     ))
     .unwrap();
     let (l, p) = (cfg.listeners[0].clone(), cfg.pools[0].clone());
@@ -104,6 +114,7 @@ fn udp_listener(backend: std::net::SocketAddr) -> (ListenerShared, ListenerMetri
         pool: Arc::new(pool),
         access_log: None,
         routes: Arc::new(Routes::default()),
+        cache: p.cache.map(|c| Arc::new(PacketCache::new(c))),
     };
     (shared, metrics)
 }
@@ -241,6 +252,90 @@ fn udp_query_path_allocates_nothing_per_query() {
         allocs,
         0,
         "{allocs} allocations over {} queries",
+        (ROUNDS - 10) * BATCH
+    );
+}
+
+/// A cache hit is answered from the worker without allocating: the batch
+/// of queries is received, admitted, looked up (the key read from the
+/// wire, the shard locked, the stored answer written over the query with
+/// the client's ID and name casing and aged TTLs) and sent back in one
+/// sendmmsg.
+#[test]
+fn udp_cache_hit_path_allocates_nothing() {
+    const BATCH: usize = 16;
+    const ROUNDS: usize = 200;
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let listener = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&client, &listener] {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    }
+    let backend = "127.0.0.1:9".parse().unwrap();
+    let (shared, metrics) = udp_listener_with(backend, "[pool.cache]\nmax_entries = 1000\n");
+    let cache = shared.cache.clone().unwrap();
+    let queries: Vec<Vec<u8>> = (0..BATCH)
+        .map(|i| query(u16::try_from(i).unwrap(), &format!("q{i}.example.test")))
+        .collect();
+    for q in &queries {
+        let key = cache.key(q).unwrap();
+        cache.insert(&key, &answer_to(q), Millis::now()).unwrap();
+    }
+    let mut recv = RecvBatch::new(32);
+    let mut send = SendBatch::new(32);
+    let mut buf = [0u8; 512];
+    for round in 0..ROUNDS {
+        for q in &queries {
+            client.send_to(q, listener.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let counting = round >= 10;
+        COUNTING.with(|c| c.set(counting));
+        let mut got = 0;
+        while got < BATCH {
+            let n = recv.recv(&listener).unwrap();
+            let mut hits: smallvec::SmallVec<[(usize, std::net::SocketAddr); 32]> =
+                smallvec::SmallVec::new();
+            for i in 0..n {
+                let d = recv.received()[i];
+                let Admission::Forward(info) = admit(
+                    &shared,
+                    &metrics,
+                    d.src.ip(),
+                    Protocol::Udp,
+                    recv.datagram(i).unwrap(),
+                ) else {
+                    panic!("valid query refused");
+                };
+                let slot = recv.slot_mut(i).unwrap();
+                let now = Millis::now();
+                let Ok(len) = lookup_in_place(&shared, &metrics, d.src, &info, slot, d.len, now)
+                else {
+                    panic!("no hit");
+                };
+                recv.set_len(i, len);
+                hits.push((i, d.src));
+            }
+            let msgs: smallvec::SmallVec<[(&[u8], Option<std::net::SocketAddr>); 32]> = hits
+                .iter()
+                .map(|&(i, to)| (recv.datagram(i).unwrap(), Some(to)))
+                .collect();
+            assert_eq!(send.send(&listener, &msgs).unwrap(), n);
+            got += n;
+        }
+        COUNTING.with(|c| c.set(false));
+        for _ in 0..BATCH {
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            let id = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            assert_eq!(&buf[..n], &answer_to(&queries[id])[..], "answer {id}");
+        }
+    }
+    assert_eq!(get(&metrics.cache_hits), (ROUNDS * BATCH) as u64);
+    assert_eq!(cache.stats().hits, (ROUNDS * BATCH) as u64);
+    let allocs = ALLOCS.with(Cell::get);
+    assert_eq!(
+        allocs,
+        0,
+        "{allocs} allocations over {} hits",
         (ROUNDS - 10) * BATCH
     );
 }

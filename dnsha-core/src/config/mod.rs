@@ -55,6 +55,7 @@ pub use crate::error::ConfigError;
 use crate::policy::PolicyKind;
 use crate::pool::PoolSettings;
 
+mod cache;
 mod health;
 mod raw;
 mod read;
@@ -62,6 +63,7 @@ mod read;
 mod tests;
 mod tls;
 
+pub use cache::CacheConfig;
 pub use health::{CheckKind, CheckTransport, HealthConfig, QueryType, RANDOM_LABEL};
 
 /// A validated configuration.
@@ -358,6 +360,8 @@ pub struct PoolConfig {
     /// The effective check of backends with a `[pool.backend.health]`
     /// table (their keys over the pool's), by backend name.
     pub backend_health: BTreeMap<String, HealthConfig>,
+    /// `[pool.cache]`: the pool's packet cache, if any.
+    pub cache: Option<CacheConfig>,
 }
 
 /// `[[pool.backend]]`.
@@ -438,6 +442,7 @@ impl PoolConfig {
             backends,
             health: None,
             backend_health: BTreeMap::new(),
+            cache: None,
         }
     }
 
@@ -531,7 +536,7 @@ impl Config {
     /// assert!(keys["[[pool]]"].contains(&"fail_percent"));
     /// ```
     pub fn keys() -> BTreeMap<String, Vec<&'static str>> {
-        const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n\
+        const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n[pool.cache]\n\
                                 [[pool.backend]]\n[pool.backend.health]\n";
         let mut errors = read::Errors::default();
         if let Ok(doc) = read::document(SKELETON) {
@@ -971,6 +976,7 @@ impl Validator {
             backends,
             health,
             backend_health,
+            cache: p.cache.as_ref().map(|c| self.cache(c)),
         }
     }
 

@@ -124,6 +124,20 @@ pub(super) struct RawPool {
     /// `[[pool.backend]]` tables written, complete or not.
     pub(super) backend_tables: usize,
     pub(super) health: Option<RawHealth>,
+    pub(super) cache: Option<RawCache>,
+}
+
+/// `[pool.cache]`.
+#[derive(Debug, Default)]
+pub(super) struct RawCache {
+    pub(super) max_entries: Option<Spanned<u64>>,
+    pub(super) max_ttl: Option<Spanned<u64>>,
+    pub(super) min_ttl: Option<Spanned<u64>>,
+    pub(super) max_negative_ttl: Option<Spanned<u64>>,
+    pub(super) servfail_ttl: Option<Spanned<u64>>,
+    pub(super) stale_ttl: Option<Spanned<u64>>,
+    pub(super) max_stale: Option<Spanned<u64>>,
+    pub(super) ecs: Option<Spanned<bool>>,
 }
 
 #[derive(Debug)]
@@ -362,6 +376,7 @@ fn pool(mut t: Table<'_>, errs: &mut Errors) -> Option<RawPool> {
             .u64(errs, "max_in_flight_per_connection")
             .unwrap_or_else(d_max_in_flight),
         health: t.table(errs, "health").map(|h| health(h, errs)),
+        cache: t.table(errs, "cache").map(|c| cache(c, errs)),
         backend: Vec::new(),
         backend_tables: 0,
     };
@@ -378,6 +393,21 @@ fn pool(mut t: Table<'_>, errs: &mut Errors) -> Option<RawPool> {
         backend_tables,
         ..p
     })
+}
+
+fn cache(mut t: Table<'_>, errs: &mut Errors) -> RawCache {
+    let c = RawCache {
+        max_entries: t.u64(errs, "max_entries"),
+        max_ttl: t.u64(errs, "max_ttl"),
+        min_ttl: t.u64(errs, "min_ttl"),
+        max_negative_ttl: t.u64(errs, "max_negative_ttl"),
+        servfail_ttl: t.u64(errs, "servfail_ttl"),
+        stale_ttl: t.u64(errs, "stale_ttl"),
+        max_stale: t.u64(errs, "max_stale"),
+        ecs: t.bool(errs, "ecs"),
+    };
+    t.finish(errs);
+    c
 }
 
 fn backend(mut t: Table<'_>, errs: &mut Errors) -> Option<RawBackend> {

@@ -11,13 +11,15 @@ use tracing::debug;
 
 use super::ctx::ListenerCtx;
 use crate::error::Error;
+use crate::pipeline::cache;
 use crate::pipeline::{Failure, Flight, Next};
 use crate::upstream::Upstreams;
 use crate::wire::dns::{rcode_of, synth_reply, DropReason, QueryInfo, MAX_MESSAGE};
 
 /// Balances one admitted query (`msg`, as the client sent it) through the
 /// listener's pool: tries backends until one answers or the pool's retries
-/// are spent. Returns what to send the client (with the client's ID): the
+/// are spent; the pool's cache first answers what it holds. Returns what
+/// to send the client (with the client's ID): the
 /// answer, the pool's SERVFAIL, or `None` when the pool says `drop`. A
 /// client address over the listener's `max_queries_per_client` in flight
 /// gets SERVFAIL at once: one address cannot hold every upstream slot.
@@ -31,6 +33,10 @@ pub async fn forward(
 ) -> Option<Vec<u8>> {
     let shared = ctx.shared.load_full();
     let m = &*ctx.metrics;
+    let key = match cache::lookup(&shared, m, client, protocol, &info, msg, Millis::now()) {
+        Ok(answer) => return Some(answer),
+        Err(key) => key,
+    };
     let per_client = shared.config.max_queries_per_client;
     let Some(_slot) = ctx.client_queries.try_acquire(
         client.ip(),
@@ -41,7 +47,7 @@ pub async fn forward(
         m.dropped(DropReason::ClientLimit);
         return Some(synth_reply(&info, ResponseCode::ServFail));
     };
-    let mut flight = Flight::new(client, protocol, info, Millis::now());
+    let mut flight = Flight::new(client, protocol, info, Millis::now()).with_cache_key(key);
     let mut next = flight.start(&shared, m, Millis::now());
     // When the current attempt runs out: a resend keeps its deadline.
     let mut deadline = Millis::now();

@@ -24,6 +24,7 @@ use tokio::net::UdpSocket;
 
 use super::ctx::ListenerCtx;
 use crate::metrics::inc;
+use crate::pipeline::cache::{self, Cached};
 use crate::pipeline::{admit, Admission, Attempt, Failure, Flight, Next};
 use crate::sys::{self, PktInfo};
 use crate::upstream::failure_kind;
@@ -198,7 +199,7 @@ impl Worker {
         // timeouts.
         let mut progressed = self.read_answers(b, now);
         if !stopping {
-            progressed |= self.read_queries(&mut b.client, now);
+            progressed |= self.read_queries(&mut b.client, &mut b.replies, now);
         }
         self.on_timer(now);
         self.flush_upstream(now);
@@ -246,9 +247,18 @@ impl Worker {
         progressed
     }
 
-    fn read_queries(&mut self, batch: &mut sys::RecvBatch, now: Millis) -> bool {
+    /// Reads a batch of client queries; those the cache answers get their
+    /// answer written over them in the batch, sent together at the end
+    /// (`hits` is reused).
+    fn read_queries(
+        &mut self,
+        batch: &mut sys::RecvBatch,
+        hits: &mut Vec<(usize, SocketAddr, Option<PktInfo>)>,
+        now: Millis,
+    ) -> bool {
         match recv_ready(&self.socket, batch) {
             Ok(n) => {
+                hits.clear();
                 for i in 0..n {
                     let Some(&d) = batch.received().get(i) else {
                         break;
@@ -257,10 +267,14 @@ impl Worker {
                         self.ctx.metrics.dropped(DropReason::Malformed);
                         continue;
                     }
-                    if let Some(q) = batch.datagram_mut(i) {
-                        self.on_client(q, d.src, d.info, now);
+                    if let Some(slot) = batch.slot_mut(i) {
+                        if let Some(len) = self.on_client(slot, d.len, d.src, d.info, now) {
+                            batch.set_len(i, len);
+                            hits.push((i, d.src, d.info));
+                        }
                     }
                 }
+                self.send_replies(batch, hits);
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
@@ -271,18 +285,30 @@ impl Worker {
         }
     }
 
-    fn on_client(&mut self, query: &[u8], src: SocketAddr, info: Option<PktInfo>, now: Millis) {
+    /// A client's query, the first `len` bytes of its batch `slot`. When
+    /// the pool's cache answers it, the answer is written over it in the
+    /// slot and its length returned, for the caller to send.
+    fn on_client(
+        &mut self,
+        slot: &mut [u8],
+        len: usize,
+        src: SocketAddr,
+        info: Option<PktInfo>,
+        now: Millis,
+    ) -> Option<usize> {
         let shared = self.ctx.shared.load();
         let m = &*self.ctx.metrics;
+        let query = slot.get(..len)?;
         let qi = match admit(&shared, m, src.ip(), Protocol::Udp, query) {
             Admission::Forward(qi) => qi,
             Admission::Reply(bytes, _) => {
                 self.try_send_client(&bytes, src, info);
-                return;
+                return None;
             }
-            Admission::Drop(_) => return,
+            Admission::Drop(_) => return None,
         };
-        // Pools with tcp/dot backends: balanced over streams.
+        // Pools with tcp/dot backends: balanced over streams (the cache
+        // step is in `forward` there).
         if let Some((up, slots)) = shared.routes.udp_via_stream() {
             let (ctx, sock) = (&self.ctx, &self.socket);
             super::udp_stream::spawn(
@@ -297,9 +323,18 @@ impl Worker {
                 info,
                 &self.main,
             );
-            return;
+            return None;
         }
-        let mut flight = Flight::new(src, Protocol::Udp, qi, now);
+        let key = match cache::lookup_in_place(&shared, m, src, &qi, slot, len, now) {
+            Ok(answered) => return Some(answered),
+            Err(Cached::Truncated(tc)) => {
+                self.try_send_client(&tc, src, info);
+                return None;
+            }
+            Err(Cached::Miss(key)) => key,
+        };
+        let query = slot.get(..len)?;
+        let mut flight = Flight::new(src, Protocol::Udp, qi, now).with_cache_key(key);
         let next = flight.start(&shared, m, now);
         drop(shared);
         let mut buf = self.spare.pop().unwrap_or_default();
@@ -314,6 +349,7 @@ impl Worker {
             query: buf,
         };
         self.carry_out(p, next, now);
+        None
     }
 
     /// Carries out the pipeline's step for `p`: queue it for a backend, or

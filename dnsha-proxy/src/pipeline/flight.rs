@@ -5,13 +5,16 @@ use std::net::SocketAddr;
 use dnsha_core::config::Protocol;
 use dnsha_core::{FailureKind, Millis, OnNoBackend};
 use hickory_proto::op::ResponseCode;
+use hickory_proto::serialize::binary::BinEncodable;
 
 use super::{record_answer, Attempt, Attempts, ListenerShared};
 use crate::accesslog::LogRecord;
+use crate::cache::Key;
 use crate::error::RetryType;
 use crate::metrics::{inc, ListenerMetrics};
 use crate::wire::dns::{
-    answer_matches, rcode_label, rewrite_id, synth_reply, AnswerInfo, DropReason, QueryInfo,
+    answer_matches, rcode_label, rewrite_id, synth_reply, truncated, AnswerInfo, DropReason,
+    QueryInfo, HEADER_LEN,
 };
 
 /// What the driver does next with a query.
@@ -94,6 +97,9 @@ pub struct Flight {
     attempts: Attempts,
     /// Whether the query was already sent again to the same backend.
     resent: bool,
+    /// Its key in the pool's cache: the answer is stored under it, and a
+    /// stale answer looked up when the pool cannot answer.
+    cache_key: Option<Key>,
 }
 
 impl Flight {
@@ -106,7 +112,15 @@ impl Flight {
             received: now,
             attempts: Attempts::new(),
             resent: false,
+            cache_key: None,
         }
+    }
+
+    /// The same, with the key its answer is cached under (the cache step
+    /// missed: see [`super::cache`]).
+    pub fn with_cache_key(mut self, key: Option<Key>) -> Self {
+        self.cache_key = key;
+        self
     }
 
     /// The query as admitted: the client's ID and question.
@@ -156,6 +170,10 @@ impl Flight {
         }
         inc(&m.answers);
         rewrite_id(answer, self.info.id);
+        if let (Some(key), Some(cache)) = (&self.cache_key, &shared.cache) {
+            // What may not be stored (truncated, no TTL...) is counted there.
+            let _ = cache.insert(key, answer, now);
+        }
         self.log(shared, Some(answer), now);
     }
 
@@ -200,6 +218,10 @@ impl Flight {
     }
 
     fn give_up(&mut self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Next {
+        if let Some(stale) = self.stale(shared, m, now) {
+            self.log(shared, Some(&stale), now);
+            return Next::Reply(stale);
+        }
         let on_no_backend = shared.pool.with_snapshot(|s| s.settings().on_no_backend);
         let next = match on_no_backend {
             OnNoBackend::Servfail => {
@@ -217,6 +239,31 @@ impl Flight {
         };
         self.log(shared, sent, now);
         next
+    }
+
+    /// The pool cannot answer (no backend up, or every one tried failed):
+    /// an expired answer from the cache, when serve-stale allows (RFC
+    /// 8767), cut to TC=1 for a UDP client that takes less.
+    fn stale(&self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Option<Vec<u8>> {
+        let (key, cache) = (self.cache_key.as_ref()?, shared.cache.as_ref()?);
+        if cache.config().stale_ttl == 0 {
+            return None;
+        }
+        // The query as the client asked it: its ID and question (the cache
+        // keeps the client's casing and writes the rest).
+        let question = self.info.question.to_bytes().ok()?;
+        let mut query = Vec::with_capacity(HEADER_LEN + question.len());
+        query.extend_from_slice(&self.info.id.to_be_bytes());
+        query.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+        query.extend_from_slice(&question);
+        let mut answer = cache.stale(key, &query, now)?;
+        inc(&m.cache_hits);
+        let limit = usize::from(key.udp_size).min(shared.config.max_udp_size);
+        if self.protocol == Protocol::Udp && answer.len() > limit {
+            inc(&m.udp_truncated);
+            answer = truncated(&self.info);
+        }
+        Some(answer)
     }
 
     /// The access-log record of this query, finished at `now` with `sent`

@@ -7,14 +7,17 @@
 //! 1. [`admit`]: the listener's ACL and the DNS validation of
 //!    [`crate::wire::dns`] decide whether a client message is forwarded,
 //!    answered at once (FORMERR, NOTIMP, REFUSED) or dropped, and count it.
-//! 2. [`Flight`]: one query's life. [`Flight::start`] picks the first
+//! 2. [`cache`]: the pool's packet cache answers what it holds fresh; a
+//!    miss carries the query's key on, so the answer is stored.
+//! 3. [`Flight`]: one query's life. [`Flight::start`] picks the first
 //!    backend; fed an answer ([`Flight::answered`]) it records passive
 //!    health, restores the client's ID and finishes; fed a failure
 //!    ([`Flight::failed`]: timeout, refusal, closed connection) it records
 //!    it and says the next step, another backend or the pool's
 //!    `on_no_backend` (SERVFAIL or drop). Each ending writes the one
-//!    access-log record of the query.
-//! 3. [`Attempts`]: the pick-retry-record loop on its own, for the TCP
+//!    access-log record of the query. When the pool cannot answer, the
+//!    cache's stale answer (serve-stale) comes before `on_no_backend`.
+//! 4. [`Attempts`]: the pick-retry-record loop on its own, for the TCP
 //!    passthrough whose unit is a connection rather than a query.
 //!
 //! The drivers are the frontends: the UDP worker keeps its flights in a
@@ -24,6 +27,7 @@
 
 mod admit;
 mod attempts;
+pub mod cache;
 mod flight;
 mod health;
 mod shared;

@@ -8,6 +8,7 @@ use dnsha_core::Pool;
 
 use crate::accesslog::AccessLog;
 use crate::acl::Acl;
+use crate::cache::PacketCache;
 use crate::upstream::Routes;
 
 /// Settings a listener reads per query; a reload swaps in a new value
@@ -24,4 +25,6 @@ pub struct ListenerShared {
     pub access_log: Option<AccessLog>,
     /// How queries reach each backend of the pool over streams.
     pub routes: Arc<Routes>,
+    /// The pool's packet cache, if it has one.
+    pub cache: Option<Arc<PacketCache>>,
 }

@@ -15,7 +15,7 @@ use crate::socket;
 use crate::tls::{ServerTls, ALPN_DOT, ALPN_H2, ALPN_HTTP11};
 use crate::upstream::stream::TcpUpstreams;
 use crate::upstream::udp::UdpUpstreams;
-use crate::upstream::{Routes, Upstreams};
+use crate::upstream::Upstreams;
 
 fn bind_error(l: &ListenerConfig, source: std::io::Error) -> Error {
     Error::Bind {
@@ -221,10 +221,10 @@ impl Server {
         &self,
         l: &ListenerConfig,
         pools: &[Arc<Pool>],
-        routes: &[(String, Arc<Routes>)],
+        parts: &[(String, super::PoolParts)],
     ) -> Result<RunningListener> {
         let metrics = Arc::new(ListenerMetrics::new(l.name.clone(), l.protocol, l.listen));
-        let shared = self.shared_for(l, pools, routes, &metrics, None)?;
+        let shared = self.shared_for(l, pools, parts, &metrics, None)?;
         let tls = Self::server_tls(l)?;
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
         let started = match l.protocol {

@@ -24,6 +24,7 @@ pub use status::{BackendStatus, ListenerStatus, PoolStatus, Status};
 
 use crate::accesslog::AccessLog;
 use crate::acl::Acl;
+use crate::cache::PacketCache;
 use crate::error::{Error, Result};
 use crate::frontend::ListenerCtx;
 use crate::metrics::ListenerMetrics;
@@ -43,7 +44,25 @@ struct RunningListener {
 
 struct State {
     pools: Vec<Arc<Pool>>,
+    /// The packet cache of each pool that has one, by pool name.
+    caches: Vec<(String, Arc<PacketCache>)>,
     listeners: Vec<RunningListener>,
+}
+
+/// What a pool's listeners share besides the pool: how queries reach its
+/// backends over streams, and its packet cache.
+#[derive(Debug, Clone)]
+struct PoolParts {
+    routes: Arc<Routes>,
+    cache: Option<Arc<PacketCache>>,
+}
+
+/// The caches of `parts`, by pool name.
+fn caches_of(parts: &[(String, PoolParts)]) -> Vec<(String, Arc<PacketCache>)> {
+    parts
+        .iter()
+        .filter_map(|(name, p)| p.cache.clone().map(|c| (name.clone(), c)))
+        .collect()
 }
 
 /// A running balancer.
@@ -89,6 +108,7 @@ impl Server {
         let server = Arc::new(Self {
             state: Mutex::new(State {
                 pools: Vec::new(),
+                caches: Vec::new(),
                 listeners: Vec::new(),
             }),
             tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
@@ -97,13 +117,14 @@ impl Server {
             health,
         });
         let mut started = Started::default();
-        let routes = server.routes_for(config)?;
+        let parts = server.parts_for(config, &[])?;
         for l in &config.listeners {
-            started.push(server.start_listener(l, &pools, &routes)?);
+            started.push(server.start_listener(l, &pools, &parts)?);
         }
         {
             let mut st = server.lock();
             st.pools = pools;
+            st.caches = caches_of(&parts);
             st.listeners = started.commit();
             server.reconcile_health(config, &st.pools);
         }
@@ -114,16 +135,25 @@ impl Server {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stream routes of every pool (TLS client configurations built).
-    fn routes_for(&self, config: &Config) -> Result<Vec<(String, Arc<Routes>)>> {
+    /// The stream routes (TLS client configurations built) and the packet
+    /// cache of every pool: a cache of `old` is kept when its pool's cache
+    /// settings did not change, so a reload keeps the answers.
+    fn parts_for(
+        &self,
+        config: &Config,
+        old: &[(String, Arc<PacketCache>)],
+    ) -> Result<Vec<(String, PoolParts)>> {
         config
             .pools
             .iter()
             .map(|p| {
-                Ok((
-                    p.name.clone(),
-                    Arc::new(Routes::new(p, &self.tcp_upstreams)?),
-                ))
+                let cache = p.cache.map(|c| {
+                    old.iter()
+                        .find(|(name, old)| *name == p.name && *old.config() == c)
+                        .map_or_else(|| Arc::new(PacketCache::new(c)), |(_, old)| Arc::clone(old))
+                });
+                let routes = Arc::new(Routes::new(p, &self.tcp_upstreams)?);
+                Ok((p.name.clone(), PoolParts { routes, cache }))
             })
             .collect()
     }
@@ -132,7 +162,7 @@ impl Server {
         &self,
         l: &ListenerConfig,
         pools: &[Arc<Pool>],
-        routes: &[(String, Arc<Routes>)],
+        parts: &[(String, PoolParts)],
         metrics: &Arc<ListenerMetrics>,
         old_log: Option<(&ListenerConfig, &Option<AccessLog>)>,
     ) -> Result<ListenerShared> {
@@ -153,16 +183,17 @@ impl Server {
                 .clone()
                 .map(|t| AccessLog::start(t, l.format, Arc::clone(metrics))),
         };
+        let parts = parts
+            .iter()
+            .find(|(name, _)| *name == l.pool)
+            .map(|(_, p)| p);
         Ok(ListenerShared {
             config: l.clone(),
             pool,
             acl: Acl::new(l.allow.clone()),
             access_log,
-            routes: routes
-                .iter()
-                .find(|(name, _)| *name == l.pool)
-                .map(|(_, r)| Arc::clone(r))
-                .unwrap_or_default(),
+            routes: parts.map(|p| Arc::clone(&p.routes)).unwrap_or_default(),
+            cache: parts.and_then(|p| p.cache.clone()),
         })
     }
 

@@ -68,7 +68,7 @@ type BackendFamily = (
     fn(&Backend) -> u64,
 );
 
-const LISTENER_COUNTERS: [(&str, &str, Pick); 12] = [
+const LISTENER_COUNTERS: [(&str, &str, Pick); 13] = [
     ("queries_total", "Valid queries received.", |m| {
         get(&m.queries)
     }),
@@ -76,6 +76,11 @@ const LISTENER_COUNTERS: [(&str, &str, Pick); 12] = [
         "answers_total",
         "Backend answers relayed to clients.",
         |m| get(&m.answers),
+    ),
+    (
+        "cache_hits_total",
+        "Answers served from the pool's packet cache, stale ones included.",
+        |m| get(&m.cache_hits),
     ),
     (
         "servfail_total",

@@ -72,6 +72,8 @@ struct Plan {
     /// New certificates of kept DoT/DoH listeners.
     keys: Vec<(Arc<ServerTls>, Arc<CertifiedKey>)>,
     started: Started,
+    /// The pools' caches, kept ones included.
+    caches: Vec<(String, Arc<crate::cache::PacketCache>)>,
 }
 
 impl Server {
@@ -117,6 +119,7 @@ impl Server {
         next.extend(started);
         st.listeners = next;
         st.pools = pools;
+        st.caches = plan.caches;
         self.reconcile_health(config, &st.pools);
         Ok(summary)
     }
@@ -125,8 +128,9 @@ impl Server {
     /// failure changes nothing), kept ones get their new settings and
     /// certificates ready.
     fn plan(&self, st: &State, config: &Config, pools: &[Arc<Pool>]) -> Result<Plan> {
-        let routes = self.routes_for(config)?;
+        let parts = self.parts_for(config, &st.caches)?;
         let mut plan = Plan {
+            caches: super::caches_of(&parts),
             keep: Vec::new(),
             keys: Vec::new(),
             started: Started::default(),
@@ -134,7 +138,7 @@ impl Server {
         for l in &config.listeners {
             let existing = st.listeners.iter().position(|r| same_sockets(&r.config, l));
             let Some((i, r)) = existing.and_then(|i| st.listeners.get(i).map(|r| (i, r))) else {
-                plan.started.push(self.start_listener(l, pools, &routes)?);
+                plan.started.push(self.start_listener(l, pools, &parts)?);
                 continue;
             };
             if let (Some(tls), Some(files)) = (&r.tls, &l.tls) {
@@ -149,7 +153,7 @@ impl Server {
             }
             let old = r.ctx.shared.load();
             let log = Some((&r.config, &old.access_log));
-            let shared = self.shared_for(l, pools, &routes, &r.ctx.metrics, log)?;
+            let shared = self.shared_for(l, pools, &parts, &r.ctx.metrics, log)?;
             plan.keep.push((i, shared));
         }
         Ok(plan)
