@@ -1,5 +1,5 @@
-//! The admin HTTP endpoint: `GET /status` (JSON) and `GET /metrics`
-//! (Prometheus text).
+//! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
+//! (Prometheus text) and `POST /cache/purge`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use dnsha_core::config::AdminConfig;
 use dnsha_proxy::server::Server;
+use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -128,11 +130,15 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
         .ok()
         .and_then(|g| g.as_ref().map(crate::vrrp::Running::status))
         .unwrap_or_default();
+    if req.method() == Method::POST && req.uri().path() == "/cache/purge" {
+        let (status, body) = purge(server, req.uri().query().unwrap_or(""));
+        return reply(status, "application/json", body);
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only\n".into(),
+            "GET only (POST for /cache/purge)\n".into(),
         );
     }
     match req.uri().path() {
@@ -157,6 +163,78 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
     }
 }
 
+/// What `POST /cache/purge?pool=P[&name=N[&type=T]][&suffix=true]` asks.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PurgeRequest {
+    pool: String,
+    name: Option<String>,
+    qtype: Option<String>,
+    suffix: bool,
+}
+
+impl PurgeRequest {
+    /// Reads the query string; unknown keys and a missing pool are errors.
+    fn parse(query: &str) -> Result<Self, String> {
+        let mut r = Self::default();
+        let mut pool = None;
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            match &*k {
+                "pool" => pool = Some(v.into_owned()),
+                "name" => r.name = Some(v.into_owned()),
+                "type" => r.qtype = Some(v.into_owned()),
+                "suffix" => r.suffix = matches!(&*v, "1" | "true" | "yes"),
+                other => return Err(format!("unknown parameter `{other}`")),
+            }
+        }
+        r.pool = pool.ok_or("the `pool` parameter is required")?;
+        if r.qtype.is_some() && r.name.is_none() {
+            return Err("`type` needs a `name`".into());
+        }
+        Ok(r)
+    }
+}
+
+/// Removes entries from a pool's packet cache: all of them, a name's, a
+/// name's of one type, or (`suffix`) every name under one. Logged.
+fn purge(server: &Server, query: &str) -> (StatusCode, String) {
+    let error = |status, msg: String| (status, serde_json::json!({ "error": msg }).to_string());
+    let r = match PurgeRequest::parse(query) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let Some(cache) = server.cache(&r.pool) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("pool `{}` does not exist or has no [pool.cache]", r.pool),
+        );
+    };
+    let name = match r.name.as_deref().map(wire_name).transpose() {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let qtype = match r
+        .qtype
+        .as_deref()
+        .map(|t| t.parse::<RecordType>())
+        .transpose()
+    {
+        Ok(t) => t.map(u16::from),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad type: {e}")),
+    };
+    let removed = cache.purge(name.as_deref(), qtype, r.suffix);
+    tracing::info!(pool = %r.pool, name = r.name.as_deref().unwrap_or("*"), qtype = r.qtype.as_deref().unwrap_or("*"), suffix = r.suffix, removed, "cache purged");
+    let body = serde_json::json!({ "pool": r.pool, "removed": removed });
+    (StatusCode::OK, body.to_string())
+}
+
+/// A domain name in wire form (absolute whether or not it ends in a dot).
+fn wire_name(text: &str) -> Result<Vec<u8>, String> {
+    let mut name = Name::from_ascii(text).map_err(|e| format!("bad name `{text}`: {e}"))?;
+    name.set_fqdn(true);
+    name.to_bytes()
+        .map_err(|e| format!("bad name `{text}`: {e}"))
+}
+
 /// The balancer's status with the VRRP instances added as `"vrrp"` (an
 /// empty list when there are none).
 fn status_json(
@@ -168,4 +246,29 @@ fn status_json(
         obj.insert("vrrp".into(), serde_json::to_value(instances)?);
     }
     serde_json::to_string(&status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purge_requests_are_read_strictly() {
+        let r = PurgeRequest::parse("pool=p&name=www.example.&type=AAAA&suffix=1").unwrap();
+        assert_eq!(
+            r,
+            PurgeRequest {
+                pool: "p".into(),
+                name: Some("www.example.".into()),
+                qtype: Some("AAAA".into()),
+                suffix: true,
+            }
+        );
+        assert_eq!(PurgeRequest::parse("pool=p").unwrap().name, None);
+        assert!(PurgeRequest::parse("name=x").is_err());
+        assert!(PurgeRequest::parse("pool=p&type=A").is_err());
+        assert!(PurgeRequest::parse("pool=p&nmae=x").is_err());
+        assert!(wire_name("www.example").is_ok());
+        assert!(wire_name("a..b").is_err());
+    }
 }

@@ -51,6 +51,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work on the packet caches of a running dnsha.
+    Cache {
+        /// What to do.
+        #[command(subcommand)]
+        action: CacheCommand,
+    },
+}
+
+/// `dnsha cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Remove answers from a pool's cache: all of them, a name's, or a
+    /// name's of one type (`POST /cache/purge` on the admin endpoint).
+    Purge {
+        /// Admin endpoint of the running daemon.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        admin: SocketAddr,
+        /// Every name under NAME too (NAME itself included).
+        #[arg(long)]
+        suffix: bool,
+        /// The pool whose cache is purged.
+        pool: String,
+        /// Only this name (any case; absolute with or without the dot).
+        name: Option<String>,
+        /// Only this type of NAME (A, AAAA, MX...).
+        #[arg(value_name = "TYPE")]
+        qtype: Option<String>,
+    },
 }
 
 /// Installs the stderr logger (RUST_LOG or `info`), with colours only when
@@ -96,6 +124,22 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Cache {
+            action:
+                CacheCommand::Purge {
+                    admin,
+                    suffix,
+                    pool,
+                    name,
+                    qtype,
+                },
+        } => match runtime() {
+            Ok(rt) => rt.block_on(crate::status::purge(admin, &pool, name, qtype, suffix)),
+            Err(e) => {
+                eprintln!("dnsha: cannot start runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Status { admin, json } => match runtime() {
             Ok(rt) => rt.block_on(crate::status::run(admin, json)),
             Err(e) => {

@@ -56,12 +56,14 @@ pub enum Error {
         addr: SocketAddr,
     },
     /// The answer is not 200 OK.
-    #[error("{addr}: {status_line}")]
+    #[error("{addr}: {status_line}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     HttpStatus {
         /// The admin endpoint.
         addr: SocketAddr,
         /// The answer's first line.
         status_line: String,
+        /// The answer's body, trimmed (the endpoint's explanation).
+        body: String,
     },
     /// No complete answer in time.
     #[error("{addr}: timed out")]

@@ -13,11 +13,19 @@ use crate::error::{Error, Result};
 
 /// Fetches `GET path` from `addr` and returns the body of a 200 answer.
 pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String> {
+    request(addr, "GET", path).await
+}
+
+/// Sends `METHOD path` (no body) to `addr` and returns the body of a 200
+/// answer; any other status is an error carrying the status line.
+pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|source| Error::Connect { addr, source })?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
         let exchange = |source| Error::Exchange { addr, source };
         s.write_all(req.as_bytes()).await.map_err(exchange)?;
         let mut buf = Vec::new();
@@ -30,6 +38,7 @@ pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String> {
             return Err(Error::HttpStatus {
                 addr,
                 status_line: head.lines().next().unwrap_or("").to_string(),
+                body: body.trim().chars().take(512).collect(),
             });
         }
         Ok(body.to_string())
@@ -50,6 +59,19 @@ pub fn render(st: &Status) -> String {
     );
     for p in &st.pools {
         let _ = writeln!(out, "{} {}", p.name, p.policy);
+        if let Some(c) = &p.cache {
+            let _ = writeln!(
+                out,
+                "  cache: {}/{} entries, {} KiB, hit ratio {:.1} % ({} hits, {} misses, {} stale)",
+                c.entries,
+                c.max_entries,
+                c.bytes.div_ceil(1024),
+                c.hit_ratio * 100.0,
+                c.hits,
+                c.misses,
+                c.stale_hits
+            );
+        }
         for b in &p.backends {
             let _ = writeln!(
                 out,
@@ -166,6 +188,49 @@ pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("dnsha status: unexpected answer from {admin}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dnsha cache purge`: asks the daemon at `admin` to remove entries from
+/// `pool`'s cache and says how many went.
+pub async fn purge(
+    admin: SocketAddr,
+    pool: &str,
+    name: Option<String>,
+    qtype: Option<String>,
+    suffix: bool,
+) -> ExitCode {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("pool", pool);
+    if let Some(n) = &name {
+        q.append_pair("name", n);
+    }
+    if let Some(t) = &qtype {
+        q.append_pair("type", t);
+    }
+    if suffix {
+        q.append_pair("suffix", "true");
+    }
+    let path = format!("/cache/purge?{}", q.finish());
+    let body = match request(admin, "POST", &path).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("dnsha cache purge: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let removed = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["removed"].as_u64());
+    match removed {
+        Some(n) => {
+            println!("removed {n} entries from the cache of pool {pool}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("dnsha cache purge: unexpected answer from {admin}: {body}");
             ExitCode::FAILURE
         }
     }

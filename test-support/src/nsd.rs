@@ -43,6 +43,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// - `www.example.test.` A *answer_ip* and a wildcard `*.example.test.` A
 ///   *answer_ip*, so a test sees which backend answered;
 /// - `whoami.example.test.` TXT `"nsd-<answer_ip>"`;
+/// - `short.example.test.` A *answer_ip* with a TTL of 2 s, and an SOA
+///   MINIMUM of 2 s (NODATA answers, `www.example.test. AAAA`, live 2 s),
+///   for cache expiry tests;
 /// - `big.example.test.` with [`BIG_TXT_RECORDS`] TXT records of 100
 ///   characters, for truncation tests.
 ///
@@ -311,12 +314,13 @@ fn zone_file(answer: Ipv4Addr) -> String {
     let mut zone = format!(
         "$ORIGIN example.test.
 $TTL 300
-@       IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 300
+@       IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 2
 @       IN NS  ns1.example.test.
 ns1     IN A   127.0.0.1
 www     IN A   {answer}
 *       IN A   {answer}
 whoami  IN TXT \"nsd-{answer}\"
+short 2 IN A   {answer}
 "
     );
     for i in 0..BIG_TXT_RECORDS {

@@ -20,7 +20,7 @@ use dnsha_health::HealthMonitor;
 
 pub use prometheus::Exposition;
 pub use reload::ReloadSummary;
-pub use status::{BackendStatus, ListenerStatus, PoolStatus, Status};
+pub use status::{BackendStatus, CacheStatus, ListenerStatus, PoolStatus, Status};
 
 use crate::accesslog::AccessLog;
 use crate::acl::Acl;
@@ -240,6 +240,15 @@ impl Server {
             .iter()
             .filter(|r| r.config.pool == pool)
             .all(|r| !r.ctx.stop.is_cancelled() && !r.ctx.tasks.is_empty())
+    }
+
+    /// The packet cache of pool `pool`, if the pool exists and has one.
+    pub fn cache(&self, pool: &str) -> Option<Arc<PacketCache>> {
+        self.lock()
+            .caches
+            .iter()
+            .find(|(name, _)| name == pool)
+            .map(|(_, c)| Arc::clone(c))
     }
 
     /// The pools, in configured order.

@@ -8,6 +8,7 @@ use dnsha_core::config::Protocol;
 use dnsha_core::{Backend, Pool};
 
 use super::{RunningListener, Server};
+use crate::cache::{PacketCache, Size, Stats};
 use crate::metrics::{get, ListenerMetrics, HTTP_STATUSES};
 use crate::wire::dns::DropReason;
 
@@ -78,8 +79,8 @@ const LISTENER_COUNTERS: [(&str, &str, Pick); 13] = [
         |m| get(&m.answers),
     ),
     (
-        "cache_hits_total",
-        "Answers served from the pool's packet cache, stale ones included.",
+        "cache_answers_total",
+        "Answers served from the pool's packet cache by this listener, stale ones included.",
         |m| get(&m.cache_hits),
     ),
     (
@@ -290,6 +291,62 @@ fn backend_families(w: &mut Exposition, pools: &[Arc<Pool>]) {
     }
 }
 
+/// The pools' packet caches: counters and sizes, labelled by pool.
+fn cache_families(w: &mut Exposition, caches: &[(String, Arc<PacketCache>)]) {
+    if caches.is_empty() {
+        return;
+    }
+    /// One pool's figures: labels, counters, size, skipped inserts, and
+    /// (queries without a key, answers not stored).
+    type Row = (String, Stats, Size, u64, (u64, u64));
+    let rows: Vec<Row> = caches
+        .iter()
+        .map(|(name, c)| {
+            (
+                format!("pool=\"{name}\""),
+                c.stats(),
+                c.size(),
+                c.skipped_inserts(),
+                c.uncacheable(),
+            )
+        })
+        .collect();
+    type Pick = fn(&Row) -> u64;
+    let counters: [(&str, &str, Pick); 11] = [
+        ("cache_hits_total", "Queries answered fresh from the cache.", |r| r.1.hits),
+        ("cache_misses_total", "Lookups that found nothing fresh.", |r| r.1.misses),
+        ("cache_stale_hits_total", "Expired answers served because the pool could not answer (serve-stale).", |r| r.1.stale_hits),
+        ("cache_inserts_total", "Answers stored.", |r| r.1.inserts),
+        ("cache_evictions_total", "Servable entries pushed out by newer ones (max_entries).", |r| r.1.evictions),
+        ("cache_expired_total", "Entries removed once past serving.", |r| r.1.expired),
+        ("cache_collisions_total", "Lookups whose hash matched an entry of another question.", |r| r.1.collisions),
+        ("cache_purged_total", "Entries removed by a purge.", |r| r.1.purged),
+        ("cache_insert_skipped_total", "Inserts skipped because another worker held the shard.", |r| r.3),
+        ("cache_uncacheable_total", "Queries that could not be keyed (ECS without `ecs = true`, TSIG).", |r| r.4 .0),
+        ("cache_not_stored_total", "Answers not stored (truncated, TTL 0 or under min_ttl, negative without SOA, error codes).", |r| r.4 .1),
+    ];
+    for (name, help, f) in counters {
+        w.family(
+            name,
+            help,
+            "counter",
+            rows.iter().map(|r| (r.0.clone(), f(r))),
+        );
+    }
+    w.family(
+        "cache_entries",
+        "Answers held.",
+        "gauge",
+        rows.iter().map(|r| (r.0.clone(), r.2.entries as u64)),
+    );
+    w.family(
+        "cache_bytes",
+        "Memory the answers hold, about.",
+        "gauge",
+        rows.iter().map(|r| (r.0.clone(), r.2.bytes as u64)),
+    );
+}
+
 impl Server {
     /// Metrics in the Prometheus text format, series named `dnsha_*`.
     pub fn prometheus(&self) -> String {
@@ -298,6 +355,7 @@ impl Server {
         listener_families(&mut w, &st.listeners);
         tls_families(&mut w, &st.listeners);
         backend_families(&mut w, &st.pools);
+        cache_families(&mut w, &st.caches);
         let globals = [
             (
                 "tcp_upstream_unmatched_total",

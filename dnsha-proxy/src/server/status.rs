@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::Server;
+use crate::cache::PacketCache;
 use crate::metrics::get;
 
 impl Server {
@@ -18,7 +19,13 @@ impl Server {
                 .iter()
                 .map(|p| {
                     let snap = p.snapshot();
+                    let cache = st
+                        .caches
+                        .iter()
+                        .find(|(name, _)| name == p.name())
+                        .map(|(_, c)| CacheStatus::of(c));
                     PoolStatus {
+                        cache,
                         name: p.name().to_string(),
                         policy: snap.policy().name().to_string(),
                         backends: snap
@@ -84,6 +91,48 @@ pub struct PoolStatus {
     pub policy: String,
     /// Backends in configured order.
     pub backends: Vec<BackendStatus>,
+    /// The pool's packet cache, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheStatus>,
+}
+
+/// A pool's packet cache in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CacheStatus {
+    /// Answers held now.
+    pub entries: usize,
+    /// Most answers it holds.
+    pub max_entries: usize,
+    /// Bytes held, about.
+    pub bytes: usize,
+    /// Fresh hits since start.
+    pub hits: u64,
+    /// Lookups that found nothing fresh.
+    pub misses: u64,
+    /// Stale answers served.
+    pub stale_hits: u64,
+    /// Hits over lookups, 0–1 (0 before the first lookup).
+    pub hit_ratio: f64,
+}
+
+impl CacheStatus {
+    fn of(c: &PacketCache) -> Self {
+        let (stats, size) = (c.stats(), c.size());
+        let lookups = stats.hits + stats.misses;
+        Self {
+            entries: size.entries,
+            max_entries: c.config().max_entries,
+            bytes: size.bytes,
+            hits: stats.hits,
+            misses: stats.misses,
+            stale_hits: stats.stale_hits,
+            hit_ratio: if lookups == 0 {
+                0.0
+            } else {
+                stats.hits as f64 / lookups as f64
+            },
+        }
+    }
 }
 
 /// One backend in `/status`.
