@@ -152,6 +152,11 @@ struct Stack {
 }
 
 fn stack(doh_extra: &str) -> Stack {
+    stack_with(doh_extra, "policy = \"rr\"")
+}
+
+/// The same with `pool` lines in the pool.
+fn stack_with(doh_extra: &str, pool: &str) -> Stack {
     init_tracing();
     let pki = pki();
     let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
@@ -162,7 +167,7 @@ fn stack(doh_extra: &str) -> Stack {
         admin,
         &pki.files,
         doh_extra,
-        "policy = \"rr\"",
+        pool,
         &[("a", n1.addr()), ("b", n2.addr())],
     );
     let mut d = Dnsha::start(bin(), &cfg);
@@ -305,6 +310,81 @@ fn curl(args: &[&str]) -> (String, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (headers, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     (status.trim().to_string(), headers.to_lowercase())
+}
+
+/// With `[pool.cache]`, DoH and DoT are answered from the cache too: a
+/// second DoH GET a second later gets the cached answer with `max-age`
+/// aged by that second, and DoT (kdig) gets it without a backend query.
+#[test]
+fn doh_and_dot_answer_from_the_cache_with_an_aged_max_age() {
+    let s = stack_with("", "policy = \"rr\"\n[pool.cache]\n");
+    let ca = s.pki.files.ca.to_str().unwrap().to_string();
+    let resolve = format!("{HOST}:{}:127.0.0.1", s.doh.port());
+    let query = build_query("cached.example.test", RecordType::A)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let get = format!(
+        "https://{HOST}:{}/dns-query?dns={}",
+        s.doh.port(),
+        dnsha_proxy::frontend::doh::encode_get_param(&query)
+    );
+    let args = [
+        "--cacert",
+        ca.as_str(),
+        "--resolve",
+        resolve.as_str(),
+        get.as_str(),
+    ];
+    let (code, headers) = curl(&args);
+    assert_eq!(code, "200 2", "{headers}");
+    assert!(headers.contains("cache-control: max-age=300"), "{headers}");
+    let backend_queries = |s: &Stack| -> u64 {
+        status(s.admin)["pools"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["queries"].as_u64().unwrap())
+            .sum()
+    };
+    let before = backend_queries(&s);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (code, headers) = curl(&args);
+    assert_eq!(code, "200 2", "{headers}");
+    assert!(
+        headers.contains("cache-control: max-age=299")
+            || headers.contains("cache-control: max-age=298"),
+        "{headers}"
+    );
+    let port = s.listen.port().to_string();
+    let tls_ca = format!("+tls-ca={ca}");
+    let host = format!("+tls-hostname={HOST}");
+    let out = run(
+        "kdig",
+        &[
+            "@127.0.0.1",
+            "-p",
+            &port,
+            &tls_ca,
+            &host,
+            "+tls",
+            "+time=3",
+            "+retry=0",
+            // The DoH query's flags: the same cache key.
+            "+noedns",
+            "+noadflag",
+            "cached.example.test",
+            "A",
+        ],
+    );
+    assert!(out.contains("10.0.0."), "{out}");
+    assert_eq!(
+        backend_queries(&s),
+        before,
+        "a cached answer went to a backend"
+    );
+    assert!(metric(s.admin, "dnsha_cache_answers_total{listener=\"doh\"") >= 1);
+    assert!(metric(s.admin, "dnsha_cache_answers_total{listener=\"dot\"") >= 1);
 }
 
 #[test]

@@ -77,11 +77,12 @@ pub(super) fn key_of<S: BuildHasher>(
         let label = msg.get(pos + 1..pos + 1 + len).ok_or(bad)?;
         // A label at a time, lower-cased on the stack.
         let mut lower = [0u8; 64];
-        lower[0] = len as u8;
-        for (d, s) in lower[1..=len].iter_mut().zip(label) {
+        let dest = lower.get_mut(..=len).ok_or(bad)?;
+        dest[0] = len as u8;
+        for (d, s) in dest[1..].iter_mut().zip(label) {
             *d = s.to_ascii_lowercase();
         }
-        feed(&lower[..=len]);
+        feed(dest);
         pos += 1 + len;
         if len == 0 {
             break;

@@ -139,11 +139,16 @@ impl Shards {
         // A power of two, a few per core: two workers rarely want the same
         // one, and a small cache still has room in each.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let n = (cores * 4)
-            .next_power_of_two()
-            .clamp(1, 64)
-            .min(max_entries.next_power_of_two());
-        let n = n.max(1);
+        Self::with_count(max_entries, (cores * 4).min(64))
+    }
+
+    /// `n` shards (a power of two from 1 to 1024, and no more than the
+    /// entries), `max_entries` spread over them.
+    pub(super) fn with_count(max_entries: usize, n: usize) -> Self {
+        // At most the largest power of two within the entries, so that no
+        // shard is left without room.
+        let room = 1usize << (usize::BITS - 1 - max_entries.max(1).leading_zeros());
+        let n = n.clamp(1, 1024).next_power_of_two().min(room);
         Self {
             shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
             cap: max_entries.div_ceil(n),
