@@ -18,7 +18,9 @@
 //!   longer and are served with `stale_ttl` only when the pool cannot
 //!   answer (RFC 8767), through [`PacketCache::stale`].
 //! - Shards with a lock each keep workers apart; an insert that finds its
-//!   shard busy is skipped (counted), it never waits.
+//!   shard busy is skipped (counted), it never waits. A full shard evicts
+//!   in insertion order, but an answer served since it was stored gets a
+//!   second chance (CLOCK), so popular answers stay.
 //!
 //! ```
 //! use dnsha_core::{config::CacheConfig, Millis};
@@ -253,7 +255,9 @@ impl PacketCache {
                 } else {
                     shard.stats.hits += 1;
                 }
-                shard.map.get(&key.hash)
+                let slot = shard.map.get_mut(&key.hash)?;
+                slot.referenced = true;
+                Some(slot)
             }
         }
     }

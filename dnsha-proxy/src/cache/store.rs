@@ -29,6 +29,10 @@ impl Hasher for Identity {
     }
 }
 
+/// Entries one insert may send to the back of the queue before it evicts
+/// whatever comes next: the work of an insert stays bounded.
+const SECOND_CHANCES: usize = 16;
+
 /// A stored answer and its place in the queue.
 #[derive(Debug)]
 pub(super) struct Slot {
@@ -39,6 +43,9 @@ pub(super) struct Slot {
     pub(super) stale_until: Millis,
     /// Insertion number: the queue's item for this slot carries the same.
     seq: u64,
+    /// Served since it last came to the front of the queue: it gets a
+    /// second chance before eviction (CLOCK), so popular answers stay.
+    pub(super) referenced: bool,
 }
 
 /// One shard.
@@ -55,23 +62,33 @@ pub(super) struct Shard {
 
 impl Shard {
     /// Stores `slot` under `hash` within `cap` entries: the oldest go first
-    /// (counted as expired when they were past serving, else evicted).
+    /// (counted as expired when they were past serving, else evicted),
+    /// except that one served since it was queued goes to the back once
+    /// (second chance: at most [`SECOND_CHANCES`] per insert).
     pub(super) fn insert(&mut self, hash: u64, mut slot: Slot, cap: usize, now: Millis) {
         if let Some(old) = self.map.remove(&hash) {
             self.bytes -= old.entry.size();
         }
+        let mut chances = 0;
         while self.map.len() >= cap {
             let Some((h, seq)) = self.queue.pop_front() else {
                 break;
             };
-            if self.map.get(&h).is_some_and(|s| s.seq == seq) {
-                if let Some(old) = self.map.remove(&h) {
-                    self.bytes -= old.entry.size();
-                    if old.stale_until <= now {
-                        self.stats.expired += 1;
-                    } else {
-                        self.stats.evictions += 1;
-                    }
+            let Some(s) = self.map.get_mut(&h).filter(|s| s.seq == seq) else {
+                continue;
+            };
+            if s.referenced && chances < SECOND_CHANCES && s.stale_until > now {
+                s.referenced = false;
+                self.queue.push_back((h, seq));
+                chances += 1;
+                continue;
+            }
+            if let Some(old) = self.map.remove(&h) {
+                self.bytes -= old.entry.size();
+                if old.stale_until <= now {
+                    self.stats.expired += 1;
+                } else {
+                    self.stats.evictions += 1;
                 }
             }
         }
@@ -122,6 +139,7 @@ impl Slot {
             stale_until: fresh_until.plus(stale_for_ms),
             entry,
             seq: 0,
+            referenced: false,
         }
     }
 }

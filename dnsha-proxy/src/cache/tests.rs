@@ -419,3 +419,28 @@ fn answers_that_do_not_parse_are_not_stored() {
         Err(NotStored::Malformed)
     );
 }
+
+#[test]
+fn a_served_answer_gets_a_second_chance_before_eviction() {
+    let c = PacketCache::with_shards(
+        CacheConfig {
+            max_entries: 4,
+            ..CacheConfig::default()
+        },
+        1,
+    );
+    let put = |n: &str| {
+        let q = query_msg(1, n, RecordType::A, None);
+        store(&c, &q, &answer(&q, &[300]), Millis(0)).unwrap();
+    };
+    for n in ["a.x.", "b.x.", "c.x.", "d.x."] {
+        put(n);
+    }
+    assert!(lookup(&c, &query(1, "a.x."), Millis(0)).is_some());
+    put("e.x.");
+    // The oldest, a, was served: b goes instead.
+    assert!(lookup(&c, &query(1, "a.x."), Millis(0)).is_some());
+    assert!(lookup(&c, &query(1, "b.x."), Millis(0)).is_none());
+    assert_eq!(c.size().entries, 4);
+    assert_eq!(c.stats().evictions, 1);
+}
