@@ -419,6 +419,22 @@ impl SendBatch {
     }
 }
 
+/// Registers `socket` (made non-blocking) with the current runtime for
+/// reading only (see [`crate::socket::UdpReader`]). Must be called within a
+/// runtime.
+#[allow(unsafe_code)]
+pub fn udp_reader(socket: std::net::UdpSocket) -> io::Result<crate::socket::UdpReader> {
+    socket.set_nonblocking(true)?;
+    // SAFETY: the `AsyncFd` takes ownership of `socket`, a std `UdpSocket`
+    // that owns its descriptor: the descriptor stays open and is the same
+    // one for the whole life of the `AsyncFd`, and `as_raw_fd` always
+    // returns it.
+    let r = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE)
+    };
+    r.map_err(|e| e.into_parts().1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,12 +20,12 @@ use dnsha_core::{BackendId, FailureKind, Millis};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use super::ctx::ListenerCtx;
 use crate::metrics::inc;
 use crate::pipeline::cache::{self, Cached};
 use crate::pipeline::{admit, Admission, Attempt, Failure, Flight, Next};
+use crate::socket::UdpReader;
 use crate::sys::{self, PktInfo};
 use crate::upstream::failure_kind;
 use crate::upstream::udp_sockets::WorkerSockets;
@@ -76,7 +76,7 @@ struct Pending {
 /// the queries in flight (each ends within the pool timeout × attempts).
 pub async fn serve(
     ctx: Arc<ListenerCtx>,
-    socket: UdpSocket,
+    socket: UdpReader,
     pktinfo: bool,
     main: tokio::runtime::Handle,
 ) {
@@ -102,7 +102,7 @@ struct Worker {
     /// The daemon's main runtime: stream tasks go there, not on the
     /// worker's own thread.
     main: tokio::runtime::Handle,
-    socket: Arc<UdpSocket>,
+    socket: Arc<UdpReader>,
     pktinfo: bool,
     upstreams: WorkerSockets,
     pending: PendingTable<Pending>,
@@ -635,7 +635,7 @@ impl Worker {
         let r = if self.pktinfo {
             sys::send_with_pktinfo(&self.socket, bytes, to, from)
         } else {
-            socket2::SockRef::from(&self.socket).send_to(bytes, &to.into())
+            socket2::SockRef::from(self.socket.get_ref()).send_to(bytes, &to.into())
         };
         if let Err(e) = r {
             self.ctx.metrics.dropped(DropReason::Overload);
@@ -654,10 +654,10 @@ type Msgs<'a> = smallvec::SmallVec<[(&'a [u8], Option<SocketAddr>); BATCH]>;
 /// worker waits for the reactor's next event instead of spending a recvmmsg
 /// that would only return EAGAIN. The datagrams read are returned all the
 /// same.
-fn recv_ready(sock: &UdpSocket, batch: &mut sys::RecvBatch) -> io::Result<usize> {
+fn recv_ready(sock: &UdpReader, batch: &mut sys::RecvBatch) -> io::Result<usize> {
     let mut got = 0;
-    let r = sock.try_io(Interest::READABLE, || {
-        got = batch.recv(sock)?;
+    let r = sock.try_io(Interest::READABLE, |s| {
+        got = batch.recv(s)?;
         if got < BATCH {
             Err(io::ErrorKind::WouldBlock.into())
         } else {

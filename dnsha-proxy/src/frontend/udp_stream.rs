@@ -17,12 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dnsha_core::config::Protocol;
-use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
 use super::ctx::ListenerCtx;
 use super::forward::forward;
 use crate::metrics::inc;
+use crate::socket::UdpReader;
 use crate::sys::{self, PktInfo};
 use crate::upstream::stream::TcpUpstreams;
 use crate::upstream::Upstreams;
@@ -33,7 +33,7 @@ use crate::wire::dns::{truncated, udp_payload_limit, DropReason, QueryInfo};
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
     ctx: &Arc<ListenerCtx>,
-    socket: &Arc<UdpSocket>,
+    socket: &Arc<UdpReader>,
     pktinfo: bool,
     upstreams: &Arc<TcpUpstreams>,
     slots: &Arc<Semaphore>,
@@ -69,7 +69,7 @@ pub fn spawn(
             let sent = if pktinfo {
                 sys::send_with_pktinfo(&*socket, &answer, client, from)
             } else {
-                socket2::SockRef::from(&*socket).send_to(&answer, &client.into())
+                socket2::SockRef::from(socket.get_ref()).send_to(&answer, &client.into())
             };
             if let Err(e) = sent {
                 ctx2.metrics.dropped(DropReason::Overload);

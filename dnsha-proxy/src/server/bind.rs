@@ -148,7 +148,7 @@ impl Server {
                 if let Some(cpu) = cpu {
                     pin_current_thread(cpu);
                 }
-                match tokio::net::UdpSocket::from_std(std) {
+                match crate::sys::udp_reader(std) {
                     Ok(sock) => frontend::udp::serve(ctx2, sock, pktinfo, main).await,
                     Err(e) => tracing::error!(error = %e, "udp worker socket"),
                 }

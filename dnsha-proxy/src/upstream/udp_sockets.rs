@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::io;
 use std::task::Context;
 
+use crate::socket::UdpReader;
 use dnsha_core::{Backend, BackendId, FailureKind, Millis};
-use tokio::net::UdpSocket;
 
 use super::failure_kind;
 use crate::sys::SendBatch;
@@ -39,7 +39,7 @@ type Msgs<'a> = smallvec::SmallVec<[(&'a [u8], Option<std::net::SocketAddr>); BA
 
 #[derive(Debug)]
 struct Sock {
-    io: UdpSocket,
+    io: UdpReader,
     /// Upstream IDs of queries waiting to leave on this socket at the end of
     /// the round.
     outbox: Vec<u16>,
@@ -121,7 +121,7 @@ impl WorkerSockets {
         }
         while list.len() < ports {
             let std = crate::socket::connect_udp(backend.address())?;
-            let io = UdpSocket::from_std(std)?;
+            let io = crate::sys::udp_reader(std)?;
             let slot = self.next_slot;
             self.next_slot = self.next_slot.wrapping_add(1);
             self.socks.insert(
@@ -210,7 +210,7 @@ impl WorkerSockets {
     }
 
     /// The socket of `slot`.
-    pub fn socket(&self, slot: u32) -> Option<&UdpSocket> {
+    pub fn socket(&self, slot: u32) -> Option<&UdpReader> {
         self.socks.get(&slot).map(|s| &s.io)
     }
 
@@ -219,7 +219,7 @@ impl WorkerSockets {
     pub fn poll_any_ready(&self, cx: &mut Context<'_>) -> bool {
         let mut ready = false;
         for s in self.socks.values() {
-            if s.io.poll_recv_ready(cx).is_ready() {
+            if s.io.poll_read_ready(cx).is_ready() {
                 ready = true;
             }
         }
@@ -277,7 +277,7 @@ impl WorkerSockets {
 /// Sends the queued queries `ids` of `slot` on `sock`, one sendmmsg (or one
 /// send for a single query); those the kernel refuses go to `failed`.
 fn send_queued<T>(
-    sock: &UdpSocket,
+    sock: &UdpReader,
     sender: &mut SendBatch,
     pending: &PendingTable<T>,
     bytes: &impl Fn(&T) -> &[u8],
@@ -294,7 +294,7 @@ fn send_queued<T>(
         while done < msgs.len() {
             let rest = msgs.get(done..).unwrap_or_default();
             let r = match rest {
-                [(one, _)] => socket2::SockRef::from(sock).send(one).map(|_| 1),
+                [(one, _)] => socket2::SockRef::from(sock.get_ref()).send(one).map(|_| 1),
                 _ => sender.send(sock, rest),
             };
             let failure = match r {
@@ -329,7 +329,8 @@ mod tests {
         let t0 = Millis(1_000);
         let first = w.slot_for(&b, 1, t0).unwrap();
         assert_eq!(w.slot_for(&b, 1, t0).unwrap(), first);
-        let port = |w: &WorkerSockets, s| w.socket(s).unwrap().local_addr().unwrap().port();
+        let port =
+            |w: &WorkerSockets, s| w.socket(s).unwrap().get_ref().local_addr().unwrap().port();
         let p1 = port(&w, first);
         // Old enough: a new socket takes the next query; the old one drains.
         let second = w.slot_for(&b, 1, t0.plus(ROTATE_AFTER_MS)).unwrap();
