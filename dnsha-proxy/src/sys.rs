@@ -161,8 +161,21 @@ impl RecvBatch {
 
     /// Receives what is queued on `s` (non-blocking), up to the batch size;
     /// returns how many datagrams arrived (WouldBlock when none).
-    #[allow(unsafe_code)]
     pub fn recv(&mut self, s: &impl AsRawFd) -> io::Result<usize> {
+        self.recv_with(s, libc::MSG_DONTWAIT)
+    }
+
+    /// Waits in the kernel for at least one datagram on `s` (a socket in
+    /// blocking mode), then takes what is queued with it, up to the batch
+    /// size (MSG_WAITFORONE): one system call where waiting through the
+    /// reactor costs two. Gives up after the socket's receive timeout
+    /// (WouldBlock).
+    pub fn recv_wait(&mut self, s: &impl AsRawFd) -> io::Result<usize> {
+        self.recv_with(s, libc::MSG_WAITFORONE)
+    }
+
+    #[allow(unsafe_code)]
+    fn recv_with(&mut self, s: &impl AsRawFd, flags: libc::c_int) -> io::Result<usize> {
         self.received.clear();
         let n = self.bufs.len();
         for i in 0..n {
@@ -194,32 +207,34 @@ impl RecvBatch {
         // and control pointers were set just above to buffers owned by
         // `self` with the lengths given; they stay alive and unaliased for
         // the call (`&mut self`), and the kernel writes at most those
-        // lengths. MSG_DONTWAIT: the call never blocks.
+        // lengths. With MSG_DONTWAIT the call never blocks; with
+        // MSG_WAITFORONE it blocks until one datagram (or the socket's
+        // receive timeout), holding nothing but `self`.
         let got = unsafe {
             libc::recvmmsg(
                 s.as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 vlen,
-                libc::MSG_DONTWAIT,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         let got = usize::try_from(got).map_err(|_| io::Error::last_os_error())?;
         for (i, h) in self.headers.iter().enumerate().take(got) {
-            let Some(src) = self
+            // A source address that cannot be read (not IPv4 or IPv6) keeps
+            // its place, so datagram `i` stays slot `i`, flagged as
+            // truncated: the caller drops it and counts it.
+            let src = self
                 .names
                 .get(i)
-                .and_then(|a| to_socket_addr(a, h.msg_hdr.msg_namelen))
-            else {
-                continue;
-            };
+                .and_then(|a| to_socket_addr(a, h.msg_hdr.msg_namelen));
             let info = pktinfo_of_header(&h.msg_hdr);
             let len = usize::try_from(h.msg_len).unwrap_or(0);
             self.received.push(Received {
                 len: len.min(BATCH_SLOT),
-                src,
+                src: src.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
                 info,
-                truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
+                truncated: src.is_none() || h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0,
             });
         }
         Ok(self.received.len())
@@ -422,9 +437,31 @@ impl SendBatch {
 /// Registers `socket` (made non-blocking) with the current runtime for
 /// reading only (see [`crate::socket::UdpReader`]). Must be called within a
 /// runtime.
-#[allow(unsafe_code)]
 pub fn udp_reader(socket: std::net::UdpSocket) -> io::Result<crate::socket::UdpReader> {
     socket.set_nonblocking(true)?;
+    register_readable(socket)
+}
+
+/// The same for a UDP worker's listening socket, left in blocking mode
+/// with a receive timeout of `wait`, so that [`RecvBatch::recv_wait`] can
+/// wait on it; every other call on it passes MSG_DONTWAIT (receives, and
+/// the sends of [`send_to`], [`send_with_pktinfo`] and [`SendBatch`]).
+pub fn udp_listener_reader(
+    socket: std::net::UdpSocket,
+    wait: std::time::Duration,
+) -> io::Result<crate::socket::UdpReader> {
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(wait))?;
+    register_readable(socket)
+}
+
+/// Sends `buf` to `to` without waiting, whatever the socket's mode.
+pub fn send_to(s: &std::net::UdpSocket, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+    socket2::SockRef::from(s).send_to_with_flags(buf, &to.into(), libc::MSG_DONTWAIT)
+}
+
+#[allow(unsafe_code)]
+fn register_readable(socket: std::net::UdpSocket) -> io::Result<crate::socket::UdpReader> {
     // SAFETY: the `AsyncFd` takes ownership of `socket`, a std `UdpSocket`
     // that owns its descriptor: the descriptor stays open and is the same
     // one for the whole life of the `AsyncFd`, and `as_raw_fd` always

@@ -46,6 +46,10 @@ const MAX_BATCHES_PER_SOCKET: usize = 2048;
 /// again); pool timeouts are normally longer, see `Worker::run`.
 const IDLE_TICK_MS: u64 = 250;
 
+/// Longest a worker with nothing in flight waits in the kernel for queries
+/// before it looks at its timers and whether it must stop.
+pub const LISTENER_WAIT: std::time::Duration = std::time::Duration::from_millis(IDLE_TICK_MS);
+
 /// Drop upstream sockets of removed backends this often.
 const GC_INTERVAL_MS: u64 = 10_000;
 
@@ -143,6 +147,21 @@ impl Worker {
         tokio::pin!(timer);
         let mut armed = Millis::now();
         loop {
+            // Nothing in flight (all answered, by backends or the cache):
+            // wait for the next queries in the kernel, one system call, as
+            // dnsdist's listener threads do; through the reactor it takes
+            // two (epoll_wait, then recvmmsg). With queries in flight the
+            // worker must also watch its upstream sockets: the reactor. The
+            // wait ends after LISTENER_WAIT, for the timers and a stop.
+            if !stopping && self.pending.is_empty() && !self.upstreams.has_queued() {
+                if let Ok(n) = b.client.recv_wait(self.socket.get_ref()) {
+                    let now = Millis::now();
+                    self.on_queries(&mut b.client, n, &mut b.replies, now);
+                    self.flush_upstream(now);
+                    self.on_timer(now);
+                    continue;
+                }
+            }
             // Drain what is ready without going back to the reactor: one
             // wake-up serves batches of datagrams, each read by one recvmmsg.
             for _ in 0..16 {
@@ -153,6 +172,7 @@ impl Worker {
             if stopping && self.pending.is_empty() {
                 break;
             }
+
             let now = Millis::now();
             // Never further than IDLE_TICK: a new query's deadline (now +
             // its pool timeout) is then rarely earlier than the armed one, so
@@ -258,23 +278,7 @@ impl Worker {
     ) -> bool {
         match recv_ready(&self.socket, batch) {
             Ok(n) => {
-                hits.clear();
-                for i in 0..n {
-                    let Some(&d) = batch.received().get(i) else {
-                        break;
-                    };
-                    if d.truncated {
-                        self.ctx.metrics.dropped(DropReason::Malformed);
-                        continue;
-                    }
-                    if let Some(slot) = batch.slot_mut(i) {
-                        if let Some(len) = self.on_client(slot, d.len, d.src, d.info, now) {
-                            batch.set_len(i, len);
-                            hits.push((i, d.src, d.info));
-                        }
-                    }
-                }
-                self.send_replies(batch, hits);
+                self.on_queries(batch, n, hits, now);
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
@@ -283,6 +287,35 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// The `n` client queries just read into `batch`; those the cache
+    /// answers get their answer written over them in the batch, sent
+    /// together at the end (`hits` is reused).
+    fn on_queries(
+        &mut self,
+        batch: &mut sys::RecvBatch,
+        n: usize,
+        hits: &mut Vec<(usize, SocketAddr, Option<PktInfo>)>,
+        now: Millis,
+    ) {
+        hits.clear();
+        for i in 0..n {
+            let Some(&d) = batch.received().get(i) else {
+                break;
+            };
+            if d.truncated {
+                self.ctx.metrics.dropped(DropReason::Malformed);
+                continue;
+            }
+            if let Some(slot) = batch.slot_mut(i) {
+                if let Some(len) = self.on_client(slot, d.len, d.src, d.info, now) {
+                    batch.set_len(i, len);
+                    hits.push((i, d.src, d.info));
+                }
+            }
+        }
+        self.send_replies(batch, hits);
     }
 
     /// A client's query, the first `len` bytes of its batch `slot`. When
@@ -635,7 +668,7 @@ impl Worker {
         let r = if self.pktinfo {
             sys::send_with_pktinfo(&self.socket, bytes, to, from)
         } else {
-            socket2::SockRef::from(self.socket.get_ref()).send_to(bytes, &to.into())
+            sys::send_to(self.socket.get_ref(), bytes, to)
         };
         if let Err(e) = r {
             self.ctx.metrics.dropped(DropReason::Overload);

@@ -69,7 +69,7 @@ pub fn spawn(
             let sent = if pktinfo {
                 sys::send_with_pktinfo(&*socket, &answer, client, from)
             } else {
-                socket2::SockRef::from(socket.get_ref()).send_to(&answer, &client.into())
+                sys::send_to(socket.get_ref(), &answer, client)
             };
             if let Err(e) = sent {
                 ctx2.metrics.dropped(DropReason::Overload);

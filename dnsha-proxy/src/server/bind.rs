@@ -148,7 +148,7 @@ impl Server {
                 if let Some(cpu) = cpu {
                     pin_current_thread(cpu);
                 }
-                match crate::sys::udp_reader(std) {
+                match crate::sys::udp_listener_reader(std, frontend::udp::LISTENER_WAIT) {
                     Ok(sock) => frontend::udp::serve(ctx2, sock, pktinfo, main).await,
                     Err(e) => tracing::error!(error = %e, "udp worker socket"),
                 }
