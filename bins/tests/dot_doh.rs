@@ -115,6 +115,12 @@ fn run(cmd: &str, args: &[&str]) -> String {
 }
 
 fn kdig(addr: SocketAddr, ca: &std::path::Path, extra: &[&str]) -> String {
+    kdig_for(addr, ca, &["www.example.test", "A"], extra)
+}
+
+/// kdig to `addr` verifying the certificate against `ca` for `HOST`,
+/// asking `question` (name and type), with `extra` options after it.
+fn kdig_for(addr: SocketAddr, ca: &std::path::Path, question: &[&str], extra: &[&str]) -> String {
     let port = addr.port().to_string();
     let ca = format!("+tls-ca={}", ca.display());
     let host = format!("+tls-hostname={HOST}");
@@ -126,9 +132,8 @@ fn kdig(addr: SocketAddr, ca: &std::path::Path, extra: &[&str]) -> String {
         host.as_str(),
         "+time=3",
         "+retry=0",
-        "www.example.test",
-        "A",
     ];
+    args.extend_from_slice(question);
     args.extend_from_slice(extra);
     run("kdig", &args)
 }
@@ -356,26 +361,12 @@ fn doh_and_dot_answer_from_the_cache_with_an_aged_max_age() {
             || headers.contains("cache-control: max-age=298"),
         "{headers}"
     );
-    let port = s.listen.port().to_string();
-    let tls_ca = format!("+tls-ca={ca}");
-    let host = format!("+tls-hostname={HOST}");
-    let out = run(
-        "kdig",
-        &[
-            "@127.0.0.1",
-            "-p",
-            &port,
-            &tls_ca,
-            &host,
-            "+tls",
-            "+time=3",
-            "+retry=0",
-            // The DoH query's flags: the same cache key.
-            "+noedns",
-            "+noadflag",
-            "cached.example.test",
-            "A",
-        ],
+    // The DoH query's flags, for the same cache key.
+    let out = kdig_for(
+        s.listen,
+        &s.pki.files.ca,
+        &["cached.example.test", "A"],
+        &["+tls", "+noedns", "+noadflag"],
     );
     assert!(out.contains("10.0.0."), "{out}");
     assert_eq!(
@@ -980,24 +971,11 @@ address = "{nsd}"
 
     // NSD truncates the big answer over UDP; DoH has no size limit, so
     // dnsha asks again over TCP and the client gets every record.
-    let port = doh_big.port().to_string();
-    let ca_arg = format!("+tls-ca={}", ca.display());
-    let host = format!("+tls-hostname={HOST}");
-    let out = run(
-        "kdig",
-        &[
-            "@127.0.0.1",
-            "-p",
-            &port,
-            &ca_arg,
-            &host,
-            "+https",
-            "+time=3",
-            "+retry=0",
-            "+bufsize=1232",
-            "big.example.test",
-            "TXT",
-        ],
+    let out = kdig_for(
+        doh_big,
+        ca,
+        &["big.example.test", "TXT"],
+        &["+https", "+bufsize=1232"],
     );
     assert!(out.contains("status: 200"), "{out}");
     assert!(!out.contains(" tc"), "answer still truncated: {out}");
