@@ -5,16 +5,6 @@ use std::io;
 use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-/// A UDP socket the runtime watches for reading only.
-///
-/// The data path sends with direct non-blocking syscalls (`sendmmsg`,
-/// `sendmsg`) and never waits for writability. tokio's `UdpSocket` registers
-/// for writability as well, edge-triggered: every time the kernel frees the
-/// socket's send buffer (the peer read a datagram) epoll reports the socket
-/// writable and the worker wakes for nothing. Registered for reading only,
-/// a worker wakes when there is something to read.
-/// [`crate::sys::udp_reader`] makes one.
-pub type UdpReader = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
 
 fn base(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     let domain = Domain::for_address(addr);

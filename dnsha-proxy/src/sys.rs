@@ -434,10 +434,21 @@ impl SendBatch {
     }
 }
 
+/// A UDP socket the runtime watches for reading only.
+///
+/// The data path sends with direct non-blocking syscalls (`sendmmsg`,
+/// `sendmsg`) and never waits for writability. tokio's `UdpSocket` registers
+/// for writability as well, edge-triggered: every time the kernel frees the
+/// socket's send buffer (the peer read a datagram) epoll reports the socket
+/// writable and the worker wakes for nothing. Registered for reading only,
+/// a worker wakes when there is something to read.
+/// [`udp_reader`] makes one.
+pub type UdpReader = tokio::io::unix::AsyncFd<std::net::UdpSocket>;
+
 /// Registers `socket` (made non-blocking) with the current runtime for
-/// reading only (see [`crate::socket::UdpReader`]). Must be called within a
+/// reading only (see [`UdpReader`]). Must be called within a
 /// runtime.
-pub fn udp_reader(socket: std::net::UdpSocket) -> io::Result<crate::socket::UdpReader> {
+pub fn udp_reader(socket: std::net::UdpSocket) -> io::Result<UdpReader> {
     socket.set_nonblocking(true)?;
     register_readable(socket)
 }
@@ -449,7 +460,7 @@ pub fn udp_reader(socket: std::net::UdpSocket) -> io::Result<crate::socket::UdpR
 pub fn udp_listener_reader(
     socket: std::net::UdpSocket,
     wait: std::time::Duration,
-) -> io::Result<crate::socket::UdpReader> {
+) -> io::Result<UdpReader> {
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(wait))?;
     register_readable(socket)
@@ -461,7 +472,7 @@ pub fn send_to(s: &std::net::UdpSocket, buf: &[u8], to: SocketAddr) -> io::Resul
 }
 
 #[allow(unsafe_code)]
-fn register_readable(socket: std::net::UdpSocket) -> io::Result<crate::socket::UdpReader> {
+fn register_readable(socket: std::net::UdpSocket) -> io::Result<UdpReader> {
     // SAFETY: the `AsyncFd` takes ownership of `socket`, a std `UdpSocket`
     // that owns its descriptor: the descriptor stays open and is the same
     // one for the whole life of the `AsyncFd`, and `as_raw_fd` always

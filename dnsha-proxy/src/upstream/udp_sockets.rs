@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io;
 use std::task::Context;
 
-use crate::socket::UdpReader;
+use crate::sys::UdpReader;
 use dnsha_core::{Backend, BackendId, FailureKind, Millis};
 
 use super::failure_kind;
