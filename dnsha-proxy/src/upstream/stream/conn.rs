@@ -253,17 +253,18 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             req = rx.recv(), if take => match req {
                 None => handles_gone = true,
                 Some(req) => {
-                    if pending.len() >= settings.max_in_flight_per_connection {
-                        pending.retain(|_, p| !p.reply.is_closed());
-                    }
-                    if !req.reply.is_closed() {
-                        let Request { mut frame, question, reply } = req;
-                        let id = fresh_id(&mut rng, pending);
-                        if let Some(b) = frame.get_mut(2..4) {
-                            b.copy_from_slice(&id.to_be_bytes());
+                    enqueue(req, &mut rng, pending, &mut out, settings);
+                    // Take every request already waiting, so that they
+                    // leave in one write rather than one write each.
+                    while out.len() - written < OUT_HIGH_WATER {
+                        match rx.try_recv() {
+                            Ok(req) => enqueue(req, &mut rng, pending, &mut out, settings),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                handles_gone = true;
+                                break;
+                            }
                         }
-                        out.extend_from_slice(&frame);
-                        pending.insert(id, Pending { question, reply });
                     }
                     idle.as_mut().reset(Instant::now() + settings.idle_timeout);
                 }
@@ -283,6 +284,34 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Gives `req` a fresh ID on the connection and appends its frame to
+/// `out` (unless its caller gave up already).
+fn enqueue(
+    req: Request,
+    rng: &mut StdRng,
+    pending: &mut HashMap<u16, Pending>,
+    out: &mut Vec<u8>,
+    settings: &TcpUpstreamSettings,
+) {
+    if pending.len() >= settings.max_in_flight_per_connection {
+        pending.retain(|_, p| !p.reply.is_closed());
+    }
+    if req.reply.is_closed() {
+        return;
+    }
+    let Request {
+        mut frame,
+        question,
+        reply,
+    } = req;
+    let id = fresh_id(rng, pending);
+    if let Some(b) = frame.get_mut(2..4) {
+        b.copy_from_slice(&id.to_be_bytes());
+    }
+    out.extend_from_slice(&frame);
+    pending.insert(id, Pending { question, reply });
 }
 
 /// A random ID not in use on the connection.
