@@ -76,6 +76,24 @@ fn query(id: u16, name: &str) -> Vec<u8> {
     q
 }
 
+/// The client side of a round (not the proxy, so outside the count): sends
+/// `queries` to `listener` and lets them arrive; then counting starts, from
+/// round 10 on (the first rounds warm the buffers up). Whether it counts.
+fn client_sends(
+    client: &UdpSocket,
+    listener: &UdpSocket,
+    queries: &[Vec<u8>],
+    round: usize,
+) -> bool {
+    for q in queries {
+        client.send_to(q, listener.local_addr().unwrap()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(2));
+    let counting = round >= 10;
+    COUNTING.with(|c| c.set(counting));
+    counting
+}
+
 /// An answer to `q`: QR set, one A record pointing at the question.
 fn answer_to(q: &[u8]) -> Vec<u8> {
     let mut a = q.to_vec();
@@ -145,13 +163,7 @@ fn udp_query_path_allocates_nothing_per_query() {
     let mut answered = 0;
 
     for round in 0..ROUNDS {
-        // The client side (not the proxy): outside the count.
-        for q in &queries {
-            client.send_to(q, listener.local_addr().unwrap()).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-        let counting = round >= 10;
-        COUNTING.with(|c| c.set(counting));
+        let counting = client_sends(&client, &listener, &queries, round);
 
         // Proxy: queries in, validated, entered, sent upstream in one batch.
         let mut got = 0;
@@ -284,12 +296,7 @@ fn udp_cache_hit_path_allocates_nothing() {
     let mut send = SendBatch::new(32);
     let mut buf = [0u8; 512];
     for round in 0..ROUNDS {
-        for q in &queries {
-            client.send_to(q, listener.local_addr().unwrap()).unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-        let counting = round >= 10;
-        COUNTING.with(|c| c.set(counting));
+        client_sends(&client, &listener, &queries, round);
         let mut got = 0;
         while got < BATCH {
             let n = recv.recv(&listener).unwrap();

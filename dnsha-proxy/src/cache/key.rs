@@ -26,6 +26,14 @@ pub struct Key {
     pub udp_size: u16,
 }
 
+impl Key {
+    /// The largest answer to send this client over UDP on a listener whose
+    /// `max_udp_size` is `listener_max`; a larger one is cut to TC=1.
+    pub fn udp_limit(&self, listener_max: usize) -> usize {
+        usize::from(self.udp_size).min(listener_max)
+    }
+}
+
 /// Why a query has no key: its answer is never cached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Uncacheable {

@@ -72,7 +72,7 @@ pub fn lookup_in_place(
     let Ok(key) = cache.key(query) else {
         return Err(Cached::Miss(None));
     };
-    let limit = usize::from(key.udp_size).min(shared.config.max_udp_size);
+    let limit = key.udp_limit(shared.config.max_udp_size);
     let served = Served {
         shared,
         m,
@@ -117,7 +117,7 @@ pub fn lookup(
         return Err(Some(key));
     };
     if protocol == Protocol::Udp {
-        let limit = usize::from(key.udp_size).min(shared.config.max_udp_size);
+        let limit = key.udp_limit(shared.config.max_udp_size);
         if answer.len() > limit {
             inc(&m.udp_truncated);
             answer = truncated(info);

@@ -258,7 +258,7 @@ impl Flight {
         query.extend_from_slice(&question);
         let mut answer = cache.stale(key, &query, now)?;
         inc(&m.cache_hits);
-        let limit = usize::from(key.udp_size).min(shared.config.max_udp_size);
+        let limit = key.udp_limit(shared.config.max_udp_size);
         if self.protocol == Protocol::Udp && answer.len() > limit {
             inc(&m.udp_truncated);
             answer = truncated(&self.info);
