@@ -38,6 +38,10 @@ pub(crate) enum Behavior {
     BogusFirst,
     /// Writes answers one byte per write.
     Dribble,
+    /// Leaves Nagle's algorithm on, as NSD does, and delays the answer to
+    /// every second query on a connection: that answer is written while the
+    /// one before may still be unacknowledged.
+    NagleStaggered(Duration),
 }
 
 /// A DNS-over-TCP server answering `A 10.0.0.<tag>` for every query.
@@ -104,7 +108,9 @@ impl FakeBackend {
 }
 
 async fn serve_conn(s: TcpStream, tag: u8, behavior: Behavior, st: &Arc<Stats>) {
-    let _ = s.set_nodelay(true);
+    if !matches!(behavior, Behavior::NagleStaggered(_)) {
+        let _ = s.set_nodelay(true);
+    }
     let (mut rd, mut wr) = s.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(1024);
     let writer = tokio::spawn(async move {
@@ -134,6 +140,7 @@ async fn serve_conn(s: TcpStream, tag: u8, behavior: Behavior, st: &Arc<Stats>) 
             Behavior::Silent | Behavior::CloseAfter(_) => continue,
             Behavior::DelayFirst(d) if !st.first_done.swap(true, Ordering::SeqCst) => d,
             Behavior::DelayAll(d) => d,
+            Behavior::NagleStaggered(d) if seen % 2 == 0 => d,
             _ => Duration::ZERO,
         };
         let Ok(q) = Message::from_vec(&buf) else {
