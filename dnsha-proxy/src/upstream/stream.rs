@@ -696,6 +696,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn on_a_busy_connection_a_held_answer_waits_for_the_ack_delay_not_40_ms() {
+        // Twenty queries at once (a busy connection: the ACK may wait for a
+        // query to carry it) and then none: the backend's answers held by
+        // its Nagle leave when the ACK delay runs out.
+        let be = FakeBackend::start(10, Behavior::NagleStaggered(Duration::from_millis(2))).await;
+        let up = Arc::new(TcpUpstreams::new(settings(1, 100)));
+        let t = Duration::from_secs(2);
+        let rounds = 10u32;
+        let start = Instant::now();
+        for r in 0..rounds {
+            let mut tasks = Vec::new();
+            for i in 0..20u16 {
+                let (up, addr) = (Arc::clone(&up), be.addr);
+                let name = format!("r{r}q{i}.test.");
+                tasks.push(tokio::spawn(
+                    async move { ask(&up, addr, i, &name, t).await },
+                ));
+            }
+            for task in tasks {
+                assert_eq!(answer_tag(&task.await.unwrap().unwrap()), Some(10));
+            }
+        }
+        let per_round = start.elapsed() / rounds;
+        assert!(
+            per_round < Duration::from_millis(25),
+            "{per_round:?} per round"
+        );
+        assert_eq!(be.connections(), 1);
+    }
+
+    #[tokio::test]
     async fn bad_sizes_are_not_sent() {
         let up = TcpUpstreams::new(settings(1, 1));
         let q = query_msg(1, "a.test.").1;

@@ -176,8 +176,25 @@ pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
-/// A second handle on a connection's socket, to re-arm TCP_QUICKACK after
-/// each read.
+/// How long an ACK owed on a busy connection waits for a query to carry it
+/// (tokio's timers tick in milliseconds: it fires 1 to 2 ms later).
+const ACK_DELAY: Duration = Duration::from_millis(1);
+
+/// Queries in flight from which a connection counts as busy for its ACKs.
+const BUSY: usize = 8;
+
+/// An ACK owed to the backend, and when to send it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckOwed {
+    No,
+    /// After one runtime pass.
+    ThisPass,
+    /// When [`ACK_DELAY`] runs out.
+    Delayed,
+}
+
+/// A second handle on a connection's socket, to set TCP_QUICKACK when an
+/// ACK is owed and no query carries it.
 ///
 /// Backends such as NSD write answers without TCP_NODELAY: with queries
 /// pipelined, an answer written while the previous one is unacknowledged
@@ -185,12 +202,19 @@ pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(
 /// request/response connection. Acknowledging at once removes the stall
 /// (measured: 1.3 ms → 0.13 ms average at 30 000 queries/s over TCP).
 ///
-/// The ACK is owed after a read that leaves answers pending. Queries written
-/// on the connection carry it; only when none is written by the time the
-/// runtime has polled its sockets and run the tasks the answers woke (one
-/// [`tokio::task::yield_now`]) is TCP_QUICKACK set, which sends it alone.
-/// Under load most ACKs ride on queries (a bare ACK per read cost about 10 %
-/// of the CPU of the TCP path).
+/// The ACK is owed after a read that leaves answers pending, and a query
+/// written on the connection carries it. TCP_QUICKACK, which sends it
+/// alone, is set only when no query is written:
+/// - with few queries in flight (under [`BUSY`]), by the time the runtime
+///   has polled its sockets and run the tasks the answers woke (one
+///   [`tokio::task::yield_now`]): the answer still held waits microseconds;
+/// - on a busy connection, within [`ACK_DELAY`]: queries keep coming, every
+///   ACK rides on one, and the backend's held answers leave together, one
+///   segment for many.
+///
+/// Measured against a bare ACK after every read (about 10 % of the CPU of
+/// the TCP path) and against the one-pass rule alone (a reactor turn per
+/// read): `bench/RESULTS-ab-tcp-ack-delay.md`.
 fn quickack_handle(stream: &TcpStream) -> Option<std::os::fd::OwnedFd> {
     use std::os::fd::AsFd;
     stream.as_fd().try_clone_to_owned().ok()
@@ -219,9 +243,11 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     let mut out: Vec<u8> = Vec::new();
     let mut written = 0usize;
     let mut handles_gone = false;
-    let mut ack_owed = false;
+    let mut ack_owed = AckOwed::No;
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
+    let ack_timer = tokio::time::sleep(ACK_DELAY);
+    tokio::pin!(ack_timer);
     loop {
         let take = !handles_gone && out.len() - written < OUT_HIGH_WATER;
         tokio::select! {
@@ -231,10 +257,18 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     while let Some(msg) = decoder.next_message() {
                         deliver(msg, addr, pending, stats);
                     }
-                    // More answers to come: our ACK must not wait (see
-                    // `quickack_handle`); it rides on a write this pass.
-                    ack_owed = conn.ack.is_some() && !pending.is_empty();
-                    idle.as_mut().reset(Instant::now() + settings.idle_timeout);
+                    let now = Instant::now();
+                    // More answers to come: our ACK must not wait long (see
+                    // `quickack_handle`).
+                    if conn.ack.is_some() && !pending.is_empty() {
+                        if pending.len() < BUSY {
+                            ack_owed = AckOwed::ThisPass;
+                        } else if ack_owed == AckOwed::No {
+                            ack_owed = AckOwed::Delayed;
+                            ack_timer.as_mut().reset(now + ACK_DELAY);
+                        }
+                    }
+                    idle.as_mut().reset(now + settings.idle_timeout);
                 }
                 Err(e) => {
                     debug!(backend = %addr, error = %e, "upstream tcp read failed");
@@ -245,7 +279,7 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 if written < out.len() || need_flush => match r {
                 Ok(Wrote::Bytes(0)) => return End::Failed(FailureKind::Closed),
                 Ok(Wrote::Bytes(n)) => {
-                    ack_owed = false;
+                    ack_owed = AckOwed::No;
                     written += n;
                     if written >= out.len() {
                         out.clear();
@@ -278,15 +312,13 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                     idle.as_mut().reset(Instant::now() + settings.idle_timeout);
                 }
             },
-            () = tokio::task::yield_now(), if ack_owed => {
-                // The runtime polled its sockets and ran every task woken
-                // since the read: no query came to carry the ACK.
-                if written >= out.len() {
-                    if let Some(fd) = conn.ack {
-                        let _ = socket2::SockRef::from(fd).set_quickack(true);
-                    }
-                }
-                ack_owed = false;
+            () = tokio::task::yield_now(), if ack_owed == AckOwed::ThisPass => {
+                ack_alone(&conn, written >= out.len() && !pending.is_empty());
+                ack_owed = AckOwed::No;
+            }
+            () = &mut ack_timer, if ack_owed == AckOwed::Delayed => {
+                ack_alone(&conn, written >= out.len() && !pending.is_empty());
+                ack_owed = AckOwed::No;
             }
             () = &mut idle => {
                 pending.retain(|_, p| !p.reply.is_closed());
@@ -302,6 +334,14 @@ async fn drive<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 return End::Done;
             }
         }
+    }
+}
+
+/// Sends the ACK owed on the connection at once, unless a query about to
+/// be written carries it (`needed` false).
+fn ack_alone(conn: &Conn<'_>, needed: bool) {
+    if let (true, Some(fd)) = (needed, conn.ack) {
+        let _ = socket2::SockRef::from(fd).set_quickack(true);
     }
 }
 
