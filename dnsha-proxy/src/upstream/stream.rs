@@ -487,6 +487,22 @@ mod tests {
         up.query(addr, &bytes, &q, t).await
     }
 
+    /// Asks `n` queries at once (names `{prefix}q{i}.test.`) and checks
+    /// that each gets the answer of the backend tagged `tag`.
+    async fn ask_at_once(up: &Arc<TcpUpstreams>, addr: SocketAddr, n: u16, prefix: &str, tag: u8) {
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let up = Arc::clone(up);
+            let name = format!("{prefix}q{i}.test.");
+            tasks.push(tokio::spawn(async move {
+                ask(&up, addr, i, &name, Duration::from_secs(5)).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(answer_tag(&t.await.unwrap().unwrap()), Some(tag));
+        }
+    }
+
     fn kind(r: Result<Vec<u8>>) -> FailureKind {
         match r {
             Err(Error::Upstream { kind, retry, .. }) => {
@@ -625,17 +641,7 @@ mod tests {
     async fn busy_connections_queue_within_the_limits() {
         let be = FakeBackend::start(6, Behavior::DelayAll(Duration::from_millis(20))).await;
         let up = Arc::new(TcpUpstreams::new(settings(2, 3)));
-        let mut tasks = Vec::new();
-        for i in 0..200u16 {
-            let up = Arc::clone(&up);
-            let addr = be.addr;
-            tasks.push(tokio::spawn(async move {
-                ask(&up, addr, i, &format!("q{i}.test."), Duration::from_secs(5)).await
-            }));
-        }
-        for t in tasks {
-            assert_eq!(answer_tag(&t.await.unwrap().unwrap()), Some(6));
-        }
+        ask_at_once(&up, be.addr, 200, "", 6).await;
         assert!(up.stats().connections_opened.load(Ordering::Relaxed) <= 2);
         assert!(be.max_in_flight() <= 6, "{}", be.max_in_flight());
     }
@@ -646,24 +652,9 @@ mod tests {
         // one connection; twenty-five need three.
         let be = FakeBackend::start(8, Behavior::DelayAll(Duration::from_millis(50))).await;
         let up = Arc::new(TcpUpstreams::new(settings(4, 10)));
-        let burst = |n: u16| {
-            let mut tasks = Vec::new();
-            for i in 0..n {
-                let up = Arc::clone(&up);
-                let addr = be.addr;
-                tasks.push(tokio::spawn(async move {
-                    ask(&up, addr, i, &format!("q{i}.test."), Duration::from_secs(5)).await
-                }));
-            }
-            tasks
-        };
-        for t in burst(10) {
-            assert_eq!(answer_tag(&t.await.unwrap().unwrap()), Some(8));
-        }
+        ask_at_once(&up, be.addr, 10, "", 8).await;
         assert_eq!(up.stats().connections_opened.load(Ordering::Relaxed), 1);
-        for t in burst(25) {
-            assert_eq!(answer_tag(&t.await.unwrap().unwrap()), Some(8));
-        }
+        ask_at_once(&up, be.addr, 25, "", 8).await;
         assert_eq!(up.stats().connections_opened.load(Ordering::Relaxed), 3);
         assert_eq!(be.connections(), 3);
     }
@@ -702,21 +693,10 @@ mod tests {
         // its Nagle leave when the ACK delay runs out.
         let be = FakeBackend::start(10, Behavior::NagleStaggered(Duration::from_millis(2))).await;
         let up = Arc::new(TcpUpstreams::new(settings(1, 100)));
-        let t = Duration::from_secs(2);
         let rounds = 10u32;
         let start = Instant::now();
         for r in 0..rounds {
-            let mut tasks = Vec::new();
-            for i in 0..20u16 {
-                let (up, addr) = (Arc::clone(&up), be.addr);
-                let name = format!("r{r}q{i}.test.");
-                tasks.push(tokio::spawn(
-                    async move { ask(&up, addr, i, &name, t).await },
-                ));
-            }
-            for task in tasks {
-                assert_eq!(answer_tag(&task.await.unwrap().unwrap()), Some(10));
-            }
+            ask_at_once(&up, be.addr, 20, &format!("r{r}"), 10).await;
         }
         let per_round = start.elapsed() / rounds;
         assert!(
