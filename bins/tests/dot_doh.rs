@@ -317,6 +317,19 @@ fn curl(args: &[&str]) -> (String, String) {
     (status.trim().to_string(), headers.to_lowercase())
 }
 
+/// The wire form of an `A` query for `name`.
+fn a_query(name: &str) -> Vec<u8> {
+    build_query(name, RecordType::A).unwrap().to_vec().unwrap()
+}
+
+/// The path of a DoH GET for `query` (`/dns-query?dns=...`).
+fn get_path(query: &[u8]) -> String {
+    format!(
+        "/dns-query?dns={}",
+        dnsha_proxy::frontend::doh::encode_get_param(query)
+    )
+}
+
 /// With `[pool.cache]`, DoH and DoT are answered from the cache too: a
 /// second DoH GET a second later gets the cached answer with `max-age`
 /// aged by that second, and DoT (kdig) gets it without a backend query.
@@ -325,15 +338,8 @@ fn doh_and_dot_answer_from_the_cache_with_an_aged_max_age() {
     let s = stack_with("", "policy = \"rr\"\n[pool.cache]\n");
     let ca = s.pki.files.ca.to_str().unwrap().to_string();
     let resolve = format!("{HOST}:{}:127.0.0.1", s.doh.port());
-    let query = build_query("cached.example.test", RecordType::A)
-        .unwrap()
-        .to_vec()
-        .unwrap();
-    let get = format!(
-        "https://{HOST}:{}/dns-query?dns={}",
-        s.doh.port(),
-        dnsha_proxy::frontend::doh::encode_get_param(&query)
-    );
+    let query = a_query("cached.example.test");
+    let get = format!("https://{HOST}:{}{}", s.doh.port(), get_path(&query));
     let args = [
         "--cacert",
         ca.as_str(),
@@ -384,10 +390,7 @@ fn curl_gets_every_status_over_http1_and_http2() {
     let ca = s.pki.files.ca.to_str().unwrap().to_string();
     let base = format!("https://{HOST}:{}", s.doh.port());
     let resolve = format!("{HOST}:{}:127.0.0.1", s.doh.port());
-    let query = build_query("www.example.test", RecordType::A)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let query = a_query("www.example.test");
     let dir = tempfile::tempdir().unwrap();
     let qfile = dir.path().join("q.bin");
     std::fs::write(&qfile, &query).unwrap();
@@ -395,10 +398,7 @@ fn curl_gets_every_status_over_http1_and_http2() {
     std::fs::write(&big, vec![0u8; 1_000_000]).unwrap();
     let response = dir.path().join("response.bin");
     std::fs::write(&response, vec![0xffu8; 40]).unwrap();
-    let get = format!(
-        "{base}/dns-query?dns={}",
-        dnsha_proxy::frontend::doh::encode_get_param(&query)
-    );
+    let get = format!("{base}{}", get_path(&query));
     let at = |f: &std::path::Path| format!("@{}", f.display());
     let ct = "content-type: application/dns-message";
     for (version, label) in [("--http1.1", "1.1"), ("--http2", "2")] {
@@ -533,14 +533,8 @@ address = "{a}"
     let mut d = Dnsha::start(bin(), &cfg);
     d.wait_tcp(trusting);
     d.wait_tcp(strict);
-    let query = build_query("www.example.test", RecordType::A)
-        .unwrap()
-        .to_vec()
-        .unwrap();
-    let path = format!(
-        "/dns-query?dns={}",
-        dnsha_proxy::frontend::doh::encode_get_param(&query)
-    );
+    let query = a_query("www.example.test");
+    let path = get_path(&query);
     // HTTP/1.1 and HTTP/2 with prior knowledge, through a "proxy" at 127.0.0.1.
     for version in ["--http1.1", "--http2-prior-knowledge"] {
         let (status, _) = curl(&[
@@ -853,14 +847,8 @@ fn http1_keep_alive_outlives_the_read_timeout() {
     let s = stack("");
     let cfg = client::client_config(&s.pki.files.ca, &[b"http/1.1"]);
     let mut c = client::connect(s.doh, &cfg, HOST).unwrap();
-    let q = build_query("www.example.test", RecordType::A)
-        .unwrap()
-        .to_vec()
-        .unwrap();
-    let req = format!(
-        "GET /dns-query?dns={} HTTP/1.1\r\nHost: {HOST}\r\n\r\n",
-        dnsha_proxy::frontend::doh::encode_get_param(&q)
-    );
+    let q = a_query("www.example.test");
+    let req = format!("GET {} HTTP/1.1\r\nHost: {HOST}\r\n\r\n", get_path(&q));
     for _ in 0..2 {
         c.write_all(req.as_bytes()).unwrap();
         c.flush().unwrap();
