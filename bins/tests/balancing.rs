@@ -603,3 +603,105 @@ fn expand_cpu_list(list: &str) -> Vec<usize> {
     }
     cpus
 }
+
+/// CPU time, in nanoseconds, of the thread of process `pid` named `name`
+/// (first field of its schedstat).
+fn thread_cpu_ns(pid: u32, name: &str) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| {
+            let dir = t.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim() == name).then(|| std::fs::read_to_string(dir.join("schedstat")).ok())?
+        })
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `n` queries one after another, each from a new source port, each
+/// answered by the backend at `ip(1)` (a client's second try allowed: a
+/// listener restarted by a reload loses the datagrams left in its old
+/// sockets as it closes them).
+fn light_load(listen: SocketAddr, n: usize) {
+    for _ in 0..n {
+        let answer =
+            (0..2).find_map(|_| query_udp(listen, "www.example.test.", RecordType::A, T).ok());
+        assert_eq!(answer.as_ref().and_then(a_record), Some(ip(1)));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Light load until `active` workers take queries, for at most 15 s.
+fn light_load_until(listen: SocketAddr, admin: SocketAddr, active: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        light_load(listen, 50);
+        if metric(admin, "dnsha_udp_active_workers{") == active {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn adaptive_workers_send_a_light_udp_load_to_one_worker_and_a_backlog_to_all() {
+    init_tracing();
+    let n1 = Nsd::start(ip(1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config_with(listen, admin, "workers = 2", "", &[("a", n1.addr(), 1)]);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let changes = || metric(admin, "dnsha_udp_steering_changes_total{");
+    assert_eq!(metric(admin, "dnsha_udp_active_workers{"), 2);
+    assert_eq!(changes(), 0);
+
+    // A light load from many source ports ends on one worker.
+    assert!(light_load_until(listen, admin, 1), "{}", d.log());
+    assert_eq!(changes(), 1);
+    let cpu = || {
+        (
+            thread_cpu_ns(d.pid(), "udp-udp-0"),
+            thread_cpu_ns(d.pid(), "udp-udp-1"),
+        )
+    };
+    let before = cpu();
+    light_load(listen, 200);
+    let after = cpu();
+    let (w0, w1) = (after.0 - before.0, after.1 - before.1);
+    // Worker 1 only wakes for its timers (every 250 ms).
+    assert!(w1 * 10 < w0, "worker 0 {w0} ns, worker 1 {w1} ns");
+
+    // A burst that queues up in the socket: both workers at once.
+    let burst = build_query("www.example.test.", RecordType::A)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5000 {
+        let _ = tx.send_to(&burst, listen);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(admin, "dnsha_udp_active_workers{") != 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(admin, "dnsha_udp_active_workers{"), 2, "{}", d.log());
+    assert_eq!(changes(), 2);
+
+    // A reload that rebinds the listener (3 workers): the new one steers
+    // once the old one has drained and left the socket group.
+    d.rewrite_config(&config_with(
+        listen,
+        admin,
+        "workers = 3",
+        "",
+        &[("a", n1.addr(), 1)],
+    ));
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(metric(admin, "dnsha_udp_active_workers{"), 3);
+    assert!(light_load_until(listen, admin, 1), "{}", d.log());
+}

@@ -47,6 +47,10 @@ pub struct ListenerMetrics {
     pub connections_refused: AtomicU64,
     /// Access log lines lost because the writer lagged.
     pub log_dropped: AtomicU64,
+    /// UDP: workers taking new queries now (`adaptive_workers`).
+    pub udp_active_workers: AtomicU64,
+    /// UDP: times the number of workers taking queries changed.
+    pub udp_steering_changes: AtomicU64,
     /// DoT/DoH: TLS handshakes that failed (not TLS, no common ALPN or
     /// cipher, client gave up).
     pub tls_handshake_failures: AtomicU64,
@@ -93,6 +97,8 @@ impl ListenerMetrics {
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
             log_dropped: AtomicU64::new(0),
+            udp_active_workers: AtomicU64::new(0),
+            udp_steering_changes: AtomicU64::new(0),
             tls_handshake_failures: AtomicU64::new(0),
             tls_handshake_timeouts: AtomicU64::new(0),
             tls_resumed: AtomicU64::new(0),

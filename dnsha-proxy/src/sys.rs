@@ -4,6 +4,8 @@
 //! Sending goes through nix's safe wrappers. Receiving batches is this
 //! crate's only `unsafe` code: one `recvmmsg` call over headers allocated
 //! once and reused (see [`RecvBatch`]), each block with its `SAFETY` note.
+//! Also the reuseport steering programs of UDP listeners
+//! ([`steer_reuseport`]) and a thread's CPU clock ([`thread_cpu_ns`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use std::io::{self, IoSlice};
@@ -483,6 +485,84 @@ fn register_readable(socket: std::net::UdpSocket) -> io::Result<UdpReader> {
     r.map_err(|e| e.into_parts().1)
 }
 
+/// Classic BPF opcodes of the steering programs (linux/filter.h).
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_ALU_MOD_K: u16 = 0x94;
+const BPF_RET_K: u16 = 0x06;
+const BPF_RET_A: u16 = 0x16;
+/// `ld #rand`: a random 32-bit number (SKF_AD_OFF + SKF_AD_RANDOM).
+const LD_RANDOM: u32 = 0xffff_f000 + 56;
+
+fn insn(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// Makes the SO_REUSEPORT group of `s` hand each datagram to one of its
+/// first `active` sockets (in the order they joined the group), at random;
+/// with `active` 1, all to the first. A classic BPF program on the group
+/// (SO_ATTACH_REUSEPORT_CBPF), replacing any before it; an index past the
+/// group's end makes the kernel fall back to its own hash.
+pub fn steer_reuseport(s: &impl AsFd, active: usize) -> io::Result<()> {
+    let active = u32::try_from(active.max(1)).unwrap_or(u32::MAX);
+    let mut code = if active == 1 {
+        vec![insn(BPF_RET_K, 0)]
+    } else {
+        vec![
+            insn(BPF_LD_W_ABS, LD_RANDOM),
+            insn(BPF_ALU_MOD_K, active),
+            insn(BPF_RET_A, 0),
+        ]
+    };
+    let prog = libc::sock_fprog {
+        len: u16::try_from(code.len()).unwrap_or(u16::MAX),
+        filter: code.as_mut_ptr(),
+    };
+    setsockopt(s, sockopt::AttachReusePortCbpf, &prog).map_err(io::Error::from)
+}
+
+/// Removes the program of [`steer_reuseport`] from the group of `s`: the
+/// kernel spreads datagrams by its own hash again. Nothing to remove is
+/// not an error.
+#[allow(unsafe_code)]
+pub fn unsteer_reuseport(s: &impl AsFd) -> io::Result<()> {
+    let zero: libc::c_int = 0;
+    // SAFETY: SO_DETACH_REUSEPORT_BPF reads no option value (the kernel
+    // ignores it); a valid pointer to an int and its size are passed
+    // anyway, both alive for the call, on a descriptor `s` keeps open.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_DETACH_REUSEPORT_BPF,
+            std::ptr::from_ref(&zero).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Ok(()),
+        _ => Err(e),
+    }
+}
+
+/// CPU time the calling thread has used (user and system), in
+/// nanoseconds; 0 if the clock cannot be read.
+pub fn thread_cpu_ns() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID).map_or(0, |t| {
+        let ns = i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec());
+        u64::try_from(ns).unwrap_or(0)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,5 +658,70 @@ mod tests {
                 assert_eq!(b.recv(&rx).unwrap_err().kind(), io::ErrorKind::WouldBlock);
             }
         }
+    }
+
+    /// Datagrams from `senders` distinct source ports to the group of
+    /// `socks`: how many each socket got.
+    fn spread_of(socks: &[std::net::UdpSocket], senders: usize) -> Vec<usize> {
+        let to = socks[0].local_addr().unwrap();
+        for _ in 0..senders {
+            let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            tx.send_to(b"q", to).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        socks
+            .iter()
+            .map(|s| {
+                let mut b = RecvBatch::new(64);
+                let mut got = 0;
+                while let Ok(n) = b.recv(s) {
+                    got += n;
+                }
+                got
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steering_program_sends_datagrams_to_the_first_sockets_of_the_group() {
+        let first = crate::socket::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = first.local_addr().unwrap();
+        let mut socks = vec![first];
+        for _ in 0..2 {
+            socks.push(crate::socket::bind_udp(addr).unwrap());
+        }
+        // The kernel's hash: 60 source ports reach all three.
+        assert!(spread_of(&socks, 60).iter().all(|&n| n > 0));
+        // One active: all to the first socket, attached from any member.
+        steer_reuseport(&socks[2], 1).unwrap();
+        assert_eq!(spread_of(&socks, 40), [40, 0, 0]);
+        // Two active: both of the first two, never the third.
+        steer_reuseport(&socks[0], 2).unwrap();
+        let two = spread_of(&socks, 60);
+        assert!(two[0] > 0 && two[1] > 0 && two[2] == 0, "{two:?}");
+        // More than the group holds: the kernel falls back to its hash,
+        // nothing is lost.
+        steer_reuseport(&socks[0], 5).unwrap();
+        assert_eq!(spread_of(&socks, 60).iter().sum::<usize>(), 60);
+        // Removed: the hash again; removing twice is not an error.
+        steer_reuseport(&socks[0], 1).unwrap();
+        unsteer_reuseport(&socks[1]).unwrap();
+        unsteer_reuseport(&socks[1]).unwrap();
+        assert!(spread_of(&socks, 60).iter().all(|&n| n > 0));
+    }
+
+    #[test]
+    fn thread_cpu_clock_counts_this_threads_work_only() {
+        let before = thread_cpu_ns();
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_millis(30) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let busy = thread_cpu_ns() - before;
+        assert!(busy >= 10_000_000, "{busy} ns");
+        let before = thread_cpu_ns();
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        assert!(thread_cpu_ns() - before < 10_000_000);
     }
 }

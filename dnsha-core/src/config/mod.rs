@@ -316,6 +316,10 @@ pub struct ListenerConfig {
     /// kernel (SO_INCOMING_CPU) to hand its socket the datagrams processed on
     /// that CPU, as nginx's `worker_cpu_affinity auto`.
     pub pin_workers: bool,
+    /// UDP with several workers: send queries to as few workers as carry
+    /// the load (fewer wake-ups per query), all of them when one falls
+    /// behind. On by default; off with `pin_workers`.
+    pub adaptive_workers: bool,
     /// UDP: the largest answer sent over UDP; a larger one (or one larger
     /// than the client's EDNS size) is replaced by an empty answer with
     /// TC=1, so the client asks again over TCP.
@@ -417,6 +421,7 @@ impl ListenerConfig {
             write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
             workers: 0,
             pin_workers: false,
+            adaptive_workers: true,
             max_udp_size: DEFAULT_MAX_UDP_SIZE,
             any_over_udp: AnyOverUdp::Truncate,
             tls: None,
@@ -647,6 +652,27 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// `adaptive_workers`: UDP listeners only, on unless set off, and not
+    /// with `pin_workers` (a pinned worker takes the datagrams of its CPU).
+    fn adaptive_workers(&mut self, l: &raw::RawListener, pinned: bool) -> bool {
+        let udp = l.protocol == Protocol::Udp;
+        let Some(v) = &l.adaptive_workers else {
+            return udp && !pinned;
+        };
+        if *v.get_ref() && !udp {
+            self.err(v.span(), "adaptive_workers applies to udp listeners only");
+            return false;
+        }
+        if *v.get_ref() && pinned {
+            self.err(
+                v.span(),
+                "adaptive_workers = true cannot go with pin_workers = true: a pinned worker takes the datagrams processed on its CPU",
+            );
+            return false;
+        }
+        *v.get_ref()
+    }
+
     /// `[admin]`: an endpoint reachable from beyond this host must say from
     /// where (its `/status` tells an attacker which backends to aim at).
     fn admin(&mut self, a: &raw::RawAdmin) -> AdminConfig {
@@ -870,6 +896,10 @@ impl Validator {
                         }),
                     workers: self.workers(l),
                     pin_workers: self.pin_workers(l),
+                    adaptive_workers: {
+                        let pinned = l.pin_workers.as_ref().is_some_and(|v| *v.get_ref());
+                        self.adaptive_workers(l, pinned)
+                    },
                     max_udp_size: self.max_udp_size(l),
                     any_over_udp: self.any_over_udp(l),
                     ..self.tls_listener(l)

@@ -90,6 +90,7 @@ pub(super) struct RawListener {
     pub(super) write_timeout_ms: Option<Spanned<u64>>,
     pub(super) workers: Option<Spanned<u64>>,
     pub(super) pin_workers: Option<Spanned<bool>>,
+    pub(super) adaptive_workers: Option<Spanned<bool>>,
     pub(super) max_udp_size: Option<Spanned<u64>>,
     pub(super) any_over_udp: Option<Spanned<AnyOverUdp>>,
     // DoT and DoH (issue 5).
@@ -329,6 +330,7 @@ fn listener_keys(
         write_timeout_ms: t.u64(errs, "write_timeout_ms"),
         workers: t.u64(errs, "workers"),
         pin_workers: t.bool(errs, "pin_workers"),
+        adaptive_workers: t.bool(errs, "adaptive_workers"),
         max_udp_size: t.u64(errs, "max_udp_size"),
         any_over_udp: t.choice(errs, "any_over_udp"),
         tls_cert: t.string(errs, "tls_cert"),

@@ -506,6 +506,37 @@ fn upstream_socket_and_connection_limits() {
 }
 
 #[test]
+fn adaptive_workers_is_on_for_udp_unless_pinned_or_set_off() {
+    let src = |protocol: &str, extra: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n{extra}\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let adaptive = |protocol: &str, extra: &str| {
+        Config::parse(&src(protocol, extra)).unwrap().listeners[0].adaptive_workers
+    };
+    assert!(adaptive("udp", ""));
+    assert!(!adaptive("udp", "adaptive_workers = false"));
+    assert!(!adaptive("udp", "pin_workers = true"));
+    assert!(!adaptive("tcp", ""));
+    assert!(!adaptive("tcp", "adaptive_workers = false"));
+    assert_eq!(
+        rendered(&src("tcp", "adaptive_workers = true")),
+        ["t.toml:6:20: adaptive_workers applies to udp listeners only"]
+    );
+    assert_eq!(
+        rendered(&src("udp", "pin_workers = true\nadaptive_workers = true")),
+        ["t.toml:7:20: adaptive_workers = true cannot go with pin_workers = true: a pinned worker takes the datagrams processed on its CPU"]
+    );
+    let wrong_type = rendered(&src("udp", "adaptive_workers = 1"));
+    assert!(
+        wrong_type.iter().any(|e| e.contains("adaptive_workers")),
+        "{wrong_type:?}"
+    );
+}
+
+#[test]
 fn pin_workers_is_for_udp_listeners() {
     let src = |protocol: &str, extra: &str| {
         format!(

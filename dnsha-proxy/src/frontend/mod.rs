@@ -18,8 +18,10 @@ pub mod dot;
 pub mod forward;
 pub mod limits;
 pub mod passthrough;
+pub mod steer;
 pub mod tcp;
 pub mod udp;
+pub mod udp_steer;
 pub mod udp_stream;
 
 pub use ctx::ListenerCtx;

@@ -22,6 +22,7 @@ use rand::SeedableRng;
 use tokio::io::Interest;
 
 use super::ctx::ListenerCtx;
+use super::udp_steer::WorkerSteer;
 use crate::metrics::inc;
 use crate::pipeline::cache::{self, Cached};
 use crate::pipeline::{admit, Admission, Attempt, Failure, Flight, Next};
@@ -82,9 +83,11 @@ pub async fn serve(
     socket: UdpReader,
     pktinfo: bool,
     main: tokio::runtime::Handle,
+    steer: WorkerSteer,
 ) {
     let mut w = Worker {
         ctx,
+        steer,
         main,
         socket: Arc::new(socket),
         pktinfo,
@@ -119,6 +122,8 @@ struct Worker {
     /// Queries the kernel refused to send in the last flush (reused).
     failed: Vec<(Key, FailureKind)>,
     next_gc: Millis,
+    /// This worker's part in steering queries to fewer workers.
+    steer: WorkerSteer,
 }
 
 /// Buffers of the worker loop, allocated once.
@@ -153,11 +158,16 @@ impl Worker {
             // worker must also watch its upstream sockets: the reactor. The
             // wait ends after LISTENER_WAIT, for the timers and a stop.
             if !stopping && self.pending.is_empty() && !self.upstreams.has_queued() {
-                if let Ok(n) = b.client.recv_wait(self.socket.get_ref()) {
-                    let now = Millis::now();
+                let r = b.client.recv_wait(self.socket.get_ref());
+                let now = Millis::now();
+                if let Ok(n) = r {
+                    self.steer.on_receive(n, BATCH);
                     self.on_queries(&mut b.client, n, &mut b.replies, now);
                     self.flush_upstream(now);
                     self.on_timer(now);
+                }
+                self.steer.tick(now, self.socket.get_ref(), false);
+                if r.is_ok() {
                     continue;
                 }
             }
@@ -168,6 +178,8 @@ impl Worker {
                     break;
                 }
             }
+            self.steer
+                .tick(Millis::now(), self.socket.get_ref(), stopping);
             if stopping && self.pending.is_empty() {
                 break;
             }
@@ -277,6 +289,7 @@ impl Worker {
     ) -> bool {
         match recv_ready(&self.socket, batch) {
             Ok(n) => {
+                self.steer.on_receive(n, BATCH);
                 self.on_queries(batch, n, hits, now);
                 true
             }

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use dnsha_core::config::{ListenerConfig, Protocol};
 use dnsha_core::Pool;
+use tokio_util::task::TaskTracker;
 
 use super::{RunningListener, Server};
 use crate::error::{Error, Result};
+use crate::frontend::udp_steer::SteerGroup;
 use crate::frontend::{self, ListenerCtx};
 use crate::metrics::ListenerMetrics;
 use crate::socket;
@@ -124,9 +126,25 @@ impl Server {
     /// UDP: one SO_REUSEPORT socket per worker, each worker on its own
     /// thread with a single-thread runtime, as dnsdist's listener threads:
     /// no work stealing or cross-thread wake-ups on the hot path.
-    fn start_udp_workers(&self, l: &ListenerConfig, ctx: &Arc<ListenerCtx>) -> Result<()> {
+    ///
+    /// `predecessors` are the listeners at the same address still running
+    /// or draining (a reload that rebinds): the workers' sockets share a
+    /// reuseport group with theirs until they are gone, see
+    /// [`frontend::udp_steer`].
+    fn start_udp_workers(
+        &self,
+        l: &ListenerConfig,
+        ctx: &Arc<ListenerCtx>,
+        predecessors: Vec<TaskTracker>,
+    ) -> Result<()> {
         let bind_err = |source| bind_error(l, source);
         let sockets = bind_workers(l, socket::bind_udp, std::net::UdpSocket::local_addr)?;
+        let steer = SteerGroup::new(
+            sockets.len(),
+            l.adaptive_workers && !l.pin_workers,
+            predecessors,
+            Arc::clone(&ctx.metrics),
+        );
         let pktinfo = l.listen.ip().is_unspecified();
         let main = tokio::runtime::Handle::current();
         let cpus = if l.pin_workers {
@@ -136,6 +154,7 @@ impl Server {
         };
         for (i, std) in sockets.into_iter().enumerate() {
             let (ctx2, main) = (Arc::clone(ctx), main.clone());
+            let steer = steer.worker(i);
             // `pin_workers`: worker i on the i-th allowed CPU, and its socket
             // preferred by the kernel for datagrams processed there.
             let cpu = cpus.get(i % cpus.len().max(1)).copied();
@@ -149,7 +168,7 @@ impl Server {
                     pin_current_thread(cpu);
                 }
                 match crate::sys::udp_listener_reader(std, frontend::udp::LISTENER_WAIT) {
-                    Ok(sock) => frontend::udp::serve(ctx2, sock, pktinfo, main).await,
+                    Ok(sock) => frontend::udp::serve(ctx2, sock, pktinfo, main, steer).await,
                     Err(e) => tracing::error!(error = %e, "udp worker socket"),
                 }
             };
@@ -222,13 +241,14 @@ impl Server {
         l: &ListenerConfig,
         pools: &[Arc<Pool>],
         parts: &[(String, super::PoolParts)],
+        predecessors: Vec<TaskTracker>,
     ) -> Result<RunningListener> {
         let metrics = Arc::new(ListenerMetrics::new(l.name.clone(), l.protocol, l.listen));
         let shared = self.shared_for(l, pools, parts, &metrics, None)?;
         let tls = Self::server_tls(l)?;
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
         let started = match l.protocol {
-            Protocol::Udp => self.start_udp_workers(l, &ctx),
+            Protocol::Udp => self.start_udp_workers(l, &ctx, predecessors),
             _ => self.start_stream_workers(l, &ctx, &tls),
         };
         if let Err(e) = started {

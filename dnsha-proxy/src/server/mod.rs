@@ -14,9 +14,10 @@ mod status;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use dnsha_core::config::{Config, ListenerConfig, PoolConfig};
+use dnsha_core::config::{Config, ListenerConfig, PoolConfig, Protocol};
 use dnsha_core::{Backend, Pool};
 use dnsha_health::HealthMonitor;
+use tokio_util::task::TaskTracker;
 
 pub use prometheus::Exposition;
 pub use reload::ReloadSummary;
@@ -119,7 +120,7 @@ impl Server {
         let mut started = Started::default();
         let parts = server.parts_for(config, &[])?;
         for l in &config.listeners {
-            started.push(server.start_listener(l, &pools, &parts)?);
+            started.push(server.start_listener(l, &pools, &parts, Vec::new())?);
         }
         {
             let mut st = server.lock();
@@ -195,6 +196,22 @@ impl Server {
             routes: parts.map(|p| Arc::clone(&p.routes)).unwrap_or_default(),
             cache: parts.and_then(|p| p.cache.clone()),
         })
+    }
+
+    /// The tasks of the listeners at `listen` over UDP, running (`st`) or
+    /// retired and maybe still draining: a new UDP listener there shares
+    /// their reuseport group until they are gone.
+    fn udp_listeners_at(&self, st: &State, listen: std::net::SocketAddr) -> Vec<TaskTracker> {
+        let udp_at =
+            |c: &ListenerCtx| c.metrics.protocol == Protocol::Udp && c.metrics.address == listen;
+        let retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        st.listeners
+            .iter()
+            .map(|r| &r.ctx)
+            .chain(retired.iter())
+            .filter(|c| udp_at(c) && !c.tasks.is_empty())
+            .map(|c| c.tasks.clone())
+            .collect()
     }
 
     /// Keeps a listener stopped by a reload until it has drained, so that

@@ -190,6 +190,25 @@ fn listener_families(w: &mut Exposition, listeners: &[RunningListener]) {
         .iter()
         .map(|r| (listener_labels(r), get(&r.ctx.metrics.connections)));
     w.family("connections", "Client connections open now.", "gauge", rows);
+    let udp = || {
+        listeners
+            .iter()
+            .filter(|r| r.config.protocol == Protocol::Udp)
+    };
+    let rows = udp().map(|r| (listener_labels(r), get(&r.ctx.metrics.udp_active_workers)));
+    w.family(
+        "udp_active_workers",
+        "UDP workers taking new queries now (adaptive_workers).",
+        "gauge",
+        rows,
+    );
+    let rows = udp().map(|r| (listener_labels(r), get(&r.ctx.metrics.udp_steering_changes)));
+    w.family(
+        "udp_steering_changes_total",
+        "Changes of the number of UDP workers taking queries.",
+        "counter",
+        rows,
+    );
     let drops = listeners.iter().flat_map(|r| {
         DropReason::ALL.into_iter().map(move |reason| {
             (

@@ -38,7 +38,9 @@ fn same_sockets(old: &ListenerConfig, new: &ListenerConfig) -> bool {
         && old.listen == new.listen
         && old.tls.is_some() == new.tls.is_some()
         && (old.protocol != Protocol::Udp
-            || (workers_for(old) == workers_for(new) && old.pin_workers == new.pin_workers))
+            || (workers_for(old) == workers_for(new)
+                && old.pin_workers == new.pin_workers
+                && old.adaptive_workers == new.adaptive_workers))
 }
 
 /// Listeners started for a reload that is not committed yet: dropped
@@ -138,7 +140,9 @@ impl Server {
         for l in &config.listeners {
             let existing = st.listeners.iter().position(|r| same_sockets(&r.config, l));
             let Some((i, r)) = existing.and_then(|i| st.listeners.get(i).map(|r| (i, r))) else {
-                plan.started.push(self.start_listener(l, pools, &parts)?);
+                let predecessors = self.udp_listeners_at(st, l.listen);
+                plan.started
+                    .push(self.start_listener(l, pools, &parts, predecessors)?);
                 continue;
             };
             if let (Some(tls), Some(files)) = (&r.tls, &l.tls) {
