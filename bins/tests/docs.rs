@@ -18,6 +18,7 @@ const KEY_SECTIONS: &[&str] = &[
     "### `[[listener]]`",
     "### `[[pool]]` and `[[pool.backend]]`",
     "### `[pool.cache]`: the packet cache",
+    "### `[[rule]]`: routing and query rules",
     "## Health checks",
     "### `[[vrrp]]` keys",
     "## DNS over TLS and HTTPS",

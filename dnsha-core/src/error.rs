@@ -12,6 +12,32 @@ pub enum Error {
         /// Every error found, in source order.
         errors: Vec<ConfigError>,
     },
+    /// A domain name in a rule that does not parse.
+    #[error("bad domain name {name:?}")]
+    BadName {
+        /// The name as written.
+        name: String,
+        /// Why it does not parse.
+        #[source]
+        source: hickory_proto::ProtoError,
+    },
+    /// A network in a rule that does not parse.
+    #[error("bad network {text:?} (CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an address)")]
+    BadNetwork {
+        /// The network as written.
+        text: String,
+        /// Why it does not parse.
+        #[source]
+        source: ipnet::AddrParseError,
+    },
+    /// A network written with host bits set (`10.1.2.3/8`).
+    #[error("network {text:?} has host bits set: did you mean {network}?")]
+    HostBitsSet {
+        /// The network as written.
+        text: String,
+        /// The network it would be.
+        network: String,
+    },
     /// A pool was asked for a backend and none is available.
     #[error("pool {pool}: no backend available")]
     NoBackend {

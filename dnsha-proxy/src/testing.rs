@@ -272,24 +272,33 @@ pub(crate) fn ctx(
         lc.protocol,
         lc.listen,
     ));
+    let target = Arc::new(crate::pipeline::Target {
+        pool: Arc::new(pool),
+        routes: Arc::new(
+            crate::upstream::Routes::new(
+                &pc,
+                &Arc::new(crate::upstream::stream::TcpUpstreams::new(
+                    crate::upstream::stream::TcpUpstreamSettings::default(),
+                )),
+            )
+            .unwrap(),
+        ),
+        cache: pc
+            .cache
+            .map(|c| Arc::new(crate::cache::PacketCache::new(c))),
+    });
+    let rules = crate::pipeline::Rules::new(
+        cfg.rules.clone(),
+        |name| (name == pc.name).then(|| Arc::clone(&target)),
+        None,
+    );
     Arc::new(ListenerCtx::new(
         ListenerShared {
             acl: Acl::new(lc.allow.clone()),
             config: lc,
-            pool: Arc::new(pool),
+            target,
+            rules: Arc::new(rules),
             access_log: None,
-            routes: Arc::new(
-                crate::upstream::Routes::new(
-                    &pc,
-                    &Arc::new(crate::upstream::stream::TcpUpstreams::new(
-                        crate::upstream::stream::TcpUpstreamSettings::default(),
-                    )),
-                )
-                .unwrap(),
-            ),
-            cache: pc
-                .cache
-                .map(|c| Arc::new(crate::cache::PacketCache::new(c))),
         },
         metrics,
     ))

@@ -21,7 +21,7 @@ use dnsha_proxy::acl::Acl;
 use dnsha_proxy::cache::PacketCache;
 use dnsha_proxy::metrics::{get, ListenerMetrics};
 use dnsha_proxy::pipeline::cache::lookup_in_place;
-use dnsha_proxy::pipeline::{admit, Admission, Flight, ListenerShared, Next};
+use dnsha_proxy::pipeline::{admit, Admission, Flight, ListenerShared, Next, Rules, Target};
 use dnsha_proxy::sys::{RecvBatch, SendBatch};
 use dnsha_proxy::upstream::Routes;
 use dnsha_proxy::wire::dns::{parse_answer, rewrite_id};
@@ -104,12 +104,9 @@ fn answer_to(q: &[u8]) -> Vec<u8> {
 }
 
 /// A UDP listener's settings in front of `backend`, as the server builds
-/// them (no access log: writing one allocates, off the data path).
-fn udp_listener(backend: std::net::SocketAddr) -> (ListenerShared, ListenerMetrics) {
-    udp_listener_with(backend, "")
-}
-
-/// The same with `pool` lines (a `[pool.cache]` table, say) in the pool.
+/// them (no access log: writing one allocates, off the data path), with
+/// `pool` lines (a `[pool.cache]` table, say) in the pool and maybe
+/// `[[rule]]` tables after it.
 fn udp_listener_with(
     backend: std::net::SocketAddr,
     pool: &str,
@@ -126,13 +123,22 @@ fn udp_listener_with(
         vec![Arc::new(Backend::new("b", backend, 1))],
     );
     let metrics = ListenerMetrics::new("l", Protocol::Udp, l.listen);
+    let target = Arc::new(Target {
+        pool: Arc::new(pool),
+        routes: Arc::new(Routes::default()),
+        cache: p.cache.map(|c| Arc::new(PacketCache::new(c))),
+    });
+    let rules = Rules::new(
+        cfg.rules.clone(),
+        |name| (name == p.name).then(|| Arc::clone(&target)),
+        None,
+    );
     let shared = ListenerShared {
         acl: Acl::new(l.allow.clone()),
         config: l,
-        pool: Arc::new(pool),
+        target,
+        rules: Arc::new(rules),
         access_log: None,
-        routes: Arc::new(Routes::default()),
-        cache: p.cache.map(|c| Arc::new(PacketCache::new(c))),
     };
     (shared, metrics)
 }
@@ -154,7 +160,9 @@ fn udp_query_path_allocates_nothing_per_query() {
         .collect();
     let mut recv = RecvBatch::new(32);
     let mut send = SendBatch::new(32);
-    let (shared, metrics) = udp_listener(backend.local_addr().unwrap());
+    // With rules on the way: suffix sets, a network set, a type, and the
+    // query routed by a suffix rule.
+    let (shared, metrics) = udp_listener_with(backend.local_addr().unwrap(), RULES);
     let mut table: PendingTable<(Flight, Vec<u8>)> = PendingTable::new(1024);
     let mut rng = StdRng::seed_from_u64(1);
     let mut spare: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
@@ -259,6 +267,8 @@ fn udp_query_path_allocates_nothing_per_query() {
     assert_eq!(answered, ROUNDS * BATCH);
     assert_eq!(get(&metrics.queries), (ROUNDS * BATCH) as u64);
     assert_eq!(get(&metrics.answers), (ROUNDS * BATCH) as u64);
+    let routed = shared.rules.counts().find(|(n, _)| *n == "all-to-p");
+    assert_eq!(routed, Some(("all-to-p", (ROUNDS * BATCH) as u64)));
     let allocs = ALLOCS.with(Cell::get);
     assert_eq!(
         allocs,
@@ -267,6 +277,30 @@ fn udp_query_path_allocates_nothing_per_query() {
         (ROUNDS - 10) * BATCH
     );
 }
+
+/// Rules every query of the allocation test walks: none matches but the
+/// last, which routes it to the listener's own pool.
+const RULES: &str = r#"
+[[rule]]
+name = "internal"
+qname_suffix = ["corp.example", "other.test"]
+pool = "p"
+
+[[rule]]
+name = "office"
+client = ["192.168.0.0/16", "2001:db8::/32"]
+action = "refuse"
+
+[[rule]]
+name = "mx"
+qtype = ["MX"]
+action = "log"
+
+[[rule]]
+name = "all-to-p"
+qname_suffix = ["example.test"]
+pool = "p"
+"#;
 
 /// A cache hit is answered from the worker without allocating: the batch
 /// of queries is received, admitted, looked up (the key read from the
@@ -284,7 +318,7 @@ fn udp_cache_hit_path_allocates_nothing() {
     }
     let backend = "127.0.0.1:9".parse().unwrap();
     let (shared, metrics) = udp_listener_with(backend, "[pool.cache]\nmax_entries = 1000\n");
-    let cache = shared.cache.clone().unwrap();
+    let cache = shared.target.cache.clone().unwrap();
     let queries: Vec<Vec<u8>> = (0..BATCH)
         .map(|i| query(u16::try_from(i).unwrap(), &format!("q{i}.example.test")))
         .collect();

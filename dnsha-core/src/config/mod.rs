@@ -59,6 +59,9 @@ mod cache;
 mod health;
 mod raw;
 mod read;
+mod rules;
+#[cfg(test)]
+mod rules_tests;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -78,6 +81,9 @@ pub struct Config {
     /// `[[vrrp]]` sections, passed through for the VRRP layer to interpret
     /// (dnsha-core does not depend on it).
     pub vrrp: Vec<Section>,
+    /// `[[rule]]` sections, in order: compile them with
+    /// [`crate::rules::RuleSet::new`].
+    pub rules: Vec<crate::rules::Rule>,
     /// Files named outside the listeners' and backends' TLS settings (which
     /// carry their own locations), with where they are named: the loader
     /// checks each before anything starts, so `dnsha check` and `dnsha run`
@@ -542,7 +548,7 @@ impl Config {
     /// ```
     pub fn keys() -> BTreeMap<String, Vec<&'static str>> {
         const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n[pool.cache]\n\
-                                [[pool.backend]]\n[pool.backend.health]\n";
+                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n";
         let mut errors = read::Errors::default();
         if let Ok(doc) = read::document(SKELETON) {
             let _ = raw::config(read::Table::root(&doc), &mut errors);
@@ -554,10 +560,15 @@ impl Config {
     pub fn summary(&self) -> String {
         let backends: usize = self.pools.iter().map(|p| p.backends.len()).sum();
         format!(
-            "{} listener(s), {} pool(s), {} backend(s){}{}",
+            "{} listener(s), {} pool(s), {} backend(s){}{}{}",
             self.listeners.len(),
             self.pools.len(),
             backends,
+            if self.rules.is_empty() {
+                String::new()
+            } else {
+                format!(", {} rule(s)", self.rules.len())
+            },
             if self.vrrp.is_empty() {
                 String::new()
             } else {
@@ -922,6 +933,15 @@ impl Validator {
                 message: "no [[listener]] and no [[vrrp]]: nothing to serve".into(),
             });
         }
+        let pool_set: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        let listener_set: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        let rules = self.rules(
+            &raw.rule,
+            &rules::Names {
+                pools: &pool_set,
+                listeners: &listener_set,
+            },
+        );
         let mut files = std::mem::take(&mut self.files);
         files.sort_by_key(|f| f.span.start);
         files.dedup();
@@ -930,6 +950,7 @@ impl Validator {
             listeners,
             pools,
             vrrp,
+            rules,
             files,
         }
     }

@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     /// `[[vrrp]]` tables (their locations; the values are read by
     /// dnsha-vrrp, not by this crate).
     pub(super) vrrp: Vec<Located>,
+    /// `[[rule]]` tables.
+    pub(super) rule: Vec<super::rules::RawRule>,
 }
 
 #[derive(Debug)]
@@ -251,6 +253,11 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         .into_iter()
         .map(Table::section)
         .collect();
+    let rule = root
+        .tables(errs, "rule")
+        .into_iter()
+        .map(|t| super::rules::rule(t, errs))
+        .collect();
     root.finish(errs);
     RawConfig {
         admin,
@@ -258,6 +265,7 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         listener_tables,
         pool,
         vrrp,
+        rule,
     }
 }
 

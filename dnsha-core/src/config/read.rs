@@ -116,7 +116,7 @@ impl<'a> Table<'a> {
 
     /// The location of `key`'s name (or of the table when it has no
     /// location).
-    fn key_span(&self, key: &str) -> Range<usize> {
+    pub(super) fn key_span(&self, key: &str) -> Range<usize> {
         self.table
             .key(key)
             .and_then(toml_edit::Key::span)
@@ -247,6 +247,16 @@ impl<'a> Table<'a> {
         errs: &mut Errors,
         key: &'static str,
     ) -> Option<Vec<Spanned<String>>> {
+        self.spanned_strings(errs, key).map(Spanned::into_inner)
+    }
+
+    /// As [`Self::strings`], with the location of the whole list (for an
+    /// error about the list, such as its being empty).
+    pub(super) fn spanned_strings(
+        &mut self,
+        errs: &mut Errors,
+        key: &'static str,
+    ) -> Option<Spanned<Vec<Spanned<String>>>> {
         let (item, span) = self.item(key)?;
         let Some(list) = item.as_array() else {
             self.wrong(errs, key, span, "a list of strings", item);
@@ -263,7 +273,7 @@ impl<'a> Table<'a> {
                 )),
             }
         }
-        Some(out)
+        Some(Spanned::new(span, out))
     }
 
     /// One of a fixed set of words, read by `T`'s serde names: `policy =
@@ -354,6 +364,13 @@ impl<'a> Table<'a> {
                 Vec::new()
             }
         }
+    }
+
+    /// Counts `key`, read as a table or list of tables, among the table's
+    /// keys (documented in the key table, not as a heading of its own: the
+    /// combinators of a rule).
+    pub(super) fn key_not_heading(&mut self, key: &str) {
+        self.subtables.retain(|k| *k != key);
     }
 
     /// Whether `key` is written in the table.

@@ -429,8 +429,8 @@ async fn handle(
             text(DohError::BadRequest)
         }
         Admission::Reply(reply, _) => dns_answer(reply),
-        Admission::Forward(info) => {
-            match forward(&ctx, &upstreams, client, &wire, info, Protocol::Doh).await {
+        Admission::Forward(admitted) => {
+            match forward(&ctx, &upstreams, client, &wire, admitted, Protocol::Doh).await {
                 Some(answer) => dns_answer(answer),
                 None => text(DohError::Unavailable),
             }

@@ -3,6 +3,7 @@
 //! that runs its [`Flight`] over [`Upstreams`], one attempt at a time.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use dnsha_core::config::Protocol;
 use dnsha_core::Millis;
@@ -12,12 +13,12 @@ use tracing::debug;
 use super::ctx::ListenerCtx;
 use crate::error::Error;
 use crate::pipeline::cache;
-use crate::pipeline::{Failure, Flight, Next};
+use crate::pipeline::{Admitted, Failure, Flight, Next};
 use crate::upstream::Upstreams;
-use crate::wire::dns::{rcode_of, synth_reply, DropReason, QueryInfo, MAX_MESSAGE};
+use crate::wire::dns::{rcode_of, synth_reply, DropReason, MAX_MESSAGE};
 
-/// Balances one admitted query (`msg`, as the client sent it) through the
-/// listener's pool: tries backends until one answers or the pool's retries
+/// Balances one admitted query (`msg`, as the client sent it) through its
+/// pool (the listener's, or a rule's): tries backends until one answers or the pool's retries
 /// are spent; the pool's cache first answers what it holds. Returns what
 /// to send the client (with the client's ID): the
 /// answer, the pool's SERVFAIL, or `None` when the pool says `drop`. A
@@ -28,12 +29,12 @@ pub async fn forward(
     upstreams: &Upstreams,
     client: SocketAddr,
     msg: &[u8],
-    info: QueryInfo,
+    admitted: Admitted,
     protocol: Protocol,
 ) -> Option<Vec<u8>> {
     let shared = ctx.shared.load_full();
     let m = &*ctx.metrics;
-    let key = match cache::lookup(&shared, m, client, protocol, &info, msg, Millis::now()) {
+    let key = match cache::lookup(&shared, m, client, protocol, &admitted, msg, Millis::now()) {
         Ok(answer) => return Some(answer),
         Err(key) => key,
     };
@@ -45,9 +46,10 @@ pub async fn forward(
         per_client,
     ) else {
         m.dropped(DropReason::ClientLimit);
-        return Some(synth_reply(&info, ResponseCode::ServFail));
+        return Some(synth_reply(&admitted.info, ResponseCode::ServFail));
     };
-    let mut flight = Flight::new(client, protocol, info, Millis::now()).with_cache_key(key);
+    let target = Arc::clone(&admitted.target);
+    let mut flight = Flight::new(client, protocol, admitted, Millis::now()).with_cache_key(key);
     let mut next = flight.start(&shared, m, Millis::now());
     // When the current attempt runs out: a resend keeps its deadline.
     let mut deadline = Millis::now();
@@ -64,7 +66,7 @@ pub async fn forward(
         let per_try = deadline.since(Millis::now());
         let r = upstreams
             .query(
-                &shared.routes,
+                &target.routes,
                 &attempt.backend,
                 attempt.udp_sockets,
                 msg,

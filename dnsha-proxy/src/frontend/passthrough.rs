@@ -51,12 +51,13 @@ async fn connect_backend(ctx: &ListenerCtx) -> Option<(TcpStream, InFlight)> {
     let shared = ctx.shared.load_full();
     let m = &*ctx.metrics;
     let mut attempts = Attempts::new();
-    let mut next = attempts.first(&shared, Millis::now());
+    let pool = &shared.target.pool;
+    let mut next = attempts.first(pool, Millis::now());
     while let Some(a) = next {
         let limit = Duration::from_millis(a.timeout_ms);
         let (kind, blame) = match timeout(limit, TcpStream::connect(a.backend.address())).await {
             Ok(Ok(stream)) => {
-                record_connected(&shared.pool, &a.backend, Millis::now());
+                record_connected(pool, &a.backend, Millis::now());
                 return attempts.succeeded().map(|f| (stream, f));
             }
             Ok(Err(e)) => {
@@ -73,8 +74,8 @@ async fn connect_backend(ctx: &ListenerCtx) -> Option<(TcpStream, InFlight)> {
             }
         };
         let now = Millis::now();
-        attempts.failed(&shared, m, kind, blame, now);
-        next = attempts.next(&shared, m, now);
+        attempts.failed(pool, m, kind, blame, now);
+        next = attempts.next(pool, m, now);
     }
     None
 }
@@ -280,7 +281,7 @@ mod tests {
         let mut tags = [t1, t2];
         tags.sort_unstable();
         assert_eq!(tags, [1, 2]);
-        let snap = ctx.shared.load().pool.snapshot();
+        let snap = ctx.shared.load().target.pool.snapshot();
         assert_eq!(
             snap.backends()[0].outstanding(),
             1,
@@ -313,7 +314,7 @@ mod tests {
             let (tag, _c) = greet_and_echo(addr, b"x").await;
             assert_eq!(tag, 2);
         }
-        assert!(ctx.shared.load().pool.snapshot().backends()[0].failures() >= 1);
+        assert!(ctx.shared.load().target.pool.snapshot().backends()[0].failures() >= 1);
     }
 
     #[tokio::test]

@@ -249,11 +249,11 @@ fn dispatch(
             push_frame(out, &reply);
         }
         Admission::Drop(_) => {}
-        Admission::Forward(info) => {
+        Admission::Forward(admitted) => {
             let ctx = Arc::clone(ctx);
             let up = upstreams.clone();
             queries.push(Box::pin(async move {
-                forward(&ctx, &up, peer, &msg, info, protocol).await
+                forward(&ctx, &up, peer, &msg, admitted, protocol).await
             }));
         }
     }

@@ -344,8 +344,8 @@ impl Worker {
         let shared = self.ctx.shared.load();
         let m = &*self.ctx.metrics;
         let query = slot.get(..len)?;
-        let qi = match admit(&shared, m, src.ip(), Protocol::Udp, query) {
-            Admission::Forward(qi) => qi,
+        let admitted = match admit(&shared, m, src.ip(), Protocol::Udp, query) {
+            Admission::Forward(a) => a,
             Admission::Reply(bytes, _) => {
                 self.try_send_client(&bytes, src, info);
                 return None;
@@ -354,7 +354,8 @@ impl Worker {
         };
         // Pools with tcp/dot backends: balanced over streams (the cache
         // step is in `forward` there).
-        if let Some((up, slots)) = shared.routes.udp_via_stream() {
+        let target = Arc::clone(&admitted.target);
+        if let Some((up, slots)) = target.routes.udp_via_stream() {
             let (ctx, sock) = (&self.ctx, &self.socket);
             super::udp_stream::spawn(
                 ctx,
@@ -363,14 +364,14 @@ impl Worker {
                 up,
                 slots,
                 query,
-                qi,
+                admitted,
                 src,
                 info,
                 &self.main,
             );
             return None;
         }
-        let key = match cache::lookup_in_place(&shared, m, src, &qi, slot, len, now) {
+        let key = match cache::lookup_in_place(&shared, m, src, &admitted, slot, len, now) {
             Ok(answered) => return Some(answered),
             Err(Cached::Truncated(tc)) => {
                 self.try_send_client(&tc, src, info);
@@ -379,7 +380,7 @@ impl Worker {
             Err(Cached::Miss(key)) => key,
         };
         let query = slot.get(..len)?;
-        let mut flight = Flight::new(src, Protocol::Udp, qi, now).with_cache_key(key);
+        let mut flight = Flight::new(src, Protocol::Udp, admitted, now).with_cache_key(key);
         let next = flight.start(&shared, m, now);
         drop(shared);
         let mut buf = self.spare.pop().unwrap_or_default();
@@ -613,12 +614,14 @@ impl Worker {
             .close_retired(|slot| pending.slot_len(slot) > 0);
         if now >= self.next_gc {
             self.next_gc = now.plus(GC_INTERVAL_MS);
-            let live: Vec<BackendId> = self
-                .ctx
-                .shared
-                .load()
-                .pool
-                .with_snapshot(|s| s.backends().iter().map(|b| b.id()).collect());
+            // The backends of the listener's pool and of the pools its
+            // rules route to.
+            let shared = self.ctx.shared.load();
+            let mut live: Vec<BackendId> = Vec::new();
+            for pool in std::iter::once(&shared.target).chain(shared.rules.targets()) {
+                pool.pool
+                    .with_snapshot(|s| live.extend(s.backends().iter().map(|b| b.id())));
+            }
             let pending = &self.pending;
             self.upstreams.gc(&live, |slot| pending.slot_len(slot) > 0);
         }

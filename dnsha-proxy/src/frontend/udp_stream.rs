@@ -22,10 +22,11 @@ use tokio::sync::Semaphore;
 use super::ctx::ListenerCtx;
 use super::forward::forward;
 use crate::metrics::inc;
+use crate::pipeline::Admitted;
 use crate::sys::{self, PktInfo, UdpReader};
 use crate::upstream::stream::TcpUpstreams;
 use crate::upstream::Upstreams;
-use crate::wire::dns::{truncated, udp_payload_limit, DropReason, QueryInfo};
+use crate::wire::dns::{truncated, udp_payload_limit, DropReason};
 
 /// Balances `query` over streams in a task and answers `client` from
 /// `socket` (with `pkt`'s source address when the socket uses IP_PKTINFO).
@@ -37,7 +38,7 @@ pub fn spawn(
     upstreams: &Arc<TcpUpstreams>,
     slots: &Arc<Semaphore>,
     query: &[u8],
-    info: QueryInfo,
+    admitted: Admitted,
     client: SocketAddr,
     pkt: Option<PktInfo>,
     main: &tokio::runtime::Handle,
@@ -52,8 +53,9 @@ pub fn spawn(
     ctx.tasks.spawn_on(
         async move {
             let _permit = permit;
-            let asked = info.clone();
-            let Some(mut answer) = forward(&ctx2, &up, client, &query, info, Protocol::Udp).await
+            let asked = admitted.info.clone();
+            let Some(mut answer) =
+                forward(&ctx2, &up, client, &query, admitted, Protocol::Udp).await
             else {
                 return;
             };

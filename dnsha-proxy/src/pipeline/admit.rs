@@ -1,22 +1,49 @@
-//! The first step of every query: the listener's ACL, then validation.
+//! The first step of every query: the listener's ACL, validation, then the
+//! rules (where the query goes, or what is answered at once).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use dnsha_core::rules::Action;
 
 use dnsha_core::config::{AnyOverUdp, Protocol};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use super::ListenerShared;
+use super::rules::query_view;
+use super::{ListenerShared, Target};
 use crate::metrics::{inc, ListenerMetrics};
 use crate::wire::dns::{
-    classify_query, refused_for, synth_reply, truncated, DropReason, QueryInfo, Verdict,
+    classify_query, fixed_answer, refused_for, synth_reply, truncated, DropReason, QueryInfo,
+    Verdict,
 };
 
+/// A valid query to forward, and where.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The query.
+    pub info: QueryInfo,
+    /// The pool it goes to: the listener's, or a rule's.
+    pub target: Arc<Target>,
+    /// Whether the pool's cache may answer it and store its answer (a
+    /// `no_cache` rule says no).
+    pub cache: bool,
+}
+
+/// The same query to the same pool (the very same [`Target`]).
+impl PartialEq for Admitted {
+    fn eq(&self, other: &Self) -> bool {
+        self.info == other.info
+            && Arc::ptr_eq(&self.target, &other.target)
+            && self.cache == other.cache
+    }
+}
+
 /// What becomes of a client message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
     /// A valid query: forward it.
-    Forward(QueryInfo),
+    Forward(Admitted),
     /// Answer the client with these bytes at once (FORMERR, NOTIMP, or
     /// REFUSED for a client outside the ACL over a stream), counted under
     /// the reason.
@@ -61,7 +88,7 @@ pub fn admit(
         }
         Verdict::Forward(info) => {
             inc(&m.queries);
-            Admission::Forward(info)
+            route(shared, m, client, protocol, msg, info)
         }
         Verdict::Reply(bytes, reason) => {
             m.dropped(reason);
@@ -71,6 +98,72 @@ pub fn admit(
             m.dropped(reason);
             Admission::Drop(reason)
         }
+    }
+}
+
+/// The rules step: where a valid query goes, or what is answered at once.
+fn route(
+    shared: &ListenerShared,
+    m: &ListenerMetrics,
+    client: IpAddr,
+    protocol: Protocol,
+    msg: &[u8],
+    info: QueryInfo,
+) -> Admission {
+    let forward = |info, target: &Arc<Target>, cache| {
+        Admission::Forward(Admitted {
+            info,
+            target: Arc::clone(target),
+            cache,
+        })
+    };
+    if shared.rules.is_empty() {
+        return forward(info, &shared.target, true);
+    }
+    let ruling = shared
+        .rules
+        .decide(&query_view(msg, &info, client, &shared.config.name));
+    let d = &ruling.decision;
+    if d.log {
+        tracing::info!(
+            target: "dnsha::rules",
+            listener = %shared.config.name,
+            client = %client,
+            qname = %info.question.name(),
+            qtype = %info.question.query_type(),
+            "query matched a log rule"
+        );
+    }
+    let refused = |bytes| {
+        m.dropped(DropReason::Rule);
+        Admission::Reply(bytes, DropReason::Rule)
+    };
+    match d.action {
+        None => forward(info, &shared.target, !d.no_cache),
+        Some(Action::Pool(_)) => {
+            let target = ruling.target.unwrap_or(&shared.target);
+            forward(info, target, !d.no_cache)
+        }
+        Some(Action::Refuse) => {
+            inc(&m.refused);
+            refused(synth_reply(&info, ResponseCode::Refused))
+        }
+        Some(Action::Nxdomain) => refused(synth_reply(&info, ResponseCode::NXDomain)),
+        Some(Action::Drop) => {
+            m.dropped(DropReason::Rule);
+            Admission::Drop(DropReason::Rule)
+        }
+        // Over a stream the client has shown its address: nothing to prove.
+        Some(Action::Truncate) if protocol.is_stream() => {
+            forward(info, &shared.target, !d.no_cache)
+        }
+        Some(Action::Truncate) => refused(truncated(&info)),
+        Some(Action::Answer { records, ttl }) => {
+            inc(&m.answers);
+            Admission::Reply(fixed_answer(&info, records, *ttl), DropReason::Rule)
+        }
+        // Non-terminal actions never end the evaluation.
+        Some(Action::NoCache | Action::Log) => forward(info, &shared.target, !d.no_cache),
     }
 }
 

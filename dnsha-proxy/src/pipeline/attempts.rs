@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use dnsha_core::{Backend, BackendId, FailureKind, InFlight, Millis};
+use dnsha_core::{Backend, BackendId, FailureKind, InFlight, Millis, Pool};
 use smallvec::SmallVec;
 
-use super::{record_failure, ListenerShared};
+use super::record_failure;
 use crate::metrics::{inc, ListenerMetrics};
 
 /// Backends tried so far (inline: no allocation for the usual 1–4).
@@ -54,15 +54,15 @@ impl Attempts {
     }
 
     /// The first attempt, or `None` when the pool has no backend available.
-    pub fn first(&mut self, shared: &ListenerShared, now: Millis) -> Option<Attempt> {
-        self.pick(shared, now)
+    pub fn first(&mut self, pool: &Pool, now: Millis) -> Option<Attempt> {
+        self.pick(pool, now)
     }
 
     /// Records that the current attempt failed: counted as a timeout when it
     /// is one, and against the backend's passive health when `blame`.
     pub fn failed(
         &mut self,
-        shared: &ListenerShared,
+        pool: &Pool,
         m: &ListenerMetrics,
         kind: FailureKind,
         blame: bool,
@@ -72,7 +72,7 @@ impl Attempts {
             inc(&m.timeouts);
         }
         if let (true, Some(c)) = (blame, &self.current) {
-            record_failure(&shared.pool, c.flight.backend(), kind, now);
+            record_failure(pool, c.flight.backend(), kind, now);
         }
     }
 
@@ -92,25 +92,20 @@ impl Attempts {
     /// Ends the current attempt and picks the next one on a backend not
     /// tried yet, while the pool's `retries` allow one (counted as a retry);
     /// `None` otherwise.
-    pub fn next(
-        &mut self,
-        shared: &ListenerShared,
-        m: &ListenerMetrics,
-        now: Millis,
-    ) -> Option<Attempt> {
+    pub fn next(&mut self, pool: &Pool, m: &ListenerMetrics, now: Millis) -> Option<Attempt> {
         self.current = None;
-        let retries = shared.pool.with_snapshot(|s| s.settings().retries);
+        let retries = pool.with_snapshot(|s| s.settings().retries);
         if self.tried.len() > retries as usize {
             return None;
         }
-        let next = self.pick(shared, now)?;
+        let next = self.pick(pool, now)?;
         inc(&m.retries);
         Some(next)
     }
 
-    fn pick(&mut self, shared: &ListenerShared, now: Millis) -> Option<Attempt> {
+    fn pick(&mut self, pool: &Pool, now: Millis) -> Option<Attempt> {
         let (flight, (timeout_ms, udp_sockets, randomize_case, window_ms)) =
-            shared.pool.with_snapshot(|s| {
+            pool.with_snapshot(|s| {
                 let st = s.settings();
                 s.pick(&self.tried, now).map(|f| {
                     let picked = (

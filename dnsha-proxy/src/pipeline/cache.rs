@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use dnsha_core::config::Protocol;
 use dnsha_core::Millis;
 
-use super::ListenerShared;
+use super::{Admitted, ListenerShared};
 use crate::accesslog::LogRecord;
 use crate::cache::{InPlace, Key};
 use crate::metrics::{inc, ListenerMetrics};
@@ -50,6 +50,11 @@ impl Served<'_> {
     }
 }
 
+/// The cache of the query's pool, unless a rule said `no_cache`.
+fn cache_of(admitted: &Admitted) -> Option<&crate::cache::PacketCache> {
+    admitted.target.cache.as_deref().filter(|_| admitted.cache)
+}
+
 /// The UDP worker's lookup: on a fresh hit the answer is written over the
 /// query in `buf` (its first `len` bytes), keeping the client's ID and
 /// name casing, and `Ok(n)` says how many bytes to send. No allocation on
@@ -58,14 +63,15 @@ pub fn lookup_in_place(
     shared: &ListenerShared,
     m: &ListenerMetrics,
     client: SocketAddr,
-    info: &QueryInfo,
+    admitted: &Admitted,
     buf: &mut [u8],
     len: usize,
     now: Millis,
 ) -> Result<usize, Cached> {
-    let Some(cache) = &shared.cache else {
+    let Some(cache) = cache_of(admitted) else {
         return Err(Cached::Miss(None));
     };
+    let info = &admitted.info;
     let Some(query) = buf.get(..len) else {
         return Err(Cached::Miss(None));
     };
@@ -103,13 +109,14 @@ pub fn lookup(
     m: &ListenerMetrics,
     client: SocketAddr,
     protocol: Protocol,
-    info: &QueryInfo,
+    admitted: &Admitted,
     query: &[u8],
     now: Millis,
 ) -> Result<Vec<u8>, Option<Key>> {
-    let Some(cache) = &shared.cache else {
+    let Some(cache) = cache_of(admitted) else {
         return Err(None);
     };
+    let info = &admitted.info;
     let Ok(key) = cache.key(query) else {
         return Err(None);
     };

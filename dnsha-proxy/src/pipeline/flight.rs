@@ -1,13 +1,14 @@
 //! One query's life through the pool, as a state value the drivers feed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use dnsha_core::config::Protocol;
 use dnsha_core::{FailureKind, Millis, OnNoBackend};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::serialize::binary::BinEncodable;
 
-use super::{record_answer, Attempt, Attempts, ListenerShared};
+use super::{record_answer, Admitted, Attempt, Attempts, ListenerShared, Target};
 use crate::accesslog::LogRecord;
 use crate::cache::Key;
 use crate::error::RetryType;
@@ -77,9 +78,9 @@ impl Failure {
 /// # use dnsha_core::config::Protocol;
 /// # fn drive(shared: &dnsha_proxy::pipeline::ListenerShared,
 /// #          m: &dnsha_proxy::metrics::ListenerMetrics,
-/// #          info: dnsha_proxy::wire::dns::QueryInfo) {
+/// #          admitted: dnsha_proxy::pipeline::Admitted) {
 /// let now = dnsha_core::Millis::now();
-/// let mut flight = Flight::new("192.0.2.9:5300".parse().unwrap(), Protocol::Udp, info, now);
+/// let mut flight = Flight::new("192.0.2.9:5300".parse().unwrap(), Protocol::Udp, admitted, now);
 /// match flight.start(shared, m, now) {
 ///     Next::Send(attempt) => { /* send to attempt.backend, then feed the outcome */ }
 ///     Next::Resend(_) => { /* only ever after a failure */ }
@@ -93,6 +94,8 @@ pub struct Flight {
     client: SocketAddr,
     protocol: Protocol,
     info: QueryInfo,
+    /// The pool it goes to, its routes and cache.
+    target: Arc<Target>,
     received: Millis,
     attempts: Attempts,
     /// Whether the query was already sent again to the same backend.
@@ -104,11 +107,12 @@ pub struct Flight {
 
 impl Flight {
     /// A query admitted at `now` (see [`super::admit`]).
-    pub fn new(client: SocketAddr, protocol: Protocol, info: QueryInfo, now: Millis) -> Self {
+    pub fn new(client: SocketAddr, protocol: Protocol, admitted: Admitted, now: Millis) -> Self {
         Self {
             client,
             protocol,
-            info,
+            info: admitted.info,
+            target: admitted.target,
             received: now,
             attempts: Attempts::new(),
             resent: false,
@@ -133,10 +137,15 @@ impl Flight {
         self.client
     }
 
+    /// The pool the query goes to.
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
     /// The first step: a backend to send to, or the pool's answer when none
     /// is available.
     pub fn start(&mut self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Next {
-        match self.attempts.first(shared, now) {
+        match self.attempts.first(&self.target.pool, now) {
             Some(a) => Next::Send(a),
             None => self.give_up(shared, m, now),
         }
@@ -166,11 +175,11 @@ impl Flight {
         now: Millis,
     ) {
         if let Some((f, window_ms)) = self.attempts.answered() {
-            record_answer(&shared.pool, f.backend(), rcode, now, window_ms);
+            record_answer(&self.target.pool, f.backend(), rcode, now, window_ms);
         }
         inc(&m.answers);
         rewrite_id(answer, self.info.id);
-        if let (Some(key), Some(cache)) = (&self.cache_key, &shared.cache) {
+        if let (Some(key), Some(cache)) = (&self.cache_key, &self.target.cache) {
             // What may not be stored (truncated, no TTL...) is counted there.
             let _ = cache.insert(key, answer, now);
         }
@@ -193,7 +202,8 @@ impl Flight {
         // A refusal that follows the resend on a fresh port is confirmed:
         // an off-path forger could not have known that port.
         let blame = failure.blame || (failure.retry == RetryType::Resend && self.resent);
-        self.attempts.failed(shared, m, failure.kind, blame, now);
+        self.attempts
+            .failed(&self.target.pool, m, failure.kind, blame, now);
         if failure.retry == RetryType::Resend && !self.resent {
             if let Some(a) = self.attempts.again() {
                 self.resent = true;
@@ -202,7 +212,7 @@ impl Flight {
             }
         }
         if failure.retry != RetryType::NoRetry {
-            if let Some(a) = self.attempts.next(shared, m, now) {
+            if let Some(a) = self.attempts.next(&self.target.pool, m, now) {
                 return Next::Send(a);
             }
         }
@@ -222,7 +232,10 @@ impl Flight {
             self.log(shared, Some(&stale), now);
             return Next::Reply(stale);
         }
-        let on_no_backend = shared.pool.with_snapshot(|s| s.settings().on_no_backend);
+        let on_no_backend = self
+            .target
+            .pool
+            .with_snapshot(|s| s.settings().on_no_backend);
         let next = match on_no_backend {
             OnNoBackend::Servfail => {
                 inc(&m.servfail);
@@ -245,7 +258,7 @@ impl Flight {
     /// an expired answer from the cache, when serve-stale allows (RFC
     /// 8767), cut to TC=1 for a UDP client that takes less.
     fn stale(&self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Option<Vec<u8>> {
-        let (key, cache) = (self.cache_key.as_ref()?, shared.cache.as_ref()?);
+        let (key, cache) = (self.cache_key.as_ref()?, self.target.cache.as_ref()?);
         if cache.config().stale_ttl == 0 {
             return None;
         }

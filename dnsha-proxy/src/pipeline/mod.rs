@@ -7,6 +7,9 @@
 //! 1. [`admit`]: the listener's ACL and the DNS validation of
 //!    [`crate::wire::dns`] decide whether a client message is forwarded,
 //!    answered at once (FORMERR, NOTIMP, REFUSED) or dropped, and count it.
+//!    Then the configuration's rules ([`Rules`]) say which pool the query
+//!    goes to, or answer it at once (REFUSED, NXDOMAIN, TC=1, a fixed
+//!    answer) or drop it.
 //! 2. [`cache`]: the pool's packet cache answers what it holds fresh; a
 //!    miss carries the query's key on, so the answer is stored.
 //! 3. [`Flight`]: one query's life. [`Flight::start`] picks the first
@@ -30,12 +33,16 @@ mod attempts;
 pub mod cache;
 mod flight;
 mod health;
+mod rules;
+#[cfg(test)]
+mod rules_tests;
 mod shared;
 #[cfg(test)]
 mod tests;
 
-pub use admit::{admit, Admission};
+pub use admit::{admit, Admission, Admitted};
 pub use attempts::{Attempt, Attempts};
 pub use flight::{Failure, Flight, Next};
 pub use health::{record_answer, record_connected, record_failure};
-pub use shared::ListenerShared;
+pub use rules::{Rules, Ruling};
+pub use shared::{ListenerShared, Target};

@@ -14,7 +14,7 @@ use crate::error::RetryType;
 use crate::frontend::ListenerCtx;
 use crate::metrics::{get, ListenerMetrics};
 use crate::testing::{answer, ctx, query_msg};
-use crate::wire::dns::{parse_answer, DropReason, QueryInfo};
+use crate::wire::dns::{parse_answer, DropReason};
 
 const CLIENT: &str = "127.0.0.1:40000";
 
@@ -33,7 +33,7 @@ fn listener(
     ctx(protocol, listener_extra, pool_extra, &backends(n))
 }
 
-fn admitted(l: &ListenerCtx, id: u16, name: &str) -> (Vec<u8>, QueryInfo) {
+fn admitted(l: &ListenerCtx, id: u16, name: &str) -> (Vec<u8>, Admitted) {
     let (q, _) = query_msg(id, name);
     let shared = l.shared.load();
     match admit(&shared, &l.metrics, client().ip(), Protocol::Udp, &q) {
@@ -322,7 +322,7 @@ fn no_backend_up_answers_at_once_with_both_policies() {
     for (pool, servfail) in [("", true), ("on_no_backend = \"drop\"", false)] {
         let l = listener("udp", "", pool, 2);
         let shared = l.shared.load();
-        for b in shared.pool.snapshot().backends() {
+        for b in shared.target.pool.snapshot().backends() {
             b.set_state(BackendState::DownByCheck);
         }
         let (_, info) = admitted(&l, 1, "x.test.");
@@ -357,7 +357,7 @@ fn retries_bound_the_attempts() {
 fn consecutive_failures_mark_a_backend_down_and_it_is_skipped() {
     let l = listener("udp", "", "max_fails = 2\npolicy = \"first\"", 2);
     let shared = l.shared.load();
-    let first = shared.pool.snapshot().backends()[0].clone();
+    let first = shared.target.pool.snapshot().backends()[0].clone();
     for i in 0..2 {
         let (mut f, a) = sent(&l, i, "f.test.", Protocol::Udp, Millis(0));
         assert_eq!(a.backend.id(), first.id());
@@ -396,15 +396,21 @@ fn attempts_keep_the_backend_busy_while_connected() {
     let l = listener("tcp-passthrough", "", "", 2);
     let shared = l.shared.load();
     let mut att = Attempts::new();
-    let a = att.first(&shared, Millis(0)).unwrap();
-    att.failed(&shared, m(&l), FailureKind::Refused, true, Millis(0));
-    let b = att.next(&shared, m(&l), Millis(0)).unwrap();
+    let a = att.first(&shared.target.pool, Millis(0)).unwrap();
+    att.failed(
+        &shared.target.pool,
+        m(&l),
+        FailureKind::Refused,
+        true,
+        Millis(0),
+    );
+    let b = att.next(&shared.target.pool, m(&l), Millis(0)).unwrap();
     assert_ne!(a.backend.id(), b.backend.id());
     let guard = att.succeeded().unwrap();
-    record_connected(&shared.pool, guard.backend(), Millis(0));
+    record_connected(&shared.target.pool, guard.backend(), Millis(0));
     assert_eq!(b.backend.outstanding(), 1);
     assert!(
-        att.next(&shared, m(&l), Millis(0)).is_none(),
+        att.next(&shared.target.pool, m(&l), Millis(0)).is_none(),
         "retries spent"
     );
     drop(guard);
@@ -519,7 +525,7 @@ fn a_burst_of_unanswered_names_does_not_take_down_a_backend_that_answers() {
             Millis(1_300),
         );
     }
-    let b = std::sync::Arc::clone(&shared.pool.snapshot().backends()[0]);
+    let b = std::sync::Arc::clone(&shared.target.pool.snapshot().backends()[0]);
     assert_eq!(b.consecutive_failures(), 50);
     assert!(b.is_up(), "answers still outweigh the burst");
     let (_, info) = admitted(&l, 1, "ok.test.");

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dnsha_core::config::{ListenerConfig, Protocol};
-use dnsha_core::Pool;
 use tokio_util::task::TaskTracker;
 
 use super::{RunningListener, Server};
@@ -239,12 +238,11 @@ impl Server {
     pub(super) fn start_listener(
         &self,
         l: &ListenerConfig,
-        pools: &[Arc<Pool>],
-        parts: &[(String, super::PoolParts)],
+        parts: &super::Parts,
         predecessors: Vec<TaskTracker>,
     ) -> Result<RunningListener> {
         let metrics = Arc::new(ListenerMetrics::new(l.name.clone(), l.protocol, l.listen));
-        let shared = self.shared_for(l, pools, parts, &metrics, None)?;
+        let shared = self.shared_for(l, parts, &metrics, None)?;
         let tls = Self::server_tls(l)?;
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
         let started = match l.protocol {

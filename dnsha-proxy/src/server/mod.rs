@@ -29,7 +29,7 @@ use crate::cache::PacketCache;
 use crate::error::{Error, Result};
 use crate::frontend::ListenerCtx;
 use crate::metrics::ListenerMetrics;
-use crate::pipeline::ListenerShared;
+use crate::pipeline::{ListenerShared, Rules, Target};
 use crate::tls::ServerTls;
 use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams};
 use crate::upstream::udp::UdpUpstreams;
@@ -47,23 +47,35 @@ struct State {
     pools: Vec<Arc<Pool>>,
     /// The packet cache of each pool that has one, by pool name.
     caches: Vec<(String, Arc<PacketCache>)>,
+    /// The rules of the configuration in force.
+    rules: Arc<Rules>,
     listeners: Vec<RunningListener>,
 }
 
-/// What a pool's listeners share besides the pool: how queries reach its
-/// backends over streams, and its packet cache.
+/// What the listeners of one configuration share: each pool as a query
+/// target (the pool, how queries reach its backends over streams, its
+/// packet cache), and the rules.
 #[derive(Debug, Clone)]
-struct PoolParts {
-    routes: Arc<Routes>,
-    cache: Option<Arc<PacketCache>>,
+struct Parts {
+    targets: Vec<(String, Arc<Target>)>,
+    rules: Arc<Rules>,
 }
 
-/// The caches of `parts`, by pool name.
-fn caches_of(parts: &[(String, PoolParts)]) -> Vec<(String, Arc<PacketCache>)> {
-    parts
-        .iter()
-        .filter_map(|(name, p)| p.cache.clone().map(|c| (name.clone(), c)))
-        .collect()
+impl Parts {
+    fn target(&self, pool: &str) -> Option<&Arc<Target>> {
+        self.targets
+            .iter()
+            .find(|(name, _)| name == pool)
+            .map(|(_, t)| t)
+    }
+
+    /// The caches, by pool name.
+    fn caches(&self) -> Vec<(String, Arc<PacketCache>)> {
+        self.targets
+            .iter()
+            .filter_map(|(name, t)| t.cache.clone().map(|c| (name.clone(), c)))
+            .collect()
+    }
 }
 
 /// A running balancer.
@@ -110,6 +122,7 @@ impl Server {
             state: Mutex::new(State {
                 pools: Vec::new(),
                 caches: Vec::new(),
+                rules: Arc::new(Rules::default()),
                 listeners: Vec::new(),
             }),
             tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
@@ -118,14 +131,15 @@ impl Server {
             health,
         });
         let mut started = Started::default();
-        let parts = server.parts_for(config, &[])?;
+        let parts = server.parts_for(config, &pools, &[], None)?;
         for l in &config.listeners {
-            started.push(server.start_listener(l, &pools, &parts, Vec::new())?);
+            started.push(server.start_listener(l, &parts, Vec::new())?);
         }
         {
             let mut st = server.lock();
             st.pools = pools;
-            st.caches = caches_of(&parts);
+            st.caches = parts.caches();
+            st.rules = Arc::clone(&parts.rules);
             st.listeners = started.commit();
             server.reconcile_health(config, &st.pools);
         }
@@ -139,37 +153,57 @@ impl Server {
     /// The stream routes (TLS client configurations built) and the packet
     /// cache of every pool: a cache of `old` is kept when its pool's cache
     /// settings did not change, so a reload keeps the answers.
+    ///
+    /// `pools` are the running pools of `config`; the rules keep the match
+    /// counts of `old_rules` by rule name.
     fn parts_for(
         &self,
         config: &Config,
+        pools: &[Arc<Pool>],
         old: &[(String, Arc<PacketCache>)],
-    ) -> Result<Vec<(String, PoolParts)>> {
-        config
+        old_rules: Option<&Rules>,
+    ) -> Result<Parts> {
+        let targets = config
             .pools
             .iter()
-            .map(|p| {
+            .filter_map(|p| {
+                let pool = pools.iter().find(|running| running.name() == p.name)?;
+                Some((p, Arc::clone(pool)))
+            })
+            .map(|(p, pool)| {
                 let cache = p.cache.map(|c| {
                     old.iter()
                         .find(|(name, old)| *name == p.name && *old.config() == c)
                         .map_or_else(|| Arc::new(PacketCache::new(c)), |(_, old)| Arc::clone(old))
                 });
                 let routes = Arc::new(Routes::new(p, &self.tcp_upstreams)?);
-                Ok((p.name.clone(), PoolParts { routes, cache }))
+                let target = Target {
+                    pool,
+                    routes,
+                    cache,
+                };
+                Ok((p.name.clone(), Arc::new(target)))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let target_of = |name: &str| {
+            targets
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| Arc::clone(t))
+        };
+        let rules = Arc::new(Rules::new(config.rules.clone(), target_of, old_rules));
+        Ok(Parts { targets, rules })
     }
 
     fn shared_for(
         &self,
         l: &ListenerConfig,
-        pools: &[Arc<Pool>],
-        parts: &[(String, PoolParts)],
+        parts: &Parts,
         metrics: &Arc<ListenerMetrics>,
         old_log: Option<(&ListenerConfig, &Option<AccessLog>)>,
     ) -> Result<ListenerShared> {
-        let pool = pools
-            .iter()
-            .find(|p| p.name() == l.pool)
+        let target = parts
+            .target(&l.pool)
             .cloned()
             .ok_or_else(|| Error::UnknownPool {
                 listener: l.name.clone(),
@@ -184,17 +218,12 @@ impl Server {
                 .clone()
                 .map(|t| AccessLog::start(t, l.format, Arc::clone(metrics))),
         };
-        let parts = parts
-            .iter()
-            .find(|(name, _)| *name == l.pool)
-            .map(|(_, p)| p);
         Ok(ListenerShared {
             config: l.clone(),
-            pool,
+            target,
+            rules: Arc::clone(&parts.rules),
             acl: Acl::new(l.allow.clone()),
             access_log,
-            routes: parts.map(|p| Arc::clone(&p.routes)).unwrap_or_default(),
-            cache: parts.and_then(|p| p.cache.clone()),
         })
     }
 

@@ -170,6 +170,13 @@ const TLS_COUNTERS: [(&str, &str, Pick); 8] = [
     ),
 ];
 
+/// `v` as a label value: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The labels of a listener's samples.
 fn listener_labels(r: &RunningListener) -> String {
     format!(
@@ -375,6 +382,14 @@ impl Server {
         tls_families(&mut w, &st.listeners);
         backend_families(&mut w, &st.pools);
         cache_families(&mut w, &st.caches);
+        w.family(
+            "rule_matches_total",
+            "Queries each [[rule]] matched.",
+            "counter",
+            st.rules
+                .counts()
+                .map(|(name, n)| (format!("rule=\"{}\"", label_value(name)), n)),
+        );
         let globals = [
             (
                 "tcp_upstream_unmatched_total",

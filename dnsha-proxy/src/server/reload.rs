@@ -76,6 +76,8 @@ struct Plan {
     started: Started,
     /// The pools' caches, kept ones included.
     caches: Vec<(String, Arc<crate::cache::PacketCache>)>,
+    /// The new rules, swapped in with the listeners' settings.
+    rules: Arc<crate::pipeline::Rules>,
 }
 
 impl Server {
@@ -122,6 +124,7 @@ impl Server {
         st.listeners = next;
         st.pools = pools;
         st.caches = plan.caches;
+        st.rules = plan.rules;
         self.reconcile_health(config, &st.pools);
         Ok(summary)
     }
@@ -130,9 +133,10 @@ impl Server {
     /// failure changes nothing), kept ones get their new settings and
     /// certificates ready.
     fn plan(&self, st: &State, config: &Config, pools: &[Arc<Pool>]) -> Result<Plan> {
-        let parts = self.parts_for(config, &st.caches)?;
+        let parts = self.parts_for(config, pools, &st.caches, Some(&st.rules))?;
         let mut plan = Plan {
-            caches: super::caches_of(&parts),
+            caches: parts.caches(),
+            rules: Arc::clone(&parts.rules),
             keep: Vec::new(),
             keys: Vec::new(),
             started: Started::default(),
@@ -142,7 +146,7 @@ impl Server {
             let Some((i, r)) = existing.and_then(|i| st.listeners.get(i).map(|r| (i, r))) else {
                 let predecessors = self.udp_listeners_at(st, l.listen);
                 plan.started
-                    .push(self.start_listener(l, pools, &parts, predecessors)?);
+                    .push(self.start_listener(l, &parts, predecessors)?);
                 continue;
             };
             if let (Some(tls), Some(files)) = (&r.tls, &l.tls) {
@@ -157,7 +161,7 @@ impl Server {
             }
             let old = r.ctx.shared.load();
             let log = Some((&r.config, &old.access_log));
-            let shared = self.shared_for(l, pools, &parts, &r.ctx.metrics, log)?;
+            let shared = self.shared_for(l, &parts, &r.ctx.metrics, log)?;
             plan.keep.push((i, shared));
         }
         Ok(plan)

@@ -7,6 +7,8 @@
 use hickory_proto::op::{Header, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
+pub use dnsha_core::rules::{Edns, FixedRecord};
+
 /// Length of the DNS header.
 pub const HEADER_LEN: usize = 12;
 
@@ -43,11 +45,13 @@ pub enum DropReason {
     /// Over the listener's `max_queries_per_client` in flight from one
     /// client address: answered SERVFAIL at once.
     ClientLimit,
+    /// A `[[rule]]` refused, answered NXDOMAIN, truncated or dropped it.
+    Rule,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Short,
         Self::Response,
         Self::Truncated,
@@ -60,6 +64,7 @@ impl DropReason {
         Self::Overload,
         Self::AnyOverUdp,
         Self::ClientLimit,
+        Self::Rule,
     ];
 
     /// Metrics label.
@@ -77,6 +82,7 @@ impl DropReason {
             Self::Overload => "overload",
             Self::AnyOverUdp => "any_over_udp",
             Self::ClientLimit => "client_limit",
+            Self::Rule => "rule",
         }
     }
 
@@ -95,6 +101,8 @@ pub struct QueryInfo {
     pub question: Query,
     /// Recursion desired flag (copied into answers the balancer makes).
     pub recursion_desired: bool,
+    /// The query's EDNS record, if it has one (for the rules).
+    pub edns: Option<Edns>,
 }
 
 /// What to do with a message received from a client.
@@ -168,11 +176,18 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
         None => false,
     };
     if bare {
+        // The OPT record's TTL field holds the flags; DO is its top bit.
+        let edns = buf.get(after_question..).and_then(|rest| {
+            (!rest.is_empty()).then(|| Edns {
+                dnssec_ok: rest.get(7).is_some_and(|f| f & 0x80 != 0),
+            })
+        });
         return match Query::read(&mut dec) {
             Ok(question) => Verdict::Forward(QueryInfo {
                 id: header.id(),
                 question,
                 recursion_desired: header.recursion_desired(),
+                edns,
             }),
             Err(_) => Verdict::Reply(
                 header_only_reply(&header, ResponseCode::FormErr),
@@ -194,6 +209,9 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
                     id: header.id(),
                     question: q.clone(),
                     recursion_desired: header.recursion_desired(),
+                    edns: msg.extensions().as_ref().map(|e| Edns {
+                        dnssec_ok: e.flags().dnssec_ok,
+                    }),
                 }),
                 None => Verdict::Reply(
                     header_only_reply(&header, ResponseCode::FormErr),
@@ -212,6 +230,12 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
 /// owner name, type 41, any payload size / extended flags, RDLENGTH 0.
 fn is_bare_opt(rest: &[u8]) -> bool {
     matches!(rest, [0, 0, 41, _, _, _, _, _, _, 0, 0])
+}
+
+/// The question's name of a validated query, in wire format as received.
+pub fn question_name(buf: &[u8]) -> Option<&[u8]> {
+    let len = question_name_len(buf)?;
+    buf.get(HEADER_LEN..HEADER_LEN + len)
 }
 
 /// Wire length of the question name at offset 12, which must be written out
@@ -449,6 +473,36 @@ pub fn synth_reply(query: &QueryInfo, rcode: ResponseCode) -> Vec<u8> {
         .set_recursion_available(true)
         .set_response_code(rcode)
         .add_query(query.question.clone());
+    m.to_vec().unwrap_or_default()
+}
+
+/// A fixed answer of a rule: the `records` of the question's type (all of
+/// them for ANY) with `ttl`, authoritative; NOERROR without records for
+/// other types.
+pub fn fixed_answer(query: &QueryInfo, records: &[FixedRecord], ttl: u32) -> Vec<u8> {
+    use hickory_proto::rr::rdata::{A, AAAA, TXT};
+    use hickory_proto::rr::{RData, Record, RecordType};
+    let qtype = query.question.query_type();
+    let name = query.question.name().clone();
+    let mut m = Message::new();
+    m.set_id(query.id)
+        .set_message_type(MessageType::Response)
+        .set_op_code(OpCode::Query)
+        .set_authoritative(true)
+        .set_recursion_desired(query.recursion_desired)
+        .set_recursion_available(true)
+        .set_response_code(ResponseCode::NoError)
+        .add_query(query.question.clone());
+    for r in records {
+        let (rtype, data) = match r {
+            FixedRecord::A(a) => (RecordType::A, RData::A(A(*a))),
+            FixedRecord::Aaaa(a) => (RecordType::AAAA, RData::AAAA(AAAA(*a))),
+            FixedRecord::Txt(t) => (RecordType::TXT, RData::TXT(TXT::new(vec![t.clone()]))),
+        };
+        if qtype == rtype || qtype == RecordType::ANY {
+            m.add_answer(Record::from_rdata(name.clone(), ttl, data));
+        }
+    }
     m.to_vec().unwrap_or_default()
 }
 

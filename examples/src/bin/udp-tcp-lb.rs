@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
                 .collect(),
         )],
         vrrp: Vec::new(),
+        rules: Vec::new(),
         files: Vec::new(),
     };
     let server = match Server::start(&config).await {

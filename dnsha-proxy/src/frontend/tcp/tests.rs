@@ -136,7 +136,7 @@ async fn refused_backend_is_retried_invisibly() {
         assert_eq!(m.id(), i);
         assert_eq!(tag(&m), Some(2));
     }
-    let failures = f.ctx.shared.load().pool.snapshot().backends()[0].failures();
+    let failures = f.ctx.shared.load().target.pool.snapshot().backends()[0].failures();
     assert!(failures >= 1);
     assert_eq!(get(&f.ctx.metrics.retries), failures);
     assert_eq!(get(&f.ctx.metrics.servfail), 0);

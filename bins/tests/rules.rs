@@ -1,0 +1,181 @@
+//! `[[rule]]` through the daemon, in front of real NSD servers: routing by
+//! name and client network, answers made at once, per-rule metrics, a
+//! reload that swaps the rules, and a rule of 10 000 suffixes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, last)
+}
+
+/// Three pools of one NSD each (`auth` answers 10.0.0.1, `fwd` 10.0.0.2,
+/// `office` 10.0.0.3); the listeners send to `fwd` unless `rules` say.
+fn config(listen: SocketAddr, admin: SocketAddr, nsd: &[&Nsd; 3], rules: &str) -> String {
+    let mut s = format!(
+        "[admin]\nlisten = \"{admin}\"\n\n\
+         [[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \"{listen}\"\npool = \"fwd\"\n\n\
+         [[listener]]\nname = \"tcp\"\nprotocol = \"tcp\"\nlisten = \"{listen}\"\npool = \"fwd\"\n"
+    );
+    for (name, n) in ["auth", "fwd", "office"].iter().zip(nsd) {
+        s.push_str(&format!(
+            "\n[[pool]]\nname = \"{name}\"\n[[pool.backend]]\nname = \"{name}-1\"\naddress = \"{}\"\n",
+            n.addr()
+        ));
+    }
+    s.push_str(rules);
+    s
+}
+
+const RULES: &str = r#"
+[[rule]]
+name = "internal"
+qname_suffix = ["corp.example.test"]
+pool = "auth"
+
+[[rule]]
+name = "office"
+client = ["127.0.0.2/32"]
+pool = "office"
+
+[[rule]]
+name = "portal"
+qname = ["portal.example.test"]
+answer = ["192.0.2.80"]
+
+[[rule]]
+name = "blocked"
+qname_suffix = ["blocked.example.test"]
+action = "nxdomain"
+"#;
+
+/// The A record answered for `name` over UDP, asked from `from`.
+fn a_from(from: Ipv4Addr, listen: SocketAddr, name: &str) -> Option<Ipv4Addr> {
+    let s = UdpSocket::bind((from, 0)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let q = build_query(name, RecordType::A).unwrap();
+    s.send_to(&q.to_vec().unwrap(), listen).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).unwrap();
+    a_record(&Message::from_vec(&buf[..n]).unwrap())
+}
+
+fn a_udp(listen: SocketAddr, name: &str) -> Option<Ipv4Addr> {
+    a_record(&query_udp(listen, name, RecordType::A, T).unwrap())
+}
+
+fn a_tcp(listen: SocketAddr, name: &str) -> Option<Ipv4Addr> {
+    a_record(&query_tcp(listen, name, RecordType::A, T).unwrap())
+}
+
+#[test]
+fn rules_route_by_name_and_client_and_answer_at_once() {
+    init_tracing();
+    let nsd = [Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3))];
+    let (listen, admin) = (free_addr(), free_addr());
+    let mut d = Dnsha::start(
+        bin(),
+        &config(listen, admin, &[&nsd[0], &nsd[1], &nsd[2]], RULES),
+    );
+    d.wait_udp(listen);
+    d.wait_tcp(listen);
+    // Internal names to `auth`, over UDP and TCP.
+    assert_eq!(a_udp(listen, "host.corp.example.test."), Some(ip(1)));
+    assert_eq!(a_tcp(listen, "HOST.Corp.Example.Test."), Some(ip(1)));
+    // Everything else to the listener's pool.
+    assert_eq!(a_udp(listen, "www.example.test."), Some(ip(2)));
+    assert_eq!(a_tcp(listen, "www.example.test."), Some(ip(2)));
+    // The office network to its own pool (its internal names still first).
+    assert_eq!(
+        a_from(Ipv4Addr::new(127, 0, 0, 2), listen, "www.example.test."),
+        Some(ip(3))
+    );
+    assert_eq!(
+        a_from(Ipv4Addr::new(127, 0, 0, 2), listen, "x.corp.example.test."),
+        Some(ip(1))
+    );
+    // A fixed answer and an NXDOMAIN, without a backend.
+    assert_eq!(
+        a_udp(listen, "portal.example.test."),
+        Some(Ipv4Addr::new(192, 0, 2, 80))
+    );
+    let blocked = query_tcp(listen, "a.blocked.example.test.", RecordType::A, T).unwrap();
+    assert_eq!(blocked.response_code(), ResponseCode::NXDomain);
+    // Per-rule counters.
+    assert_eq!(
+        metric(admin, "dnsha_rule_matches_total{rule=\"internal\"}"),
+        3
+    );
+    assert_eq!(
+        metric(admin, "dnsha_rule_matches_total{rule=\"office\"}"),
+        1
+    );
+    assert_eq!(
+        metric(admin, "dnsha_rule_matches_total{rule=\"portal\"}"),
+        1
+    );
+    assert_eq!(
+        metric(admin, "dnsha_rule_matches_total{rule=\"blocked\"}"),
+        1
+    );
+
+    // A reload swaps the rule set: internal names now go to `office`, the
+    // portal rule is gone; the counts of rules kept by name stay.
+    let swapped = RULES
+        .replacen("pool = \"auth\"", "pool = \"office\"", 1)
+        .replace("[[rule]]\nname = \"portal\"\nqname = [\"portal.example.test\"]\nanswer = [\"192.0.2.80\"]\n", "");
+    d.rewrite_config(&config(
+        listen,
+        admin,
+        &[&nsd[0], &nsd[1], &nsd[2]],
+        &swapped,
+    ));
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert_eq!(a_udp(listen, "host.corp.example.test."), Some(ip(3)));
+    assert_eq!(a_tcp(listen, "host.corp.example.test."), Some(ip(3)));
+    assert_eq!(a_udp(listen, "portal.example.test."), Some(ip(2)));
+    assert_eq!(
+        metric(admin, "dnsha_rule_matches_total{rule=\"internal\"}"),
+        5
+    );
+    assert!(!http_get(admin, "/metrics").contains("rule=\"portal\""));
+}
+
+#[test]
+fn a_rule_of_ten_thousand_suffixes_loads_and_routes() {
+    init_tracing();
+    let nsd = [Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3))];
+    let (listen, admin) = (free_addr(), free_addr());
+    let zones: Vec<String> = (0..10_000)
+        .map(|i| format!("\"z{i}.example.test\""))
+        .collect();
+    let rules = format!(
+        "\n[[rule]]\nname = \"zones\"\nqname_suffix = [{}]\npool = \"auth\"\n",
+        zones.join(", ")
+    );
+    let mut d = Dnsha::start(
+        bin(),
+        &config(listen, admin, &[&nsd[0], &nsd[1], &nsd[2]], &rules),
+    );
+    d.wait_udp(listen);
+    for i in [0, 1234, 9_999] {
+        assert_eq!(
+            a_udp(listen, &format!("host.z{i}.example.test.")),
+            Some(ip(1)),
+            "z{i}"
+        );
+    }
+    assert_eq!(a_udp(listen, "host.z10000.example.test."), Some(ip(2)));
+    assert_eq!(a_udp(listen, "www.example.test."), Some(ip(2)));
+}
