@@ -705,3 +705,59 @@ fn adaptive_workers_send_a_light_udp_load_to_one_worker_and_a_backlog_to_all() {
     assert_eq!(metric(admin, "dnsha_udp_active_workers{"), 3);
     assert!(light_load_until(listen, admin, 1), "{}", d.log());
 }
+
+#[test]
+fn chash_keeps_each_name_on_its_backend_and_moves_only_a_dead_ones_names() {
+    init_tracing();
+    let mut nsd = vec![Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3))];
+    let (listen, admin) = (free_addr(), free_addr());
+    let backends: Vec<(String, SocketAddr)> = nsd
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("b{i}"), n.addr()))
+        .collect();
+    let list: Vec<(&str, SocketAddr, u32)> = backends
+        .iter()
+        .map(|(name, a)| (name.as_str(), *a, 1))
+        .collect();
+    // A dead backend's queries time out before its names move on: short.
+    let cfg = config(listen, admin, "policy = \"chash\"\ntimeout_ms = 200", &list);
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    let names: Vec<String> = (0..60).map(|i| format!("name{i}.example.test.")).collect();
+    let ask = |name: &str| {
+        let m = query_udp(listen, name, RecordType::A, T).expect("udp query");
+        a_record(&m).expect("A record")
+    };
+    let before: Vec<Ipv4Addr> = names.iter().map(|n| ask(n)).collect();
+    // Asked again, over UDP or TCP, in any case: the same backend.
+    for (n, &was) in names.iter().zip(&before) {
+        assert_eq!(ask(&n.to_uppercase()), was, "{n}");
+        assert_eq!(
+            a_record(&query_tcp(listen, n, RecordType::A, T).unwrap()),
+            Some(was)
+        );
+    }
+    for b in [1, 2, 3] {
+        let on_b = before.iter().filter(|&&a| a == ip(b)).count();
+        assert!(on_b >= 5, "backend {b} holds {on_b} of 60 names");
+    }
+    // Backend 2 dies: its names move, every other name stays.
+    let mut dead = nsd.remove(1);
+    dead.stop();
+    let after: Vec<Ipv4Addr> = names.iter().map(|n| ask(n)).collect();
+    let mut moved = 0;
+    for ((n, &was), &now) in names.iter().zip(&before).zip(&after) {
+        assert_ne!(now, ip(2), "{n}");
+        if was == ip(2) {
+            moved += 1;
+        } else {
+            assert_eq!(now, was, "{n} moved off a live backend");
+        }
+    }
+    assert_eq!(moved, before.iter().filter(|&&a| a == ip(2)).count());
+    // And they stay where they moved to.
+    for (n, &now) in names.iter().zip(&after) {
+        assert_eq!(ask(n), now, "{n}");
+    }
+}

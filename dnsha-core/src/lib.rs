@@ -37,7 +37,7 @@ pub use backend::{
 };
 pub use clock::Millis;
 pub use error::{ConfigError, Error};
-pub use policy::{Candidates, Policy, PolicyKind};
+pub use policy::{Candidates, HashKey, HashedKey, Policy, PolicyKind};
 pub use pool::{
     BackendSet, OnNoBackend, PassiveObserver, PassiveSignal, PolicyFactory, Pool, PoolSettings,
 };

@@ -8,7 +8,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::backend::{Backend, BackendId, FailureKind, InFlight, PassiveLimits, Transition};
 use crate::clock::Millis;
 use crate::error::{Error, Result};
-use crate::policy::{Candidates, Policy, PolicyKind};
+use crate::policy::{Candidates, HashKey, HashedKey, Policy, PolicyKind};
 
 /// What the client gets when no backend can answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -49,6 +49,11 @@ pub struct PoolSettings {
     pub max_connections_per_backend: usize,
     /// Most queries pipelined at once on one TCP/DoT connection to a backend.
     pub max_in_flight_per_connection: usize,
+    /// `chash`: what is hashed.
+    pub hash_key: HashKey,
+    /// `chash`: the load bound factor in percent (150: a backend takes a
+    /// query while under 1.5 × the average outstanding); 0 for none.
+    pub hash_balance_percent: u32,
 }
 
 impl PoolSettings {
@@ -83,6 +88,8 @@ impl Default for PoolSettings {
             udp_sockets_per_backend: 2,
             max_connections_per_backend: 8,
             max_in_flight_per_connection: 100,
+            hash_key: HashKey::Qname,
+            hash_balance_percent: 150,
         }
     }
 }
@@ -115,9 +122,31 @@ impl BackendSet {
     /// Picks a backend for a query, skipping `exclude`, and starts the query
     /// on it. Returns `None` when no backend is available.
     pub fn pick(&self, exclude: &[BackendId], now: Millis) -> Option<InFlight> {
-        let c = Candidates::new(&self.backends, exclude, now);
+        self.pick_keyed(exclude, now, None)
+    }
+
+    /// The same for a query whose key `hash` a hashing policy places (see
+    /// [`Self::hash_key`]).
+    pub fn pick_keyed(
+        &self,
+        exclude: &[BackendId],
+        now: Millis,
+        hash: Option<u64>,
+    ) -> Option<InFlight> {
+        let key = hash.map(|hash| HashedKey {
+            hash,
+            balance_percent: self.settings.hash_balance_percent,
+        });
+        let c = Candidates::new(&self.backends, exclude, now).with_key(key);
         let i = self.policy.pick(&c)?;
         self.backends.get(i).map(Backend::start_query)
+    }
+
+    /// What a query's key is made of, when the policy hashes one (`chash`);
+    /// `None` for the other policies, whose picks need no key.
+    pub fn hash_key(&self) -> Option<HashKey> {
+        (self.policy.name() == PolicyKind::ConsistentHash.as_str())
+            .then_some(self.settings.hash_key)
     }
 
     /// True when at least one backend is up.

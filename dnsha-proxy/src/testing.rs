@@ -69,9 +69,19 @@ impl Drop for FakeBackend {
 
 impl FakeBackend {
     pub(crate) async fn start(tag: u8, behavior: Behavior) -> Self {
+        Self::start_with(tag, behavior, Arc::new(Stats::default())).await
+    }
+
+    /// Another backend counting into `other`'s figures: its queries in
+    /// flight and theirs are one count, whose maximum is the most both
+    /// held at once.
+    pub(crate) async fn start_counting_with(tag: u8, behavior: Behavior, other: &Self) -> Self {
+        Self::start_with(tag, behavior, Arc::clone(&other.stats)).await
+    }
+
+    async fn start_with(tag: u8, behavior: Behavior, stats: Arc<Stats>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(Stats::default());
         let st = Arc::clone(&stats);
         let task = tokio::spawn(async move {
             loop {

@@ -663,6 +663,47 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// A `chash` key (`hash_key`, `hash_balance`): an error on a pool with
+    /// another policy, where it would do nothing.
+    fn chash_only<T: Clone>(
+        &mut self,
+        p: &raw::RawPool,
+        key: &str,
+        v: &Option<Spanned<T>>,
+    ) -> Option<Spanned<T>> {
+        let v = v.as_ref()?;
+        if p.policy != PolicyKind::ConsistentHash {
+            self.err(
+                v.span(),
+                format!("{key} applies to pools with policy = \"chash\" only"),
+            );
+            return None;
+        }
+        Some(v.clone())
+    }
+
+    /// `hash_balance`: 0 (no bound) or a factor from 1.0 to 100.0, kept in
+    /// percent.
+    fn hash_balance(&mut self, b: &Spanned<f64>) -> u32 {
+        let (span, b) = (b.span(), *b.get_ref());
+        if b == 0.0 {
+            return 0;
+        }
+        if !(1.0..=100.0).contains(&b) {
+            self.err(
+                span,
+                format!(
+                    "hash_balance = {b}: 0 (no bound) or a factor from 1.0 to 100.0 (1.5: a backend takes at most 1.5 x the average load)"
+                ),
+            );
+            return PoolSettings::default().hash_balance_percent;
+        }
+        // 1.0..=100.0 × 100 fits in u32.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let percent = (b * 100.0).round() as u32;
+        percent
+    }
+
     /// `adaptive_workers`: UDP listeners only, on unless set off, and not
     /// with `pin_workers` (a pinned worker takes the datagrams of its CPU).
     fn adaptive_workers(&mut self, l: &raw::RawListener, pinned: bool) -> bool {
@@ -1019,6 +1060,16 @@ impl Validator {
                 &p.max_in_flight_per_connection,
                 PoolSettings::MAX_IN_FLIGHT_PER_CONNECTION,
             ),
+            hash_key: self
+                .chash_only(p, "hash_key", &p.hash_key)
+                .map(Spanned::into_inner)
+                .unwrap_or_default(),
+            hash_balance_percent: self
+                .chash_only(p, "hash_balance", &p.hash_balance)
+                .map_or_else(
+                    || PoolSettings::default().hash_balance_percent,
+                    |b| self.hash_balance(&b),
+                ),
         };
         PoolConfig {
             name,

@@ -123,6 +123,8 @@ pub(super) struct RawPool {
     pub(super) udp_sockets_per_backend: Spanned<u64>,
     pub(super) max_connections_per_backend: Spanned<u64>,
     pub(super) max_in_flight_per_connection: Spanned<u64>,
+    pub(super) hash_key: Option<Spanned<crate::policy::HashKey>>,
+    pub(super) hash_balance: Option<Spanned<f64>>,
     pub(super) backend: Vec<RawBackend>,
     /// `[[pool.backend]]` tables written, complete or not.
     pub(super) backend_tables: usize,
@@ -385,6 +387,8 @@ fn pool(mut t: Table<'_>, errs: &mut Errors) -> Option<RawPool> {
         max_in_flight_per_connection: t
             .u64(errs, "max_in_flight_per_connection")
             .unwrap_or_else(d_max_in_flight),
+        hash_key: t.choice::<crate::policy::HashKey>(errs, "hash_key"),
+        hash_balance: t.f64(errs, "hash_balance"),
         health: t.table(errs, "health").map(|h| health(h, errs)),
         cache: t.table(errs, "cache").map(|c| cache(c, errs)),
         backend: Vec::new(),

@@ -749,7 +749,7 @@ command = 5
         [
             "t.toml:7:11: workers: expected a whole number, got the string \"two\"",
             "t.toml:8:19: idle_timeout_ms applies to tcp, tcp-passthrough, dot and doh listeners only (udp has no connections)",
-            "t.toml:12:10: policy: unknown value \"random\", expected one of `rr`, `wrr`, `lc`, `first`",
+            "t.toml:12:10: policy: unknown value \"random\", expected one of `rr`, `wrr`, `lc`, `first`, `chash`",
             "t.toml:13:14: timeout_ms must be greater than 0",
             "t.toml:14:11: retries: expected a whole number of 0 or more, got -1",
             "t.toml:15:18: randomize_case: expected true or false, got the string \"yes\"",
@@ -821,5 +821,43 @@ check = "tcp"
     assert_eq!(
         p.health.as_ref().unwrap().expect_address,
         Some("10.0.0.1".parse().unwrap())
+    );
+}
+
+#[test]
+fn chash_keys_go_with_the_chash_policy() {
+    let src = |pool: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
+             [[pool]]\nname = \"p\"\n{pool}\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let c = Config::parse(&src("policy = \"chash\"")).unwrap();
+    assert_eq!(c.pools[0].policy, PolicyKind::ConsistentHash);
+    assert_eq!(c.pools[0].settings.hash_key, crate::HashKey::Qname);
+    assert_eq!(c.pools[0].settings.hash_balance_percent, 150);
+    let c = Config::parse(&src(
+        "policy = \"chash\"\nhash_key = \"client\"\nhash_balance = 1.25",
+    ))
+    .unwrap();
+    assert_eq!(c.pools[0].settings.hash_key, crate::HashKey::Client);
+    assert_eq!(c.pools[0].settings.hash_balance_percent, 125);
+    let c = Config::parse(&src("policy = \"chash\"\nhash_balance = 0")).unwrap();
+    assert_eq!(c.pools[0].settings.hash_balance_percent, 0);
+    assert_eq!(
+        rendered(&src("policy = \"rr\"\nhash_key = \"client\"")),
+        ["t.toml:10:12: hash_key applies to pools with policy = \"chash\" only"]
+    );
+    let e = rendered(&src("policy = \"chash\"\nhash_balance = 0.5"));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("hash_balance = 0.5: 0 (no bound) or a factor from 1.0 to 100.0")),
+        "{e:?}"
+    );
+    let e = rendered(&src("policy = \"chash\"\nhash_key = \"server\""));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("hash_key: unknown value \"server\"")),
+        "{e:?}"
     );
 }

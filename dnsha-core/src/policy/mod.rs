@@ -11,15 +11,29 @@ use std::sync::Arc;
 use crate::backend::{Backend, BackendId};
 use crate::clock::Millis;
 
+mod chash;
 mod first;
 mod lc;
 mod rr;
 mod wrr;
 
+pub use chash::{
+    hash_client, hash_labels, ConsistentHash, HashKey, LOAD_BOUND_FLOOR, POINTS_PER_WEIGHT,
+};
 pub use first::FirstAvailable;
 pub use lc::LeastOutstanding;
 pub use rr::RoundRobin;
 pub use wrr::WeightedRoundRobin;
+
+/// A query's hashed key, for the `chash` policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashedKey {
+    /// The hash of the query's name or client ([`hash_labels`],
+    /// [`hash_client`]).
+    pub hash: u64,
+    /// The pool's load bound factor, in percent (0: none).
+    pub balance_percent: u32,
+}
 
 /// The backends a policy may choose from for one query.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +41,7 @@ pub struct Candidates<'a> {
     backends: &'a [Arc<Backend>],
     exclude: &'a [BackendId],
     now: Millis,
+    key: Option<HashedKey>,
 }
 
 impl<'a> Candidates<'a> {
@@ -37,7 +52,20 @@ impl<'a> Candidates<'a> {
             backends,
             exclude,
             now,
+            key: None,
         }
+    }
+
+    /// The same, with the query's hashed key (policies that do not hash
+    /// ignore it).
+    pub fn with_key(mut self, key: Option<HashedKey>) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// The query's hashed key, if the pool hashes.
+    pub fn key(&self) -> Option<HashedKey> {
+        self.key
     }
 
     /// Number of backends in the snapshot (eligible or not).
@@ -124,6 +152,10 @@ pub enum PolicyKind {
     /// `first`: the first available backend in configured order.
     #[serde(rename = "first")]
     FirstAvailable,
+    /// `chash`: consistent hashing of the query name or the client, with
+    /// bounded load.
+    #[serde(rename = "chash")]
+    ConsistentHash,
 }
 
 impl PolicyKind {
@@ -134,6 +166,7 @@ impl PolicyKind {
             Self::WeightedRoundRobin => "wrr",
             Self::LeastOutstanding => "lc",
             Self::FirstAvailable => "first",
+            Self::ConsistentHash => "chash",
         }
     }
 
@@ -144,6 +177,7 @@ impl PolicyKind {
             Self::WeightedRoundRobin => Arc::new(WeightedRoundRobin::new(backends)),
             Self::LeastOutstanding => Arc::new(LeastOutstanding::new()),
             Self::FirstAvailable => Arc::new(FirstAvailable),
+            Self::ConsistentHash => Arc::new(ConsistentHash::new(backends)),
         }
     }
 }

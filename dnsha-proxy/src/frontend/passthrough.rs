@@ -18,7 +18,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dnsha_core::config::Protocol;
-use dnsha_core::{FailureKind, InFlight, Millis};
+use dnsha_core::policy::hash_client;
+use dnsha_core::{FailureKind, HashKey, InFlight, Millis};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{sleep_until, timeout, Instant};
@@ -47,11 +48,19 @@ pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener) {
 /// pick-retry-record loop as a query, [`Attempts`]). Returns the stream
 /// with the guard that keeps the connection counted on its backend, or
 /// `None` when no backend is left.
-async fn connect_backend(ctx: &ListenerCtx) -> Option<(TcpStream, InFlight)> {
+///
+/// A `chash` pool hashing clients sends each client address to its
+/// backend (LVS `sh`); one hashing names, having no name to hash, takes
+/// the least loaded backend.
+async fn connect_backend(ctx: &ListenerCtx, peer: SocketAddr) -> Option<(TcpStream, InFlight)> {
     let shared = ctx.shared.load_full();
     let m = &*ctx.metrics;
-    let mut attempts = Attempts::new();
     let pool = &shared.target.pool;
+    let key = pool
+        .with_snapshot(|s| s.hash_key())
+        .filter(|k| *k == HashKey::Client)
+        .map(|_| hash_client(peer.ip()));
+    let mut attempts = Attempts::keyed(key);
     let mut next = attempts.first(pool, Millis::now());
     while let Some(a) = next {
         let limit = Duration::from_millis(a.timeout_ms);
@@ -89,7 +98,7 @@ async fn proxy(ctx: &ListenerCtx, mut client: ClientStream, peer: SocketAddr) {
             s.access_log.clone(),
         )
     };
-    let connected = connect_backend(ctx).await;
+    let connected = connect_backend(ctx, peer).await;
     let backend = connected.as_ref().map(|(_, f)| f.backend().address());
     match connected {
         None => {

@@ -45,12 +45,23 @@ pub struct Attempts {
     tried: Tried,
     current: Option<Current>,
     last: Option<SocketAddr>,
+    /// The query's hashed key, for a `chash` pool.
+    key: Option<u64>,
 }
 
 impl Attempts {
     /// Nothing tried yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Nothing tried yet, for a query whose key `hash` a `chash` pool
+    /// places.
+    pub fn keyed(hash: Option<u64>) -> Self {
+        Self {
+            key: hash,
+            ..Self::default()
+        }
     }
 
     /// The first attempt, or `None` when the pool has no backend available.
@@ -107,7 +118,7 @@ impl Attempts {
         let (flight, (timeout_ms, udp_sockets, randomize_case, window_ms)) =
             pool.with_snapshot(|s| {
                 let st = s.settings();
-                s.pick(&self.tried, now).map(|f| {
+                s.pick_keyed(&self.tried, now, self.key).map(|f| {
                     let picked = (
                         st.timeout_ms,
                         st.udp_sockets_per_backend,

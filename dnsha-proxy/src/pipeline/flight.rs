@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dnsha_core::config::Protocol;
-use dnsha_core::{FailureKind, Millis, OnNoBackend};
+use dnsha_core::policy::{hash_client, hash_labels};
+use dnsha_core::{FailureKind, HashKey, Millis, OnNoBackend};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::serialize::binary::BinEncodable;
 
@@ -108,13 +109,22 @@ pub struct Flight {
 impl Flight {
     /// A query admitted at `now` (see [`super::admit`]).
     pub fn new(client: SocketAddr, protocol: Protocol, admitted: Admitted, now: Millis) -> Self {
+        // A `chash` pool places the query by its name or its client.
+        let key = admitted
+            .target
+            .pool
+            .with_snapshot(|s| s.hash_key())
+            .map(|k| match k {
+                HashKey::Qname => hash_labels(admitted.info.question.name().iter()),
+                HashKey::Client => hash_client(client.ip()),
+            });
         Self {
             client,
             protocol,
             info: admitted.info,
             target: admitted.target,
             received: now,
-            attempts: Attempts::new(),
+            attempts: Attempts::keyed(key),
             resent: false,
             cache_key: None,
         }

@@ -591,3 +591,46 @@ fn any_over_udp_is_answered_at_once_as_configured() {
         ));
     }
 }
+
+#[test]
+fn a_chash_pool_sends_each_name_to_one_backend_and_retries_along_the_ring() {
+    let l = listener("udp", "", "policy = \"chash\"\nretries = 3", 4);
+    let mut homes = std::collections::HashMap::new();
+    for i in 0..200u16 {
+        let name = format!("n{i}.example.test.");
+        let (mut f, a) = sent(&l, i, &name, Protocol::Udp, Millis(0));
+        // Any case of the name goes to the same backend.
+        let (mut g, b) = sent(&l, i, &name.to_uppercase(), Protocol::Udp, Millis(0));
+        assert_eq!(a.backend.name(), b.backend.name(), "{name}");
+        homes.insert(name, a.backend.name().to_string());
+        f.abandon(&l.shared.load(), &l.metrics, Millis(0));
+        g.abandon(&l.shared.load(), &l.metrics, Millis(0));
+    }
+    let used: std::collections::HashSet<&String> = homes.values().collect();
+    assert_eq!(used.len(), 4, "200 names over 4 backends: {used:?}");
+    // A failed attempt goes to the next backend on the ring, never back.
+    let (mut f, first) = sent(&l, 999, "n7.example.test.", Protocol::Udp, Millis(0));
+    let failure = Failure::retry(FailureKind::Timeout);
+    let second = send(f.failed(&l.shared.load(), &l.metrics, failure, Millis(1)));
+    assert_ne!(first.backend.name(), second.backend.name());
+}
+
+#[test]
+fn a_chash_pool_on_clients_keeps_a_client_on_one_backend() {
+    let l = listener("udp", "", "policy = \"chash\"\nhash_key = \"client\"", 4);
+    let backends: std::collections::HashSet<String> = (0..50u16)
+        .map(|i| {
+            let (mut f, a) = sent(
+                &l,
+                i,
+                &format!("n{i}.example.test."),
+                Protocol::Udp,
+                Millis(0),
+            );
+            f.abandon(&l.shared.load(), &l.metrics, Millis(0));
+            a.backend.name().to_string()
+        })
+        .collect();
+    // Fifty names from one client: one backend.
+    assert_eq!(backends.len(), 1, "{backends:?}");
+}

@@ -169,7 +169,7 @@ async fn all_backends_down_gives_servfail_or_nothing() {
 async fn ten_thousand_pipelined_queries_are_all_answered() {
     const N: u16 = 10_000;
     let b1 = FakeBackend::start(1, Behavior::Normal).await;
-    let b2 = FakeBackend::start(2, Behavior::Normal).await;
+    let b2 = FakeBackend::start_counting_with(2, Behavior::Normal, &b1).await;
     let f = front("", "", &[b1.addr, b2.addr]).await;
     let c = TcpStream::connect(f.addr).await.unwrap();
     let (mut rd, mut wr) = c.into_split();
@@ -196,7 +196,8 @@ async fn ten_thousand_pipelined_queries_are_all_answered() {
     assert!(seen.iter().all(|s| *s));
     let _wr = writer.await.unwrap();
     assert_eq!(get(&f.ctx.metrics.answers), u64::from(N));
-    assert!(b1.max_in_flight() + b2.max_in_flight() <= MAX_IN_FLIGHT_PER_CLIENT);
+    // Both backends count into one figure: the most they held at once.
+    assert!(b1.max_in_flight() <= MAX_IN_FLIGHT_PER_CLIENT);
     assert!(
         f.upstreams
             .stats()
