@@ -1,9 +1,11 @@
-//! Policy pick cost: one pick from a pool of 4 backends, per policy.
+//! Policy pick cost: one pick from a pool of 4 backends, per policy
+//! (`chash` with the query name's hash).
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use dnsha_core::policy::hash_labels;
 use dnsha_core::{Backend, Millis, PolicyKind, Pool, PoolSettings};
 
 fn pool(kind: PolicyKind) -> Pool {
@@ -35,6 +37,17 @@ fn picks(c: &mut Criterion) {
             });
         });
     }
+    // chash: the name hashed and its point found on a ring of 4 x 100 points
+    // (weights 1 to 4: 1 000 points), the load bound computed.
+    let p = pool(PolicyKind::ConsistentHash);
+    let name: [&[u8]; 3] = [b"www", b"example", b"com"];
+    g.bench_function("chash", |b| {
+        b.iter(|| {
+            let key = hash_labels(black_box(name));
+            let g = p.with_snapshot(|s| s.pick_keyed(black_box(&[]), Millis(0), Some(key)));
+            black_box(g)
+        });
+    });
     g.finish();
 }
 
