@@ -19,6 +19,7 @@ const KEY_SECTIONS: &[&str] = &[
     "### `[[pool]]` and `[[pool.backend]]`",
     "### `[pool.cache]`: the packet cache",
     "### `[[rule]]`: routing and query rules",
+    "### `[[limit]]`: per-client rate limits",
     "## Health checks",
     "### `[[vrrp]]` keys",
     "## DNS over TLS and HTTPS",

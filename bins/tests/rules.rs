@@ -179,3 +179,81 @@ fn a_rule_of_ten_thousand_suffixes_loads_and_routes() {
     assert_eq!(a_udp(listen, "host.z10000.example.test."), Some(ip(2)));
     assert_eq!(a_udp(listen, "www.example.test."), Some(ip(2)));
 }
+
+/// Sends `name` queries from `from` to `listen` at `rate` per second for
+/// `secs`, and counts the answers (each ID once) until a second after.
+fn paced_client(from: Ipv4Addr, listen: SocketAddr, rate: u64, secs: u64) -> (u64, u64) {
+    let s = UdpSocket::bind((from, 0)).unwrap();
+    s.connect(listen).unwrap();
+    let rx = s.try_clone().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let total = rate * secs;
+    let counter = std::thread::spawn(move || {
+        let mut seen = vec![false; 65_536];
+        let mut answered = 0u64;
+        let mut buf = [0u8; 1500];
+        let end = std::time::Instant::now() + Duration::from_secs(secs + 1);
+        while std::time::Instant::now() < end {
+            if let Ok(n) = rx.recv(&mut buf) {
+                if n >= 2 {
+                    let id = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+                    if !seen[id] {
+                        seen[id] = true;
+                        answered += 1;
+                    }
+                }
+            }
+        }
+        answered
+    });
+    let mut q = build_query("www.example.test.", RecordType::A).unwrap();
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = (start.elapsed().as_micros() as u64 * rate / 1_000_000).min(total);
+        while sent < due {
+            // IDs 0..65535: a run of at most 65 536 queries per client.
+            q.set_id(u16::try_from(sent % 65_536).unwrap());
+            let _ = s.send(&q.to_vec().unwrap());
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    (sent, counter.join().unwrap())
+}
+
+#[test]
+fn a_client_over_its_rate_gets_its_rate_and_another_loses_nothing() {
+    init_tracing();
+    let nsd = [Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3))];
+    let (listen, admin) = (free_addr(), free_addr());
+    let limit = "\n[[limit]]\nname = \"host\"\nqps = 1000\n";
+    let mut d = Dnsha::start(
+        bin(),
+        &config(listen, admin, &[&nsd[0], &nsd[1], &nsd[2]], limit),
+    );
+    d.wait_udp(listen);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let secs = 3;
+    let flood =
+        std::thread::spawn(move || paced_client(Ipv4Addr::new(127, 0, 0, 1), listen, 20_000, secs));
+    let (fair_sent, fair_answered) = paced_client(Ipv4Addr::new(127, 0, 0, 2), listen, 500, secs);
+    let (flood_sent, flood_answered) = flood.join().unwrap();
+    eprintln!(
+        "flood: {flood_sent} sent, {flood_answered} answered; fair: {fair_sent} sent, {fair_answered} answered"
+    );
+    // The flooder gets its burst (1 000) and 1 000 a second, within 10 %.
+    let expected = 1_000 + 1_000 * secs;
+    let ratio = flood_answered as f64 / expected as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "flooder answered {flood_answered}, expected about {expected}"
+    );
+    // The other client, under the limit, loses nothing.
+    assert_eq!(fair_answered, fair_sent);
+    assert_eq!(
+        metric(admin, "dnsha_limit_exceeded_total{limit=\"host\"}"),
+        flood_sent - flood_answered
+    );
+}

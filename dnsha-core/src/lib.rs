@@ -30,6 +30,7 @@ pub mod error;
 pub mod frame;
 pub mod policy;
 pub mod pool;
+pub mod ratelimit;
 pub mod rules;
 
 pub use backend::{

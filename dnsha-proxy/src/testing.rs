@@ -308,6 +308,7 @@ pub(crate) fn ctx(
             config: lc,
             target,
             rules: Arc::new(rules),
+            limits: Vec::new(),
             access_log: None,
         },
         metrics,

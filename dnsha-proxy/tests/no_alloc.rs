@@ -138,6 +138,7 @@ fn udp_listener_with(
         config: l,
         target,
         rules: Arc::new(rules),
+        limits: Vec::new(),
         access_log: None,
     };
     (shared, metrics)

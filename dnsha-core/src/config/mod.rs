@@ -54,9 +54,11 @@ use toml::Spanned;
 pub use crate::error::ConfigError;
 use crate::policy::PolicyKind;
 use crate::pool::PoolSettings;
+pub use limits::{LimitAction, LimitConfig};
 
 mod cache;
 mod health;
+mod limits;
 mod raw;
 mod read;
 mod rules;
@@ -84,6 +86,9 @@ pub struct Config {
     /// `[[rule]]` sections, in order: compile them with
     /// [`crate::rules::RuleSet::new`].
     pub rules: Vec<crate::rules::Rule>,
+    /// `[[limit]]` sections: per-client rate limits, checked before the
+    /// rules.
+    pub limits: Vec<LimitConfig>,
     /// Files named outside the listeners' and backends' TLS settings (which
     /// carry their own locations), with where they are named: the loader
     /// checks each before anything starts, so `dnsha check` and `dnsha run`
@@ -548,7 +553,7 @@ impl Config {
     /// ```
     pub fn keys() -> BTreeMap<String, Vec<&'static str>> {
         const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n[pool.cache]\n\
-                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n";
+                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n[[limit]]\n";
         let mut errors = read::Errors::default();
         if let Ok(doc) = read::document(SKELETON) {
             let _ = raw::config(read::Table::root(&doc), &mut errors);
@@ -976,6 +981,7 @@ impl Validator {
         }
         let pool_set: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
         let listener_set: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+        let limits = self.limits(&raw.limit, &listener_set);
         let rules = self.rules(
             &raw.rule,
             &rules::Names {
@@ -992,6 +998,7 @@ impl Validator {
             pools,
             vrrp,
             rules,
+            limits,
             files,
         }
     }

@@ -23,6 +23,8 @@ pub(super) struct RawConfig {
     pub(super) vrrp: Vec<Located>,
     /// `[[rule]]` tables.
     pub(super) rule: Vec<super::rules::RawRule>,
+    /// `[[limit]]` tables.
+    pub(super) limit: Vec<super::limits::RawLimit>,
 }
 
 #[derive(Debug)]
@@ -260,6 +262,11 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         .into_iter()
         .map(|t| super::rules::rule(t, errs))
         .collect();
+    let limit = root
+        .tables(errs, "limit")
+        .into_iter()
+        .map(|t| super::limits::limit(t, errs))
+        .collect();
     root.finish(errs);
     RawConfig {
         admin,
@@ -268,6 +275,7 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         pool,
         vrrp,
         rule,
+        limit,
     }
 }
 

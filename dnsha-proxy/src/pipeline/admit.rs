@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use dnsha_core::rules::Action;
 
-use dnsha_core::config::{AnyOverUdp, Protocol};
+use dnsha_core::config::{AnyOverUdp, LimitAction, Protocol};
+use dnsha_core::Millis;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
@@ -78,16 +79,19 @@ pub fn admit(
         return Admission::Drop(DropReason::Acl);
     }
     match classify_query(msg) {
-        Verdict::Forward(info) if protocol == Protocol::Udp && any_answered(shared, &info) => {
-            m.dropped(DropReason::AnyOverUdp);
-            let reply = match shared.config.any_over_udp {
-                AnyOverUdp::Refuse => synth_reply(&info, ResponseCode::Refused),
-                _ => truncated(&info),
-            };
-            Admission::Reply(reply, DropReason::AnyOverUdp)
-        }
         Verdict::Forward(info) => {
             inc(&m.queries);
+            if let Some(over) = over_limit(shared, m, client, protocol, &info) {
+                return over;
+            }
+            if protocol == Protocol::Udp && any_answered(shared, &info) {
+                m.dropped(DropReason::AnyOverUdp);
+                let reply = match shared.config.any_over_udp {
+                    AnyOverUdp::Refuse => synth_reply(&info, ResponseCode::Refused),
+                    _ => truncated(&info),
+                };
+                return Admission::Reply(reply, DropReason::AnyOverUdp);
+            }
             route(shared, m, client, protocol, msg, info)
         }
         Verdict::Reply(bytes, reason) => {
@@ -99,6 +103,39 @@ pub fn admit(
             Admission::Drop(reason)
         }
     }
+}
+
+/// The limits step: what becomes of a query over one of the listener's
+/// `[[limit]]`s; `None` when within all of them. Over a stream, where the
+/// client's address is proven, `truncate` lets the query on.
+fn over_limit(
+    shared: &ListenerShared,
+    m: &ListenerMetrics,
+    client: IpAddr,
+    protocol: Protocol,
+    info: &QueryInfo,
+) -> Option<Admission> {
+    if shared.limits.is_empty() {
+        return None;
+    }
+    let now = Millis::now();
+    let over = shared.limits.iter().find(|l| !l.allow(client, now))?;
+    let action = over.config().action;
+    if action == LimitAction::Truncate && protocol.is_stream() {
+        return None;
+    }
+    m.dropped(DropReason::RateLimit);
+    Some(match action {
+        LimitAction::Drop => Admission::Drop(DropReason::RateLimit),
+        LimitAction::Truncate => Admission::Reply(truncated(info), DropReason::RateLimit),
+        LimitAction::Refuse => {
+            inc(&m.refused);
+            Admission::Reply(
+                synth_reply(info, ResponseCode::Refused),
+                DropReason::RateLimit,
+            )
+        }
+    })
 }
 
 /// The rules step: where a valid query goes, or what is answered at once.

@@ -33,6 +33,7 @@ mod attempts;
 pub mod cache;
 mod flight;
 mod health;
+mod limits;
 mod rules;
 #[cfg(test)]
 mod rules_tests;
@@ -44,5 +45,6 @@ pub use admit::{admit, Admission, Admitted};
 pub use attempts::{Attempt, Attempts};
 pub use flight::{Failure, Flight, Next};
 pub use health::{record_answer, record_connected, record_failure};
+pub use limits::{Limit, Limits};
 pub use rules::{Rules, Ruling};
 pub use shared::{ListenerShared, Target};

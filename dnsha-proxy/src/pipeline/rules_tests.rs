@@ -1,5 +1,6 @@
-//! The rules step of admission: routing to a rule's pool, the answers
-//! made at once, `no_cache`, and the per-rule counts.
+//! The rules and limits steps of admission: routing to a rule's pool, the
+//! answers made at once, `no_cache`, the per-rule counts, and what becomes
+//! of a client over a `[[limit]]`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -58,6 +59,7 @@ fn listener(rules: &str) -> (ListenerShared, ListenerMetrics) {
         config: l,
         target: target_of("fwd").unwrap(),
         rules: Arc::new(rules),
+        limits: Limits::new(&cfg.limits, None).for_listener("l"),
         access_log: None,
     };
     (shared, m)
@@ -297,4 +299,79 @@ fn a_reload_keeps_the_counts_of_rules_by_name() {
     let next = Rules::new(cfg.rules, |_| None, Some(&shared.rules));
     let counts: Vec<(&str, u64)> = next.counts().collect();
     assert_eq!(counts, [("new", 0), ("gone", 3)]);
+}
+
+#[test]
+fn a_client_over_its_limit_is_dropped_refused_or_truncated() {
+    let (shared, m) = listener(
+        r#"
+[[limit]]
+name = "host"
+qps = 1
+burst = 3
+"#,
+    );
+    let q = query("www.example.org.", RecordType::A, false);
+    for _ in 0..3 {
+        assert_eq!(pool_of(&admit_from(&shared, &m, "10.0.0.1", &q)), "fwd");
+    }
+    assert_eq!(
+        admit_from(&shared, &m, "10.0.0.1", &q),
+        Admission::Drop(DropReason::RateLimit)
+    );
+    // Another client has its own bucket.
+    assert_eq!(pool_of(&admit_from(&shared, &m, "10.0.0.2", &q)), "fwd");
+    assert_eq!(m.drops(DropReason::RateLimit), 1);
+    assert_eq!(shared.limits[0].exceeded(), 1);
+    assert_eq!(shared.limits[0].clients(), 2);
+    // Counted as queries all the same.
+    assert_eq!(get(&m.queries), 5);
+
+    let (shared, m) =
+        listener("[[limit]]\nname = \"r\"\nqps = 1\nburst = 1\naction = \"refuse\"\n");
+    admit_from(&shared, &m, "10.0.0.1", &q);
+    match admit_from(&shared, &m, "10.0.0.1", &q) {
+        Admission::Reply(bytes, DropReason::RateLimit) => {
+            assert_eq!(
+                Message::from_vec(&bytes).unwrap().response_code(),
+                ResponseCode::Refused
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let (shared, m) =
+        listener("[[limit]]\nname = \"t\"\nqps = 1\nburst = 1\naction = \"truncate\"\n");
+    admit_from(&shared, &m, "10.0.0.1", &q);
+    match admit_from(&shared, &m, "10.0.0.1", &q) {
+        Admission::Reply(bytes, DropReason::RateLimit) => {
+            assert!(Message::from_vec(&bytes).unwrap().truncated());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Over TCP the address is proven: truncation lets the query on.
+    let over_tcp = admit(&shared, &m, "10.0.0.1".parse().unwrap(), Protocol::Tcp, &q);
+    assert_eq!(pool_of(&over_tcp), "fwd");
+}
+
+#[test]
+fn a_limit_for_one_listener_leaves_the_others_alone() {
+    let (shared, _) = listener("[[limit]]\nname = \"x\"\nqps = 1\nlistener = [\"l\"]\n");
+    assert_eq!(shared.limits.len(), 1);
+    let cfg = Config::parse(
+        "[[listener]]\nname = \"a\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\
+         [[listener]]\nname = \"b\"\nprotocol = \"tcp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\
+         [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n\
+         [[limit]]\nname = \"only-a\"\nqps = 5\nlistener = [\"a\"]\n",
+    )
+    .unwrap();
+    let limits = Limits::new(&cfg.limits, None);
+    assert_eq!(limits.for_listener("a").len(), 1);
+    assert!(limits.for_listener("b").is_empty());
+    // A reload with the same limit keeps its buckets.
+    let again = Limits::new(&cfg.limits, Some(&limits));
+    assert!(Arc::ptr_eq(
+        &limits.for_listener("a")[0],
+        &again.for_listener("a")[0]
+    ));
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dnsha_core::config::ListenerConfig;
 use dnsha_core::Pool;
 
-use super::Rules;
+use super::{Limit, Rules};
 use crate::accesslog::AccessLog;
 use crate::acl::Acl;
 use crate::cache::PacketCache;
@@ -36,6 +36,8 @@ pub struct ListenerShared {
     pub target: Arc<Target>,
     /// The configuration's `[[rule]]`s, shared by every listener.
     pub rules: Arc<Rules>,
+    /// The `[[limit]]`s that apply to this listener.
+    pub limits: Vec<Arc<Limit>>,
     /// Client ACL.
     pub acl: Acl,
     /// Access log, if enabled.

@@ -29,7 +29,7 @@ use crate::cache::PacketCache;
 use crate::error::{Error, Result};
 use crate::frontend::ListenerCtx;
 use crate::metrics::ListenerMetrics;
-use crate::pipeline::{ListenerShared, Rules, Target};
+use crate::pipeline::{Limits, ListenerShared, Rules, Target};
 use crate::tls::ServerTls;
 use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams};
 use crate::upstream::udp::UdpUpstreams;
@@ -49,6 +49,8 @@ struct State {
     caches: Vec<(String, Arc<PacketCache>)>,
     /// The rules of the configuration in force.
     rules: Arc<Rules>,
+    /// Its rate limits.
+    limits: Arc<Limits>,
     listeners: Vec<RunningListener>,
 }
 
@@ -59,6 +61,7 @@ struct State {
 struct Parts {
     targets: Vec<(String, Arc<Target>)>,
     rules: Arc<Rules>,
+    limits: Arc<Limits>,
 }
 
 impl Parts {
@@ -123,6 +126,7 @@ impl Server {
                 pools: Vec::new(),
                 caches: Vec::new(),
                 rules: Arc::new(Rules::default()),
+                limits: Arc::new(Limits::default()),
                 listeners: Vec::new(),
             }),
             tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
@@ -131,7 +135,7 @@ impl Server {
             health,
         });
         let mut started = Started::default();
-        let parts = server.parts_for(config, &pools, &[], None)?;
+        let parts = server.parts_for(config, &pools, &[], None, None)?;
         for l in &config.listeners {
             started.push(server.start_listener(l, &parts, Vec::new())?);
         }
@@ -140,6 +144,7 @@ impl Server {
             st.pools = pools;
             st.caches = parts.caches();
             st.rules = Arc::clone(&parts.rules);
+            st.limits = Arc::clone(&parts.limits);
             st.listeners = started.commit();
             server.reconcile_health(config, &st.pools);
         }
@@ -162,6 +167,7 @@ impl Server {
         pools: &[Arc<Pool>],
         old: &[(String, Arc<PacketCache>)],
         old_rules: Option<&Rules>,
+        old_limits: Option<&Limits>,
     ) -> Result<Parts> {
         let targets = config
             .pools
@@ -192,7 +198,12 @@ impl Server {
                 .map(|(_, t)| Arc::clone(t))
         };
         let rules = Arc::new(Rules::new(config.rules.clone(), target_of, old_rules));
-        Ok(Parts { targets, rules })
+        let limits = Arc::new(Limits::new(&config.limits, old_limits));
+        Ok(Parts {
+            targets,
+            rules,
+            limits,
+        })
     }
 
     fn shared_for(
@@ -222,6 +233,7 @@ impl Server {
             config: l.clone(),
             target,
             rules: Arc::clone(&parts.rules),
+            limits: parts.limits.for_listener(&l.name),
             acl: Acl::new(l.allow.clone()),
             access_log,
         })

@@ -390,6 +390,28 @@ impl Server {
                 .counts()
                 .map(|(name, n)| (format!("rule=\"{}\"", label_value(name)), n)),
         );
+        w.family(
+            "limit_exceeded_total",
+            "Queries over each [[limit]].",
+            "counter",
+            st.limits.iter().map(|l| {
+                (
+                    format!("limit=\"{}\"", label_value(&l.config().name)),
+                    l.exceeded(),
+                )
+            }),
+        );
+        w.family(
+            "limit_clients",
+            "Client prefixes each [[limit]] tracks now.",
+            "gauge",
+            st.limits.iter().map(|l| {
+                (
+                    format!("limit=\"{}\"", label_value(&l.config().name)),
+                    u64::try_from(l.clients()).unwrap_or(u64::MAX),
+                )
+            }),
+        );
         let globals = [
             (
                 "tcp_upstream_unmatched_total",

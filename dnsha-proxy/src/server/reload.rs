@@ -78,6 +78,8 @@ struct Plan {
     caches: Vec<(String, Arc<crate::cache::PacketCache>)>,
     /// The new rules, swapped in with the listeners' settings.
     rules: Arc<crate::pipeline::Rules>,
+    /// The new limits.
+    limits: Arc<crate::pipeline::Limits>,
 }
 
 impl Server {
@@ -125,6 +127,7 @@ impl Server {
         st.pools = pools;
         st.caches = plan.caches;
         st.rules = plan.rules;
+        st.limits = plan.limits;
         self.reconcile_health(config, &st.pools);
         Ok(summary)
     }
@@ -133,10 +136,11 @@ impl Server {
     /// failure changes nothing), kept ones get their new settings and
     /// certificates ready.
     fn plan(&self, st: &State, config: &Config, pools: &[Arc<Pool>]) -> Result<Plan> {
-        let parts = self.parts_for(config, pools, &st.caches, Some(&st.rules))?;
+        let parts = self.parts_for(config, pools, &st.caches, Some(&st.rules), Some(&st.limits))?;
         let mut plan = Plan {
             caches: parts.caches(),
             rules: Arc::clone(&parts.rules),
+            limits: Arc::clone(&parts.limits),
             keep: Vec::new(),
             keys: Vec::new(),
             started: Started::default(),

@@ -47,11 +47,13 @@ pub enum DropReason {
     ClientLimit,
     /// A `[[rule]]` refused, answered NXDOMAIN, truncated or dropped it.
     Rule,
+    /// Over a `[[limit]]`: dropped, truncated or refused as it says.
+    RateLimit,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Short,
         Self::Response,
         Self::Truncated,
@@ -65,6 +67,7 @@ impl DropReason {
         Self::AnyOverUdp,
         Self::ClientLimit,
         Self::Rule,
+        Self::RateLimit,
     ];
 
     /// Metrics label.
@@ -83,6 +86,7 @@ impl DropReason {
             Self::AnyOverUdp => "any_over_udp",
             Self::ClientLimit => "client_limit",
             Self::Rule => "rule",
+            Self::RateLimit => "rate_limit",
         }
     }
 

@@ -48,6 +48,7 @@ async fn main() -> ExitCode {
         )],
         vrrp: Vec::new(),
         rules: Vec::new(),
+        limits: Vec::new(),
         files: Vec::new(),
     };
     let server = match Server::start(&config).await {
