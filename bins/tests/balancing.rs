@@ -761,3 +761,62 @@ fn chash_keeps_each_name_on_its_backend_and_moves_only_a_dead_ones_names() {
         assert_eq!(ask(n), now, "{n}");
     }
 }
+
+#[test]
+fn a_backend_at_its_cap_of_outstanding_queries_passes_the_next_ones_on() {
+    init_tracing();
+    let hole = Blackhole::start();
+    let n1 = Nsd::start(ip(1));
+    let (listen, admin) = (free_addr(), free_addr());
+    // The silent backend first: it holds every query it gets for 3 s.
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"first\"\nmax_outstanding_per_backend = 3\ntimeout_ms = 3000\nretries = 0\nmax_fails = 0\n\
+         [pool.health]\ncheck = \"none\"",
+        &[("silent", hole.addr(), 1), ("a", n1.addr(), 1)],
+    );
+    let d = Dnsha::start(bin(), &cfg);
+    // Not wait_udp: its probe queries would take the silent backend's
+    // slots.
+    assert!(
+        d.wait_log("dnsha running", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    // Three queries take the silent backend's three slots.
+    let held: Vec<_> = (0..3)
+        .map(|i| {
+            std::thread::spawn(move || {
+                query_udp(
+                    listen,
+                    &format!("held{i}.example.test."),
+                    RecordType::A,
+                    Duration::from_secs(6),
+                )
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hole.datagrams() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(hole.datagrams(), 3);
+    // The next ones go straight to the second backend, not into the hole.
+    let start = Instant::now();
+    for i in 0..10 {
+        let m = query_udp(listen, &format!("n{i}.example.test."), RecordType::A, T).unwrap();
+        assert_eq!(a_record(&m), Some(ip(1)));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(hole.datagrams(), 3);
+    // The held ones end with the pool's SERVFAIL once their time is up.
+    for h in held {
+        let m = h.join().unwrap().unwrap();
+        assert_eq!(m.response_code(), ResponseCode::ServFail);
+    }
+}

@@ -54,6 +54,9 @@ pub struct PoolSettings {
     /// `chash`: the load bound factor in percent (150: a backend takes a
     /// query while under 1.5 × the average outstanding); 0 for none.
     pub hash_balance_percent: u32,
+    /// Most queries outstanding on one backend; a backend at the cap takes
+    /// no other (the next one does, or `on_no_backend` answers). 0: no cap.
+    pub max_outstanding_per_backend: u64,
 }
 
 impl PoolSettings {
@@ -90,6 +93,7 @@ impl Default for PoolSettings {
             max_in_flight_per_connection: 100,
             hash_key: HashKey::Qname,
             hash_balance_percent: 150,
+            max_outstanding_per_backend: 0,
         }
     }
 }
@@ -137,7 +141,10 @@ impl BackendSet {
             hash,
             balance_percent: self.settings.hash_balance_percent,
         });
-        let c = Candidates::new(&self.backends, exclude, now).with_key(key);
+        let cap = Some(self.settings.max_outstanding_per_backend).filter(|&c| c > 0);
+        let c = Candidates::new(&self.backends, exclude, now)
+            .with_key(key)
+            .with_cap(cap);
         let i = self.policy.pick(&c)?;
         self.backends.get(i).map(Backend::start_query)
     }
@@ -397,6 +404,48 @@ mod tests {
                 Arc::new(Backend::new("b", "192.0.2.2:53".parse().unwrap(), 1)),
             ],
         )
+    }
+
+    #[test]
+    fn a_backend_at_its_cap_of_outstanding_queries_takes_no_other() {
+        for kind in [
+            PolicyKind::RoundRobin,
+            PolicyKind::WeightedRoundRobin,
+            PolicyKind::LeastOutstanding,
+            PolicyKind::FirstAvailable,
+            PolicyKind::ConsistentHash,
+        ] {
+            let p = pool(kind);
+            p.update(
+                PoolSettings {
+                    max_outstanding_per_backend: 2,
+                    ..PoolSettings::default()
+                },
+                vec![
+                    ("a".into(), "192.0.2.1:53".parse().unwrap(), 1),
+                    ("b".into(), "192.0.2.2:53".parse().unwrap(), 1),
+                ],
+            );
+            // Four queries fill both backends to their cap...
+            let held: Vec<InFlight> = (0..4)
+                .map(|_| {
+                    p.with_snapshot(|s| s.pick_keyed(&[], Millis(0), Some(7)))
+                        .unwrap()
+                })
+                .collect();
+            for b in p.snapshot().backends() {
+                assert_eq!(b.outstanding(), 2, "{kind}");
+            }
+            // ...and the fifth finds none.
+            assert!(
+                p.with_snapshot(|s| s.pick_keyed(&[], Millis(0), Some(7)))
+                    .is_none(),
+                "{kind}"
+            );
+            // One answered: room again.
+            drop(held);
+            assert!(p.pick(&[], Millis(0)).is_ok(), "{kind}");
+        }
     }
 
     #[test]

@@ -116,18 +116,18 @@ impl Validator {
                 self.err(l.span.clone(), format!("limit `{name}` has no `qps`"));
                 continue;
             };
-            let qps = self.limit_number("qps", qps, 1, u64::from(u32::MAX));
+            let qps = self.between_u64("qps", qps, 1, u64::from(u32::MAX));
             let burst = l.burst.as_ref().map_or(qps, |b| {
-                self.limit_number("burst", b, 1, u64::from(u32::MAX))
+                self.between_u64("burst", b, 1, u64::from(u32::MAX))
             });
             let prefix = |v: &Option<Spanned<u64>>, default: u64, max: u64, key, me: &mut Self| {
                 v.as_ref()
-                    .map_or(default, |p| me.limit_number(key, p, 1, max))
+                    .map_or(default, |p| me.between_u64(key, p, 1, max))
             };
             let prefix_v4 = prefix(&l.prefix_v4, 32, 32, "prefix_v4", self);
             let prefix_v6 = prefix(&l.prefix_v6, 64, 128, "prefix_v6", self);
             let max_clients = l.max_clients.as_ref().map_or(65_536, |m| {
-                self.limit_number("max_clients", m, 1, MAX_CLIENTS)
+                self.between_u64("max_clients", m, 1, MAX_CLIENTS)
             });
             let listeners: Vec<String> = l
                 .listener
@@ -158,17 +158,6 @@ impl Validator {
             });
         }
         out
-    }
-
-    /// `v` within `min..=max`, else an error and `min`.
-    fn limit_number(&mut self, key: &str, v: &Spanned<u64>, min: u64, max: u64) -> u64 {
-        let n = *v.get_ref();
-        if (min..=max).contains(&n) {
-            n
-        } else {
-            self.err(v.span(), format!("{key} must be from {min} to {max}"));
-            min
-        }
     }
 }
 

@@ -668,6 +668,16 @@ impl Validator {
         *v.get_ref()
     }
 
+    /// `v` within `min..=max`, else an error at it and `min`.
+    fn between_u64(&mut self, key: &str, v: &Spanned<u64>, min: u64, max: u64) -> u64 {
+        let n = *v.get_ref();
+        if (min..=max).contains(&n) {
+            return n;
+        }
+        self.err(v.span(), format!("{key} must be from {min} to {max}"));
+        min
+    }
+
     /// A `chash` key (`hash_key`, `hash_balance`): an error on a pool with
     /// another policy, where it would do nothing.
     fn chash_only<T: Clone>(
@@ -1067,6 +1077,9 @@ impl Validator {
                 &p.max_in_flight_per_connection,
                 PoolSettings::MAX_IN_FLIGHT_PER_CONNECTION,
             ),
+            max_outstanding_per_backend: p.max_outstanding_per_backend.as_ref().map_or(0, |v| {
+                self.between_u64("max_outstanding_per_backend", v, 0, 1_000_000)
+            }),
             hash_key: self
                 .chash_only(p, "hash_key", &p.hash_key)
                 .map(Spanned::into_inner)

@@ -125,6 +125,7 @@ pub(super) struct RawPool {
     pub(super) udp_sockets_per_backend: Spanned<u64>,
     pub(super) max_connections_per_backend: Spanned<u64>,
     pub(super) max_in_flight_per_connection: Spanned<u64>,
+    pub(super) max_outstanding_per_backend: Option<Spanned<u64>>,
     pub(super) hash_key: Option<Spanned<crate::policy::HashKey>>,
     pub(super) hash_balance: Option<Spanned<f64>>,
     pub(super) backend: Vec<RawBackend>,
@@ -395,6 +396,7 @@ fn pool(mut t: Table<'_>, errs: &mut Errors) -> Option<RawPool> {
         max_in_flight_per_connection: t
             .u64(errs, "max_in_flight_per_connection")
             .unwrap_or_else(d_max_in_flight),
+        max_outstanding_per_backend: t.u64(errs, "max_outstanding_per_backend"),
         hash_key: t.choice::<crate::policy::HashKey>(errs, "hash_key"),
         hash_balance: t.f64(errs, "hash_balance"),
         health: t.table(errs, "health").map(|h| health(h, errs)),

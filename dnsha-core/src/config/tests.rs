@@ -861,3 +861,19 @@ fn chash_keys_go_with_the_chash_policy() {
         "{e:?}"
     );
 }
+
+#[test]
+fn max_outstanding_per_backend_is_a_bounded_number() {
+    let src = |v: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
+             [[pool]]\nname = \"p\"\nmax_outstanding_per_backend = {v}\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n"
+        )
+    };
+    let c = Config::parse(&src("500")).unwrap();
+    assert_eq!(c.pools[0].settings.max_outstanding_per_backend, 500);
+    assert_eq!(
+        rendered(&src("2000000")),
+        ["t.toml:9:31: max_outstanding_per_backend must be from 0 to 1000000"]
+    );
+}

@@ -42,6 +42,8 @@ pub struct Candidates<'a> {
     exclude: &'a [BackendId],
     now: Millis,
     key: Option<HashedKey>,
+    /// Most outstanding queries a backend may hold and still take one.
+    cap: Option<u64>,
 }
 
 impl<'a> Candidates<'a> {
@@ -53,7 +55,15 @@ impl<'a> Candidates<'a> {
             exclude,
             now,
             key: None,
+            cap: None,
         }
+    }
+
+    /// The same, where a backend holding `cap` outstanding queries or more
+    /// takes no other (the pool's `max_outstanding_per_backend`).
+    pub fn with_cap(mut self, cap: Option<u64>) -> Self {
+        self.cap = cap;
+        self
     }
 
     /// The same, with the query's hashed key (policies that do not hash
@@ -88,11 +98,14 @@ impl<'a> Candidates<'a> {
         self.backends
     }
 
-    /// Whether backend `i` may receive this query.
+    /// Whether backend `i` may receive this query: available, not tried
+    /// yet, and under the pool's cap of outstanding queries.
     pub fn is_eligible(&self, i: usize) -> bool {
-        self.backends
-            .get(i)
-            .is_some_and(|b| b.is_available(self.now) && !self.exclude.contains(&b.id()))
+        self.backends.get(i).is_some_and(|b| {
+            b.is_available(self.now)
+                && !self.exclude.contains(&b.id())
+                && self.cap.is_none_or(|cap| b.outstanding() < cap)
+        })
     }
 
     /// Indexes of the eligible backends, in configured order.
