@@ -134,11 +134,15 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
         let (status, body) = purge(server, req.uri().query().unwrap_or(""));
         return reply(status, "application/json", body);
     }
+    if req.method() == Method::POST && req.uri().path() == "/blocks/lift" {
+        let (status, body) = lift(server, req.uri().query().unwrap_or(""));
+        return reply(status, "application/json", body);
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only (POST for /cache/purge)\n".into(),
+            "GET only (POST for /cache/purge and /blocks/lift)\n".into(),
         );
     }
     match req.uri().path() {
@@ -160,6 +164,41 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
             "text/plain",
             "try /status or /metrics\n".into(),
         ),
+    }
+}
+
+/// `POST /blocks/lift?prefix=192.0.2.0/24`: lifts a dynamic block before
+/// its time (an address alone names its /32 or /128). Logged.
+fn lift(server: &Server, query: &str) -> (StatusCode, String) {
+    let error = |status, msg: String| (status, serde_json::json!({ "error": msg }).to_string());
+    let mut prefix = None;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "prefix" => prefix = Some(v.into_owned()),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter `{other}`"),
+                )
+            }
+        }
+    }
+    let Some(text) = prefix else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the `prefix` parameter is required".into(),
+        );
+    };
+    let net = match dnsha_core::rules::nets::parse_net(&text) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match server.lift_block(net) {
+        Some(b) => (
+            StatusCode::OK,
+            serde_json::json!({ "lifted": b.prefix.to_string(), "rule": b.rule }).to_string(),
+        ),
+        None => error(StatusCode::NOT_FOUND, format!("no dynamic block on {net}")),
     }
 }
 

@@ -116,6 +116,21 @@ pub fn render(st: &Status) -> String {
             l.connections
         );
     }
+    if !st.blocks.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<43} {:<20} {:<9} {:>9}  Reason",
+            "Blocked prefix", "Rule", "Action", "Left (s)"
+        );
+        for b in &st.blocks {
+            let _ = writeln!(
+                out,
+                "{:<43} {:<20} {:<9} {:>9}  {}",
+                b.prefix, b.rule, b.action, b.seconds_left, b.reason
+            );
+        }
+    }
     out
 }
 

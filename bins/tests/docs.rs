@@ -20,6 +20,7 @@ const KEY_SECTIONS: &[&str] = &[
     "### `[pool.cache]`: the packet cache",
     "### `[[rule]]`: routing and query rules",
     "### `[[limit]]`: per-client rate limits",
+    "### `[[dynamic_block]]`: blocks set by the traffic itself",
     "## Health checks",
     "### `[[vrrp]]` keys",
     "## DNS over TLS and HTTPS",

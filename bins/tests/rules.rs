@@ -257,3 +257,155 @@ fn a_client_over_its_rate_gets_its_rate_and_another_loses_nothing() {
         flood_sent - flood_answered
     );
 }
+
+/// `POST path` on the admin endpoint: the status line and body.
+fn http_post(addr: SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap();
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The response code `from` gets for `name`, or `None` without an answer.
+fn rcode_from(from: Ipv4Addr, listen: SocketAddr, name: &str) -> Option<ResponseCode> {
+    let s = UdpSocket::bind((from, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let q = build_query(name, RecordType::A).unwrap();
+    s.send_to(&q.to_vec().unwrap(), listen).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = s.recv_from(&mut buf).ok()?;
+    Message::from_vec(&buf[..n]).ok().map(|m| m.response_code())
+}
+
+/// A random-subdomain attack from `from` (names under `www.example.test.`,
+/// which NSD answers NXDOMAIN) at about `rate` a second until the listener
+/// answers REFUSED or `limit` passes; how long that took.
+fn attack_until_refused(
+    from: Ipv4Addr,
+    listen: SocketAddr,
+    rate: u64,
+    limit: Duration,
+) -> Option<Duration> {
+    let s = UdpSocket::bind((from, 0)).unwrap();
+    s.set_nonblocking(true).unwrap();
+    let start = std::time::Instant::now();
+    let mut q = build_query("x.www.example.test.", RecordType::A).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut i = 0u64;
+    while start.elapsed() < limit {
+        let due = start.elapsed().as_millis() as u64 * rate / 1000;
+        while i < due {
+            let name = format!(
+                "r{i:x}{}.www.example.test.",
+                start.elapsed().as_nanos() % 9973
+            );
+            q.take_queries();
+            q.add_query(hickory_proto::op::Query::query(
+                hickory_proto::rr::Name::from_ascii(&name).unwrap(),
+                RecordType::A,
+            ));
+            q.set_id(u16::try_from(i % 65_536).unwrap());
+            let _ = s.send_to(&q.to_vec().unwrap(), listen);
+            i += 1;
+        }
+        while let Ok((n, _)) = s.recv_from(&mut buf) {
+            if Message::from_vec(&buf[..n])
+                .is_ok_and(|m| m.response_code() == ResponseCode::Refused)
+            {
+                return Some(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+#[test]
+fn a_random_subdomain_attack_is_blocked_within_two_seconds_and_released_after() {
+    init_tracing();
+    let nsd = [Nsd::start(ip(1)), Nsd::start(ip(2)), Nsd::start(ip(3))];
+    let (listen, admin) = (free_addr(), free_addr());
+    let rules = "\n[[dynamic_block]]\nname = \"nxdomain-flood\"\nnxdomain_rate = 50\nwindow = 2\nblock_seconds = 3\naction = \"refuse\"\n";
+    let mut d = Dnsha::start(
+        bin(),
+        &config(listen, admin, &[&nsd[0], &nsd[1], &nsd[2]], rules),
+    );
+    d.wait_udp(listen);
+    let (attacker, bystander) = (Ipv4Addr::new(127, 0, 0, 3), Ipv4Addr::new(127, 0, 0, 4));
+    assert_eq!(
+        rcode_from(attacker, listen, "nope.www.example.test."),
+        Some(ResponseCode::NXDomain)
+    );
+
+    // 400 NXDOMAIN a second against a threshold of 50/s: crossed within a
+    // quarter of a second, blocked at the next evaluation (once a second).
+    let took = attack_until_refused(attacker, listen, 400, Duration::from_secs(5));
+    let took = took.unwrap_or_else(|| panic!("never blocked; log:\n{}", d.log()));
+    assert!(
+        took < Duration::from_millis(2_500),
+        "blocked after {took:?}"
+    );
+    // Only the attacker: another client of the same machine is answered.
+    assert_eq!(a_from(bystander, listen, "www.example.test."), Some(ip(2)));
+    let st = status(admin);
+    assert_eq!(st["blocks"][0]["prefix"], "127.0.0.3/32");
+    assert_eq!(st["blocks"][0]["rule"], "nxdomain-flood");
+    assert!(d.log().contains("dynamic block added"), "{}", d.log());
+    let table = std::process::Command::new(bin())
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("127.0.0.3/32") && table.contains("nxdomain-flood"),
+        "{table}"
+    );
+    assert!(
+        metric(
+            admin,
+            "dnsha_dynamic_block_stopped_total{rule=\"nxdomain-flood\"}"
+        ) >= 1
+    );
+
+    // The attack stops: released once the block time (3 s) is over.
+    let stopped = std::time::Instant::now();
+    let mut released = None;
+    while stopped.elapsed() < Duration::from_secs(6) {
+        if rcode_from(attacker, listen, "www.example.test.") == Some(ResponseCode::NoError) {
+            released = Some(stopped.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let released = released.unwrap_or_else(|| panic!("never released; log:\n{}", d.log()));
+    assert!(
+        released >= Duration::from_secs(2),
+        "released after {released:?}"
+    );
+    assert!(d.log().contains("dynamic block expired"), "{}", d.log());
+
+    // Blocked again, then lifted by the operator before its time.
+    assert!(attack_until_refused(attacker, listen, 400, Duration::from_secs(5)).is_some());
+    let (status_line, body) = http_post(admin, "/blocks/lift?prefix=127.0.0.3");
+    assert!(status_line.contains("200"), "{status_line} {body}");
+    assert_eq!(
+        rcode_from(attacker, listen, "www.example.test."),
+        Some(ResponseCode::NoError)
+    );
+    let (status_line, _) = http_post(admin, "/blocks/lift?prefix=127.0.0.3");
+    assert!(status_line.contains("404"), "{status_line}");
+    let (status_line, _) = http_post(admin, "/blocks/lift?prefix=banana");
+    assert!(status_line.contains("400"), "{status_line}");
+}

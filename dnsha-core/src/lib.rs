@@ -26,6 +26,7 @@
 pub mod backend;
 pub mod clock;
 pub mod config;
+pub mod dynblock;
 pub mod error;
 pub mod frame;
 pub mod policy;

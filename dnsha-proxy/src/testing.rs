@@ -309,6 +309,7 @@ pub(crate) fn ctx(
             target,
             rules: Arc::new(rules),
             limits: Vec::new(),
+            dynblocks: None,
             access_log: None,
         },
         metrics,

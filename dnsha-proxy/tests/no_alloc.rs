@@ -139,6 +139,7 @@ fn udp_listener_with(
         target,
         rules: Arc::new(rules),
         limits: Vec::new(),
+        dynblocks: None,
         access_log: None,
     };
     (shared, metrics)

@@ -18,6 +18,7 @@ use toml::Spanned;
 
 use super::read::{Errors, Table};
 use super::Validator;
+use crate::dynblock::{BlockAction, DynRule};
 use crate::ratelimit::RateSettings;
 
 /// What happens to a query over a limit.
@@ -161,6 +162,160 @@ impl Validator {
     }
 }
 
+/// A `[[dynamic_block]]` as written.
+#[derive(Debug)]
+pub(super) struct RawDynBlock {
+    name: Option<Spanned<String>>,
+    window: Option<Spanned<u64>>,
+    prefix_v4: Option<Spanned<u64>>,
+    prefix_v6: Option<Spanned<u64>>,
+    qps: Option<Spanned<f64>>,
+    nxdomain_rate: Option<Spanned<f64>>,
+    servfail_rate: Option<Spanned<f64>>,
+    nxdomain_ratio: Option<Spanned<f64>>,
+    min_answers: Option<Spanned<u64>>,
+    qtype: Option<Spanned<String>>,
+    qtype_rate: Option<Spanned<f64>>,
+    bytes_rate: Option<Spanned<f64>>,
+    block_seconds: Option<Spanned<u64>>,
+    action: Option<Spanned<BlockAction>>,
+    span: std::ops::Range<usize>,
+}
+
+/// Reads one `[[dynamic_block]]` table.
+pub(super) fn dynamic_block(mut t: Table<'_>, errs: &mut Errors) -> RawDynBlock {
+    let d = RawDynBlock {
+        name: t.required(errs, "name"),
+        window: t.u64(errs, "window"),
+        prefix_v4: t.u64(errs, "prefix_v4"),
+        prefix_v6: t.u64(errs, "prefix_v6"),
+        qps: t.f64(errs, "qps"),
+        nxdomain_rate: t.f64(errs, "nxdomain_rate"),
+        servfail_rate: t.f64(errs, "servfail_rate"),
+        nxdomain_ratio: t.f64(errs, "nxdomain_ratio"),
+        min_answers: t.u64(errs, "min_answers"),
+        qtype: t.string(errs, "qtype"),
+        qtype_rate: t.f64(errs, "qtype_rate"),
+        bytes_rate: t.f64(errs, "bytes_rate"),
+        block_seconds: t.u64(errs, "block_seconds"),
+        action: t.choice(errs, "action"),
+        span: t.span(),
+    };
+    t.finish(errs);
+    d
+}
+
+impl Validator {
+    /// The dynamic block rules, in order.
+    pub(super) fn dynamic_blocks(&mut self, raw: &[RawDynBlock]) -> Vec<DynRule> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for d in raw {
+            let Some(name) = &d.name else { continue };
+            let name = self.name("dynamic_block", name, &mut seen);
+            let rate = |me: &mut Self, key: &str, v: &Option<Spanned<f64>>| {
+                let v = v.as_ref()?;
+                let r = *v.get_ref();
+                if r.is_finite() && r > 0.0 {
+                    Some(r)
+                } else {
+                    me.err(v.span(), format!("{key} must be a number above 0"));
+                    None
+                }
+            };
+            let qps = rate(self, "qps", &d.qps);
+            let nxdomain_rate = rate(self, "nxdomain_rate", &d.nxdomain_rate);
+            let servfail_rate = rate(self, "servfail_rate", &d.servfail_rate);
+            let bytes_rate = rate(self, "bytes_rate", &d.bytes_rate);
+            let nxdomain_ratio = d.nxdomain_ratio.as_ref().and_then(|v| {
+                let r = *v.get_ref();
+                if (0.0..1.0).contains(&r) {
+                    Some(r)
+                } else {
+                    self.err(
+                        v.span(),
+                        "nxdomain_ratio must be from 0 to below 1 (0.5: half the answers)",
+                    );
+                    None
+                }
+            });
+            let qtype_rate = match (&d.qtype, rate(self, "qtype_rate", &d.qtype_rate)) {
+                (Some(t), Some(r)) => self.qtype(t).map(|t| (t, r)),
+                (None, None) => None,
+                (Some(t), None) => {
+                    self.err(t.span(), "qtype needs qtype_rate");
+                    None
+                }
+                (None, Some(_)) => {
+                    self.err(
+                        d.span.clone(),
+                        format!("dynamic_block `{name}`: qtype_rate needs qtype"),
+                    );
+                    None
+                }
+            };
+            let written = [
+                &d.qps,
+                &d.nxdomain_rate,
+                &d.servfail_rate,
+                &d.nxdomain_ratio,
+            ]
+            .iter()
+            .any(|v| v.is_some())
+                || d.bytes_rate.is_some()
+                || d.qtype_rate.is_some();
+            if !written {
+                self.err(
+                    d.span.clone(),
+                    format!("dynamic_block `{name}` has no threshold (qps, nxdomain_rate, servfail_rate, nxdomain_ratio, qtype_rate, bytes_rate)"),
+                );
+            }
+            let num = |me: &mut Self, key: &str, v: &Option<Spanned<u64>>, default, min, max| {
+                v.as_ref()
+                    .map_or(default, |v| me.between_u64(key, v, min, max))
+            };
+            let window = num(self, "window", &d.window, 10, 1, 60);
+            let prefix_v4 = num(self, "prefix_v4", &d.prefix_v4, 32, 1, 32);
+            let prefix_v6 = num(self, "prefix_v6", &d.prefix_v6, 64, 1, 128);
+            let min_answers = num(self, "min_answers", &d.min_answers, 10, 1, 1_000_000);
+            let block = num(self, "block_seconds", &d.block_seconds, 60, 1, 86_400);
+            let any = [
+                qps,
+                nxdomain_rate,
+                servfail_rate,
+                bytes_rate,
+                nxdomain_ratio,
+            ]
+            .iter()
+            .any(Option::is_some)
+                || qtype_rate.is_some();
+            if !any {
+                // No threshold written, or every one refused above.
+                continue;
+            }
+            out.push(DynRule {
+                name,
+                window_s: u32::try_from(window).unwrap_or(10),
+                prefix_v4: u8::try_from(prefix_v4).unwrap_or(32),
+                prefix_v6: u8::try_from(prefix_v6).unwrap_or(64),
+                qps,
+                nxdomain_rate,
+                servfail_rate,
+                nxdomain_ratio,
+                min_answers: u32::try_from(min_answers).unwrap_or(10),
+                qtype_rate,
+                bytes_rate,
+                block_s: u32::try_from(block).unwrap_or(60),
+                action: d
+                    .action
+                    .as_ref()
+                    .map_or_else(BlockAction::default, |a| *a.get_ref()),
+            });
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{Config, LimitAction};
@@ -213,6 +368,61 @@ mod tests {
                 "t.toml:20:10: action: unknown value \"slow\", expected one of `drop`, `truncate`, `refuse`",
                 "t.toml:22:1: limit `a` has no `qps`",
                 "t.toml:23:8: duplicate limit name `a`",
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod dynblock_tests {
+    use crate::config::Config;
+    use crate::dynblock::BlockAction;
+
+    const BASE: &str = "[[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
+                        [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n";
+
+    fn rendered(src: &str) -> Vec<String> {
+        Config::parse(src)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.render("t.toml", src))
+            .collect()
+    }
+
+    #[test]
+    fn dynamic_blocks_parse_with_their_defaults() {
+        let c = Config::parse(&format!(
+            "{BASE}\n[[dynamic_block]]\nname = \"nx\"\nnxdomain_rate = 100\n\n\
+             [[dynamic_block]]\nname = \"any\"\nqtype = \"ANY\"\nqtype_rate = 5.5\nwindow = 5\nprefix_v4 = 24\nblock_seconds = 300\naction = \"refuse\"\n"
+        ))
+        .unwrap();
+        let nx = &c.dynamic_blocks[0];
+        assert_eq!(nx.nxdomain_rate, Some(100.0));
+        assert_eq!(
+            (nx.window_s, nx.block_s, nx.prefix_v4, nx.prefix_v6),
+            (10, 60, 32, 64)
+        );
+        assert_eq!(nx.action, BlockAction::Drop);
+        let any = &c.dynamic_blocks[1];
+        assert_eq!(any.qtype_rate, Some((255, 5.5)));
+        assert_eq!((any.window_s, any.block_s, any.prefix_v4), (5, 300, 24));
+        assert_eq!(any.action, BlockAction::Refuse);
+    }
+
+    #[test]
+    fn bad_dynamic_blocks_are_reported_where_they_are() {
+        let src = format!(
+            "{BASE}\n[[dynamic_block]]\nname = \"a\"\nqps = -1\nnxdomain_ratio = 1.5\nqtype = \"NOPE\"\nqtype_rate = 3\nwindow = 0\n\n\
+             [[dynamic_block]]\nname = \"b\"\nwindow = 5\n"
+        );
+        assert_eq!(
+            rendered(&src),
+            [
+                "t.toml:15:7: qps must be a number above 0",
+                "t.toml:16:18: nxdomain_ratio must be from 0 to below 1 (0.5: half the answers)",
+                "t.toml:17:9: qtype: unknown type `NOPE` (a name such as A, AAAA, ANY, or TYPE65)",
+                "t.toml:19:10: window must be from 1 to 60",
+                "t.toml:21:1: dynamic_block `b` has no threshold (qps, nxdomain_rate, servfail_rate, nxdomain_ratio, qtype_rate, bytes_rate)",
             ]
         );
     }

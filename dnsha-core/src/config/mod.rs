@@ -89,6 +89,9 @@ pub struct Config {
     /// `[[limit]]` sections: per-client rate limits, checked before the
     /// rules.
     pub limits: Vec<LimitConfig>,
+    /// `[[dynamic_block]]` sections: thresholds that block client prefixes
+    /// for a while.
+    pub dynamic_blocks: Vec<crate::dynblock::DynRule>,
     /// Files named outside the listeners' and backends' TLS settings (which
     /// carry their own locations), with where they are named: the loader
     /// checks each before anything starts, so `dnsha check` and `dnsha run`
@@ -553,7 +556,7 @@ impl Config {
     /// ```
     pub fn keys() -> BTreeMap<String, Vec<&'static str>> {
         const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n[pool.cache]\n\
-                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n[[limit]]\n";
+                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n[[limit]]\n[[dynamic_block]]\n";
         let mut errors = read::Errors::default();
         if let Ok(doc) = read::document(SKELETON) {
             let _ = raw::config(read::Table::root(&doc), &mut errors);
@@ -992,6 +995,7 @@ impl Validator {
         let pool_set: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
         let listener_set: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
         let limits = self.limits(&raw.limit, &listener_set);
+        let dynamic_blocks = self.dynamic_blocks(&raw.dynamic_block);
         let rules = self.rules(
             &raw.rule,
             &rules::Names {
@@ -1009,6 +1013,7 @@ impl Validator {
             vrrp,
             rules,
             limits,
+            dynamic_blocks,
             files,
         }
     }

@@ -25,6 +25,8 @@ pub(super) struct RawConfig {
     pub(super) rule: Vec<super::rules::RawRule>,
     /// `[[limit]]` tables.
     pub(super) limit: Vec<super::limits::RawLimit>,
+    /// `[[dynamic_block]]` tables.
+    pub(super) dynamic_block: Vec<super::limits::RawDynBlock>,
 }
 
 #[derive(Debug)]
@@ -268,6 +270,11 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         .into_iter()
         .map(|t| super::limits::limit(t, errs))
         .collect();
+    let dynamic_block = root
+        .tables(errs, "dynamic_block")
+        .into_iter()
+        .map(|t| super::limits::dynamic_block(t, errs))
+        .collect();
     root.finish(errs);
     RawConfig {
         admin,
@@ -277,6 +284,7 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         vrrp,
         rule,
         limit,
+        dynamic_block,
     }
 }
 

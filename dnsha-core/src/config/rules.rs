@@ -281,7 +281,7 @@ impl Validator {
         set
     }
 
-    fn qtype(&mut self, t: &Spanned<String>) -> Option<u16> {
+    pub(super) fn qtype(&mut self, t: &Spanned<String>) -> Option<u16> {
         let text = t.get_ref().trim();
         let upper = text.to_ascii_uppercase();
         let number = upper

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use dnsha_core::dynblock::{BlockAction, EventKind};
 use dnsha_core::rules::Action;
 
 use dnsha_core::config::{AnyOverUdp, LimitAction, Protocol};
@@ -81,6 +82,15 @@ pub fn admit(
     match classify_query(msg) {
         Verdict::Forward(info) => {
             inc(&m.queries);
+            if let Some(d) = &shared.dynblocks {
+                if let Some(action) = d.check(client) {
+                    if let Some(blocked) = blocked(m, action, protocol, &info) {
+                        return blocked;
+                    }
+                }
+                let qtype = u16::from(info.question.query_type());
+                d.record(client, EventKind::Query { qtype }, Millis::now());
+            }
             if let Some(over) = over_limit(shared, m, client, protocol, &info) {
                 return over;
             }
@@ -103,6 +113,31 @@ pub fn admit(
             Admission::Drop(reason)
         }
     }
+}
+
+/// What a query of a blocked prefix gets (`None`: a truncating block lets
+/// a query over a stream on).
+fn blocked(
+    m: &ListenerMetrics,
+    action: BlockAction,
+    protocol: Protocol,
+    info: &QueryInfo,
+) -> Option<Admission> {
+    if action == BlockAction::Truncate && protocol.is_stream() {
+        return None;
+    }
+    m.dropped(DropReason::DynBlock);
+    Some(match action {
+        BlockAction::Drop => Admission::Drop(DropReason::DynBlock),
+        BlockAction::Truncate => Admission::Reply(truncated(info), DropReason::DynBlock),
+        BlockAction::Refuse => {
+            inc(&m.refused);
+            Admission::Reply(
+                synth_reply(info, ResponseCode::Refused),
+                DropReason::DynBlock,
+            )
+        }
+    })
 }
 
 /// The limits step: what becomes of a query over one of the listener's

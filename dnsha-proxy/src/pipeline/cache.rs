@@ -36,6 +36,12 @@ struct Served<'a> {
 impl Served<'_> {
     fn record(&self, sent: &[u8]) {
         inc(&self.m.cache_hits);
+        if let Some(d) = &self.shared.dynblocks {
+            let rcode = sent.get(3).map_or(0, |b| u16::from(b & 0x0f));
+            let bytes = u32::try_from(sent.len()).unwrap_or(u32::MAX);
+            let kind = dnsha_core::dynblock::EventKind::Answer { rcode, bytes };
+            d.record(self.client.ip(), kind, Millis::now());
+        }
         if let Some(log) = &self.shared.access_log {
             log.log(LogRecord {
                 client: self.client,

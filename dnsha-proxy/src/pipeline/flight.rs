@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dnsha_core::config::Protocol;
+use dnsha_core::dynblock::EventKind;
 use dnsha_core::policy::{hash_client, hash_labels};
 use dnsha_core::{FailureKind, HashKey, Millis, OnNoBackend};
 use hickory_proto::op::ResponseCode;
@@ -188,6 +189,11 @@ impl Flight {
             record_answer(&self.target.pool, f.backend(), rcode, now, window_ms);
         }
         inc(&m.answers);
+        if let Some(d) = &shared.dynblocks {
+            let bytes = u32::try_from(answer.len()).unwrap_or(u32::MAX);
+            let rcode = u16::from(rcode);
+            d.record(self.client.ip(), EventKind::Answer { rcode, bytes }, now);
+        }
         rewrite_id(answer, self.info.id);
         if let (Some(key), Some(cache)) = (&self.cache_key, &self.target.cache) {
             // What may not be stored (truncated, no TTL...) is counted there.

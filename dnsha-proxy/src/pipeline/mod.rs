@@ -31,6 +31,7 @@
 mod admit;
 mod attempts;
 pub mod cache;
+mod dynblock;
 mod flight;
 mod health;
 mod limits;
@@ -43,6 +44,7 @@ mod tests;
 
 pub use admit::{admit, Admission, Admitted};
 pub use attempts::{Attempt, Attempts};
+pub use dynblock::{DynBlocks, Tick, MAX_EVENTS};
 pub use flight::{Failure, Flight, Next};
 pub use health::{record_answer, record_connected, record_failure};
 pub use limits::{Limit, Limits};

@@ -60,6 +60,7 @@ fn listener(rules: &str) -> (ListenerShared, ListenerMetrics) {
         target: target_of("fwd").unwrap(),
         rules: Arc::new(rules),
         limits: Limits::new(&cfg.limits, None).for_listener("l"),
+        dynblocks: None,
         access_log: None,
     };
     (shared, m)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use dnsha_core::config::ListenerConfig;
 use dnsha_core::Pool;
 
-use super::{Limit, Rules};
+use super::{DynBlocks, Limit, Rules};
 use crate::accesslog::AccessLog;
 use crate::acl::Acl;
 use crate::cache::PacketCache;
@@ -38,6 +38,8 @@ pub struct ListenerShared {
     pub rules: Arc<Rules>,
     /// The `[[limit]]`s that apply to this listener.
     pub limits: Vec<Arc<Limit>>,
+    /// The `[[dynamic_block]]`s, when the configuration has any.
+    pub dynblocks: Option<Arc<DynBlocks>>,
     /// Client ACL.
     pub acl: Acl,
     /// Access log, if enabled.

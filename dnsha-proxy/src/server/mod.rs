@@ -29,7 +29,7 @@ use crate::cache::PacketCache;
 use crate::error::{Error, Result};
 use crate::frontend::ListenerCtx;
 use crate::metrics::ListenerMetrics;
-use crate::pipeline::{Limits, ListenerShared, Rules, Target};
+use crate::pipeline::{DynBlocks, Limits, ListenerShared, Rules, Target};
 use crate::tls::ServerTls;
 use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams};
 use crate::upstream::udp::UdpUpstreams;
@@ -51,6 +51,8 @@ struct State {
     rules: Arc<Rules>,
     /// Its rate limits.
     limits: Arc<Limits>,
+    /// Its dynamic blocks, if it has any.
+    dynblocks: Option<Arc<DynBlocks>>,
     listeners: Vec<RunningListener>,
 }
 
@@ -62,6 +64,7 @@ struct Parts {
     targets: Vec<(String, Arc<Target>)>,
     rules: Arc<Rules>,
     limits: Arc<Limits>,
+    dynblocks: Option<Arc<DynBlocks>>,
 }
 
 impl Parts {
@@ -127,6 +130,7 @@ impl Server {
                 caches: Vec::new(),
                 rules: Arc::new(Rules::default()),
                 limits: Arc::new(Limits::default()),
+                dynblocks: None,
                 listeners: Vec::new(),
             }),
             tcp_upstreams: Arc::new(TcpUpstreams::new(TcpUpstreamSettings::default())),
@@ -135,7 +139,7 @@ impl Server {
             health,
         });
         let mut started = Started::default();
-        let parts = server.parts_for(config, &pools, &[], None, None)?;
+        let parts = server.parts_for(config, &pools, &[], None, None, None)?;
         for l in &config.listeners {
             started.push(server.start_listener(l, &parts, Vec::new())?);
         }
@@ -145,9 +149,11 @@ impl Server {
             st.caches = parts.caches();
             st.rules = Arc::clone(&parts.rules);
             st.limits = Arc::clone(&parts.limits);
+            st.dynblocks.clone_from(&parts.dynblocks);
             st.listeners = started.commit();
             server.reconcile_health(config, &st.pools);
         }
+        spawn_dynblock_ticks(&server);
         Ok(server)
     }
 
@@ -168,6 +174,7 @@ impl Server {
         old: &[(String, Arc<PacketCache>)],
         old_rules: Option<&Rules>,
         old_limits: Option<&Limits>,
+        old_dynblocks: Option<&DynBlocks>,
     ) -> Result<Parts> {
         let targets = config
             .pools
@@ -199,10 +206,13 @@ impl Server {
         };
         let rules = Arc::new(Rules::new(config.rules.clone(), target_of, old_rules));
         let limits = Arc::new(Limits::new(&config.limits, old_limits));
+        let dynblocks = (!config.dynamic_blocks.is_empty())
+            .then(|| Arc::new(DynBlocks::new(config.dynamic_blocks.clone(), old_dynblocks)));
         Ok(Parts {
             targets,
             rules,
             limits,
+            dynblocks,
         })
     }
 
@@ -234,6 +244,7 @@ impl Server {
             target,
             rules: Arc::clone(&parts.rules),
             limits: parts.limits.for_listener(&l.name),
+            dynblocks: parts.dynblocks.clone(),
             acl: Acl::new(l.allow.clone()),
             access_log,
         })
@@ -253,6 +264,40 @@ impl Server {
             .filter(|c| udp_at(c) && !c.tasks.is_empty())
             .map(|c| c.tasks.clone())
             .collect()
+    }
+
+    /// The dynamic blocks in force.
+    pub fn blocks(&self) -> Vec<dnsha_core::dynblock::Block> {
+        self.lock()
+            .dynblocks
+            .as_ref()
+            .map(|d| d.blocks())
+            .unwrap_or_default()
+    }
+
+    /// Lifts the dynamic block of exactly `prefix`; logged.
+    pub fn lift_block(&self, prefix: ipnet::IpNet) -> Option<dnsha_core::dynblock::Block> {
+        let d = self.lock().dynblocks.clone()?;
+        let b = d.lift(prefix)?;
+        tracing::info!(prefix = %b.prefix, rule = %b.rule, "dynamic block lifted by the operator");
+        Some(b)
+    }
+
+    /// One evaluation of the dynamic blocks (once a second): new blocks and
+    /// ended ones are logged.
+    fn dynblock_tick(&self) {
+        let Some(d) = self.lock().dynblocks.clone() else {
+            return;
+        };
+        let now = dnsha_core::Millis::now();
+        let t = d.tick(now);
+        for b in t.added {
+            let secs = b.until.0.saturating_sub(now.0) / 1000;
+            tracing::warn!(prefix = %b.prefix, rule = %b.rule, reason = %b.reason, action = b.action.as_str(), seconds = secs, "dynamic block added");
+        }
+        for b in t.lifted {
+            tracing::info!(prefix = %b.prefix, rule = %b.rule, "dynamic block expired");
+        }
     }
 
     /// Keeps a listener stopped by a reload until it has drained, so that
@@ -338,4 +383,21 @@ impl Server {
         };
         tokio::time::timeout(grace, all).await.is_ok()
     }
+}
+
+/// Evaluates the dynamic blocks once a second for as long as the server
+/// lives (a configuration without any costs one lock a second).
+fn spawn_dynblock_ticks(server: &Arc<Server>) {
+    let weak = Arc::downgrade(server);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let Some(server) = weak.upgrade() else {
+                return;
+            };
+            server.dynblock_tick();
+        }
+    });
 }

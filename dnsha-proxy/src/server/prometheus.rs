@@ -412,6 +412,24 @@ impl Server {
                 )
             }),
         );
+        if let Some(d) = &st.dynblocks {
+            w.family(
+                "dynamic_block_stopped_total",
+                "Queries stopped by each [[dynamic_block]]'s blocks.",
+                "counter",
+                d.stopped()
+                    .map(|(name, n)| (format!("rule=\"{}\"", label_value(name)), n)),
+            );
+            w.family(
+                "dynamic_blocks",
+                "Client prefixes blocked now.",
+                "gauge",
+                std::iter::once((
+                    String::new(),
+                    u64::try_from(d.blocks().len()).unwrap_or(u64::MAX),
+                )),
+            );
+        }
         let globals = [
             (
                 "tcp_upstream_unmatched_total",

@@ -80,6 +80,8 @@ struct Plan {
     rules: Arc<crate::pipeline::Rules>,
     /// The new limits.
     limits: Arc<crate::pipeline::Limits>,
+    /// The new dynamic blocks.
+    dynblocks: Option<Arc<crate::pipeline::DynBlocks>>,
 }
 
 impl Server {
@@ -128,6 +130,7 @@ impl Server {
         st.caches = plan.caches;
         st.rules = plan.rules;
         st.limits = plan.limits;
+        st.dynblocks = plan.dynblocks;
         self.reconcile_health(config, &st.pools);
         Ok(summary)
     }
@@ -136,11 +139,19 @@ impl Server {
     /// failure changes nothing), kept ones get their new settings and
     /// certificates ready.
     fn plan(&self, st: &State, config: &Config, pools: &[Arc<Pool>]) -> Result<Plan> {
-        let parts = self.parts_for(config, pools, &st.caches, Some(&st.rules), Some(&st.limits))?;
+        let parts = self.parts_for(
+            config,
+            pools,
+            &st.caches,
+            Some(&st.rules),
+            Some(&st.limits),
+            st.dynblocks.as_deref(),
+        )?;
         let mut plan = Plan {
             caches: parts.caches(),
             rules: Arc::clone(&parts.rules),
             limits: Arc::clone(&parts.limits),
+            dynblocks: parts.dynblocks.clone(),
             keep: Vec::new(),
             keys: Vec::new(),
             started: Started::default(),

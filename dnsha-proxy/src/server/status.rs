@@ -69,6 +69,23 @@ impl Server {
                     }
                 })
                 .collect(),
+            blocks: st
+                .dynblocks
+                .as_ref()
+                .map(|d| {
+                    let now = dnsha_core::Millis::now();
+                    d.blocks()
+                        .into_iter()
+                        .map(|b| BlockStatus {
+                            prefix: b.prefix.to_string(),
+                            rule: b.rule.clone(),
+                            reason: b.reason.clone(),
+                            action: b.action.as_str().to_string(),
+                            seconds_left: b.until.0.saturating_sub(now.0).div_ceil(1000),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -80,6 +97,24 @@ pub struct Status {
     pub pools: Vec<PoolStatus>,
     /// Listeners and their counters.
     pub listeners: Vec<ListenerStatus>,
+    /// Dynamic blocks in force.
+    #[serde(default)]
+    pub blocks: Vec<BlockStatus>,
+}
+
+/// A dynamic block in `/status`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct BlockStatus {
+    /// The blocked prefix.
+    pub prefix: String,
+    /// The `[[dynamic_block]]` that set it.
+    pub rule: String,
+    /// The threshold crossed.
+    pub reason: String,
+    /// What its queries get.
+    pub action: String,
+    /// Seconds until it ends.
+    pub seconds_left: u64,
 }
 
 /// One pool in `/status`.

@@ -49,11 +49,13 @@ pub enum DropReason {
     Rule,
     /// Over a `[[limit]]`: dropped, truncated or refused as it says.
     RateLimit,
+    /// From a prefix a `[[dynamic_block]]` blocked.
+    DynBlock,
 }
 
 impl DropReason {
     /// Every reason, for metrics.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Short,
         Self::Response,
         Self::Truncated,
@@ -68,6 +70,7 @@ impl DropReason {
         Self::ClientLimit,
         Self::Rule,
         Self::RateLimit,
+        Self::DynBlock,
     ];
 
     /// Metrics label.
@@ -87,6 +90,7 @@ impl DropReason {
             Self::ClientLimit => "client_limit",
             Self::Rule => "rule",
             Self::RateLimit => "rate_limit",
+            Self::DynBlock => "dynamic_block",
         }
     }
 

@@ -49,6 +49,7 @@ async fn main() -> ExitCode {
         vrrp: Vec::new(),
         rules: Vec::new(),
         limits: Vec::new(),
+        dynamic_blocks: Vec::new(),
         files: Vec::new(),
     };
     let server = match Server::start(&config).await {
