@@ -976,30 +976,14 @@ impl Validator {
                 }
             })
             .collect::<Vec<_>>();
-        let vrrp: Vec<Section> = raw
-            .vrrp
-            .into_iter()
-            .zip(vrrp_values)
-            .map(|(t, value)| Section {
-                span: t.span,
-                keys: t.keys,
-                value,
-            })
-            .collect();
-        if raw.listener_tables == 0 && vrrp.is_empty() {
-            self.errors.push(ConfigError {
-                span: None,
-                message: "no [[listener]] and no [[vrrp]]: nothing to serve".into(),
-            });
-        }
-        let pool_set: HashSet<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        let vrrp = self.vrrp_sections(raw.vrrp, vrrp_values, raw.listener_tables);
         let listener_set: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
         let limits = self.limits(&raw.limit, &listener_set);
         let dynamic_blocks = self.dynamic_blocks(&raw.dynamic_block);
         let rules = self.rules(
             &raw.rule,
             &rules::Names {
-                pools: &pool_set,
+                pools: &pool_names,
                 listeners: &listener_set,
             },
         );
@@ -1016,6 +1000,32 @@ impl Validator {
             dynamic_blocks,
             files,
         }
+    }
+
+    /// The `[[vrrp]]` sections with their values; a configuration with
+    /// neither listeners nor VRRP instances is an error.
+    fn vrrp_sections(
+        &mut self,
+        raw_vrrp: Vec<read::Located>,
+        vrrp_values: Vec<toml::Table>,
+        listener_tables: usize,
+    ) -> Vec<Section> {
+        let vrrp: Vec<Section> = raw_vrrp
+            .into_iter()
+            .zip(vrrp_values)
+            .map(|(t, value)| Section {
+                span: t.span,
+                keys: t.keys,
+                value,
+            })
+            .collect();
+        if listener_tables == 0 && vrrp.is_empty() {
+            self.errors.push(ConfigError {
+                span: None,
+                message: "no [[listener]] and no [[vrrp]]: nothing to serve".into(),
+            });
+        }
+        vrrp
     }
 
     fn pool(&mut self, p: &raw::RawPool, seen: &mut HashSet<String>) -> PoolConfig {
