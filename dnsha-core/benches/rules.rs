@@ -6,17 +6,8 @@
 use std::net::IpAddr;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use dnsha_core::rules::names::wire_name;
 use dnsha_core::rules::{Action, Match, NameSet, NetSet, Query, Rule, RuleSet};
-
-fn wire(name: &str) -> Vec<u8> {
-    let mut w = Vec::new();
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        w.push(u8::try_from(label.len()).unwrap());
-        w.extend_from_slice(label.as_bytes());
-    }
-    w.push(0);
-    w
-}
 
 fn rules() -> RuleSet {
     let mut rules = Vec::new();
@@ -55,7 +46,7 @@ fn evaluate(c: &mut Criterion) {
         ("catch_all", "a.b.c.www.example.org", "8.8.8.8"),
     ];
     for (label, name, client) in cases {
-        let qname = wire(name);
+        let qname = wire_name(name).unwrap();
         let client: IpAddr = client.parse().unwrap();
         g.bench_function(label, |b| {
             b.iter(|| {

@@ -318,18 +318,12 @@ impl Validator {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::tests::rendered;
     use crate::config::{Config, LimitAction};
+    use crate::dynblock::BlockAction;
 
     const BASE: &str = "[[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
                         [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n";
-
-    fn rendered(src: &str) -> Vec<String> {
-        Config::parse(src)
-            .unwrap_err()
-            .iter()
-            .map(|e| e.render("t.toml", src))
-            .collect()
-    }
 
     #[test]
     fn limits_parse_with_their_defaults() {
@@ -370,23 +364,6 @@ mod tests {
                 "t.toml:23:8: duplicate limit name `a`",
             ]
         );
-    }
-}
-
-#[cfg(test)]
-mod dynblock_tests {
-    use crate::config::Config;
-    use crate::dynblock::BlockAction;
-
-    const BASE: &str = "[[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\n\
-                        [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n";
-
-    fn rendered(src: &str) -> Vec<String> {
-        Config::parse(src)
-            .unwrap_err()
-            .iter()
-            .map(|e| e.render("t.toml", src))
-            .collect()
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `[[rule]]`: parsing into rules, and every error at its line and column.
 
+use super::tests::rendered;
 use super::*;
+use crate::rules::names::wire_name;
 use crate::rules::{Action, FixedRecord, Match, Query, RuleSet};
 
 const BASE: &str = "[[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"fwd\"\n\n\
@@ -10,24 +12,6 @@ const BASE: &str = "[[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \
 /// `BASE` is 17 lines: rules start on line 18.
 fn with(rules: &str) -> String {
     format!("{BASE}{rules}")
-}
-
-fn rendered(src: &str) -> Vec<String> {
-    Config::parse(src)
-        .unwrap_err()
-        .iter()
-        .map(|e| e.render("t.toml", src))
-        .collect()
-}
-
-fn wire(name: &str) -> Vec<u8> {
-    let mut w = Vec::new();
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        w.push(u8::try_from(label.len()).unwrap());
-        w.extend_from_slice(label.as_bytes());
-    }
-    w.push(0);
-    w
 }
 
 #[test]
@@ -80,7 +64,7 @@ action = "log"
     // Evaluated as written.
     let set = RuleSet::new(c.rules.clone());
     let decide = |name: &str, qtype: u16, client: &str| {
-        let w = wire(name);
+        let w = wire_name(name).unwrap();
         let q = Query {
             qname: &w,
             qtype,
@@ -209,7 +193,7 @@ fn ten_thousand_suffixes_load_and_route() {
     let c = Config::parse(&src).unwrap();
     let set = RuleSet::new(c.rules);
     for i in [0, 4_999, 9_999] {
-        let w = wire(&format!("host.z{i}.corp.example"));
+        let w = wire_name(&format!("host.z{i}.corp.example")).unwrap();
         let q = Query {
             qname: &w,
             qtype: 1,

@@ -35,7 +35,9 @@ name = "coredns-002"
 address = "192.168.1.2:53"
 "#;
 
-fn rendered(src: &str) -> Vec<String> {
+/// Every error of `src` as `dnsha check` prints it, the file named
+/// `t.toml`.
+pub(super) fn rendered(src: &str) -> Vec<String> {
     Config::parse(src)
         .unwrap_err()
         .iter()

@@ -1,12 +1,5 @@
+use crate::config::tests::rendered;
 use crate::config::*;
-
-fn rendered(src: &str) -> Vec<String> {
-    Config::parse(src)
-        .unwrap_err()
-        .iter()
-        .map(|e| e.render("t.toml", src))
-        .collect()
-}
 
 const POOL: &str =
     "\n[[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\naddress = \"192.0.2.1\"\n";

@@ -1,17 +1,8 @@
 use super::*;
+use names::wire_name;
 
 fn wire(name: &str) -> Vec<u8> {
-    let mut w = Vec::new();
-    for label in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        w.push(u8::try_from(label.len()).unwrap());
-        w.extend_from_slice(label.as_bytes());
-    }
-    w.push(0);
-    w
+    wire_name(name).unwrap()
 }
 
 fn names(list: &[&str]) -> NameSet {
