@@ -57,6 +57,17 @@ fn drops(s: &Setup, reason: &str) -> u64 {
     )
 }
 
+/// The same, over the UDP and the TCP listener.
+fn drops_both(s: &Setup, reason: &str) -> u64 {
+    drops(s, reason)
+        + metric(
+            s.admin,
+            &format!(
+                "dnsha_dropped_total{{listener=\"tcp\",protocol=\"tcp\",reason=\"{reason}\"}}"
+            ),
+        )
+}
+
 fn backend_queries(s: &Setup) -> u64 {
     status(s.admin)["pools"][0]["backends"][0]["queries"]
         .as_u64()
@@ -188,6 +199,7 @@ fn tcp_zero_length_and_stalled_messages_are_closed() {
 #[test]
 fn ten_thousand_pipelined_queries_on_one_connection() {
     let mut s = setup("");
+    let peak_before = vm_hwm_kb(s.d.pid());
     let mut c = TcpStream::connect(s.listen).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut reader = c.try_clone().unwrap();
@@ -221,6 +233,11 @@ fn ten_thousand_pipelined_queries_on_one_connection() {
     }
     assert!(seen.iter().all(|&x| x));
     drop(writer.join().unwrap());
+    // Bounded memory (case 11): the client's queries wait in the socket
+    // while the listener's per-client limit is full, not in dnsha; its
+    // peak grows by a few MB at most.
+    let grown_mb = vm_hwm_kb(s.d.pid()).saturating_sub(peak_before) / 1024;
+    assert!(grown_mb <= 16, "peak RSS grew by {grown_mb} MB");
     still_serves(&mut s);
 }
 
@@ -442,4 +459,73 @@ fn flood_of_unanswered_queries_keeps_memory_bounded_and_real_queries_answered() 
         after < before + 100_000,
         "peak RSS grew from {before} kB to {after} kB"
     );
+}
+
+/// Cases 2 to 4 of the conventions' bad-input list through the daemon:
+/// TC=1 in a query is dropped and counted; a label over 63 bytes or a name
+/// over 255 gets FORMERR (the header is readable: the client learns its
+/// query was bad, as from BIND or NSD) and is counted as malformed; a
+/// query whose additional record holds a chain of hundreds of compression
+/// pointers gets FORMERR, without recursion in the parser. None reaches
+/// the backend.
+#[test]
+fn truncated_queries_long_names_and_pointer_chains_never_reach_the_backend() {
+    let mut s = setup("");
+    let before = backend_queries(&s);
+    let short = Duration::from_millis(400);
+    let truncated_before = drops_both(&s, "truncated");
+    let malformed_before = drops_both(&s, "malformed");
+    // TC=1: no answer, counted.
+    let mut tc = query_bytes("www.example.test.");
+    tc[2] |= 0x02;
+    assert!(exchange_udp(s.listen, &tc, short).is_err());
+    assert!(exchange_tcp(s.listen, &tc, short).is_err());
+    assert_eq!(drops_both(&s, "truncated"), truncated_before + 2);
+    // A label of 64 bytes, and a name of 256 (four labels of 63 and one of
+    // 3, with their length bytes and the root: 4 × 64 + 4 + 1).
+    let header = [0x12u8, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    let mut long_label = header.to_vec();
+    long_label.push(64);
+    long_label.extend_from_slice(&[b'a'; 64]);
+    long_label.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut long_name = header.to_vec();
+    for _ in 0..4 {
+        long_name.push(63);
+        long_name.extend_from_slice(&[b'b'; 63]);
+    }
+    long_name.extend_from_slice(&[3, b'c', b'c', b'c', 0, 0, 1, 0, 1]);
+    // A valid question, a record whose opaque data holds the root and 400
+    // pointers, each to the one before, and a record whose owner name
+    // points at the last: a chain of 400 hops.
+    let mut chain = query_bytes("www.example.test.");
+    chain[11] = 2;
+    chain.extend_from_slice(&[0, 0xff, 0x00, 0, 1, 0, 0, 0, 0]);
+    chain.extend_from_slice(&u16::try_from(1 + 2 * 400).unwrap().to_be_bytes());
+    let mut last = chain.len();
+    chain.push(0);
+    for _ in 0..400 {
+        let at = chain.len();
+        chain.extend_from_slice(&(0xC000 | u16::try_from(last).unwrap()).to_be_bytes());
+        last = at;
+    }
+    chain.extend_from_slice(&(0xC000 | u16::try_from(last).unwrap()).to_be_bytes());
+    chain.extend_from_slice(&[0xff, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for (what, bad) in [
+        ("long label", &long_label),
+        ("long name", &long_name),
+        ("pointer chain", &chain),
+    ] {
+        let a = exchange_udp(s.listen, bad, T).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(rcode(&a), 1, "{what}");
+        assert_eq!(&a[..2], &bad[..2], "{what}");
+        let a = exchange_tcp(s.listen, bad, T).unwrap_or_else(|e| panic!("{what} over TCP: {e}"));
+        assert_eq!(rcode(&a), 1, "{what} over TCP");
+    }
+    assert_eq!(drops_both(&s, "malformed"), malformed_before + 6);
+    assert_eq!(
+        backend_queries(&s),
+        before,
+        "a bad query reached the backend"
+    );
+    still_serves(&mut s);
 }

@@ -32,6 +32,7 @@ use rand::SeedableRng;
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
 }
 
 struct Counting;
@@ -43,6 +44,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.with(Cell::get) {
             ALLOCS.with(|a| a.set(a.get() + 1));
+            BYTES.with(|b| b.set(b.get() + layout.size() as u64));
         }
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
@@ -56,6 +58,7 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if COUNTING.with(Cell::get) {
             ALLOCS.with(|a| a.set(a.get() + 1));
+            BYTES.with(|b| b.set(b.get() + new_size as u64));
         }
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -381,4 +384,53 @@ fn udp_cache_hit_path_allocates_nothing() {
         "{allocs} allocations over {} hits",
         (ROUNDS - 10) * BATCH
     );
+}
+
+/// Case 5 of the conventions' bad-input list: record counts of 65 535
+/// with a tiny body. Validation rejects them from the header and the
+/// packet's length (FORMERR) before anything is parsed or allocated for
+/// the records: they allocate no more than any FORMERR does (its reply),
+/// whatever the counts claim.
+#[test]
+fn huge_record_counts_allocate_no_more_than_any_formerr() {
+    use dnsha_proxy::wire::dns::{classify_query, Verdict};
+    let allocated = |q: &[u8]| {
+        BYTES.with(|b| b.set(0));
+        COUNTING.with(|c| c.set(true));
+        let verdict = classify_query(q);
+        COUNTING.with(|c| c.set(false));
+        assert!(
+            matches!(verdict, Verdict::Reply(_, _)),
+            "{:02x?}: {verdict:?}",
+            &q[4..12]
+        );
+        BYTES.with(Cell::get)
+    };
+    // A plain FORMERR: no question at all.
+    let mut empty = query(7, "www.example.test");
+    empty[5] = 0;
+    let formerr = allocated(&empty);
+    assert!(formerr <= 1024, "{formerr}");
+    let mut cases = Vec::new();
+    for counts in [
+        [0xffu8, 0xff, 0, 0, 0, 0],
+        [0, 0, 0xff, 0xff, 0, 0],
+        [0, 0, 0, 0, 0xff, 0xff],
+        [0xff; 6],
+    ] {
+        let mut q = query(7, "www.example.test");
+        q[6..12].copy_from_slice(&counts);
+        cases.push(q);
+    }
+    let mut q = query(7, "www.example.test");
+    q[4..6].copy_from_slice(&[0xff, 0xff]);
+    cases.push(q);
+    for q in &cases {
+        let bytes = allocated(q);
+        assert!(
+            bytes <= formerr,
+            "{bytes} bytes allocated for counts {:02x?}, a FORMERR takes {formerr}",
+            &q[4..12]
+        );
+    }
 }

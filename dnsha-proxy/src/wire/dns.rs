@@ -126,6 +126,11 @@ pub enum Verdict {
 
 /// Smallest possible resource record: root name, type, class, TTL, RDLENGTH.
 const MIN_RR: usize = 11;
+/// Most bytes of 0xC0 or more (each could start a compression pointer)
+/// the records of a query may hold: this bounds the pointer chains the
+/// parser follows (see [`classify_query`]).
+pub const MAX_POINTER_BYTES: usize = 64;
+
 /// Smallest possible question: root name, type, class.
 const MIN_QUESTION: usize = 5;
 
@@ -205,10 +210,22 @@ pub fn classify_query(buf: &[u8]) -> Verdict {
     }
     // Records after the question may hold compression pointers; only when a
     // pointer-like byte is there is the costlier ID-independence check run.
-    let may_point = records > 0
-        && buf
-            .get(after_question..)
-            .is_some_and(|rest| rest.iter().any(|&b| b >= 0xC0));
+    // hickory follows a pointer by recursion, one frame per hop: a chain of
+    // thousands of pointers, each to the one before, would overflow the
+    // stack. A pointer needs a byte of 0xC0 or more, so a query with at
+    // most MAX_POINTER_BYTES of them cannot hold a longer chain; one with
+    // more (no real query has: cookies, ECS, padding and TSIG hold a few)
+    // is refused before it is parsed.
+    let pointer_bytes = buf
+        .get(after_question..)
+        .map_or(0, |rest| rest.iter().filter(|&&b| b >= 0xC0).count());
+    if pointer_bytes > MAX_POINTER_BYTES {
+        return Verdict::Reply(
+            header_only_reply(&header, ResponseCode::FormErr),
+            DropReason::Malformed,
+        );
+    }
+    let may_point = records > 0 && pointer_bytes > 0;
     let mut dec = BinDecoder::new(buf);
     match Message::read(&mut dec) {
         Ok(msg) if dec.is_empty() && (!may_point || same_without_id(buf, &msg)) => {
@@ -626,6 +643,51 @@ mod tests {
         let mut q = query("a.test.");
         q[2] |= 2 << 3; // STATUS
         assert_eq!(reply_rcode(classify_query(&q)), ResponseCode::NotImp);
+    }
+
+    /// A query with ARCOUNT 2: a record whose opaque data holds the root
+    /// and `hops` pointers, each to the one before it, then a record whose
+    /// owner name points at the last of them.
+    fn pointer_chain_query(hops: usize) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0, 0, 1, 0, 0, 0, 0, 0, 2];
+        q.extend_from_slice(&[3, b'w', b'w', b'w', 0, 0, 1, 0, 1]);
+        // Record 1: root owner, private type 65280, opaque data.
+        q.extend_from_slice(&[0, 0xff, 0x00, 0, 1, 0, 0, 0, 0]);
+        let rdlen = 1 + 2 * hops;
+        q.extend_from_slice(&u16::try_from(rdlen).unwrap().to_be_bytes());
+        let first = q.len();
+        q.push(0);
+        let mut last = first;
+        for _ in 0..hops {
+            let at = q.len();
+            q.extend_from_slice(&(0xC000 | u16::try_from(last).unwrap()).to_be_bytes());
+            last = at;
+        }
+        // Record 2: its owner is the last pointer's target chain.
+        q.extend_from_slice(&(0xC000 | u16::try_from(last).unwrap()).to_be_bytes());
+        q.extend_from_slice(&[0xff, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        q
+    }
+
+    #[test]
+    fn long_pointer_chains_are_formerr_without_deep_recursion() {
+        // 16 000 hops fill a 32 KB message: on a thread with a small stack
+        // (64 KiB) the check must still end in an answer, not an overflow.
+        // A short chain is valid DNS: forwarded.
+        assert!(matches!(
+            classify_query(&pointer_chain_query(2)),
+            Verdict::Forward(_)
+        ));
+        for hops in [MAX_POINTER_BYTES, 200, 16_000] {
+            let q = pointer_chain_query(hops);
+            let verdict = std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || classify_query(&q))
+                .unwrap()
+                .join()
+                .expect("no stack overflow");
+            assert_eq!(reply_rcode(verdict), ResponseCode::FormErr, "{hops} hops");
+        }
     }
 
     #[test]

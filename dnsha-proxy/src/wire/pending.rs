@@ -8,7 +8,7 @@
 //! memory.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use dnsha_core::Millis;
 use rand::RngCore;
@@ -21,11 +21,92 @@ struct Entry<T> {
     value: T,
 }
 
+/// The entries: values in a slab that reuses freed places (it never holds
+/// more than the table's capacity, and never doubles past it), found
+/// through a small index from key to place. A hash map of the values
+/// themselves doubled its buckets, values and all, when removals had left
+/// it full of tombstones: under a flood that churns a full table, tens of
+/// MB at once.
+struct Entries<T> {
+    index: HashMap<Key, u32>,
+    slab: Vec<Option<(Key, Entry<T>)>>,
+    free: Vec<u32>,
+}
+
+impl<T> Entries<T> {
+    fn new() -> Self {
+        Self {
+            index: HashMap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn contains_key(&self, key: &Key) -> bool {
+        self.index.contains_key(key)
+    }
+
+    fn get(&self, key: &Key) -> Option<&Entry<T>> {
+        let at = *self.index.get(key)?;
+        self.slab.get(at as usize)?.as_ref().map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Entry<T>> {
+        let at = *self.index.get(key)?;
+        self.slab.get_mut(at as usize)?.as_mut().map(|(_, e)| e)
+    }
+
+    fn insert(&mut self, key: Key, entry: Entry<T>) {
+        if let Some(old) = self.remove(&key) {
+            drop(old);
+        }
+        let at = match self.free.pop() {
+            Some(at) => at,
+            None => {
+                self.slab.push(None);
+                u32::try_from(self.slab.len() - 1).unwrap_or(u32::MAX)
+            }
+        };
+        if let Some(place) = self.slab.get_mut(at as usize) {
+            *place = Some((key, entry));
+            self.index.insert(key, at);
+        }
+    }
+
+    fn remove(&mut self, key: &Key) -> Option<Entry<T>> {
+        let at = self.index.remove(key)?;
+        let (_, e) = self.slab.get_mut(at as usize)?.take()?;
+        self.free.push(at);
+        Some(e)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Key> + '_ {
+        self.index.keys()
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (Key, Entry<T>)> + '_ {
+        self.index.clear();
+        self.free.clear();
+        self.slab.drain(..).flatten()
+    }
+}
+
 /// Queries in flight, with their deadlines.
 pub struct PendingTable<T> {
-    entries: HashMap<Key, Entry<T>>,
+    entries: Entries<T>,
     per_slot: HashMap<u32, usize>,
     deadlines: BinaryHeap<Reverse<(Millis, u64, Key)>>,
+    /// Queries in the order they were entered (with removed ones not yet
+    /// swept), for [`Self::evict_oldest`].
+    order: VecDeque<(u64, Key)>,
     capacity: usize,
     seq: u64,
 }
@@ -47,9 +128,10 @@ impl<T> PendingTable<T> {
     /// An empty table holding at most `capacity` queries.
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: Entries::new(),
             per_slot: HashMap::new(),
             deadlines: BinaryHeap::new(),
+            order: VecDeque::new(),
             capacity,
             seq: 0,
         }
@@ -93,6 +175,17 @@ impl<T> PendingTable<T> {
         self.entries.insert((slot, id), Entry { seq, value });
         *self.per_slot.entry(slot).or_insert(0) += 1;
         self.deadlines.push(Reverse((deadline, seq, (slot, id))));
+        // Answered and expired queries leave their place in `order` behind:
+        // swept when `order` is about to grow and at least half of it is
+        // such places (so a sweep, linear, comes once per as many inserts:
+        // constant time each), else it grows, to at most twice the live
+        // queries. A table in its steady state allocates nothing.
+        if self.order.len() == self.order.capacity() && self.order.len() >= 2 * self.entries.len() {
+            let entries = &self.entries;
+            self.order
+                .retain(|(seq, key)| entries.get(key).is_some_and(|e| e.seq == *seq));
+        }
+        self.order.push_back((seq, (slot, id)));
         Ok(id)
     }
 
@@ -160,12 +253,14 @@ impl<T> PendingTable<T> {
         self.entries.len() >= self.capacity
     }
 
-    /// Removes and returns the query closest to its deadline (the oldest),
-    /// to make room for a new one when the table is full: under a flood of
-    /// queries that are never answered, fresh queries keep getting a slot and
-    /// those the backend answers quickly are still served.
+    /// Removes and returns the query that has waited longest (the first
+    /// entered), to make room for a new one when the table is full: under a
+    /// flood of queries that are never answered, fresh queries keep getting
+    /// a slot and those the backend answers quickly are still served. By
+    /// entry, not by deadline: a query to a pool with a short timeout must
+    /// not give way before the flood's queries to a pool with a long one.
     pub fn evict_oldest(&mut self) -> Option<(Key, T)> {
-        while let Some(Reverse((_, seq, key))) = self.deadlines.pop() {
+        while let Some((seq, key)) = self.order.pop_front() {
             if self.entries.get(&key).is_some_and(|e| e.seq == seq) {
                 return self.remove(key).map(|v| (key, v));
             }
@@ -190,6 +285,7 @@ impl<T> PendingTable<T> {
     /// Removes everything (shutdown).
     pub fn drain_all(&mut self) -> Vec<(Key, T)> {
         self.deadlines.clear();
+        self.order.clear();
         self.per_slot.clear();
         self.entries.drain().map(|(k, e)| (k, e.value)).collect()
     }
@@ -269,6 +365,32 @@ mod tests {
         assert_eq!(t.evict_oldest(), Some(((0, b), "b")));
         assert!(!t.is_full());
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn the_first_entered_gives_way_whatever_its_deadline() {
+        // A flood's queries to a pool with a long timeout, then a real
+        // query to a pool with a short one: the flood's oldest gives way,
+        // not the real query with the earlier deadline.
+        let mut t = PendingTable::new(3);
+        let mut r = rng();
+        let flood = t.insert(0, "flood-1", Millis(5_000), &mut r).unwrap();
+        t.insert(0, "flood-2", Millis(5_001), &mut r).unwrap();
+        t.insert(1, "real", Millis(1_002), &mut r).unwrap();
+        assert_eq!(t.evict_oldest(), Some(((0, flood), "flood-1")));
+        // Deadlines still expire in their own order.
+        assert_eq!(t.pop_expired(Millis(2_000)).map(|(_, v)| v), Some("real"));
+    }
+
+    #[test]
+    fn the_entry_order_is_swept_of_answered_queries() {
+        let mut t = PendingTable::new(10);
+        let mut r = rng();
+        for i in 0..100_000u64 {
+            let id = t.insert(0, i, Millis(i), &mut r).unwrap();
+            t.remove((0, id));
+        }
+        assert!(t.order.capacity() <= 64, "{}", t.order.capacity());
     }
 
     #[test]
