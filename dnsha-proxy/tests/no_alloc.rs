@@ -33,6 +33,8 @@ thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCS: Cell<u64> = const { Cell::new(0) };
     static BYTES: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated and not yet freed, while counting.
+    static LIVE: Cell<i64> = const { Cell::new(0) };
 }
 
 struct Counting;
@@ -45,12 +47,16 @@ unsafe impl GlobalAlloc for Counting {
         if COUNTING.with(Cell::get) {
             ALLOCS.with(|a| a.set(a.get() + 1));
             BYTES.with(|b| b.set(b.get() + layout.size() as u64));
+            LIVE.with(|l| l.set(l.get() + layout.size() as i64));
         }
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.with(Cell::get) {
+            LIVE.with(|l| l.set(l.get() - layout.size() as i64));
+        }
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -59,6 +65,7 @@ unsafe impl GlobalAlloc for Counting {
         if COUNTING.with(Cell::get) {
             ALLOCS.with(|a| a.set(a.get() + 1));
             BYTES.with(|b| b.set(b.get() + new_size as u64));
+            LIVE.with(|l| l.set(l.get() + new_size as i64 - layout.size() as i64));
         }
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -433,4 +440,43 @@ fn huge_record_counts_allocate_no_more_than_any_formerr() {
             &q[4..12]
         );
     }
+}
+
+/// A `[[limit]]`'s table holds at most `max_clients` prefixes whatever the
+/// number of sources: measured, the memory it holds after its first 65 536
+/// clients grows once (each shard's index makes room for the places that
+/// churn leaves behind), then not at all while millions more one-off
+/// sources pass.
+#[test]
+fn a_rate_limit_table_stays_within_its_size_under_millions_of_sources() {
+    use dnsha_core::ratelimit::{RateLimiter, RateSettings};
+    LIVE.with(|l| l.set(0));
+    COUNTING.with(|c| c.set(true));
+    let l = RateLimiter::new(RateSettings {
+        max_clients: 65_536,
+        ..RateSettings::default()
+    });
+    let source = |i: u32| std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+    let mut next = 0u32;
+    let mut pass = |n: u32| {
+        for _ in 0..n {
+            l.allow(source(next), Millis(0));
+            next += 1;
+        }
+        LIVE.with(Cell::get)
+    };
+    let full = pass(65_536);
+    let churned = pass(1_000_000);
+    let later = pass(2_000_000);
+    COUNTING.with(|c| c.set(false));
+    eprintln!(
+        "rate limit table of 65 536: {:.1} MB full, {:.1} MB after 1 M more sources, {:.1} MB after 3 M",
+        full as f64 / 1e6,
+        churned as f64 / 1e6,
+        later as f64 / 1e6
+    );
+    assert!(l.clients() <= l.capacity());
+    assert!(full < 10_000_000, "{full} bytes for 65 536 clients");
+    assert!(churned <= full * 2, "{full} bytes, then {churned}");
+    assert_eq!(later, churned, "the table grew under churn");
 }

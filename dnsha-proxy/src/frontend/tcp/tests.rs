@@ -290,6 +290,53 @@ async fn one_byte_reads_and_writes_on_both_sides() {
     }
 }
 
+/// Case 12 of the conventions' bad-input list, with every byte of the
+/// client connection in its own read and write: the connection is a pipe
+/// that holds one byte (`tokio::io::duplex(1)`), so each of dnsha's writes
+/// of an answer is partial, one byte accepted at a time, and each of its
+/// reads yields one byte; the backend writes its answers one byte per write.
+/// Twenty pipelined queries all get their own answer, whole.
+#[tokio::test]
+async fn every_read_and_write_on_the_client_connection_takes_one_byte() {
+    let b = FakeBackend::start(3, Behavior::Dribble).await;
+    let f = front("", "", &[b.addr]).await;
+    let (client, server) = tokio::io::duplex(1);
+    let (rd, wr) = tokio::io::split(server);
+    let up = Upstreams::stream(Arc::clone(&f.upstreams));
+    let peer: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    tokio::spawn(handle_connection(
+        Arc::clone(&f.ctx),
+        rd,
+        wr,
+        peer,
+        up,
+        Protocol::Tcp,
+    ));
+    let (mut crd, mut cwr) = tokio::io::split(client);
+    let writer = tokio::spawn(async move {
+        for i in 0..20u16 {
+            cwr.write_all(&frame(&query_msg(i, "pieces.test.").0))
+                .await
+                .unwrap();
+        }
+        cwr
+    });
+    let mut seen = [false; 20];
+    for _ in 0..20 {
+        let bytes = timeout(Duration::from_secs(10), read_msg(&mut crd))
+            .await
+            .expect("answer in time")
+            .expect("an answer");
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(tag(&m), Some(3));
+        assert!(!seen[usize::from(m.id())], "answered twice: {}", m.id());
+        seen[usize::from(m.id())] = true;
+    }
+    assert!(seen.iter().all(|&s| s));
+    drop(writer.await.unwrap());
+    assert_eq!(get(&f.ctx.metrics.answers), 20);
+}
+
 #[tokio::test]
 async fn idle_connection_closes() {
     let b = FakeBackend::start(1, Behavior::Normal).await;
