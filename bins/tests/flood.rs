@@ -32,6 +32,18 @@ const FLOOD_SECONDS: u64 = 30;
 /// source alike.
 const FLOOD_RATE: u64 = 20_000;
 
+/// The flood's rate: [`FLOOD_RATE`], or `DNSHA_FLOOD_RATE` (0: as fast as
+/// one thread sends), and the binary: the one under test, or
+/// `DNSHA_FLOOD_BIN` (a release build, to measure rather than test).
+fn knobs() -> (u64, std::path::PathBuf) {
+    let rate = std::env::var("DNSHA_FLOOD_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FLOOD_RATE);
+    let bin = std::env::var_os("DNSHA_FLOOD_BIN").map_or_else(|| bin().to_path_buf(), Into::into);
+    (rate, bin)
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -58,7 +70,7 @@ fn flood(listen: SocketAddr, rate: u64, stop: &AtomicBool) -> (u64, u64) {
     let (mut sent, mut sources) = (0u64, 0u64);
     let start = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if sent >= start.elapsed().as_millis() as u64 * rate / 1000 {
+        if rate > 0 && sent >= start.elapsed().as_millis() as u64 * rate / 1000 {
             std::thread::sleep(Duration::from_micros(500));
             continue;
         }
@@ -197,14 +209,15 @@ pool = "hole"
         nsd.addr(),
         hole.addr()
     );
-    let mut d = Dnsha::start_in(&ns, bin(), &config);
+    let (rate, binary) = knobs();
+    let mut d = Dnsha::start_in(&ns, &binary, &config);
     d.wait_udp(listen);
     let pid = d.pid();
 
     let stop = Arc::new(AtomicBool::new(false));
     let flooder = {
         let (stop, ns) = (Arc::clone(&stop), ns.clone());
-        std::thread::spawn(move || netns::run_in(&ns, || flood(listen, FLOOD_RATE, &stop)))
+        std::thread::spawn(move || netns::run_in(&ns, || flood(listen, rate, &stop)))
     };
     let client = {
         let (stop, ns) = (Arc::clone(&stop), ns.clone());
@@ -230,7 +243,7 @@ pool = "hole"
     );
     assert!(sources > 10_000, "only {sources} sources");
     assert!(
-        flood_sent >= FLOOD_RATE * FLOOD_SECONDS * 9 / 10,
+        flood_sent >= rate * FLOOD_SECONDS * 9 / 10,
         "flood of {flood_sent}"
     );
     // The pending tables were full: the oldest queries gave way to new

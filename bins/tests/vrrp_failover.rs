@@ -23,11 +23,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use client::{Dnsperf, RateClient, Window};
-use common::netns::{keepalived_conf, mdi, skew, Lab, KEEPALIVED};
+use common::netns::{epoch_now, keepalived_conf, mdi, skew, Lab, KEEPALIVED, TCPDUMP};
 use common::Signal;
 use lab::{
     ask_until, balancer_conf, expect_row, instance, metrics, nft, nsd, skip, start_balancer,
-    vrrp_section, wait_state, VipWatch,
+    vrrp_section, wait_garps, wait_state, VipWatch,
 };
 
 /// Scheduling slack on a shared 2-core machine, as the issue allows for
@@ -73,17 +73,20 @@ fn restart_a_and_preempt(
 /// Two balancers (priorities 150 and 100) tracking their pool: exactly one
 /// holds the VIP, and `dnsha status`, `/status` and `/metrics` say so; kill
 /// -9 of the master plus link down moves the VIP within
-/// Master_Down_Interval + 1 s; the restarted node removes its stale VIP
+/// Master_Down_Interval + 1 s, and the new master's gratuitous ARPs for it
+/// (`garp_master_repeat`, 5, from B's MAC) are on the bridge within that
+/// time too; the restarted node removes its stale VIP
 /// before its link comes back and then preempts; SIGTERM (priority 0) moves
 /// the VIP within Skew_Time + 0.5 s and the stopped node exits 0 without
 /// the VIP. Sampled every ~20 ms throughout, the VIP is never held by both
 /// nodes for longer than one advert interval.
 #[test]
 fn two_balancers_one_vip_kill_and_sigterm() {
-    if skip(&[]) {
+    if skip(&[TCPDUMP]) {
         return;
     }
-    let lab = Lab::with_subnet("f", 81, &["a", "b", "n1"]);
+    let mut lab = Lab::with_subnet("f", 81, &["a", "b", "n1"]);
+    let capture = lab.capture("arp");
     let vip = lab.host(100);
     let _n1 = nsd(&lab, "n1");
     let conf = |prio| {
@@ -120,6 +123,7 @@ fn two_balancers_one_vip_kill_and_sigterm() {
 
     // The master dies: process killed, link down.
     let fault = Instant::now();
+    let fault_epoch = epoch_now();
     a.kill();
     lab.set_link("a", false);
     let at = watch
@@ -132,6 +136,15 @@ fn two_balancers_one_vip_kill_and_sigterm() {
     );
     assert!(t <= mdi(100) + Duration::from_secs(1), "{t:?}");
     wait_state(&lab, "b", "VI_1", "MASTER", ADVERT).unwrap_or_else(|s| panic!("{s}"));
+    // B announces the VIP: its first burst of gratuitous ARPs is on the
+    // bridge within the takeover bound.
+    let garps = wait_garps(&lab, capture, "b", vip, fault_epoch, 5, ADVERT);
+    println!("kill -9: B's gratuitous ARPs for {vip} at {garps:?} s after the kill");
+    assert!(
+        garps.len() >= 5 && garps[4] <= (mdi(100) + ADVERT).as_secs_f64(),
+        "B's gratuitous ARPs after the kill: {garps:?}\n{}",
+        lab.proc_ref(capture).log_text()
+    );
 
     // A restarts with its link still down: the VIP its killed predecessor
     // left is removed first, then the link comes back and A preempts.
@@ -580,14 +593,18 @@ fn dnsha_master_keepalived_backup() {
 /// `nopreempt` and a partition: B (100) is master alone; A (150, with
 /// `nopreempt`) starts and does not take the VIP. A partition (nftables on
 /// A drops VRRP both ways; the links stay up) makes A master on its side
-/// too; when it heals, exactly one master remains (the higher priority, A)
-/// and the VIP is held once.
+/// too. The partition heals in two steps: first A hears B again, and A,
+/// master hearing a lower-priority master, re-sends its gratuitous ARPs
+/// (a burst of `garp_lower_prio_repeat = 3`, seen on the bridge from A's
+/// MAC); then B hears A, and exactly one master remains (the higher
+/// priority, A) and the VIP is held once.
 #[test]
 fn nopreempt_then_partition_heals_to_one_master() {
-    if skip(&["/usr/sbin/nft"]) {
+    if skip(&["/usr/sbin/nft", TCPDUMP]) {
         return;
     }
-    let lab = Lab::with_subnet("g", 86, &["a", "b", "n1"]);
+    let mut lab = Lab::with_subnet("g", 86, &["a", "b", "n1"]);
+    let capture = lab.capture("arp");
     let vip = lab.host(100);
     let _n1 = nsd(&lab, "n1");
     let conf = |prio, extra: &str| {
@@ -599,7 +616,17 @@ fn nopreempt_then_partition_heals_to_one_master() {
     watch
         .wait(mdi(100) + Duration::from_secs(3), |h| h == [false, true])
         .unwrap_or_else(|| fail!(watch, lab, "B alone never became master"));
-    let _a = start_balancer(&lab, "a", &conf(150, "nopreempt = true"));
+    // No second burst on becoming master (garp_master_delay = 0, which the
+    // lower-priority bursts follow too): every gratuitous ARP A sends after
+    // the heal below answers B's adverts.
+    let _a = start_balancer(
+        &lab,
+        "a",
+        &conf(
+            150,
+            "nopreempt = true\ngarp_master_delay = 0\ngarp_lower_prio_repeat = 3",
+        ),
+    );
     wait_state(
         &lab,
         "a",
@@ -631,7 +658,30 @@ fn nopreempt_then_partition_heals_to_one_master() {
         lab.holds("a", vip) && lab.holds("b", vip),
         "both sides hold the VIP during the partition"
     );
-    // Heal: two masters hear each other; the higher priority stays.
+    // A's own burst on becoming master is over well before this.
+    thread::sleep(Duration::from_millis(500));
+    // Half a heal: A hears B's adverts again (B still does not hear A's).
+    // The first advert to cross decides whether A learns that the partition
+    // healed: had B heard A first, it would step down silently and A would
+    // have nothing to answer (keepalived alike).
+    let half = epoch_now();
+    nft("flush chain inet part i\n");
+    let garps = wait_garps(&lab, capture, "a", vip, half, 3, ADVERT + SLACK * 2);
+    println!("half heal: A's gratuitous ARPs for {vip} at {garps:?} s");
+    let first_burst = garps
+        .iter()
+        .filter(|t| garps.first().is_some_and(|f| **t - *f < 0.5))
+        .count();
+    assert!(
+        garps
+            .first()
+            .is_some_and(|t| *t <= (ADVERT + SLACK).as_secs_f64())
+            && first_burst == 3,
+        "A re-sent no burst of 3 gratuitous ARPs after hearing B: {garps:?}\n{}",
+        lab.proc_ref(capture).log_text()
+    );
+    assert!(lab.holds("b", vip), "B cannot hear A yet");
+    // Heal: B hears A; the higher priority stays.
     let heal = Instant::now();
     nft("delete table inet part\n");
     let at = watch

@@ -91,6 +91,14 @@ pub struct InstanceConfig {
     /// Seconds between refresh bursts while master (default 0 = off).
     #[serde(default)]
     pub garp_master_refresh: f64,
+    /// Seconds before the second gratuitous ARP burst after a master heard
+    /// a lower-priority master (default: `garp_master_delay`, 0 = none).
+    #[serde(default)]
+    pub garp_lower_prio_delay: Option<f64>,
+    /// Gratuitous ARPs per address per burst when a master hears a
+    /// lower-priority master (default: `garp_master_repeat`, 0 = none).
+    #[serde(default)]
+    pub garp_lower_prio_repeat: Option<u32>,
     /// Extra interfaces whose link state is tracked.
     #[serde(default)]
     pub track_interface: Vec<TrackInterface>,
@@ -343,6 +351,12 @@ impl InstanceConfig {
                 repeat: self.garp_master_repeat,
                 refresh: (self.garp_master_refresh > 0.0).then(|| secs(self.garp_master_refresh)),
                 refresh_repeat: 1,
+                lower_prio_delay: secs(
+                    self.garp_lower_prio_delay.unwrap_or(self.garp_master_delay),
+                ),
+                lower_prio_repeat: self
+                    .garp_lower_prio_repeat
+                    .unwrap_or(self.garp_master_repeat),
             },
             trackers: self.trackers(),
             peers: self.unicast_peers().into_iter().map(Into::into).collect(),

@@ -54,6 +54,8 @@ struct Timers {
     master_down: Option<Instant>,
     garp_delay: Option<Instant>,
     garp_refresh: Option<Instant>,
+    /// The second burst after a lower-priority master was heard.
+    garp_lower_prio: Option<Instant>,
 }
 
 impl Timers {
@@ -63,6 +65,7 @@ impl Timers {
             self.master_down,
             self.garp_delay,
             self.garp_refresh,
+            self.garp_lower_prio,
         ]
         .into_iter()
         .flatten()
@@ -97,6 +100,9 @@ pub struct Router {
     /// current advert interval (its start, and how many): at most
     /// [`REASSERTS_PER_INTERVAL`].
     reasserts: Option<(Instant, u8)>,
+    /// The last gratuitous ARP burst answering a lower-priority master: at
+    /// most one per advert interval.
+    lower_prio_garp_at: Option<Instant>,
     outputs: VecDeque<Output>,
     stats: Stats,
 }
@@ -120,6 +126,7 @@ impl Router {
             held: false,
             master_adver_interval: interval_of(cfg_interval),
             reasserts: None,
+            lower_prio_garp_at: None,
             outputs: VecDeque::new(),
             stats: Stats::default(),
         };
@@ -358,6 +365,10 @@ impl Router {
             self.garp(self.cfg.garp.refresh_repeat);
             self.timers.garp_refresh = self.cfg.garp.refresh.map(|p| now + p);
         }
+        if due(self.timers.garp_lower_prio, now) {
+            self.timers.garp_lower_prio = None;
+            self.garp(self.cfg.garp.lower_prio_repeat);
+        }
     }
 
     /// Handles a received VRRP payload (the bytes after the IP header), with
@@ -536,9 +547,39 @@ impl Router {
             );
         } else {
             // A lower-priority router thinks it is master (split brain, or it
-            // just started): answer at once so it steps down, as keepalived does.
+            // just started): answer at once so it steps down, and announce
+            // the VIPs again, as keepalived does.
             debug!(vrid = self.cfg.vrid, %src, priority = adv.priority, "lower-priority master seen, re-asserting");
             self.reassert(now);
+            self.lower_prio_garp(now);
+        }
+    }
+
+    /// Gratuitous ARPs for a lower-priority master (equal priority and a
+    /// lower address included), as keepalived 2.2's
+    /// `vrrp_state_master_rx` sends them: `lower_prio_repeat` per VIP now,
+    /// as many again after `lower_prio_delay` (0: none). After a partition
+    /// heals, hosts that the other side's ARPs pointed at it learn our MAC
+    /// again. Unlike keepalived, at most one burst per advert interval: a
+    /// spoofed flood of adverts is not amplified into an ARP storm.
+    fn lower_prio_garp(&mut self, now: Instant) {
+        let repeat = self.cfg.garp.lower_prio_repeat;
+        if repeat == 0 {
+            return;
+        }
+        let interval = self.advert_interval();
+        if self
+            .lower_prio_garp_at
+            .is_some_and(|last| now < last + interval)
+        {
+            self.stats.lower_prio_garps_held += 1;
+            return;
+        }
+        self.lower_prio_garp_at = Some(now);
+        self.garp(repeat);
+        let delay = self.cfg.garp.lower_prio_delay;
+        if delay > Duration::ZERO {
+            self.timers.garp_lower_prio = Some(now + delay);
         }
     }
 
@@ -705,6 +746,7 @@ impl Router {
         self.timers.master_down = None;
         self.master = None;
         self.master_adver_interval = self.advert_interval();
+        self.lower_prio_garp_at = None;
         self.transition(State::Master, reason);
         self.stats.became_master += 1;
         for vip in &self.cfg.vips {
@@ -730,6 +772,7 @@ impl Router {
         self.timers.advert = None;
         self.timers.garp_delay = None;
         self.timers.garp_refresh = None;
+        self.timers.garp_lower_prio = None;
     }
 
     fn transition(&mut self, to: State, reason: Reason) {

@@ -115,6 +115,9 @@ pub struct Stats {
     /// priority-0 advert came again within one advert interval): a spoofed
     /// flood cannot turn into an advert storm.
     pub reasserts_held: u64,
+    /// Gratuitous ARP bursts for a lower-priority master held back (one
+    /// came already within the advert interval).
+    pub lower_prio_garps_held: u64,
     dropped: [u64; DropReason::ALL.len()],
 }
 

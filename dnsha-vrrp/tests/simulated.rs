@@ -152,8 +152,10 @@ fn preempt_delay_postpones_preemption() {
 }
 
 /// Partition: both become master; heal: exactly one master within one
-/// advert interval, the higher priority one, and it re-sends gratuitous ARP
-/// only by staying master (the loser drops the VIP).
+/// advert interval, the higher priority one (the loser drops the VIP).
+/// Healed just after the loser advertised, so that its advert is the first
+/// to cross: the winner answers it with gratuitous ARPs at once and again
+/// after `garp_lower_prio_delay` (5 s), as keepalived does (case 25).
 #[test]
 fn split_brain_heals_to_one_master() {
     for (pa, pb, winner) in [(100, 200, B), (200, 100, A), (150, 150, B)] {
@@ -164,7 +166,13 @@ fn split_brain_heals_to_one_master() {
         net.partitioned = true;
         net.run_for(secs(10.0));
         assert_eq!(net.masters(), [A, B], "both master while partitioned");
+        let loser = 1 - winner;
+        let sent = net.nodes[loser].adverts_sent;
+        net.run_until(secs(2.0), |n| n.nodes[loser].adverts_sent > sent)
+            .unwrap();
         net.partitioned = false;
+        let healed = net.elapsed();
+        let garps_before = net.nodes[winner].garps.len();
         net.dual_hold = Duration::ZERO;
         let t = net
             .run_until(secs(5.0), |n| n.masters() == [winner])
@@ -174,6 +182,11 @@ fn split_brain_heals_to_one_master() {
         assert!(net.dual_hold <= Duration::from_secs(1) + net.latency);
         net.run_for(secs(30.0));
         assert_eq!(net.masters(), [winner]);
+        let resent: Vec<Duration> = net.nodes[winner].garps[garps_before..]
+            .iter()
+            .map(|t| *t - healed)
+            .collect();
+        assert_eq!(resent, [net.latency, net.latency + secs(5.0)]);
     }
 }
 

@@ -47,6 +47,9 @@ use tempfile::TempDir;
 /// Where Debian's `keepalived` package installs the daemon.
 pub const KEEPALIVED: &str = "/usr/sbin/keepalived";
 
+/// Where Debian's `tcpdump` package installs it.
+pub const TCPDUMP: &str = "/usr/bin/tcpdump";
+
 /// Where `ip netns` keeps the namespaces.
 const NETNS_DIR: &str = "/var/run/netns";
 
@@ -381,6 +384,42 @@ impl Lab {
         i
     }
 
+    /// The MAC address of `node`'s `eth0`, as tcpdump prints it
+    /// (`aa:bb:cc:dd:ee:ff`).
+    pub fn mac(&self, node: &str) -> String {
+        let out = self.exec(node, "ip", &["-o", "link", "show", "dev", "eth0"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        fields
+            .find(|f| *f == "link/ether")
+            .and_then(|_| fields.next())
+            .unwrap_or_else(|| panic!("no MAC address for {node}'s eth0: {text}"))
+            .to_owned()
+    }
+
+    /// Starts [`TCPDUMP`] on the lab's bridge, where every frame of every
+    /// node passes, with `filter` (a pcap filter such as `arp`): link-level
+    /// headers (`-e`), epoch timestamps (`-tt`), line-buffered. Returns once
+    /// it listens, with its index for [`Lab::proc_ref`]; read its output
+    /// with [`Proc::log_text`] and [`gratuitous_arps`].
+    pub fn capture(&mut self, filter: &str) -> usize {
+        let i = self.spawn(
+            "br",
+            Path::new(TCPDUMP),
+            &["-i", "br0", "-n", "-e", "-l", "-tt", filter],
+            false,
+        );
+        let listening = self.wait(Duration::from_secs(5), |l| {
+            l.procs[i].log_text().contains("listening on")
+        });
+        assert!(
+            listening.is_some(),
+            "tcpdump did not start: {}",
+            self.procs[i].log_text()
+        );
+        i
+    }
+
     /// A process started by [`Lab::spawn`].
     pub fn proc_ref(&self, i: usize) -> &Proc {
         &self.procs[i]
@@ -423,6 +462,26 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
     }
+}
+
+/// The gratuitous ARPs for `addr` sent from `mac` in the output of a
+/// [`Lab::capture`]: broadcast ARP requests whose sender and target are
+/// both `addr`. Their times, in seconds since the Unix epoch.
+pub fn gratuitous_arps(capture: &str, addr: Ipv4Addr, mac: &str) -> Vec<f64> {
+    let (who_has, tell) = (format!("who-has {addr} "), format!("tell {addr},"));
+    let from = format!(" {mac} > ff:ff:ff:ff:ff:ff,");
+    capture
+        .lines()
+        .filter(|l| l.contains(&from) && l.contains(&who_has) && l.contains(&tell))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Now, in seconds since the Unix epoch (the clock of tcpdump's `-tt`).
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Deletes the namespaces of labs whose test process is gone.

@@ -409,3 +409,28 @@ pub fn nft(lab: &Lab, node: &str, script: &str) {
     let status = child.wait().expect("nft");
     assert!(status.success(), "nft failed on {node}: {script}");
 }
+
+/// The gratuitous ARPs for `vip` from `node`'s MAC that the bridge
+/// capture `capture` ([`Lab::capture`]) saw from `since` (seconds since the
+/// epoch, [`netns::epoch_now`]) on, in seconds after `since`: waits up to
+/// `max` for `n` of them, and returns what it saw either way.
+pub fn wait_garps(
+    lab: &Lab,
+    capture: usize,
+    node: &str,
+    vip: Ipv4Addr,
+    since: f64,
+    n: usize,
+    max: Duration,
+) -> Vec<f64> {
+    let mac = lab.mac(node);
+    let seen = || -> Vec<f64> {
+        netns::gratuitous_arps(&lab.proc_ref(capture).log_text(), vip, &mac)
+            .into_iter()
+            .filter(|t| *t >= since)
+            .map(|t| t - since)
+            .collect()
+    };
+    lab.wait(max, |_| seen().len() >= n);
+    seen()
+}

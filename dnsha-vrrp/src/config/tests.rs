@@ -83,6 +83,9 @@ notify = "/etc/dnsha/notify.sh"
     assert_eq!(rc.garp.delay, Duration::ZERO);
     assert_eq!(rc.garp.repeat, 3);
     assert_eq!(rc.garp.refresh, Some(Duration::from_secs(60)));
+    // Unset, the lower-priority bursts follow the garp_master_* settings.
+    assert_eq!(rc.garp.lower_prio_delay, Duration::ZERO);
+    assert_eq!(rc.garp.lower_prio_repeat, 3);
     let names: Vec<(&str, i32)> = rc
         .trackers
         .iter()
@@ -101,6 +104,31 @@ notify = "/etc/dnsha/notify.sh"
     );
     assert_eq!(v[0].unicast_peers().len(), 2);
     assert_eq!(v[0].track_script[0].timeout(), Duration::from_secs(2));
+}
+
+/// keepalived's `garp_lower_prio_delay` and `garp_lower_prio_repeat`,
+/// with the ranges of their `garp_master_*` counterparts.
+#[test]
+fn garp_lower_prio_keys() {
+    let v = parse(&format!(
+        "{MINIMAL}garp_lower_prio_delay = 2.5\ngarp_lower_prio_repeat = 0\n"
+    ));
+    assert_eq!(validate_all(&v), []);
+    let rc = v[0].router_config(Ipv4Addr::new(10, 0, 0, 1)).unwrap();
+    assert_eq!(rc.garp.lower_prio_delay, Duration::from_millis(2500));
+    assert_eq!(rc.garp.lower_prio_repeat, 0);
+    assert_eq!(rc.garp.repeat, 5);
+    let v = parse(&format!(
+        "{MINIMAL}garp_lower_prio_delay = 3601\ngarp_lower_prio_repeat = 101\n"
+    ));
+    let locations: Vec<String> = validate_all(&v).iter().map(ConfigError::location).collect();
+    assert_eq!(
+        locations,
+        [
+            "vrrp[0].garp_lower_prio_delay",
+            "vrrp[0].garp_lower_prio_repeat"
+        ]
+    );
 }
 
 #[test]

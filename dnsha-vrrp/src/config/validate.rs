@@ -239,8 +239,19 @@ impl InstanceConfig {
         }
     }
 
-    /// The `garp_master_*` settings.
+    /// The `garp_master_*` and `garp_lower_prio_*` settings.
     fn check_garp(&self, p: &mut Problems) {
+        if let Some(d) = self.garp_lower_prio_delay {
+            if !in_seconds(d, 0.0, 3600.0) {
+                p.bad(
+                    "garp_lower_prio_delay",
+                    format!("{d} is outside 0..3600 seconds"),
+                );
+            }
+        }
+        if let Some(r) = self.garp_lower_prio_repeat.filter(|r| *r > 100) {
+            p.bad("garp_lower_prio_repeat", format!("{r} is over 100"));
+        }
         if !in_seconds(self.garp_master_delay, 0.0, 3600.0) {
             p.bad(
                 "garp_master_delay",

@@ -159,6 +159,7 @@ fn master_advertises_every_interval_and_repeats_garp() {
             repeat: 2,
             refresh: Some(Duration::from_secs(10)),
             refresh_repeat: 1,
+            ..GarpConfig::default()
         },
         ..cfg(100)
     };
@@ -380,6 +381,125 @@ fn a_flood_of_lower_priority_adverts_gets_a_few_answers_per_interval() {
     // The next interval gets its own answers.
     r.handle_packet(t + MS * 1600, LOWER_IP, 255, &adv(99));
     assert_eq!(r.stats().adverts_sent - sent_before, sent + 1);
+}
+
+/// Master bursts off, so only the lower-priority ones show: 3 ARPs now,
+/// 3 more 2 s later.
+fn lower_prio_garp_cfg(priority: u8) -> RouterConfig {
+    RouterConfig {
+        garp: GarpConfig {
+            delay: Duration::ZERO,
+            lower_prio_delay: Duration::from_secs(2),
+            lower_prio_repeat: 3,
+            ..GarpConfig::default()
+        },
+        ..cfg(priority)
+    }
+}
+
+fn garps(out: &[Output]) -> Vec<(IpAddr, u32)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::GratuitousArp { addr, count } => Some((*addr, *count)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Case 25: after a partition heals, the master hears the other side's
+/// master, of lower priority (or equal with a lower address). As
+/// keepalived 2.2 (`vrrp_state_master_rx`, `garp_lower_prio_repeat`,
+/// `garp_lower_prio_delay`), it answers with an advert and gratuitous ARPs
+/// now, and again after the delay.
+#[test]
+fn master_re_sends_gratuitous_arp_to_a_lower_priority_master() {
+    for (from, priority) in [(HIGHER_IP, 99), (LOWER_IP, 100)] {
+        let (mut r, t) = master(lower_prio_garp_cfg(100));
+        let now = t + MS * 300;
+        r.handle_packet(now, from, 255, &adv(priority));
+        assert_eq!(r.state(), State::Master);
+        let out = drain(&mut r);
+        assert!(
+            matches!(out[0], Output::SendAdvert(ref a) if a.priority == 100),
+            "{out:?}"
+        );
+        assert_eq!(
+            out[1..],
+            [Output::GratuitousArp {
+                addr: VIP.addr,
+                count: 3
+            }]
+        );
+        // The adverts go on; the second burst comes 2 s later, once.
+        let mut later = Vec::new();
+        while let Some(next) = r.poll_timeout().filter(|n| *n <= now + MS * 4000) {
+            r.handle_timeout(next);
+            later.extend(garps(&drain(&mut r)).into_iter().map(|g| (next - now, g)));
+        }
+        assert_eq!(later, [(Duration::from_secs(2), (VIP.addr, 3))]);
+        assert_eq!(r.stats().lower_prio_garps_held, 0);
+    }
+}
+
+/// A better master (higher priority, or equal with a higher address) still
+/// takes over without any ARP from us, and a pending second burst is
+/// cancelled with the mastership; a priority 0 gets an advert only; a
+/// backup hearing a lower priority sends nothing; repeat 0 turns it off.
+#[test]
+fn only_a_lower_priority_master_gets_gratuitous_arp() {
+    for (from, priority) in [(LOWER_IP, 101), (HIGHER_IP, 100)] {
+        let (mut r, t) = master(lower_prio_garp_cfg(100));
+        r.handle_packet(t + MS, LOWER_IP, 255, &adv(50));
+        assert_eq!(garps(&drain(&mut r)).len(), 1);
+        let now = t + MS * 2;
+        r.handle_packet(now, from, 255, &adv(priority));
+        assert_eq!(r.state(), State::Backup);
+        let out = drain(&mut r);
+        assert_eq!(garps(&out), []);
+        assert_eq!(sent_priorities(&out), []);
+        assert_eq!(r.poll_timeout(), Some(now + r.master_down_interval()));
+    }
+
+    let (mut r, t) = master(lower_prio_garp_cfg(100));
+    r.handle_packet(t + MS, LOWER_IP, 255, &adv(0));
+    let out = drain(&mut r);
+    assert_eq!((sent_priorities(&out), garps(&out)), (vec![100], vec![]));
+
+    let (mut r, t) = started(lower_prio_garp_cfg(100));
+    drain(&mut r);
+    r.handle_packet(t + MS, LOWER_IP, 255, &adv(99));
+    assert_eq!(drain(&mut r), []);
+
+    let off = RouterConfig {
+        garp: GarpConfig {
+            lower_prio_repeat: 0,
+            ..lower_prio_garp_cfg(100).garp
+        },
+        ..cfg(100)
+    };
+    let (mut r, t) = master(off);
+    r.handle_packet(t + MS, LOWER_IP, 255, &adv(99));
+    let out = drain(&mut r);
+    assert_eq!((sent_priorities(&out), garps(&out)), (vec![100], vec![]));
+    assert_eq!(r.poll_timeout(), Some(t + MS + r.advert_interval()));
+}
+
+/// keepalived sends a burst per lower-priority advert; here a spoofed
+/// flood gets one burst per advert interval (plus its delayed second
+/// burst), not an ARP storm.
+#[test]
+fn lower_priority_garp_is_one_burst_per_advert_interval() {
+    let (mut r, t) = master(lower_prio_garp_cfg(100));
+    let mut bursts = 0;
+    for i in 0..1000u32 {
+        r.handle_packet(t + MS * (1 + i), LOWER_IP, 255, &adv(99));
+        bursts += garps(&drain(&mut r)).len();
+    }
+    assert_eq!(bursts, 1);
+    assert_eq!(r.stats().lower_prio_garps_held, 999);
+    assert_eq!(r.state(), State::Master);
+    r.handle_packet(t + MS * 1001, LOWER_IP, 255, &adv(99));
+    assert_eq!(garps(&drain(&mut r)), [(VIP.addr, 3)]);
 }
 
 #[test]

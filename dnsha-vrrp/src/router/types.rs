@@ -124,7 +124,8 @@ impl fmt::Display for Vip {
     }
 }
 
-/// Gratuitous ARP timing, as keepalived's `garp_master_*` settings.
+/// Gratuitous ARP timing, as keepalived's `garp_master_*` and
+/// `garp_lower_prio_*` settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GarpConfig {
     /// Delay before the second burst after becoming master (0 = none).
@@ -135,16 +136,25 @@ pub struct GarpConfig {
     pub refresh: Option<Duration>,
     /// ARPs per address in each refresh burst.
     pub refresh_repeat: u32,
+    /// Delay before the second burst after a master heard a lower-priority
+    /// master (0 = none).
+    pub lower_prio_delay: Duration,
+    /// ARPs per address in each burst when a master hears a lower-priority
+    /// master (0 = none).
+    pub lower_prio_repeat: u32,
 }
 
 impl Default for GarpConfig {
-    /// keepalived's defaults: 5 ARPs now, 5 more after 5 s, no refresh.
+    /// keepalived's defaults: 5 ARPs now, 5 more after 5 s, no refresh;
+    /// the same for a lower-priority master.
     fn default() -> Self {
         Self {
             delay: Duration::from_secs(5),
             repeat: 5,
             refresh: None,
             refresh_repeat: 1,
+            lower_prio_delay: Duration::from_secs(5),
+            lower_prio_repeat: 5,
         }
     }
 }
