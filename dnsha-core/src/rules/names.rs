@@ -58,22 +58,7 @@ impl NameSet {
     /// under one.
     pub fn contains_suffix_of(&self, qname: &[u8]) -> bool {
         let mut buf = [0u8; MAX_NAME];
-        let Some(name) = lowered(qname, &mut buf) else {
-            return false;
-        };
-        let mut at = 0;
-        loop {
-            let Some(rest) = name.get(at..) else {
-                return false;
-            };
-            if self.names.contains(rest) {
-                return true;
-            }
-            match rest.first() {
-                Some(&0) | None => return false,
-                Some(&len) => at += 1 + usize::from(len),
-            }
-        }
+        lowered(qname, &mut buf).is_some_and(|name| suffixes(name).any(|s| self.names.contains(s)))
     }
 }
 
@@ -106,19 +91,24 @@ impl SuffixIndex {
     pub fn first_match(&self, qname: &[u8]) -> Option<u32> {
         let mut buf = [0u8; MAX_NAME];
         let name = lowered(qname, &mut buf)?;
-        let mut best: Option<u32> = None;
-        let mut at = 0;
-        while let Some(rest) = name.get(at..) {
-            if let Some(&r) = self.first.get(rest) {
-                best = Some(best.map_or(r, |b| b.min(r)));
-            }
-            match rest.first() {
-                Some(&0) | None => break,
-                Some(&len) => at += 1 + usize::from(len),
-            }
-        }
-        best
+        suffixes(name)
+            .filter_map(|s| self.first.get(s).copied())
+            .min()
     }
+}
+
+/// `name` (whole wire format) and each of its parents down to the root:
+/// `\x01a\x01b\x00`, `\x01b\x00`, `\x00`.
+fn suffixes(name: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = Some(0usize);
+    std::iter::from_fn(move || {
+        let rest = name.get(at?..)?;
+        at = match rest.first() {
+            Some(&len) if len > 0 => at.map(|a| a + 1 + usize::from(len)),
+            _ => None,
+        };
+        Some(rest)
+    })
 }
 
 /// `name` (presentation format) in lowercase wire format.

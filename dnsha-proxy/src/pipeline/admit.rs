@@ -84,8 +84,9 @@ pub fn admit(
             inc(&m.queries);
             if let Some(d) = &shared.dynblocks {
                 if let Some(action) = d.check(client) {
-                    if let Some(blocked) = blocked(m, action, protocol, &info) {
-                        return blocked;
+                    let denied = deny(m, action.into(), DropReason::DynBlock, protocol, &info);
+                    if let Some(denied) = denied {
+                        return denied;
                     }
                 }
                 let qtype = u16::from(info.question.query_type());
@@ -115,27 +116,54 @@ pub fn admit(
     }
 }
 
-/// What a query of a blocked prefix gets (`None`: a truncating block lets
-/// a query over a stream on).
-fn blocked(
+/// What a limit or a block does to a query (`[[limit]]`'s and
+/// `[[dynamic_block]]`'s `action`, the same three words).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deny {
+    Drop,
+    Truncate,
+    Refuse,
+}
+
+impl From<BlockAction> for Deny {
+    fn from(a: BlockAction) -> Self {
+        match a {
+            BlockAction::Drop => Self::Drop,
+            BlockAction::Truncate => Self::Truncate,
+            BlockAction::Refuse => Self::Refuse,
+        }
+    }
+}
+
+impl From<LimitAction> for Deny {
+    fn from(a: LimitAction) -> Self {
+        match a {
+            LimitAction::Drop => Self::Drop,
+            LimitAction::Truncate => Self::Truncate,
+            LimitAction::Refuse => Self::Refuse,
+        }
+    }
+}
+
+/// What a denied query gets, counted under `reason` (`None`: truncation
+/// lets a query over a stream on, its client's address being proven).
+fn deny(
     m: &ListenerMetrics,
-    action: BlockAction,
+    action: Deny,
+    reason: DropReason,
     protocol: Protocol,
     info: &QueryInfo,
 ) -> Option<Admission> {
-    if action == BlockAction::Truncate && protocol.is_stream() {
+    if action == Deny::Truncate && protocol.is_stream() {
         return None;
     }
-    m.dropped(DropReason::DynBlock);
+    m.dropped(reason);
     Some(match action {
-        BlockAction::Drop => Admission::Drop(DropReason::DynBlock),
-        BlockAction::Truncate => Admission::Reply(truncated(info), DropReason::DynBlock),
-        BlockAction::Refuse => {
+        Deny::Drop => Admission::Drop(reason),
+        Deny::Truncate => Admission::Reply(truncated(info), reason),
+        Deny::Refuse => {
             inc(&m.refused);
-            Admission::Reply(
-                synth_reply(info, ResponseCode::Refused),
-                DropReason::DynBlock,
-            )
+            Admission::Reply(synth_reply(info, ResponseCode::Refused), reason)
         }
     })
 }
@@ -155,22 +183,13 @@ fn over_limit(
     }
     let now = Millis::now();
     let over = shared.limits.iter().find(|l| !l.allow(client, now))?;
-    let action = over.config().action;
-    if action == LimitAction::Truncate && protocol.is_stream() {
-        return None;
-    }
-    m.dropped(DropReason::RateLimit);
-    Some(match action {
-        LimitAction::Drop => Admission::Drop(DropReason::RateLimit),
-        LimitAction::Truncate => Admission::Reply(truncated(info), DropReason::RateLimit),
-        LimitAction::Refuse => {
-            inc(&m.refused);
-            Admission::Reply(
-                synth_reply(info, ResponseCode::Refused),
-                DropReason::RateLimit,
-            )
-        }
-    })
+    deny(
+        m,
+        over.config().action.into(),
+        DropReason::RateLimit,
+        protocol,
+        info,
+    )
 }
 
 /// The rules step: where a valid query goes, or what is answered at once.
