@@ -165,7 +165,8 @@ fn keepalived_v3_over_ipv6_both_ways() {
     let took = lab.wait(Duration::from_secs(3), |l| holds6(l, "ka"));
     assert!(
         took.is_none(),
-        "keepalived took the address\n{}",
+        "keepalived took the address; our status: {}\n{}",
+        lab.proc_ref(d).status(),
         lab.logs()
     );
     let log = lab.proc_ref(ka2).log_text();

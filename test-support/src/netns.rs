@@ -236,7 +236,20 @@ impl Lab {
         let br = lab.ns("br");
         ip(&["netns", "add", &br]);
         lab.namespaces.push(br.clone());
-        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
+        // Snooping off: VRRP and neighbour discovery use multicast, and a
+        // bridge that learns group members from MLD/IGMP reports (with no
+        // querier on the link) must not decide who hears an advert.
+        ip(&[
+            "-n",
+            &br,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
         ip(&["-n", &br, "link", "set", "br0", "up"]);
         for (i, node) in nodes.iter().enumerate() {
             let ns = lab.ns(node);
