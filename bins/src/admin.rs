@@ -50,13 +50,22 @@ impl Admin {
 /// The daemon's VRRP instances, if any (shared with the admin endpoint).
 pub type VrrpSlot = Arc<std::sync::Mutex<Option<crate::vrrp::Running>>>;
 
+/// What the daemon shares with the admin endpoint beside the balancer.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    /// The VRRP instances.
+    pub vrrp: VrrpSlot,
+    /// The kernel path's status.
+    pub kernel: crate::kernel::KernelSlot,
+}
+
 /// Starts the endpoint `config` describes (nothing when `None`). A client
 /// outside its `allow` networks, or beyond its `max_connections`, is closed
 /// at accept.
 pub async fn start(
     config: Option<&AdminConfig>,
     server: Arc<Server>,
-    vrrp: VrrpSlot,
+    slots: Slots,
 ) -> std::io::Result<Admin> {
     let stop = CancellationToken::new();
     let Some(config) = config.cloned() else {
@@ -94,13 +103,13 @@ pub async fn start(
                 continue;
             };
             let server = Arc::clone(&server);
-            let vrrp = Arc::clone(&vrrp);
+            let slots = slots.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
                     let server = Arc::clone(&server);
-                    let vrrp = Arc::clone(&vrrp);
-                    async move { Ok::<_, Infallible>(handle(&server, &vrrp, &req)) }
+                    let slots = slots.clone();
+                    async move { Ok::<_, Infallible>(handle(&server, &slots, &req)) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
@@ -124,12 +133,14 @@ fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>>
 }
 
 /// Routes one request.
-pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let instances = vrrp
+pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let instances = slots
+        .vrrp
         .lock()
         .ok()
         .and_then(|g| g.as_ref().map(crate::vrrp::Running::status))
         .unwrap_or_default();
+    let kernel = slots.kernel.lock().ok().and_then(|g| g.clone());
     if req.method() == Method::POST && req.uri().path() == "/cache/purge" {
         let (status, body) = purge(server, req.uri().query().unwrap_or(""));
         return reply(status, "application/json", body);
@@ -146,7 +157,7 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
         );
     }
     match req.uri().path() {
-        "/status" => match status_json(server, &instances) {
+        "/status" => match status_json(server, &instances, kernel.as_ref()) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -157,7 +168,9 @@ pub fn handle(server: &Server, vrrp: &VrrpSlot, req: &Request<Incoming>) -> Resp
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            server.prometheus() + &crate::vrrp::prometheus(&instances),
+            server.prometheus()
+                + &crate::vrrp::prometheus(&instances)
+                + &crate::kernel::prometheus(kernel.as_ref()),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -275,14 +288,19 @@ fn wire_name(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The balancer's status with the VRRP instances added as `"vrrp"` (an
-/// empty list when there are none).
+/// empty list when there are none) and the kernel path as `"kernel"` (when
+/// a listener has `forwarding = "kernel"`).
 fn status_json(
     server: &Server,
     instances: &[dnsha_vrrp::shell::InstanceStatus],
+    kernel: Option<&crate::kernel::KernelStatus>,
 ) -> serde_json::Result<String> {
     let mut status = serde_json::to_value(server.status())?;
     if let Some(obj) = status.as_object_mut() {
         obj.insert("vrrp".into(), serde_json::to_value(instances)?);
+        if let Some(k) = kernel {
+            obj.insert("kernel".into(), serde_json::to_value(k)?);
+        }
     }
     serde_json::to_string(&status)
 }

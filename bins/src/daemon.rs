@@ -10,7 +10,7 @@ use dnsha_core::config::Config;
 use dnsha_proxy::server::Server;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::admin::{Admin, VrrpSlot};
+use crate::admin::{Admin, Slots, VrrpSlot};
 use crate::error::{Error, Result};
 
 /// Reads and validates a configuration file; a [`Error::Config`] displays
@@ -164,15 +164,18 @@ impl Signals {
 struct Daemon {
     server: Arc<Server>,
     vrrp: VrrpSlot,
+    /// The kernel path, when a listener has `forwarding = "kernel"`.
+    kernel: Option<crate::kernel::Running>,
+    slots: Slots,
     admin: Admin,
     /// How long stopping waits for queries in flight.
     grace: Duration,
 }
 
 impl Daemon {
-    /// Starts the balancer, then the VRRP instances, then the admin
-    /// endpoint; when one fails it is logged, what started is stopped and
-    /// `None` returned.
+    /// Starts the balancer, then the kernel path, then the VRRP instances,
+    /// then the admin endpoint; when one fails it is logged, what started
+    /// is stopped and `None` returned.
     async fn start(cfg: &Config) -> Option<Self> {
         raise_nofile(cfg);
         let server = match Server::start(cfg).await {
@@ -182,18 +185,36 @@ impl Daemon {
                 return None;
             }
         };
-        let vrrp: VrrpSlot = Arc::default();
+        let slots = Slots::default();
+        let vrrp: VrrpSlot = Arc::clone(&slots.vrrp);
+        // After the userspace listeners: they answer until the table is in
+        // place, and whenever no backend of a kernel listener is healthy.
+        let kernel =
+            match crate::kernel::start(cfg, Arc::clone(&server), Arc::clone(&slots.kernel)).await {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start kernel forwarding");
+                    server.shutdown(Duration::from_millis(100)).await;
+                    return None;
+                }
+            };
+        let stop_kernel = |kernel: Option<crate::kernel::Running>| async move {
+            if let Some(k) = kernel {
+                k.shutdown().await;
+            }
+        };
         if !start_vrrp(cfg, &server, &vrrp).await {
+            stop_kernel(kernel).await;
             server.shutdown(Duration::from_millis(100)).await;
             return None;
         }
         let admin =
-            match crate::admin::start(cfg.admin.as_ref(), Arc::clone(&server), Arc::clone(&vrrp))
-                .await
+            match crate::admin::start(cfg.admin.as_ref(), Arc::clone(&server), slots.clone()).await
             {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start admin endpoint");
+                    stop_kernel(kernel).await;
                     server.shutdown(Duration::from_millis(100)).await;
                     return None;
                 }
@@ -201,6 +222,8 @@ impl Daemon {
         Some(Self {
             server,
             vrrp,
+            kernel,
+            slots,
             admin,
             grace: grace_for(cfg),
         })
@@ -224,6 +247,7 @@ impl Daemon {
                 return;
             }
         };
+        self.reload_kernel(&new).await;
         self.reload_vrrp(&new).await;
         self.grace = grace_for(&new);
         self.move_admin(new.admin.as_ref()).await;
@@ -287,13 +311,46 @@ impl Daemon {
         }
     }
 
+    /// Applies the reloaded kernel listeners: the table is replaced when
+    /// they or their backends changed, installed when the first appears,
+    /// removed when the last goes. On error what runs is kept.
+    async fn reload_kernel(&mut self, new: &Config) {
+        match self.kernel.take() {
+            None => match crate::kernel::start(
+                new,
+                Arc::clone(&self.server),
+                Arc::clone(&self.slots.kernel),
+            )
+            .await
+            {
+                Ok(k) => self.kernel = k,
+                Err(e) => {
+                    tracing::error!(error = %e, "kernel forwarding not started by the reload")
+                }
+            },
+            Some(k) => match k.reload(new, &self.server).await {
+                Ok(true) => self.kernel = Some(k),
+                Ok(false) => {
+                    k.shutdown().await;
+                    if let Ok(mut s) = self.slots.kernel.lock() {
+                        *s = None;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "kernel forwarding reload refused; the old table stays");
+                    self.kernel = Some(k);
+                }
+            },
+        }
+    }
+
     /// Restarts the admin endpoint when its configuration changed.
     async fn move_admin(&mut self, config: Option<&dnsha_core::config::AdminConfig>) {
         if config == self.admin.config() {
             return;
         }
         self.admin.stop();
-        match crate::admin::start(config, Arc::clone(&self.server), Arc::clone(&self.vrrp)).await {
+        match crate::admin::start(config, Arc::clone(&self.server), self.slots.clone()).await {
             Ok(a) => self.admin = a,
             Err(e) => tracing::error!(error = %e, "admin endpoint not restarted"),
         }
@@ -309,6 +366,12 @@ impl Daemon {
         let running = self.vrrp.lock().ok().and_then(|mut g| g.take());
         if let Some(r) = running {
             r.shutdown().await;
+        }
+        // The table goes before the listeners: flows it forwarded keep
+        // their conntrack entries and finish; new ones reach the listeners
+        // while they drain.
+        if let Some(k) = self.kernel {
+            k.shutdown().await;
         }
         self.admin.stop();
         let drained = self.server.shutdown(self.grace).await;

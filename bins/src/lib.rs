@@ -11,6 +11,7 @@ pub mod demo;
 pub mod demo_backend;
 pub mod error;
 pub mod files;
+pub mod kernel;
 pub mod status;
 pub mod vrrp;
 

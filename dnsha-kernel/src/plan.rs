@@ -52,6 +52,8 @@ pub struct ListenerSpec {
     /// The address and port clients send to (a specific address: a VIP or
     /// an address of the host).
     pub addr: SocketAddr,
+    /// The pool whose backends it forwards to.
+    pub pool: String,
 }
 
 /// A backend of a kernel listener's pool.
@@ -224,6 +226,7 @@ mod tests {
             name: format!("l{port}"),
             proto: Proto::Udp,
             addr: SocketAddr::from(([192, 168, 1, 5], port)),
+            pool: "p".into(),
         }
     }
 

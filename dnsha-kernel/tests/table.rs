@@ -43,6 +43,7 @@ fn layout(weights: [u32; 2]) -> Layout {
         name: "dns6".into(),
         proto: Proto::Udp,
         addr: "[2001:db8::5]:53".parse().expect("addr"),
+        pool: "p6".into(),
     };
     let v6_backend = BackendSpec {
         name: "ns6".into(),
@@ -56,6 +57,7 @@ fn layout(weights: [u32; 2]) -> Layout {
                     name: "dns".into(),
                     proto: Proto::Udp,
                     addr: SocketAddr::from(([192, 168, 1, 5], 53)),
+                    pool: "p".into(),
                 },
                 vec![backend(1, weights[0]), backend(2, weights[1])],
             ),
@@ -64,6 +66,7 @@ fn layout(weights: [u32; 2]) -> Layout {
                     name: "dns-tcp".into(),
                     proto: Proto::Tcp,
                     addr: SocketAddr::from(([192, 168, 1, 5], 53)),
+                    pool: "p".into(),
                 },
                 vec![backend(1, 1)],
             ),

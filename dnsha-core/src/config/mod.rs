@@ -57,6 +57,7 @@ use crate::pool::PoolSettings;
 pub use limits::{LimitAction, LimitConfig};
 
 mod cache;
+mod forwarding;
 mod health;
 mod limits;
 mod raw;
@@ -69,6 +70,7 @@ mod tests;
 mod tls;
 
 pub use cache::CacheConfig;
+pub use forwarding::Forwarding;
 pub use health::{CheckKind, CheckTransport, HealthConfig, QueryType, RANDOM_LABEL};
 
 /// A validated configuration.
@@ -340,6 +342,9 @@ pub struct ListenerConfig {
     pub max_udp_size: usize,
     /// UDP: what happens to queries of type ANY.
     pub any_over_udp: AnyOverUdp,
+    /// UDP and TCP: dnsha forwards the queries, or the kernel does
+    /// (`"kernel"`, see [`Forwarding`]).
+    pub forwarding: Forwarding,
     /// DoT and DoH: certificate and key; `None` for other protocols and for
     /// DoH with `tls = false` (plain HTTP behind a reverse proxy).
     pub tls: Option<TlsFiles>,
@@ -438,6 +443,7 @@ impl ListenerConfig {
             adaptive_workers: true,
             max_udp_size: DEFAULT_MAX_UDP_SIZE,
             any_over_udp: AnyOverUdp::Truncate,
+            forwarding: Forwarding::Userspace,
             tls: None,
             handshake_timeout_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             max_handshakes_per_client: DEFAULT_MAX_HANDSHAKES_PER_CLIENT,
@@ -972,6 +978,7 @@ impl Validator {
                     },
                     max_udp_size: self.max_udp_size(l),
                     any_over_udp: self.any_over_udp(l),
+                    forwarding: self.forwarding(l, &pools),
                     ..self.tls_listener(l)
                 }
             })

@@ -99,6 +99,7 @@ pub(super) struct RawListener {
     pub(super) adaptive_workers: Option<Spanned<bool>>,
     pub(super) max_udp_size: Option<Spanned<u64>>,
     pub(super) any_over_udp: Option<Spanned<AnyOverUdp>>,
+    pub(super) forwarding: Option<Spanned<super::Forwarding>>,
     // DoT and DoH (issue 5).
     pub(super) tls_cert: Option<Spanned<String>>,
     pub(super) tls_key: Option<Spanned<String>>,
@@ -360,6 +361,7 @@ fn listener_keys(
         adaptive_workers: t.bool(errs, "adaptive_workers"),
         max_udp_size: t.u64(errs, "max_udp_size"),
         any_over_udp: t.choice(errs, "any_over_udp"),
+        forwarding: t.choice(errs, "forwarding"),
         tls_cert: t.string(errs, "tls_cert"),
         tls_key: t.string(errs, "tls_key"),
         tls: t.bool(errs, "tls"),

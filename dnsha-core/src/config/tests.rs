@@ -879,3 +879,58 @@ fn max_outstanding_per_backend_is_a_bounded_number() {
         ["t.toml:9:31: max_outstanding_per_backend must be from 0 to 1000000"]
     );
 }
+
+#[test]
+fn kernel_forwarding_takes_a_specific_address_and_plain_backends_of_its_family() {
+    let src = |protocol: &str, listen: &str, extra: &str, backend: &str| {
+        format!(
+            "[[listener]]\nname = \"l\"\nprotocol = \"{protocol}\"\nlisten = \"{listen}\"\npool = \"p\"\n{extra}\n\n\
+             [[pool]]\nname = \"p\"\n\n[[pool.backend]]\nname = \"b\"\n{backend}\n"
+        )
+    };
+    let plain = "address = \"192.0.2.1\"";
+    for protocol in ["udp", "tcp"] {
+        let cfg = Config::parse(&src(
+            protocol,
+            "192.168.1.5:53",
+            "forwarding = \"kernel\"",
+            plain,
+        ))
+        .unwrap();
+        assert_eq!(cfg.listeners[0].forwarding, Forwarding::Kernel);
+    }
+    let cfg = Config::parse(&src("udp", "192.168.1.5:53", "", plain)).unwrap();
+    assert_eq!(cfg.listeners[0].forwarding, Forwarding::Userspace);
+    let k = "forwarding = \"kernel\"";
+    assert_eq!(
+        rendered(&src("tcp-passthrough", "192.168.1.5:53", k, plain)),
+        ["t.toml:6:14: forwarding = \"kernel\" applies to udp and tcp listeners only, not tcp-passthrough"]
+    );
+    assert_eq!(
+        rendered(&src("udp", "0.0.0.0:53", k, plain)),
+        ["t.toml:4:10: forwarding = \"kernel\" needs a specific address, not 0.0.0.0:53: the kernel rule matches the address clients send to (a VIP or one of the host's)"]
+    );
+    assert_eq!(
+        rendered(&src("udp", "192.168.1.5:53", k, "address = \"[2001:db8::1]:53\"")),
+        ["t.toml:5:8: forwarding = \"kernel\": backend b ([2001:db8::1]:53) is not in the listener's address family (the kernel path does not translate IPv4 to IPv6)"]
+    );
+    let dot = "address = \"192.0.2.1:853\"\ntransport = \"dot\"\ntls_name = \"ns.example\"";
+    let e = rendered(&src("tcp", "192.168.1.5:53", k, dot));
+    assert!(
+        e.iter().any(|e| e.starts_with(
+            "t.toml:5:8: forwarding = \"kernel\": backend b uses transport = \"dot\""
+        )),
+        "{e:?}"
+    );
+    assert_eq!(
+        rendered(&src("udp", "192.168.1.5:53", "forwarding = \"kernel\"\naccess_log = \"stderr\"", plain)),
+        ["t.toml:7:14: access_log is not available with forwarding = \"kernel\": the queries never reach dnsha (per-backend packet counters are in /status and /metrics)"]
+    );
+    let e = rendered(&src(
+        "udp",
+        "192.168.1.5:53",
+        "forwarding = \"nftables\"",
+        plain,
+    ));
+    assert!(e.iter().any(|e| e.starts_with("t.toml:6:14:")), "{e:?}");
+}

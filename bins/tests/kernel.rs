@@ -1,0 +1,465 @@
+//! Listeners with `forwarding = "kernel"` in network namespaces, with NSD
+//! backends: the kernel forwards each new flow (UDP and TCP, from other
+//! hosts and from the balancer itself) to a healthy backend by weight; a
+//! backend killed or blackholed leaves the map within the health bound, and
+//! a client reusing one source port loses no more than that; a recovered
+//! backend comes back; a reload changes the backends at once; no backend
+//! healthy leaves the packets to the userspace listener (SERVFAIL); the
+//! table is gone after SIGTERM, and one table remains after `kill -9` and a
+//! restart; without CAP_NET_ADMIN or with forwarding off, `run` says so.
+//!
+//! Root only: skipped otherwise, failed instead when
+//! `DNSHA_TEST_REQUIRE_ALL` is set.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::netns::{self, Lab};
+use common::*;
+use hickory_proto::op::ResponseCode;
+use nix::sys::signal::Signal;
+
+const NFT: &str = "/usr/sbin/nft";
+const ADMIN: &str = "127.0.0.1:8088";
+const ANSWER: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)];
+
+/// The lab: `lb` runs dnsha on its own address, `c` is a client, `ns1`
+/// and `ns2` run NSD (answering 10.0.0.1 and 10.0.0.2).
+struct KLab {
+    lab: Lab,
+    nsd: Vec<Nsd>,
+    listen: SocketAddr,
+}
+
+fn klab(tag: &str) -> Option<KLab> {
+    if let Some(why) = netns::skip_reason(&[NFT]) {
+        skip(&why);
+        return None;
+    }
+    let lab = Lab::with_subnet(tag, 78, &["lb", "c", "ns1", "ns2"]);
+    for key in [
+        "net.ipv4.ip_forward=1",
+        "net.ipv4.conf.all.send_redirects=0",
+        "net.ipv4.conf.eth0.send_redirects=0",
+    ] {
+        let out = lab.exec("lb", "sysctl", &["-qw", key]);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let nsd = ["ns1", "ns2"]
+        .iter()
+        .zip(ANSWER)
+        .map(|(node, answer)| {
+            Nsd::start_in(
+                &lab.ns(node),
+                SocketAddr::from((lab.node_addr(node), 53)),
+                answer,
+            )
+        })
+        .collect();
+    let listen = SocketAddr::from((lab.node_addr("lb"), 53));
+    Some(KLab { lab, nsd, listen })
+}
+
+fn config(k: &KLab, weights: [u32; 2], backends: usize) -> String {
+    let mut out = format!(
+        r#"
+[admin]
+listen = "{ADMIN}"
+
+[[listener]]
+name = "udp-k"
+protocol = "udp"
+listen = "{l}"
+pool = "nsd"
+forwarding = "kernel"
+allow = ["0.0.0.0/0"]
+
+[[listener]]
+name = "tcp-k"
+protocol = "tcp"
+listen = "{l}"
+pool = "nsd"
+forwarding = "kernel"
+allow = ["0.0.0.0/0"]
+
+[[pool]]
+name = "nsd"
+[pool.health]
+interval_ms = 200
+timeout_ms = 300
+fall = 2
+rise = 2
+"#,
+        l = k.listen
+    );
+    for (i, w) in weights.iter().enumerate().take(backends) {
+        out += &format!(
+            "[[pool.backend]]\nname = \"ns{}\"\naddress = \"{}\"\nweight = {w}\n",
+            i + 1,
+            k.nsd[i].addr()
+        );
+    }
+    out
+}
+
+fn admin() -> SocketAddr {
+    ADMIN.parse().unwrap()
+}
+
+/// `/status` read from inside `lb`.
+fn kstatus(k: &KLab) -> serde_json::Value {
+    k.lab.run_in("lb", || status(admin()))
+}
+
+/// Slots per backend of listener `name`, from `/status`.
+fn slots(k: &KLab, name: &str) -> Vec<u64> {
+    let s = kstatus(k);
+    s["kernel"]["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == name))
+        .map(|l| {
+            l["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b["slots"].as_u64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Which backend answered: 0, 1, or `None` (no answer, or no A record).
+fn who(m: &Message) -> Option<usize> {
+    a_record(m).and_then(|a| ANSWER.iter().position(|x| *x == a))
+}
+
+/// `n` UDP queries, each from a new socket (a new flow), from `node`:
+/// answers per backend, and how many went unanswered.
+fn udp_spread(k: &KLab, node: &str, n: usize) -> ([usize; 2], usize) {
+    let listen = k.listen;
+    k.lab.run_in(node, move || {
+        let mut per = [0usize; 2];
+        let mut lost = 0;
+        for _ in 0..n {
+            match query_udp(listen, "www.example.test.", RecordType::A, T)
+                .ok()
+                .as_ref()
+                .and_then(who)
+            {
+                Some(b) => per[b] += 1,
+                None => lost += 1,
+            }
+        }
+        (per, lost)
+    })
+}
+
+/// The same over TCP, a connection per query.
+fn tcp_spread(k: &KLab, n: usize) -> [usize; 2] {
+    let listen = k.listen;
+    k.lab.run_in("c", move || {
+        let mut per = [0usize; 2];
+        for _ in 0..n {
+            let m = query_tcp(listen, "www.example.test.", RecordType::A, T).unwrap();
+            per[who(&m).unwrap()] += 1;
+        }
+        per
+    })
+}
+
+fn start(k: &KLab, cfg: &str) -> Dnsha {
+    let d = Dnsha::start_in(&k.lab.ns("lb"), bin(), cfg);
+    let ok = k.lab.wait(Duration::from_secs(10), |_| {
+        k.lab.run_in("lb", || {
+            TcpStream::connect_timeout(&admin(), Duration::from_millis(200)).is_ok()
+        }) && kstatus(k)["kernel"]["listeners"][0]["forwarding"] == true
+    });
+    assert!(ok.is_some(), "kernel forwarding not up\n{}", d.log());
+    d
+}
+
+fn nft_tables(k: &KLab) -> usize {
+    let out = k.lab.exec("lb", NFT, &["list", "tables"]);
+    String::from_utf8_lossy(&out.stdout)
+        .matches("inet dnsha")
+        .count()
+}
+
+#[test]
+fn kernel_listeners_spread_by_weight_and_follow_health() {
+    init_tracing();
+    let Some(mut k) = klab("kw") else { return };
+    let d = start(&k, &config(&k, [3, 1], 2));
+    assert_eq!(slots(&k, "udp-k"), [3, 1]);
+    // New flows by weight, from a client host and from the balancer itself.
+    let (per, lost) = udp_spread(&k, "c", 400);
+    println!("UDP from a client: {per:?}, lost {lost}");
+    assert_eq!(lost, 0);
+    near(per, [300, 100], "numgen spreads new flows 3:1");
+    let (per, lost) = udp_spread(&k, "lb", 40);
+    assert_eq!(lost, 0);
+    near(per, [30, 10], "the host's own queries (output hook)");
+    let per = tcp_spread(&k, 40);
+    near(per, [30, 10], "TCP, a connection per query");
+    // The userspace listeners saw none of it; the kernel counted it.
+    let s = kstatus(&k);
+    let udp_queries: u64 = s["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["queries"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(udp_queries, 0, "{s}");
+    // Counters are read each second.
+    let counted = k.lab.wait(Duration::from_secs(3), |_| {
+        let ns1 = &kstatus(&k)["kernel"]["listeners"][0]["backends"][0];
+        ns1["query_packets"].as_u64() >= Some(330) && ns1["answer_packets"].as_u64() >= Some(330)
+    });
+    assert!(counted.is_some(), "{}", kstatus(&k)["kernel"]);
+    let metrics = k.lab.run_in("lb", || http_get(admin(), "/metrics"));
+    assert!(
+        metrics.contains("dnsha_kernel_query_packets_total{listener=\"udp-k\",backend=\"ns1\"}"),
+        "{metrics}"
+    );
+
+    // One client socket (one source port, as dnsperf uses) whose flow sits
+    // on ns2; ns2 dies. Its queries are lost until the health bound, then
+    // reach ns1 on the same source port: the conntrack entry went.
+    let listen = k.listen;
+    let sock = k.lab.run_in("c", move || {
+        for _ in 0..20 {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect(listen).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            if ask(&s, 1) == Some(1) {
+                return s;
+            }
+        }
+        panic!("no flow reached ns2");
+    });
+    k.nsd[1].stop();
+    let t0 = Instant::now();
+    let (lost, lost_after, resumed) = steady(&sock, Duration::from_secs(4));
+    println!("ns2 killed: {lost} queries lost, answers from ns1 again after {resumed:?}");
+    let resumed = resumed.expect("the flow never reached ns1");
+    assert_eq!(lost_after, 0, "queries lost after the flow moved to ns1");
+    assert!(
+        resumed < Duration::from_millis(1500),
+        "{resumed:?}\n{}",
+        d.log()
+    );
+    assert!(t0.elapsed() >= resumed);
+    assert_eq!(slots(&k, "udp-k"), [1, 0]);
+    assert!(kstatus(&k)["kernel"]["conntrack_deleted"].as_u64().unwrap() >= 1);
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!((per, lost), ([20, 0], 0));
+    // ns2 back: after `rise`, it has its slot again.
+    k.nsd[1].restart();
+    let back = k
+        .lab
+        .wait(Duration::from_secs(5), |_| slots(&k, "udp-k") == [3, 1]);
+    assert!(back.is_some(), "ns2 not back: {:?}", slots(&k, "udp-k"));
+    let (per, _) = udp_spread(&k, "c", 40);
+    near(per, [30, 10], "ns2 back");
+
+    // ns1 blackholed (its packets dropped, no ICMP): out of the map too.
+    let out = k.lab.exec(
+        "ns1",
+        NFT,
+        &["add table ip bh; add chain ip bh in { type filter hook input priority 0; }; add rule ip bh in udp dport 53 drop; add rule ip bh in tcp dport 53 drop"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let gone = k
+        .lab
+        .wait(Duration::from_secs(3), |_| slots(&k, "udp-k") == [0, 1]);
+    assert!(gone.is_some(), "{:?}", slots(&k, "udp-k"));
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!((per, lost), ([0, 20], 0));
+    assert_eq!(tcp_spread(&k, 5), [0, 5]);
+
+    // Nothing healthy: the rules go, the userspace listener answers
+    // SERVFAIL (the pool's on_no_backend) rather than silence.
+    k.nsd[1].stop();
+    let none = k.lab.wait(Duration::from_secs(3), |_| {
+        kstatus(&k)["kernel"]["listeners"][0]["forwarding"] == false
+    });
+    assert!(none.is_some(), "{}", kstatus(&k));
+    let rcode = k.lab.run_in("c", move || {
+        query_udp(listen, "www.example.test.", RecordType::A, T).map(|m| m.response_code())
+    });
+    assert_eq!(rcode, Ok(ResponseCode::ServFail));
+    drop(d);
+}
+
+/// `got` within 3 % (at least 3) of `want`. Each new source port is a new
+/// flow, spread exactly by `numgen`; but the kernel picks client ports at
+/// random, and a port used again while its conntrack entry lives (30 s)
+/// keeps its first backend.
+fn near(got: [usize; 2], want: [usize; 2], what: &str) {
+    let slack = (want[0] + want[1]).div_ceil(33).max(3);
+    assert!(
+        got[0].abs_diff(want[0]) <= slack
+            && got.iter().sum::<usize>() == want.iter().sum::<usize>(),
+        "{what}: {got:?}, want {want:?} ± {slack}"
+    );
+}
+
+/// Sends one query on `s` (connected) and says which backend answered.
+fn ask(s: &UdpSocket, id: u16) -> Option<usize> {
+    let mut q = build_query("www.example.test.", RecordType::A).unwrap();
+    q.set_id(id);
+    s.send(&q.to_vec().unwrap()).ok()?;
+    let mut buf = [0u8; 1500];
+    loop {
+        let n = s.recv(&mut buf).ok()?;
+        let m = Message::from_vec(&buf[..n]).ok()?;
+        if m.id() == id {
+            return who(&m);
+        }
+    }
+}
+
+/// Queries on `s` every 20 ms for `span`: how many went unanswered
+/// before the first answer from ns1 and after it, and when it came.
+fn steady(s: &UdpSocket, span: Duration) -> (usize, usize, Option<Duration>) {
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let t0 = Instant::now();
+    let (mut lost, mut lost_after, mut resumed) = (0, 0, None);
+    let mut id = 100u16;
+    while t0.elapsed() < span {
+        id = id.wrapping_add(1);
+        match ask(s, id) {
+            Some(0) => {
+                resumed.get_or_insert(t0.elapsed());
+            }
+            Some(_) => {}
+            None if resumed.is_some() => lost_after += 1,
+            None => lost += 1,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (lost, lost_after, resumed)
+}
+
+#[test]
+fn a_reload_changes_weights_and_backends_at_once() {
+    init_tracing();
+    let Some(k) = klab("kr") else { return };
+    let d = start(&k, &config(&k, [3, 1], 2));
+    d.rewrite_config(&config(&k, [1, 1], 2));
+    d.signal(Signal::SIGHUP).unwrap();
+    let even = k
+        .lab
+        .wait(Duration::from_secs(5), |_| slots(&k, "udp-k") == [1, 1]);
+    assert!(even.is_some(), "{:?}\n{}", slots(&k, "udp-k"), d.log());
+    let (per, lost) = udp_spread(&k, "c", 40);
+    assert_eq!(lost, 0);
+    near(per, [20, 20], "weights 1:1 after the reload");
+    assert_eq!(nft_tables(&k), 1);
+    // ns2 removed from the pool: its flows go with it.
+    d.rewrite_config(&config(&k, [1, 1], 1));
+    d.signal(Signal::SIGHUP).unwrap();
+    let one = k
+        .lab
+        .wait(Duration::from_secs(5), |_| slots(&k, "udp-k") == [1]);
+    assert!(one.is_some(), "{:?}\n{}", slots(&k, "udp-k"), d.log());
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!((per, lost), ([20, 0], 0));
+    // The kernel listeners removed: the table goes, userspace serves.
+    let plain = config(&k, [1, 1], 2).replace("forwarding = \"kernel\"\n", "");
+    d.rewrite_config(&plain);
+    d.signal(Signal::SIGHUP).unwrap();
+    let gone = k.lab.wait(Duration::from_secs(5), |_| nft_tables(&k) == 0);
+    assert!(gone.is_some(), "{}", d.log());
+    let (per, lost) = udp_spread(&k, "c", 10);
+    assert_eq!(per.iter().sum::<usize>() + lost, 10);
+    assert_eq!(lost, 0);
+    assert!(kstatus(&k).get("kernel").is_none());
+}
+
+#[test]
+fn the_table_goes_at_sigterm_and_one_remains_after_kill9_and_a_restart() {
+    init_tracing();
+    let Some(k) = klab("kt") else { return };
+    let cfg = config(&k, [1, 1], 2);
+    let mut d = start(&k, &cfg);
+    assert_eq!(nft_tables(&k), 1);
+    d.kill();
+    // Left behind by the crash, still forwarding.
+    assert_eq!(nft_tables(&k), 1);
+    let (_, lost) = udp_spread(&k, "c", 10);
+    assert_eq!(lost, 0);
+    let mut d = start(&k, &cfg);
+    assert_eq!(nft_tables(&k), 1, "replaced, not duplicated");
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!(lost, 0);
+    near(per, [10, 10], "after the restart");
+    d.signal(Signal::SIGTERM).unwrap();
+    assert!(
+        d.wait_exit(Duration::from_secs(10)).is_some(),
+        "{}",
+        d.log()
+    );
+    assert_eq!(nft_tables(&k), 0, "{}", d.log());
+}
+
+#[test]
+fn run_names_the_missing_capability_and_the_forwarding_sysctl() {
+    init_tracing();
+    let Some(k) = klab("kc") else { return };
+    // As `nobody` (no CAP_NET_ADMIN), on ports that need no privilege.
+    let cfg = config(&k, [1, 1], 2)
+        .replace(&k.listen.to_string(), &format!("{}:5353", k.listen.ip()))
+        .replace(&format!("[admin]\nlisten = \"{ADMIN}\"\n"), "");
+    let dir = tempfile::Builder::new()
+        .prefix("dnsha-cap-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("dnsha.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let check = k.lab.exec(
+        "lb",
+        bin().to_str().unwrap(),
+        &["check", "--config", path.to_str().unwrap()],
+    );
+    assert!(check.status.success(), "check passes: {check:?}");
+    let out = k.lab.exec(
+        "lb",
+        "setpriv",
+        &[
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            bin().to_str().unwrap(),
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("CAP_NET_ADMIN"), "{text}");
+    // As root, with forwarding off.
+    let off = k
+        .lab
+        .exec("lb", "sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+    assert!(off.status.success());
+    let out = k.lab.exec(
+        "lb",
+        bin().to_str().unwrap(),
+        &["run", "--config", path.to_str().unwrap()],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("net.ipv4.ip_forward is 0"), "{text}");
+}
