@@ -129,7 +129,8 @@ fn plan_now(server: &Server, layout: &Layout) -> Plan {
 /// Refuses a kernel listener whose clients on other hosts could not be
 /// forwarded: the message names the sysctl.
 fn check_forwarding(layout: &Layout) -> Result<(), String> {
-    for (l, _) in &layout.listeners {
+    // A loopback listener's clients are on the host: nothing is forwarded.
+    for (l, _) in layout.listeners.iter().filter(|(l, _)| !l.addr.ip().is_loopback()) {
         if dnsha_kernel::forwarding_enabled(l.addr.ip()) == Some(false) {
             let key = if l.addr.is_ipv4() {
                 "net.ipv4.ip_forward"

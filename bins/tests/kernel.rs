@@ -463,3 +463,70 @@ fn run_names_the_missing_capability_and_the_forwarding_sysctl() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("net.ipv4.ip_forward is 0"), "{text}");
 }
+
+#[test]
+fn a_loopback_listener_forwards_to_backends_on_the_host() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&[NFT]) {
+        skip(&why);
+        return;
+    }
+    // The bench's layout: everything on one host's loopback, where the
+    // host's own queries are DNATed in `output` and nothing is masqueraded.
+    let lab = Lab::with_subnet("kl", 79, &["box"]);
+    let ns = lab.ns("box");
+    let nsd: Vec<Nsd> = [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)]
+        .iter()
+        .zip(ANSWER)
+        .map(|(ip, answer)| Nsd::start_in(&ns, SocketAddr::from((*ip, 5300)), answer))
+        .collect();
+    let listen: SocketAddr = "127.0.0.1:53".parse().unwrap();
+    let cfg = format!(
+        r#"
+[[listener]]
+name = "udp-k"
+protocol = "udp"
+listen = "{listen}"
+pool = "nsd"
+forwarding = "kernel"
+
+[[listener]]
+name = "tcp-k"
+protocol = "tcp"
+listen = "{listen}"
+pool = "nsd"
+forwarding = "kernel"
+
+[[pool]]
+name = "nsd"
+[[pool.backend]]
+name = "ns1"
+address = "{}"
+[[pool.backend]]
+name = "ns2"
+address = "{}"
+"#,
+        nsd[0].addr(),
+        nsd[1].addr()
+    );
+    let d = Dnsha::start_in(&ns, bin(), &cfg);
+    let installed = lab.wait(Duration::from_secs(10), |l| {
+        let out = l.exec("box", NFT, &["list", "tables"]);
+        String::from_utf8_lossy(&out.stdout).contains("inet dnsha")
+    });
+    assert!(installed.is_some(), "{}", d.log());
+    let (udp, tcp) = lab.run_in("box", move || {
+        let mut udp = [0usize; 2];
+        let mut tcp = [0usize; 2];
+        for _ in 0..20 {
+            let m = query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
+            udp[who(&m).unwrap()] += 1;
+            let m = query_tcp(listen, "www.example.test.", RecordType::A, T).unwrap();
+            tcp[who(&m).unwrap()] += 1;
+        }
+        (udp, tcp)
+    });
+    near(udp, [10, 10], "UDP on loopback");
+    near(tcp, [10, 10], "TCP on loopback");
+    drop(d);
+}

@@ -12,7 +12,7 @@
 //!     ip daddr 192.168.1.5 udp dport 53 dnat ip to numgen inc mod 3 map @l0 }
 //!   chain postrouting { type nat hook postrouting priority srcnat;
 //!     ct status dnat ct original ip daddr 192.168.1.5 meta l4proto udp
-//!       ct original proto-dst 53 masquerade }
+//!       ct original proto-dst 53 oifname != "lo" masquerade }
 //!   chain queries     { type filter hook postrouting priority 0;
 //!     ct direction original ct status dnat ct original ip daddr 192.168.1.5 ...
 //!       ct reply ip saddr 10.0.0.1 ct reply proto-src 53 counter name l0b0q }
@@ -81,8 +81,12 @@ pub fn install(tx: Transaction, layout: &Layout, plan: &Plan, exists: bool) -> R
         .add_chain(filter_chain("queries", FilterHook::Postrouting)?)
         .add_chain(filter_chain("answers", FilterHook::Prerouting)?);
     for (i, (l, backends)) in layout.listeners.iter().enumerate() {
+        // Not on `lo`: a backend on the host answers the host anyway, and
+        // loopback has no address masquerade could take (the packet would
+        // be dropped).
         tx = tx.add_rule(
             flow_of(Rule::new(TABLE, "postrouting"), l)
+                .match_oif_not("lo")
                 .masquerade()
                 .comment(&l.name),
         );
