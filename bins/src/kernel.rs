@@ -130,7 +130,11 @@ fn plan_now(server: &Server, layout: &Layout) -> Plan {
 /// forwarded: the message names the sysctl.
 fn check_forwarding(layout: &Layout) -> Result<(), String> {
     // A loopback listener's clients are on the host: nothing is forwarded.
-    for (l, _) in layout.listeners.iter().filter(|(l, _)| !l.addr.ip().is_loopback()) {
+    for (l, _) in layout
+        .listeners
+        .iter()
+        .filter(|(l, _)| !l.addr.ip().is_loopback())
+    {
         if dnsha_kernel::forwarding_enabled(l.addr.ip()) == Some(false) {
             let key = if l.addr.is_ipv4() {
                 "net.ipv4.ip_forward"

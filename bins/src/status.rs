@@ -180,6 +180,87 @@ pub fn render_vrrp(status: &serde_json::Value) -> String {
     out
 }
 
+/// Renders the `kernel` part of `/status` (empty without kernel
+/// listeners): per listener and backend, the map slots and what the
+/// kernel forwarded.
+pub fn render_kernel(status: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let Some(k) = status.get("kernel") else {
+        return out;
+    };
+    let num = |v: &serde_json::Value, key: &str| {
+        v.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    };
+    let text = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(|x| x.as_str())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<16} {:<5} {:<22} {:<16} {:<22} {:>6} {:>5} {:>12} {:>12} {:>12}",
+        "Kernel listener",
+        "Proto",
+        "Address",
+        "Backend",
+        "Backend address",
+        "Weight",
+        "Slots",
+        "Query pkts",
+        "Answer pkts",
+        "Answer bytes"
+    );
+    for l in k
+        .get("listeners")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let state = if l.get("forwarding").and_then(serde_json::Value::as_bool) == Some(true) {
+            String::new()
+        } else {
+            " (no healthy backend: userspace answers)".to_string()
+        };
+        for b in l
+            .get("backends")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(
+                out,
+                "{:<16} {:<5} {:<22} {:<16} {:<22} {:>6} {:>5} {:>12} {:>12} {:>12}",
+                text(l, "name"),
+                text(l, "protocol"),
+                text(l, "address"),
+                text(b, "name"),
+                text(b, "address"),
+                num(b, "weight"),
+                num(b, "slots"),
+                num(b, "query_packets"),
+                num(b, "answer_packets"),
+                num(b, "answer_bytes"),
+            );
+        }
+        if !state.is_empty() {
+            let _ = writeln!(out, "{}{state}", text(l, "name"));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "kernel map updates {}, conntrack entries deleted {}{}",
+        num(k, "updates"),
+        num(k, "conntrack_deleted"),
+        k.get("last_error")
+            .and_then(|e| e.as_str())
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default()
+    );
+    out
+}
+
 /// `dnsha status`.
 pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
     let body = match fetch(admin, "/status").await {
@@ -198,6 +279,7 @@ pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
             print!("{}", render(&st));
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
                 print!("{}", render_vrrp(&v));
+                print!("{}", render_kernel(&v));
             }
             ExitCode::SUCCESS
         }

@@ -25,6 +25,15 @@ pub enum Error {
         #[source]
         source: nlink::Error,
     },
+    /// Another running dnsha keeps the table.
+    #[error(
+        "the nftables table inet dnsha is kept by another running dnsha (pid {pid}): one \
+         dnsha with kernel listeners per network namespace"
+    )]
+    Busy {
+        /// That process.
+        pid: u32,
+    },
     /// A plan names a backend its layout does not have (a bug: plans are
     /// made from their layout).
     #[error("the kernel plan of listener {listener} does not fit its layout")]

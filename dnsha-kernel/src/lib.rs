@@ -96,6 +96,13 @@ impl KernelPath {
             plan: Plan::default(),
             carried: HashMap::new(),
         };
+        // A table another live dnsha keeps is not ours to replace: both
+        // would rewrite it. One a dead process left is.
+        if let Some(pid) = path.table_owner().await? {
+            if pid != std::process::id() && is_dnsha(pid) {
+                return Err(Error::Busy { pid });
+            }
+        }
         path.install(layout, plan).await?;
         Ok(path)
     }
@@ -121,8 +128,14 @@ impl KernelPath {
                     .collect();
             }
         }
-        let exists = self.table_exists().await?;
-        let tx = nft::install(self.nft.transaction(), &layout, &plan, exists)?;
+        let exists = self.table_owner().await?.is_some();
+        let tx = nft::install(
+            self.nft.transaction(),
+            &layout,
+            &plan,
+            exists,
+            std::process::id(),
+        )?;
         tx.commit(&self.nft)
             .await
             .map_err(Error::netlink("installing the nftables table inet dnsha"))?;
@@ -275,19 +288,24 @@ impl KernelPath {
         Ok(out)
     }
 
-    async fn table_exists(&self) -> Result<bool> {
+    /// `None` without a table; else the process its comment names (0 when
+    /// it names none).
+    async fn table_owner(&self) -> Result<Option<u32>> {
         let tables = self
             .nft
             .list_tables_in(Family::Inet)
             .await
             .map_err(Error::netlink("listing nftables tables"))?;
-        Ok(tables.iter().any(|t| t.name == nft::TABLE))
+        Ok(tables
+            .iter()
+            .find(|t| t.name == nft::TABLE)
+            .map(|t| t.comment.as_deref().and_then(nft::owner_of).unwrap_or(0)))
     }
 
     /// Removes the table (at exit: nothing stays behind to route packets
     /// to a dnsha that is gone).
     pub async fn remove(&mut self) -> Result<()> {
-        if !self.table_exists().await? {
+        if self.table_owner().await?.is_none() {
             return Ok(());
         }
         nft::remove(self.nft.transaction())
@@ -298,6 +316,11 @@ impl KernelPath {
         self.plan = Plan::default();
         Ok(())
     }
+}
+
+/// Whether process `pid` runs and is a dnsha.
+fn is_dnsha(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "dnsha")
 }
 
 /// Whether the kernel forwards IPv4 (or IPv6, for `v6`) packets: a kernel

@@ -14,10 +14,14 @@
 //!     ct status dnat ct original ip daddr 192.168.1.5 meta l4proto udp
 //!       ct original proto-dst 53 oifname != "lo" masquerade }
 //!   chain queries     { type filter hook postrouting priority 0;
-//!     ct direction original ct status dnat ct original ip daddr 192.168.1.5 ...
-//!       ct reply ip saddr 10.0.0.1 ct reply proto-src 53 counter name l0b0q }
+//!     ct direction original ct status dnat jump count_queries }
+//!   chain count_queries {
+//!     ct reply ip saddr 10.0.0.1 ct reply proto-src 53
+//!       ct original ip daddr 192.168.1.5 meta l4proto udp ct original proto-dst 53
+//!       counter name l0b0q accept }
 //!   chain answers     { type filter hook prerouting priority 0;
-//!     ct direction reply ... counter name l0b0a }
+//!     ct direction reply ct status dnat jump count_answers }
+//!   chain count_answers { ... counter name l0b0a accept }
 //! }
 //! ```
 //!
@@ -28,9 +32,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use nlink::netlink::nftables::{
-    BaseChain, Chain, CtDirection, CtStatus, Expr, Family, FilterHook, LookupExpr, NatHook,
-    NumgenKind, Object, Policy, Priority, RawExpr, Register, Rule, Set, SetDataType, SetElement,
-    SetKeyType, Transaction,
+    BaseChain, Chain, ChainName, CtDirection, CtStatus, Expr, Family, FilterHook, LookupExpr,
+    NatHook, NumgenKind, Object, Policy, Priority, RawExpr, Register, Rule, Set, SetDataType,
+    SetElement, SetKeyType, Transaction,
 };
 
 use crate::plan::{BackendSpec, Layout, ListenerSpec, Plan};
@@ -56,12 +60,18 @@ pub fn counter_name(i: usize, b: usize, answers: bool) -> String {
 /// The whole table for `layout`, routing as `plan` says, replacing the
 /// table of the same name when one `exists` (a crash leaves one behind, a
 /// reload replaces its own) in the same transaction.
-pub fn install(tx: Transaction, layout: &Layout, plan: &Plan, exists: bool) -> Result<Transaction> {
+pub fn install(
+    tx: Transaction,
+    layout: &Layout,
+    plan: &Plan,
+    exists: bool,
+    owner: u32,
+) -> Result<Transaction> {
     let mut tx = tx;
     if exists {
         tx = tx.del_table(TABLE, Family::Inet);
     }
-    tx = tx.add_table(TABLE, Family::Inet);
+    tx = tx.add_table_with_comment(TABLE, Family::Inet, 0, Some(&owner_comment(owner)));
     tx = tx
         .add_chain(nat_chain(
             "prerouting",
@@ -79,7 +89,24 @@ pub fn install(tx: Transaction, layout: &Layout, plan: &Plan, exists: bool) -> R
             Priority::SrcNat,
         )?)
         .add_chain(filter_chain("queries", FilterHook::Postrouting)?)
-        .add_chain(filter_chain("answers", FilterHook::Prerouting)?);
+        .add_chain(filter_chain("answers", FilterHook::Prerouting)?)
+        .add_chain(regular_chain("count_queries")?)
+        .add_chain(regular_chain("count_answers")?);
+    // Each packet crossing the host passes the two counting hooks: one
+    // cheap test sends only the kernel path's own flows, in the counted
+    // direction, on to the per-backend rules.
+    for (chain, counts, direction) in [
+        ("queries", "count_queries", CtDirection::Original),
+        ("answers", "count_answers", CtDirection::Reply),
+    ] {
+        tx = tx.add_rule(
+            Rule::new(TABLE, chain)
+                .family(Family::Inet)
+                .match_ct_direction(direction)
+                .match_ct_status(CtStatus::DST_NAT)
+                .jump(ChainName::new(counts).map_err(Error::netlink("naming a chain"))?),
+        );
+    }
     for (i, (l, backends)) in layout.listeners.iter().enumerate() {
         // Not on `lo`: a backend on the host answers the host anyway, and
         // loopback has no address masquerade could take (the packet would
@@ -97,14 +124,16 @@ pub fn install(tx: Transaction, layout: &Layout, plan: &Plan, exists: bool) -> R
             for answers in [false, true] {
                 let name = counter_name(i, b, answers);
                 tx = tx.add_object(&Object::counter(TABLE, &name));
-                let (chain, direction) = if answers {
-                    ("answers", CtDirection::Reply)
+                let chain = if answers {
+                    "count_answers"
                 } else {
-                    ("queries", CtDirection::Original)
+                    "count_queries"
                 };
-                let rule = to_backend(flow_of(Rule::new(TABLE, chain), l), backend)
-                    .match_ct_direction(direction)
+                // The backend first (it tells flows apart soonest), then
+                // the listener; the first match ends the walk.
+                let rule = counted_flow(Rule::new(TABLE, chain), l, backend)
                     .counter_named(&name)
+                    .accept()
                     .comment(&format!("{} {}", l.name, backend.name));
                 tx = tx.add_rule(rule);
             }
@@ -120,6 +149,17 @@ pub fn update(mut tx: Transaction, layout: &Layout, plan: &Plan) -> Result<Trans
         tx = tx.flush_chain(TABLE, chain, Family::Inet);
     }
     routes(tx, layout, plan, true)
+}
+
+/// The table's comment: the process that keeps it (`nft list tables`
+/// shows it; a second dnsha refuses to take a table a live one keeps).
+pub fn owner_comment(pid: u32) -> String {
+    format!("dnsha pid {pid}")
+}
+
+/// The process a table's comment names.
+pub fn owner_of(comment: &str) -> Option<u32> {
+    comment.strip_prefix("dnsha pid ")?.parse().ok()
 }
 
 /// The table's removal.
@@ -245,10 +285,22 @@ fn flow_of(rule: Rule, l: &ListenerSpec) -> Rule {
         .match_ct_port(CtDirection::Original, false, l.addr.port())
 }
 
-/// ... whose backend is `b`: `ct reply saddr B ct reply proto-src BPORT`.
-fn to_backend(rule: Rule, b: &BackendSpec) -> Rule {
-    rule.match_ct_addr(CtDirection::Reply, true, b.addr.ip())
+/// A flow of listener `l` sent to backend `b` (the counting chains are
+/// reached only by DNATed flows): `ct reply saddr B ct reply proto-src
+/// BPORT ct original daddr L meta l4proto P ct original proto-dst PORT`.
+fn counted_flow(rule: Rule, l: &ListenerSpec, b: &BackendSpec) -> Rule {
+    rule.family(Family::Inet)
+        .match_ct_addr(CtDirection::Reply, true, b.addr.ip())
         .match_ct_port(CtDirection::Reply, true, b.addr.port())
+        .match_ct_addr(CtDirection::Original, false, l.addr.ip())
+        .match_l4proto(l.proto.number())
+        .match_ct_port(CtDirection::Original, false, l.addr.port())
+}
+
+fn regular_chain(name: &str) -> Result<Chain> {
+    Ok(Chain::new(TABLE, name)
+        .map_err(Error::netlink("naming a chain"))?
+        .family(Family::Inet))
 }
 
 // `enum nft_nat_attributes` and friends, from the kernel's
@@ -315,6 +367,13 @@ mod tests {
         let v6 = dnat_from_registers(NFPROTO_IPV6, Register::Reg32_04);
         assert_eq!(&v6[12..16], &10u32.to_be_bytes());
         assert_eq!(&v6[36..40], &2u32.to_be_bytes());
+    }
+
+    #[test]
+    fn the_owner_is_read_back_from_the_comment() {
+        assert_eq!(owner_of(&owner_comment(4242)), Some(4242));
+        assert_eq!(owner_of("made by hand"), None);
+        assert_eq!(owner_of("dnsha pid x"), None);
     }
 
     #[test]

@@ -106,6 +106,8 @@ fn the_table_follows_health_and_reloads_and_goes_at_exit() {
             "counter name \"l0b1q\"",
             "counter name \"l0b1a\"",
             "type nat hook output priority -100",
+            "ct direction original ct status dnat jump count_queries",
+            "ct direction reply ct status dnat jump count_answers",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
