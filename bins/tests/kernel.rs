@@ -189,24 +189,10 @@ fn nft_tables(k: &KLab) -> usize {
         .count()
 }
 
-#[test]
-fn kernel_listeners_spread_by_weight_and_follow_health() {
-    init_tracing();
-    let Some(mut k) = klab("kw") else { return };
-    let d = start(&k, &config(&k, [3, 1], 2));
-    assert_eq!(slots(&k, "udp-k"), [3, 1]);
-    // New flows by weight, from a client host and from the balancer itself.
-    let (per, lost) = udp_spread(&k, "c", 400);
-    println!("UDP from a client: {per:?}, lost {lost}");
-    assert_eq!(lost, 0);
-    near(per, [300, 100], "numgen spreads new flows 3:1");
-    let (per, lost) = udp_spread(&k, "lb", 40);
-    assert_eq!(lost, 0);
-    near(per, [30, 10], "the host's own queries (output hook)");
-    let per = tcp_spread(&k, 40);
-    near(per, [30, 10], "TCP, a connection per query");
-    // The userspace listeners saw none of it; the kernel counted it.
-    let s = kstatus(&k);
+/// After the spread: the userspace listeners saw none of it, the kernel
+/// counted it, and `/status`, `dnsha status` and `/metrics` say so.
+fn counted_by_the_kernel(k: &KLab) {
+    let s = kstatus(k);
     let udp_queries: u64 = s["listeners"]
         .as_array()
         .unwrap()
@@ -216,10 +202,10 @@ fn kernel_listeners_spread_by_weight_and_follow_health() {
     assert_eq!(udp_queries, 0, "{s}");
     // Counters are read each second.
     let counted = k.lab.wait(Duration::from_secs(3), |_| {
-        let ns1 = &kstatus(&k)["kernel"]["listeners"][0]["backends"][0];
+        let ns1 = &kstatus(k)["kernel"]["listeners"][0]["backends"][0];
         ns1["query_packets"].as_u64() >= Some(320) && ns1["answer_packets"].as_u64() >= Some(320)
     });
-    assert!(counted.is_some(), "{}", kstatus(&k)["kernel"]);
+    assert!(counted.is_some(), "{}", kstatus(k)["kernel"]);
     let out = k
         .lab
         .exec("lb", bin().to_str().unwrap(), &["status", "--admin", ADMIN]);
@@ -247,6 +233,25 @@ fn kernel_listeners_spread_by_weight_and_follow_health() {
         metrics.contains("dnsha_kernel_query_packets_total{listener=\"udp-k\",backend=\"ns1\"}"),
         "{metrics}"
     );
+}
+
+#[test]
+fn kernel_listeners_spread_by_weight_and_follow_health() {
+    init_tracing();
+    let Some(mut k) = klab("kw") else { return };
+    let d = start(&k, &config(&k, [3, 1], 2));
+    assert_eq!(slots(&k, "udp-k"), [3, 1]);
+    // New flows by weight, from a client host and from the balancer itself.
+    let (per, lost) = udp_spread(&k, "c", 400);
+    println!("UDP from a client: {per:?}, lost {lost}");
+    assert_eq!(lost, 0);
+    near(per, [300, 100], "numgen spreads new flows 3:1");
+    let (per, lost) = udp_spread(&k, "lb", 40);
+    assert_eq!(lost, 0);
+    near(per, [30, 10], "the host's own queries (output hook)");
+    let per = tcp_spread(&k, 40);
+    near(per, [30, 10], "TCP, a connection per query");
+    counted_by_the_kernel(&k);
 
     // One client socket (one source port, as dnsperf uses) whose flow sits
     // on ns2; ns2 dies. Its queries are lost until the health bound, then
@@ -357,7 +362,7 @@ fn steady(s: &UdpSocket, span: Duration) -> (usize, usize, Option<Duration>) {
         id = id.wrapping_add(1);
         match ask(s, id) {
             Some(0) => {
-                resumed.get_or_insert(t0.elapsed());
+                resumed.get_or_insert_with(|| t0.elapsed());
             }
             Some(_) => {}
             None if resumed.is_some() => lost_after += 1,
@@ -567,4 +572,360 @@ address = "{}"
     near(udp, [10, 10], "UDP on loopback");
     near(tcp, [10, 10], "TCP on loopback");
     drop(d);
+}
+
+/// What one client saw over a run: per query, when it was sent (from the
+/// start) and whether an answer came within 2 s.
+struct Seen {
+    queries: Vec<(Duration, bool)>,
+}
+
+impl Seen {
+    fn lost(&self) -> usize {
+        self.queries.iter().filter(|(_, ok)| !ok).count()
+    }
+
+    /// When the last lost query was sent (from the start), if any.
+    fn last_loss(&self) -> Option<Duration> {
+        self.queries
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(t, _)| *t)
+            .max()
+    }
+}
+
+/// A client at 50 queries/s for `span` on `listen`: on `port` (one
+/// source port: one UDP flow, as dnsperf's), or on a new socket per query
+/// (each a new flow) without. `fault` runs once, 1 s in.
+fn client(listen: SocketAddr, span: Duration, port: Option<UdpSocket>, fault: &dyn Fn()) -> Seen {
+    let start = Instant::now();
+    let one_port = port.is_some();
+    let shared = port.unwrap_or_else(|| UdpSocket::bind("0.0.0.0:0").unwrap());
+    shared.set_nonblocking(true).unwrap();
+    let mut pending: Vec<(Option<UdpSocket>, u16, Duration)> = Vec::new();
+    let mut done: Vec<(Duration, bool)> = Vec::new();
+    let mut next_send = Duration::ZERO;
+    let mut faulted = false;
+    let mut id = 0u16;
+    let mut buf = [0u8; 1500];
+    while start.elapsed() < span || !pending.is_empty() {
+        let now = start.elapsed();
+        if !faulted && now >= Duration::from_secs(1) {
+            fault();
+            faulted = true;
+        }
+        if now >= next_send && now < span {
+            id = id.wrapping_add(1);
+            let mut q = build_query("www.example.test.", RecordType::A).unwrap();
+            q.set_id(id);
+            let bytes = q.to_vec().unwrap();
+            let own = (!one_port).then(|| {
+                let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            });
+            let _ = own.as_ref().unwrap_or(&shared).send_to(&bytes, listen);
+            pending.push((own, id, now));
+            next_send += Duration::from_millis(20);
+        }
+        // Answers: on the shared socket, matched by ID; on each query's own.
+        while let Ok(n) = shared.recv(&mut buf) {
+            if let Ok(m) = Message::from_vec(&buf[..n]) {
+                if let Some(i) = pending.iter().position(|p| p.0.is_none() && p.1 == m.id()) {
+                    let (_, _, t) = pending.remove(i);
+                    done.push((t, a_record(&m).is_some()));
+                }
+            }
+        }
+        pending.retain(|(own, qid, t)| {
+            if let Some(s) = own {
+                if let Ok(n) = s.recv(&mut buf) {
+                    let ok = Message::from_vec(&buf[..n])
+                        .is_ok_and(|m| m.id() == *qid && a_record(&m).is_some());
+                    done.push((*t, ok));
+                    return false;
+                }
+            }
+            if now.saturating_sub(*t) > Duration::from_secs(2) {
+                done.push((*t, false));
+                return false;
+            }
+            true
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    done.sort_by_key(|(t, _)| *t);
+    Seen { queries: done }
+}
+
+/// A socket whose next query goes to ns2 (its flow sits there, or, for the
+/// userspace path, the rotation says so).
+fn socket_on_ns2(listen: SocketAddr) -> UdpSocket {
+    for _ in 0..50 {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.connect(listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if ask(&s, 1) == Some(1) {
+            return s;
+        }
+    }
+    panic!("no flow reached ns2");
+}
+
+/// The seed tutorial's nftables recipe on `lb`: `numgen inc mod 2` DNAT to
+/// the two backends, source NAT back through the balancer; no health.
+fn seed_nftables(k: &KLab) {
+    let text = format!(
+        "table inet dnsnat {{
+    chain dnsdnat {{
+        type nat hook prerouting priority filter; policy accept;
+        iifname \"eth0\" udp dport 53 dnat ip to numgen inc mod 2 map {{ 0 : {a}, 1 : {b} }}
+    }}
+    chain dnssnat {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"eth0\" ip daddr {{ {a}, {b} }} snat ip to {vip}
+    }}
+}}
+",
+        a = k.nsd[0].addr().ip(),
+        b = k.nsd[1].addr().ip(),
+        vip = k.listen.ip()
+    );
+    let path = k.lab.dir.path().join("seed.nft");
+    std::fs::write(&path, text).unwrap();
+    let out = k.lab.exec("lb", NFT, &["-f", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn blackhole(k: &KLab, node: &str, on: bool) {
+    let cmd = if on {
+        "add table ip bh; add chain ip bh in { type filter hook input priority 0; }; add rule ip bh in udp dport 53 drop"
+    } else {
+        "delete table ip bh"
+    };
+    let out = k.lab.exec(node, NFT, &[cmd]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A UDP flow pinned to ns2 when ns2 is blackholed (packets dropped, no
+/// ICMP), for three ways of balancing on the same lab: dnsha's kernel
+/// path, dnsha's userspace path, and the seed's static nftables recipe.
+/// A client on one source port (its flow on ns2) and a client with a new
+/// flow per query, 50 queries/s each for 4 s, the fault 1 s in; a query
+/// unanswered within 2 s is lost.
+#[test]
+fn a_blackholed_backend_costs_the_kernel_path_the_health_bound_and_the_seed_recipe_every_query() {
+    init_tracing();
+    let Some(k) = klab("kb") else { return };
+    let span = Duration::from_secs(4);
+    let listen = k.listen;
+    let mut rows = Vec::new();
+    for way in ["kernel", "userspace", "seed nftables"] {
+        let d = match way {
+            "kernel" => Some(start(&k, &config(&k, [1, 1], 2))),
+            "userspace" => {
+                let cfg = config(&k, [1, 1], 2).replace("forwarding = \"kernel\"\n", "");
+                let d = Dnsha::start_in(&k.lab.ns("lb"), bin(), &cfg);
+                let up = k
+                    .lab
+                    .wait(Duration::from_secs(10), |_| udp_spread(&k, "c", 1).1 == 0);
+                assert!(up.is_some(), "{}", d.log());
+                Some(d)
+            }
+            _ => {
+                seed_nftables(&k);
+                None
+            }
+        };
+        let port = k.lab.run_in("c", || socket_on_ns2(listen));
+        let (one, fresh) = std::thread::scope(|s| {
+            let lab = &k;
+            let one = s.spawn(move || {
+                lab.lab.run_in("c", || {
+                    client(listen, span, Some(port), &|| blackhole(lab, "ns2", true))
+                })
+            });
+            let fresh = s.spawn(move || lab.lab.run_in("c", || client(listen, span, None, &|| {})));
+            (one.join().unwrap(), fresh.join().unwrap())
+        });
+        blackhole(&k, "ns2", false);
+        match d {
+            Some(mut d) => {
+                d.signal(Signal::SIGTERM).unwrap();
+                assert!(d.wait_exit(Duration::from_secs(10)).is_some());
+            }
+            None => {
+                let out = k.lab.exec("lb", NFT, &["delete table inet dnsnat"]);
+                assert!(out.status.success(), "{out:?}");
+            }
+        }
+        // ns2 must be healthy again before the next way starts.
+        let back = k.lab.wait(Duration::from_secs(5), |_| {
+            k.lab
+                .run_in("c", || {
+                    query_udp(k.nsd[1].addr(), "www.example.test.", RecordType::A, T)
+                })
+                .is_ok()
+        });
+        assert!(back.is_some());
+        rows.push((way, one, fresh));
+    }
+    println!("| path | one-port client: lost of {n} | last lost at | new flow per query: lost of {n} | last lost at |", n = rows[0].1.queries.len());
+    println!("|---|---:|---:|---:|---:|");
+    for (way, one, fresh) in &rows {
+        println!(
+            "| {way} | {} | {:?} | {} | {:?} |",
+            one.lost(),
+            one.last_loss(),
+            fresh.lost(),
+            fresh.last_loss()
+        );
+    }
+    let fault = Duration::from_secs(1);
+    // The kernel path: losses while the health checks notice (every 200 ms,
+    // fall 2, plus the tracker), none after.
+    let (_, one, fresh) = &rows[0];
+    assert!(one.lost() > 0, "the fault did not reach the pinned flow");
+    for seen in [one, fresh] {
+        let last = seen.last_loss().unwrap_or(fault);
+        assert!(last < fault + Duration::from_millis(1500), "{last:?}");
+    }
+    // The userspace path retries the lost query on ns1: nothing lost.
+    let (_, one, fresh) = &rows[1];
+    assert_eq!((one.lost(), fresh.lost()), (0, 0));
+    // The seed's recipe: the pinned flow loses every query after the
+    // fault, new flows every other one, to the end.
+    let (_, one, fresh) = &rows[2];
+    let after = one
+        .queries
+        .iter()
+        .filter(|(t, _)| *t > fault + Duration::from_millis(20))
+        .count();
+    assert!(one.lost() >= after, "{} of {after}", one.lost());
+    assert!(fresh
+        .last_loss()
+        .is_some_and(|t| t > span - Duration::from_millis(300)));
+    assert!(fresh.lost() * 3 >= after, "{} of {after}", fresh.lost());
+}
+
+/// VRRP unchanged: two balancers hold a VIP between them, each with kernel
+/// listeners on it; only the master's table sees the queries (the backup
+/// does not hold the address), and when the master stops (SIGTERM:
+/// priority 0, its table removed) the new master's kernel path forwards
+/// the client's next flows.
+#[test]
+fn only_the_vrrp_master_forwards_and_the_backup_takes_over() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&[NFT]) {
+        skip(&why);
+        return;
+    }
+    let lab = Lab::with_subnet("kv", 80, &["lb1", "lb2", "c", "ns1", "ns2"]);
+    for node in ["lb1", "lb2"] {
+        for key in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.send_redirects=0",
+            "net.ipv4.conf.eth0.send_redirects=0",
+        ] {
+            assert!(lab.exec(node, "sysctl", &["-qw", key]).status.success());
+        }
+    }
+    let nsd: Vec<Nsd> = ["ns1", "ns2"]
+        .iter()
+        .zip(ANSWER)
+        .map(|(node, answer)| {
+            Nsd::start_in(
+                &lab.ns(node),
+                SocketAddr::from((lab.node_addr(node), 53)),
+                answer,
+            )
+        })
+        .collect();
+    let vip = lab.host(100);
+    let listen = SocketAddr::from((vip, 53));
+    let conf = |priority: u8| {
+        format!(
+            r#"
+[admin]
+listen = "{ADMIN}"
+
+[[listener]]
+name = "udp-k"
+protocol = "udp"
+listen = "{listen}"
+pool = "nsd"
+forwarding = "kernel"
+allow = ["0.0.0.0/0"]
+
+[[pool]]
+name = "nsd"
+[pool.health]
+interval_ms = 200
+[[pool.backend]]
+name = "ns1"
+address = "{}"
+[[pool.backend]]
+name = "ns2"
+address = "{}"
+
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = {priority}
+version = 3
+advert_int = 0.1
+virtual_ipaddress = ["{vip}/32"]
+"#,
+            nsd[0].addr(),
+            nsd[1].addr()
+        )
+    };
+    let mut lb1 = Dnsha::start_in(&lab.ns("lb1"), bin(), &conf(150));
+    let _lb2 = Dnsha::start_in(&lab.ns("lb2"), bin(), &conf(100));
+    let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb1", vip));
+    assert!(held.is_some(), "{}", lb1.log());
+    let packets = |node: &str| -> u64 {
+        let s = lab.run_in(node, || status(admin()));
+        s["kernel"]["listeners"][0]["backends"]
+            .as_array()
+            .map(|b| b.iter().filter_map(|x| x["query_packets"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let seen = lab.run_in("c", || client(listen, Duration::from_secs(1), None, &|| {}));
+    assert_eq!(seen.lost(), 0);
+    let counted = lab.wait(Duration::from_secs(3), |_| packets("lb1") >= 50);
+    assert!(counted.is_some(), "lb1 counted {}", packets("lb1"));
+    assert_eq!(packets("lb2"), 0, "the backup forwards nothing");
+    // The master stops; the backup's kernel path takes the next flows.
+    let span = Duration::from_secs(3);
+    let seen = std::thread::scope(|s| {
+        let c = s.spawn(|| {
+            lab.run_in("c", || {
+                client(listen, span, None, &|| {
+                    let _ = lb1.signal(Signal::SIGTERM);
+                })
+            })
+        });
+        c.join().unwrap()
+    });
+    println!(
+        "master SIGTERM: {} of {} queries lost, the last sent {:?} in (the stop at 1 s)",
+        seen.lost(),
+        seen.queries.len(),
+        seen.last_loss()
+    );
+    assert!(lab.holds("lb2", vip));
+    assert!(seen.lost() <= 15, "{}", seen.lost());
+    assert!(
+        packets("lb2") > 0
+            || lab
+                .wait(Duration::from_secs(2), |_| packets("lb2") > 0)
+                .is_some()
+    );
+    assert!(lb1.wait_exit(Duration::from_secs(10)).is_some());
+    let out = lab.exec("lb1", NFT, &["list", "tables"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("inet dnsha"));
 }
