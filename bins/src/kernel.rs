@@ -257,6 +257,16 @@ async fn track(
         }
         if last_read.elapsed() >= COUNTERS_INTERVAL {
             last_read = tokio::time::Instant::now();
+            match path.ensure().await {
+                Ok(true) => tracing::warn!(
+                    "kernel forwarding: the table inet dnsha had been removed (nft flush ruleset?); installed again"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "kernel forwarding: cannot put the table back");
+                    status.last_error = Some(e.to_string());
+                }
+            }
             match path.counters().await {
                 Ok(c) => counters = c,
                 Err(e) => status.last_error = Some(e.to_string()),

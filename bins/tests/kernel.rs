@@ -442,6 +442,20 @@ fn the_table_goes_at_sigterm_and_one_remains_after_kill9_and_a_restart() {
     assert_eq!(nft_tables(&k), 1);
     let (_, lost) = udp_spread(&k, "c", 5);
     assert_eq!(lost, 0);
+    // `nft flush ruleset` (the nftables service's restart does it): the
+    // table is back within the second, forwarding again.
+    assert!(k
+        .lab
+        .exec("lb", NFT, &["flush", "ruleset"])
+        .status
+        .success());
+    assert_eq!(nft_tables(&k), 0);
+    let back = k.lab.wait(Duration::from_secs(3), |_| nft_tables(&k) == 1);
+    assert!(back.is_some(), "{}", d.log());
+    assert!(d.log().contains("installed again"), "{}", d.log());
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!(lost, 0);
+    near(per, [10, 10], "after the flush");
     d.signal(Signal::SIGTERM).unwrap();
     assert!(
         d.wait_exit(Duration::from_secs(10)).is_some(),
@@ -928,4 +942,106 @@ virtual_ipaddress = ["{vip}/32"]
     assert!(lb1.wait_exit(Duration::from_secs(10)).is_some());
     let out = lab.exec("lb1", NFT, &["list", "tables"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("inet dnsha"));
+}
+
+/// An IPv6 listener: `dnat ip6` to IPv6 backends, masqueraded, by weight,
+/// and a backend that dies leaves the map.
+#[test]
+fn an_ipv6_kernel_listener_forwards_by_weight_and_follows_health() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&[NFT]) {
+        skip(&why);
+        return;
+    }
+    let nodes = ["lb", "c", "ns1", "ns2"];
+    let lab = Lab::with_subnet("k6", 81, &nodes);
+    let v6 = |i: usize| -> std::net::Ipv6Addr { format!("fd81::{}", i + 1).parse().unwrap() };
+    for (i, node) in nodes.iter().enumerate() {
+        for key in ["all", "default", "eth0"] {
+            lab.exec(
+                node,
+                "sysctl",
+                &["-qw", &format!("net.ipv6.conf.{key}.accept_dad=0")],
+            );
+        }
+        let cidr = format!("{}/64", v6(i));
+        let out = lab.exec(
+            node,
+            "ip",
+            &["-6", "addr", "add", &cidr, "dev", "eth0", "nodad"],
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
+    assert!(lab
+        .exec("lb", "sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .status
+        .success());
+    let mut nsd: Vec<Nsd> = [2, 3]
+        .iter()
+        .zip(ANSWER)
+        .map(|(i, answer)| {
+            Nsd::start_in(&lab.ns(nodes[*i]), SocketAddr::from((v6(*i), 53)), answer)
+        })
+        .collect();
+    let listen = SocketAddr::from((v6(0), 53));
+    let cfg = format!(
+        r#"
+[admin]
+listen = "{ADMIN}"
+
+[[listener]]
+name = "udp6-k"
+protocol = "udp"
+listen = "{listen}"
+pool = "nsd"
+forwarding = "kernel"
+allow = ["::/0"]
+
+[[pool]]
+name = "nsd"
+[pool.health]
+interval_ms = 200
+timeout_ms = 300
+[[pool.backend]]
+name = "ns1"
+address = "{}"
+weight = 3
+[[pool.backend]]
+name = "ns2"
+address = "{}"
+weight = 1
+"#,
+        nsd[0].addr(),
+        nsd[1].addr()
+    );
+    let d = Dnsha::start_in(&lab.ns("lb"), bin(), &cfg);
+    let slots6 = || -> Vec<u64> {
+        let s = lab.run_in("lb", || status(admin()));
+        s["kernel"]["listeners"][0]["backends"]
+            .as_array()
+            .map(|b| b.iter().map(|x| x["slots"].as_u64().unwrap_or(0)).collect())
+            .unwrap_or_default()
+    };
+    let up = lab.wait(Duration::from_secs(10), |l| {
+        l.run_in("lb", || {
+            TcpStream::connect_timeout(&admin(), Duration::from_millis(200)).is_ok()
+        }) && slots6() == [3, 1]
+    });
+    assert!(up.is_some(), "{}", d.log());
+    let spread = || {
+        lab.run_in("c", move || {
+            let mut per = [0usize; 2];
+            for _ in 0..40 {
+                let m = query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
+                per[who(&m).unwrap()] += 1;
+            }
+            per
+        })
+    };
+    near(spread(), [30, 10], "IPv6 by weight");
+    nsd[1].stop();
+    let gone = lab.wait(Duration::from_secs(3), |_| slots6() == [1, 0]);
+    assert!(gone.is_some(), "{:?}", slots6());
+    assert_eq!(spread(), [40, 0]);
+    drop(d);
 }

@@ -172,6 +172,22 @@ impl KernelPath {
         Ok(())
     }
 
+    /// Puts the table back if someone removed it (`nft flush ruleset`, as
+    /// the nftables service runs at every restart, or a hand-made
+    /// `delete table`): true when it did. A table another live dnsha took
+    /// meanwhile is left to it, as an error.
+    pub async fn ensure(&mut self) -> Result<bool> {
+        match self.table_owner().await? {
+            Some(pid) if pid == std::process::id() => Ok(false),
+            Some(pid) if is_dnsha(pid) => Err(Error::Busy { pid }),
+            _ => {
+                let (layout, plan) = (self.layout.clone(), self.plan.clone());
+                self.install(layout, plan).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Routes as `plan` says (same layout), in one transaction, then
     /// deletes the flows of backends it no longer uses. Returns how many
     /// conntrack entries were deleted.

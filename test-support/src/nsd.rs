@@ -282,7 +282,8 @@ fn config(dir: &Path, addr: SocketAddr) -> String {
         r#"server:
     ip-address: {ip}@{port}
     port: {port}
-    do-ip6: no
+    do-ip4: {v4}
+    do-ip6: {v6}
     username: ""
     chroot: ""
     zonesdir: "{dir}/zones"
@@ -306,6 +307,8 @@ zone:
 "#,
         ip = addr.ip(),
         port = addr.port(),
+        v4 = if addr.is_ipv4() { "yes" } else { "no" },
+        v6 = if addr.is_ipv6() { "yes" } else { "no" },
     )
 }
 
