@@ -41,15 +41,28 @@ fn klab(tag: &str) -> Option<KLab> {
         return None;
     }
     let lab = Lab::with_subnet(tag, 78, &["lb", "c", "ns1", "ns2"]);
+    forwarder(&lab, "lb");
+    let nsd = nsd_pair(&lab);
+    let listen = SocketAddr::from((lab.node_addr("lb"), 53));
+    Some(KLab { lab, nsd, listen })
+}
+
+/// A balancer node: forwards IPv4, sends no ICMP redirects (clients and
+/// backends share its link).
+fn forwarder(lab: &Lab, node: &str) {
     for key in [
         "net.ipv4.ip_forward=1",
         "net.ipv4.conf.all.send_redirects=0",
         "net.ipv4.conf.eth0.send_redirects=0",
     ] {
-        let out = lab.exec("lb", "sysctl", &["-qw", key]);
+        let out = lab.exec(node, "sysctl", &["-qw", key]);
         assert!(out.status.success(), "{out:?}");
     }
-    let nsd = ["ns1", "ns2"]
+}
+
+/// NSD on nodes `ns1` and `ns2` (port 53), answering [`ANSWER`].
+fn nsd_pair(lab: &Lab) -> Vec<Nsd> {
+    ["ns1", "ns2"]
         .iter()
         .zip(ANSWER)
         .map(|(node, answer)| {
@@ -59,9 +72,7 @@ fn klab(tag: &str) -> Option<KLab> {
                 answer,
             )
         })
-        .collect();
-    let listen = SocketAddr::from((lab.node_addr("lb"), 53));
-    Some(KLab { lab, nsd, listen })
+        .collect()
 }
 
 fn config(k: &KLab, weights: [u32; 2], backends: usize) -> String {
@@ -257,18 +268,7 @@ fn kernel_listeners_spread_by_weight_and_follow_health() {
     // on ns2; ns2 dies. Its queries are lost until the health bound, then
     // reach ns1 on the same source port: the conntrack entry went.
     let listen = k.listen;
-    let sock = k.lab.run_in("c", move || {
-        for _ in 0..20 {
-            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-            s.connect(listen).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            if ask(&s, 1) == Some(1) {
-                return s;
-            }
-        }
-        panic!("no flow reached ns2");
-    });
+    let sock = k.lab.run_in("c", move || socket_on_ns2(listen));
     k.nsd[1].stop();
     let t0 = Instant::now();
     let (lost, lost_after, resumed) = steady(&sock, Duration::from_secs(4));
@@ -837,26 +837,9 @@ fn only_the_vrrp_master_forwards_and_the_backup_takes_over() {
         return;
     }
     let lab = Lab::with_subnet("kv", 80, &["lb1", "lb2", "c", "ns1", "ns2"]);
-    for node in ["lb1", "lb2"] {
-        for key in [
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.send_redirects=0",
-            "net.ipv4.conf.eth0.send_redirects=0",
-        ] {
-            assert!(lab.exec(node, "sysctl", &["-qw", key]).status.success());
-        }
-    }
-    let nsd: Vec<Nsd> = ["ns1", "ns2"]
-        .iter()
-        .zip(ANSWER)
-        .map(|(node, answer)| {
-            Nsd::start_in(
-                &lab.ns(node),
-                SocketAddr::from((lab.node_addr(node), 53)),
-                answer,
-            )
-        })
-        .collect();
+    forwarder(&lab, "lb1");
+    forwarder(&lab, "lb2");
+    let nsd = nsd_pair(&lab);
     let vip = lab.host(100);
     let listen = SocketAddr::from((vip, 53));
     let conf = |priority: u8| {
