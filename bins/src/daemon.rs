@@ -99,6 +99,7 @@ pub async fn serve(
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
     banner: Option<String>,
 ) -> ExitCode {
+    let notifier = crate::notify::Notifier::from_env();
     let Some(mut daemon) = Daemon::start(&cfg).await else {
         return ExitCode::FAILURE;
     };
@@ -112,6 +113,11 @@ pub async fn serve(
         tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
+    if notifier.enabled() {
+        crate::notify::first_health_round(&daemon.server).await;
+        notifier.ready(&daemon.status_line());
+    }
+    let mut watchdog = notifier.watchdog_every().map(tokio::time::interval);
     let stop = async {
         match stop {
             Some(rx) => {
@@ -132,11 +138,26 @@ pub async fn serve(
             }
             _ = signals.hup.recv() => {
                 if let Some(p) = &path {
-                    daemon.reload(p).await;
+                    notifier.reloading();
+                    let result = daemon.reload(p).await;
+                    let line = daemon.status_line();
+                    match result {
+                        Ok(()) => notifier.ready(&line),
+                        Err(e) => notifier.ready(&format!("reload refused: {e}; {line}")),
+                    }
                 }
             }
+            () = async {
+                match watchdog.as_mut() {
+                    Some(w) => {
+                        w.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => notifier.watchdog(),
         }
     }
+    notifier.stopping();
     daemon.stop().await;
     ExitCode::SUCCESS
 }
@@ -229,22 +250,24 @@ impl Daemon {
         })
     }
 
-    /// SIGHUP: re-reads `path` and applies it, or logs why not.
-    async fn reload(&mut self, path: &Path) {
+    /// SIGHUP: re-reads `path` and applies it, or logs why not (and
+    /// returns the first line of why).
+    async fn reload(&mut self, path: &Path) -> std::result::Result<(), String> {
         let new = match load(path) {
             Ok(new) => new,
             Err(e) => {
-                for line in e.to_string().lines() {
+                let text = e.to_string();
+                for line in text.lines() {
                     tracing::error!(error = %line, "reload refused: configuration error");
                 }
-                return;
+                return Err(text.lines().next().unwrap_or_default().to_string());
             }
         };
         let s = match self.server.reload(&new) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "reload refused; the old configuration keeps running");
-                return;
+                return Err(e.to_string());
             }
         };
         self.reload_kernel(&new).await;
@@ -259,6 +282,7 @@ impl Daemon {
             summary = %new.summary(),
             "configuration reloaded"
         );
+        Ok(())
     }
 
     /// Applies the reloaded `[[vrrp]]` sections (already validated by
@@ -309,6 +333,22 @@ impl Daemon {
         if let Ok(mut g) = self.vrrp.lock() {
             *g = next;
         }
+    }
+
+    /// The one-line summary systemd shows (`STATUS=`): pools up, VRRP
+    /// states.
+    fn status_line(&self) -> String {
+        let vrrp = self
+            .vrrp
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(crate::vrrp::Running::status))
+            .unwrap_or_default()
+            .iter()
+            .map(|i| format!("{} {}", i.name, i.state))
+            .collect::<Vec<_>>()
+            .join(", ");
+        crate::notify::summary(&self.server, &vrrp)
     }
 
     /// Applies the reloaded kernel listeners: the table is replaced when

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod assets;
 pub mod cli;
 pub mod daemon;
 pub mod demo;
@@ -12,6 +13,7 @@ pub mod demo_backend;
 pub mod error;
 pub mod files;
 pub mod kernel;
+pub mod notify;
 pub mod status;
 pub mod vrrp;
 

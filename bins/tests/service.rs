@@ -1,0 +1,194 @@
+//! dnsha as a systemd service: the notify protocol against a real
+//! `NOTIFY_SOCKET` (a Unix datagram socket this test binds), and the unit
+//! file as `systemd-analyze verify` reads it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+/// The messages received within `max`, until one contains `until`.
+fn read_until(sock: &UnixDatagram, until: &str, max: Duration) -> Vec<String> {
+    let deadline = Instant::now() + max;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        sock.set_read_timeout(Some(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        ))
+        .unwrap();
+        let Ok(n) = sock.recv(&mut buf) else { break };
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let done = msg.contains(until);
+        out.push(msg);
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+/// CLOCK_MONOTONIC now, in microseconds.
+fn monotonic_usec() -> i128 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    i128::from(t.tv_sec()) * 1_000_000 + i128::from(t.tv_nsec()) / 1_000
+}
+
+#[test]
+fn ready_reloading_watchdog_and_stopping_reach_the_notify_socket() {
+    init_tracing();
+    let Ok(nsd) = Nsd::try_start(std::net::Ipv4Addr::new(10, 0, 0, 1)) else {
+        skip("nsd not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let listen = free_addr();
+    let cfg = config(listen, free_addr(), "", &[("nsd", nsd.addr(), 1)]);
+    let mut d = Dnsha::try_start_in(
+        None,
+        bin(),
+        &cfg,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "300000"),
+        ],
+    )
+    .unwrap();
+    // READY=1 once the listener answers and the backend was probed.
+    let msgs = read_until(&sock, "READY=1", Duration::from_secs(10));
+    let ready = msgs.last().cloned().unwrap_or_default();
+    assert!(ready.contains("READY=1"), "{msgs:?}\n{}", d.log());
+    assert!(ready.contains("STATUS=1/1 pools up"), "{ready}");
+    let answer = query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
+    assert!(a_record(&answer).is_some());
+
+    // WATCHDOG=1 every half WATCHDOG_USEC (150 ms): about 6 in a second.
+    let t0 = Instant::now();
+    let mut pings = 0;
+    let mut buf = [0u8; 4096];
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while t0.elapsed() < Duration::from_secs(1) {
+        if let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                pings += 1;
+            }
+        }
+    }
+    assert!((4..=9).contains(&pings), "{pings} watchdog pings in 1 s");
+
+    // SIGHUP: RELOADING=1 with the monotonic clock, then READY=1.
+    let before = monotonic_usec();
+    d.signal(Signal::SIGHUP).unwrap();
+    let msgs = read_until(&sock, "READY=1", Duration::from_secs(5));
+    let after = monotonic_usec();
+    let reloading = msgs
+        .iter()
+        .find(|m| m.contains("RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 in {msgs:?}"));
+    let usec: i128 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MONOTONIC_USEC in {reloading:?}"));
+    assert!(
+        (before..=after).contains(&usec),
+        "{before} <= {usec} <= {after}"
+    );
+    assert!(
+        msgs.last().is_some_and(|m| m.contains("READY=1")),
+        "{msgs:?}"
+    );
+
+    // A reload the daemon refuses still ends in READY=1, and says why.
+    d.rewrite_config("[[listener]]\nname = 1\n");
+    d.signal(Signal::SIGHUP).unwrap();
+    let msgs = read_until(&sock, "READY=1", Duration::from_secs(5));
+    let last = msgs.last().cloned().unwrap_or_default();
+    assert!(last.contains("STATUS=reload refused:"), "{msgs:?}");
+    assert!(query_udp(listen, "www.example.test.", RecordType::A, T).is_ok());
+
+    // SIGTERM: STOPPING=1.
+    d.signal(Signal::SIGTERM).unwrap();
+    let msgs = read_until(&sock, "STOPPING=1", Duration::from_secs(5));
+    assert!(msgs.iter().any(|m| m.contains("STOPPING=1")), "{msgs:?}");
+    assert!(d.wait_exit(Duration::from_secs(10)).is_some());
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let analyze = Path::new("/usr/bin/systemd-analyze");
+    if !analyze.exists() {
+        skip("systemd-analyze not installed");
+        return;
+    }
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/dnsha.service"))
+            .unwrap();
+    for want in [
+        "Type=notify",
+        "ExecStartPre=/usr/bin/dnsha check --config /etc/dnsha/dnsha.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET",
+    ] {
+        assert!(unit.contains(want), "missing {want}");
+    }
+    // `verify` wants the binaries to exist: the one under test stands in
+    // for /usr/bin/dnsha.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("dnsha.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/bin/dnsha", bin().to_str().unwrap()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(analyze)
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_packaged_default_configuration_passes_check_and_listens_on_loopback_only() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pkg/dnsha.toml");
+    let out = std::process::Command::new(bin())
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut addrs: Vec<String> = cfg["listener"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["listen"].as_str().unwrap().to_string())
+        .collect();
+    addrs.push(cfg["admin"]["listen"].as_str().unwrap().to_string());
+    for a in addrs {
+        let addr: std::net::SocketAddr = a.parse().unwrap();
+        assert!(addr.ip().is_loopback(), "{a}");
+    }
+}
