@@ -82,15 +82,23 @@ pub enum CacheCommand {
 }
 
 /// Installs the stderr logger (RUST_LOG or `info`), with colours only when
-/// stderr is a terminal (`dnsha run 2>file` gets plain text).
+/// stderr is a terminal (`dnsha run 2>file` gets plain text). Under
+/// systemd (`JOURNAL_STREAM` set: stderr is the journal), without
+/// timestamps, which the journal adds, and without colours: one event per
+/// line with its fields.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.with_ansi(false).without_time().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

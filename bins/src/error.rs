@@ -71,6 +71,21 @@ pub enum Error {
         /// The admin endpoint.
         addr: SocketAddr,
     },
+    /// The kernel path cannot be installed or changed.
+    #[error(transparent)]
+    Kernel(#[from] dnsha_kernel::Error),
+    /// A kernel listener whose clients' packets the kernel would not
+    /// forward.
+    #[error(
+        "listener {listener} has forwarding = \"kernel\" but {sysctl} is 0: the kernel would not \
+         forward its clients' packets (sysctl -w {sysctl}=1, or in /etc/sysctl.d)"
+    )]
+    ForwardingOff {
+        /// The listener.
+        listener: String,
+        /// The sysctl to set.
+        sysctl: &'static str,
+    },
 }
 
 fn render(file: &str, text: &str, errors: &[ConfigError]) -> String {

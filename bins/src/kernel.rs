@@ -18,6 +18,8 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::Error;
+
 /// How often the tracker looks at backend states between health events.
 const TRACK_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -128,7 +130,7 @@ fn plan_now(server: &Server, layout: &Layout) -> Plan {
 
 /// Refuses a kernel listener whose clients on other hosts could not be
 /// forwarded: the message names the sysctl.
-fn check_forwarding(layout: &Layout) -> Result<(), String> {
+fn check_forwarding(layout: &Layout) -> Result<(), Error> {
     // A loopback listener's clients are on the host: nothing is forwarded.
     for (l, _) in layout
         .listeners
@@ -136,16 +138,14 @@ fn check_forwarding(layout: &Layout) -> Result<(), String> {
         .filter(|(l, _)| !l.addr.ip().is_loopback())
     {
         if dnsha_kernel::forwarding_enabled(l.addr.ip()) == Some(false) {
-            let key = if l.addr.is_ipv4() {
-                "net.ipv4.ip_forward"
-            } else {
-                "net.ipv6.conf.all.forwarding"
-            };
-            return Err(format!(
-                "listener {} has forwarding = \"kernel\" but {key} is 0: the kernel would not \
-                 forward its clients' packets (sysctl -w {key}=1, or in /etc/sysctl.d)",
-                l.name
-            ));
+            return Err(Error::ForwardingOff {
+                listener: l.name.clone(),
+                sysctl: if l.addr.is_ipv4() {
+                    "net.ipv4.ip_forward"
+                } else {
+                    "net.ipv6.conf.all.forwarding"
+                },
+            });
         }
     }
     Ok(())
@@ -165,16 +165,14 @@ pub async fn start(
     cfg: &Config,
     server: Arc<Server>,
     slot: KernelSlot,
-) -> Result<Option<Running>, String> {
+) -> Result<Option<Running>, Error> {
     let layout = layout_of(cfg);
     if layout.listeners.is_empty() {
         return Ok(None);
     }
     check_forwarding(&layout)?;
     let plan = plan_now(&server, &layout);
-    let path = KernelPath::start(layout, plan)
-        .await
-        .map_err(|e| e.to_string())?;
+    let path = KernelPath::start(layout, plan).await?;
     tracing::info!(
         listeners = path.layout().listeners.len(),
         "kernel forwarding: nftables table inet dnsha installed"
@@ -188,7 +186,7 @@ pub async fn start(
 impl Running {
     /// Applies a reloaded configuration: a new layout replaces the table
     /// (counts of backends that stay are kept); none removes it.
-    pub async fn reload(&self, cfg: &Config, server: &Server) -> Result<bool, String> {
+    pub async fn reload(&self, cfg: &Config, server: &Server) -> Result<bool, Error> {
         let layout = layout_of(cfg);
         let mut path = self.path.lock().await;
         if layout == *path.layout() {
@@ -199,9 +197,7 @@ impl Running {
         }
         check_forwarding(&layout)?;
         let plan = plan_now(server, &layout);
-        path.install(layout, plan)
-            .await
-            .map_err(|e| e.to_string())?;
+        path.install(layout, plan).await?;
         tracing::info!("kernel forwarding: table replaced by the reload");
         Ok(true)
     }

@@ -62,6 +62,7 @@ fn ready_reloading_watchdog_and_stopping_reach_the_notify_socket() {
         &[
             ("NOTIFY_SOCKET", path.to_str().unwrap()),
             ("WATCHDOG_USEC", "300000"),
+            ("JOURNAL_STREAM", "8:12345"),
         ],
     )
     .unwrap();
@@ -72,6 +73,18 @@ fn ready_reloading_watchdog_and_stopping_reach_the_notify_socket() {
     assert!(ready.contains("STATUS=1/1 pools up"), "{ready}");
     let answer = query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
     assert!(a_record(&answer).is_some());
+    // Under systemd the journal stamps each line: no time of our own, no
+    // colours.
+    let log = d.log();
+    let first = log
+        .lines()
+        .find(|l| l.contains("dnsha running"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        first.starts_with(" INFO") || first.starts_with("INFO"),
+        "{first}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log}");
 
     // WATCHDOG=1 every half WATCHDOG_USEC (150 ms): about 6 in a second.
     let t0 = Instant::now();
