@@ -151,6 +151,8 @@ fn the_unit_file_passes_systemd_analyze_verify() {
             .unwrap();
     for want in [
         "Type=notify",
+        "User=dnsha",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_ADMIN CAP_NET_RAW",
         "ExecStartPre=/usr/bin/dnsha check --config /etc/dnsha/dnsha.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "NoNewPrivileges=yes",
@@ -204,4 +206,102 @@ fn the_packaged_default_configuration_passes_check_and_listens_on_loopback_only(
         let addr: std::net::SocketAddr = a.parse().unwrap();
         assert!(addr.ip().is_loopback(), "{a}");
     }
+}
+
+/// What the unit gives the daemon is enough: started as an unprivileged
+/// user with only the unit's ambient capabilities (`setpriv`, as systemd's
+/// `User=` and `AmbientCapabilities=` do), dnsha binds port 53, holds a VIP
+/// with VRRP and answers through it; its effective capabilities are those
+/// three and nothing else.
+#[test]
+fn the_units_user_and_capabilities_run_a_vrrp_balancer_on_port_53() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&["/usr/bin/setpriv"]) {
+        skip(&why);
+        return;
+    }
+    let mut lab = netns::Lab::with_subnet("cap", 82, &["lb", "c"]);
+    let nsd = Nsd::start_in(
+        &lab.ns("lb"),
+        "127.0.0.1:5300".parse().unwrap(),
+        std::net::Ipv4Addr::new(10, 0, 0, 1),
+    );
+    let vip = lab.host(100);
+    let cfg = format!(
+        r#"
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "{vip}:53"
+pool = "p"
+allow = ["0.0.0.0/0"]
+
+[[pool]]
+name = "p"
+[[pool.backend]]
+name = "nsd"
+address = "{}"
+
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 51
+priority = 100
+version = 3
+advert_int = 0.1
+virtual_ipaddress = ["{vip}/32"]
+"#,
+        nsd.addr()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("dnsha-unit-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("dnsha.toml");
+    std::fs::write(&path, &cfg).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let caps = "-all,+net_bind_service,+net_admin,+net_raw";
+    let i = lab.spawn(
+        "lb",
+        Path::new("/usr/bin/setpriv"),
+        &[
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            &format!("--inh-caps={caps}"),
+            &format!("--ambient-caps={caps}"),
+            bin().to_str().unwrap(),
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        false,
+    );
+    let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
+    assert!(held.is_some(), "{}", lab.proc_ref(i).log_text());
+    let server = std::net::SocketAddr::from((vip, 53));
+    let answer = lab.run_in("c", || {
+        query_udp(server, "www.example.test.", RecordType::A, T)
+    });
+    assert!(
+        answer.is_ok_and(|m| a_record(&m).is_some()),
+        "{}",
+        lab.proc_ref(i).log_text()
+    );
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", lab.proc_ref(i).pid())).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{status}");
+    // CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13).
+    assert_eq!(field("CapEff:"), "0000000000003400", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000003400", "{status}");
 }
