@@ -253,15 +253,7 @@ virtual_ipaddress = ["{vip}/32"]
 "#,
         nsd.addr()
     );
-    let dir = tempfile::Builder::new()
-        .prefix("dnsha-unit-")
-        .tempdir()
-        .unwrap();
-    let path = dir.path().join("dnsha.toml");
-    std::fs::write(&path, &cfg).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_dir, path) = world_readable_config(&cfg);
     let caps = "-all,+net_bind_service,+net_admin,+net_raw";
     let i = lab.spawn(
         "lb",

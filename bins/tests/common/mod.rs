@@ -129,3 +129,19 @@ pub fn outstanding_total(admin: SocketAddr) -> u64 {
 }
 
 pub const T: Duration = Duration::from_secs(3);
+
+/// Writes `toml` as `dnsha.toml` in a new directory that every user may
+/// read (for a daemon started as an unprivileged user); keep the directory
+/// for as long as the file is needed.
+pub fn world_readable_config(toml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("dnsha-conf-")
+        .tempdir()
+        .expect("tempdir");
+    let path = dir.path().join("dnsha.toml");
+    std::fs::write(&path, toml).expect("write config");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    (dir, path)
+}
