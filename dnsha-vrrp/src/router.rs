@@ -220,8 +220,18 @@ impl Router {
             Command::TrackerChanged { name, up } => self.tracker_changed(now, &name, up),
             Command::SyncHold(held) => self.sync_hold(now, held),
             Command::SyncMaster => {
-                if self.running && self.state == State::Backup && !self.held {
+                // The order was computed from the group's view of this
+                // router, which may be a moment old: a backup that has since
+                // heard a master that beats it would only be preempted back
+                // (or split the group), so it stays.
+                if self.running
+                    && self.state == State::Backup
+                    && !self.held
+                    && !self.backs_up_a_better_master()
+                {
                     self.become_master(now, Reason::SyncGroup);
+                } else {
+                    self.stats.sync_master_ignored += 1;
                 }
             }
         }

@@ -118,6 +118,10 @@ pub struct Stats {
     /// Gratuitous ARP bursts for a lower-priority master held back (one
     /// came already within the advert interval).
     pub lower_prio_garps_held: u64,
+    /// Sync group orders to follow a master not taken, because by the time
+    /// they arrived this router was no longer a free backup: held, in
+    /// another state, or backing up a master that beats it.
+    pub sync_master_ignored: u64,
     dropped: [u64; DropReason::ALL.len()],
 }
 

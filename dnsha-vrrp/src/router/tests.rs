@@ -1142,3 +1142,41 @@ fn v3_over_ipv6_follows_keepalived_and_encodes_as_it_does() {
 fn fe80_2() -> std::net::Ipv6Addr {
     "fe80::2".parse().unwrap()
 }
+
+#[test]
+fn a_free_backup_follows_its_sync_group_at_once() {
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    r.handle_command(t0 + MS, Command::SyncMaster);
+    assert_eq!(r.state(), State::Master);
+    assert_eq!(
+        drain(&mut r)[0],
+        Output::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::SyncGroup
+        }
+    );
+}
+
+#[test]
+fn a_stale_follow_order_does_not_take_a_better_masters_place() {
+    // The group saw this router as a free backup, but before the order
+    // arrived it heard a master that beats it: following would split the
+    // group until that master preempted it back.
+    let (mut r, t0) = started(cfg(100));
+    drain(&mut r);
+    let t1 = t0 + MS * 10;
+    r.handle_packet(t1, HIGHER_IP, 255, &adv(150));
+    assert!(r.backs_up_a_better_master());
+    r.handle_command(t1 + MS, Command::SyncMaster);
+    assert_eq!(r.state(), State::Backup);
+    assert!(drain(&mut r).is_empty());
+    assert_eq!(r.stats().sync_master_ignored, 1);
+    // A held backup does not follow either.
+    let (mut held, t0) = started(cfg(100));
+    held.handle_command(t0, Command::SyncHold(true));
+    held.handle_command(t0 + MS, Command::SyncMaster);
+    assert_eq!(held.state(), State::Backup);
+    assert_eq!(held.stats().sync_master_ignored, 1);
+}

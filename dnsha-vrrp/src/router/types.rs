@@ -340,8 +340,9 @@ pub enum Command {
     /// lower-priority master, so the group's addresses stay together on
     /// one node.
     SyncHold(bool),
-    /// Sync group: another member became master; a backup that is not held
-    /// and not in FAULT follows at once.
+    /// Sync group: another member became master; a backup that is not held,
+    /// not in FAULT and not backing up a master that beats it follows at
+    /// once (the last check makes a stale order harmless).
     SyncMaster,
 }
 
