@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dnsha_core::config::LogFormat;
 
 /// dnsha: a DNS-aware load balancer (UDP, TCP, TCP passthrough) with health
 /// checking, in front of NSD, CoreDNS, Unbound or any DNS server.
@@ -85,19 +86,22 @@ pub enum CacheCommand {
 /// stderr is a terminal (`dnsha run 2>file` gets plain text). Under
 /// systemd (`JOURNAL_STREAM` set: stderr is the journal), without
 /// timestamps, which the journal adds, and without colours: one event per
-/// line with its fields.
-pub fn init_logging() {
+/// line with its fields. `LogFormat::Json` writes one JSON object per
+/// event (timestamp, level, target, fields, spans), for log shippers.
+pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.with_ansi(false).without_time().try_init()
-    } else {
-        builder
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Text if std::env::var_os("JOURNAL_STREAM").is_some() => {
+            builder.with_ansi(false).without_time().try_init()
+        }
+        LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init()
+            .try_init(),
     };
 }
 
@@ -113,9 +117,17 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => crate::daemon::check(&config),
         Command::Run { config } => {
-            init_logging();
+            // Read first: the configuration says how to log.
+            let cfg = match crate::daemon::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(cfg.process.log_format);
             match runtime() {
-                Ok(rt) => rt.block_on(crate::daemon::run(config)),
+                Ok(rt) => rt.block_on(crate::daemon::serve(cfg, Some(config), None, None)),
                 Err(e) => {
                     eprintln!("dnsha: cannot start runtime: {e}");
                     ExitCode::FAILURE
@@ -123,7 +135,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Demo { listen, admin } => {
-            init_logging();
+            init_logging(LogFormat::Text);
             match runtime() {
                 Ok(rt) => rt.block_on(crate::demo::run(listen, admin)),
                 Err(e) => {

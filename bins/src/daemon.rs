@@ -46,6 +46,9 @@ pub fn load(path: &Path) -> Result<Config> {
     if let Err(vrrp_errors) = crate::vrrp::instances(&cfg) {
         errors.extend(vrrp_errors);
     }
+    if let Err(account_errors) = crate::privileges::resolve(&cfg) {
+        errors.extend(account_errors);
+    }
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
         return Err(invalid(errors, text));
@@ -77,18 +80,6 @@ pub fn grace_for(cfg: &Config) -> Duration {
         .max()
         .unwrap_or(0);
     Duration::from_millis(ms + 1000).min(Duration::from_secs(30))
-}
-
-/// `dnsha run`.
-pub async fn run(path: PathBuf) -> ExitCode {
-    let cfg = match load(&path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    serve(cfg, Some(path), None, None).await
 }
 
 /// Runs a balancer for `cfg` until SIGTERM/SIGINT (or `stop` resolves).
@@ -191,6 +182,12 @@ struct Daemon {
     admin: Admin,
     /// How long stopping waits for queries in flight.
     grace: Duration,
+    /// The user and capabilities switched to, with `user`.
+    dropped: Option<crate::privileges::Dropped>,
+    /// The running listeners' configuration (what a reload binds anew).
+    listeners: Vec<dnsha_core::config::ListenerConfig>,
+    /// The process keys it started with (a reload does not change them).
+    process: dnsha_core::config::ProcessConfig,
 }
 
 impl Daemon {
@@ -240,14 +237,27 @@ impl Daemon {
                     return None;
                 }
             };
-        Some(Self {
+        let mut daemon = Self {
             server,
             vrrp,
             kernel,
             slots,
             admin,
             grace: grace_for(cfg),
-        })
+            dropped: None,
+            listeners: cfg.listeners.clone(),
+            process: cfg.process.clone(),
+        };
+        // Last: every socket is bound and open.
+        match switch_user(cfg) {
+            Ok(dropped) => daemon.dropped = dropped,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                daemon.stop().await;
+                return None;
+            }
+        }
+        Some(daemon)
     }
 
     /// SIGHUP: re-reads `path` and applies it, or logs why not (and
@@ -263,6 +273,14 @@ impl Daemon {
                 return Err(text.lines().next().unwrap_or_default().to_string());
             }
         };
+        if let Some(why) = self.dropped.as_ref().and_then(|d| {
+            crate::privileges::refusal(d, &self.listeners, &new, |o, n| {
+                !dnsha_proxy::server::same_sockets(o, n)
+            })
+        }) {
+            tracing::error!(error = %why, "reload refused; the old configuration keeps running");
+            return Err(why);
+        }
         let s = match self.server.reload(&new) {
             Ok(s) => s,
             Err(e) => {
@@ -273,6 +291,13 @@ impl Daemon {
         self.reload_kernel(&new).await;
         self.reload_vrrp(&new).await;
         self.grace = grace_for(&new);
+        self.listeners = new.listeners.clone();
+        if !same_process_keys(&self.process, &new.process) {
+            tracing::warn!(
+                "`user`, `group`, `keep_capabilities` and `log_format` changes take effect at the \
+                 next restart"
+            );
+        }
         self.move_admin(new.admin.as_ref()).await;
         tracing::info!(
             pools_added = s.pools_added,
@@ -421,6 +446,46 @@ impl Daemon {
             tracing::warn!("stopped with queries still in flight after the grace period");
         }
     }
+}
+
+/// Whether two configurations' process keys are the same (their places in
+/// the file aside).
+fn same_process_keys(
+    a: &dnsha_core::config::ProcessConfig,
+    b: &dnsha_core::config::ProcessConfig,
+) -> bool {
+    let name = |n: &Option<dnsha_core::config::AccountName>| n.as_ref().map(|n| n.name.clone());
+    name(&a.user) == name(&b.user)
+        && name(&a.group) == name(&b.group)
+        && a.keep_capabilities == b.keep_capabilities
+        && a.log_format == b.log_format
+}
+
+/// With `user`: switches every thread to it, keeping the capabilities
+/// `cfg` needs.
+fn switch_user(cfg: &Config) -> Result<Option<crate::privileges::Dropped>> {
+    let account = match crate::privileges::resolve(cfg) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(None),
+        Err(errors) => {
+            return Err(Error::Config {
+                file: "configuration".into(),
+                text: String::new(),
+                errors,
+            })
+        }
+    };
+    let caps = crate::privileges::needed(cfg);
+    let dropped = crate::privileges::switch(&account, &caps)?;
+    tracing::info!(
+        user = %account.user,
+        uid = account.uid,
+        group = %account.group,
+        gid = account.gid,
+        capabilities = %crate::privileges::names(&caps),
+        "switched user"
+    );
+    Ok(Some(dropped))
 }
 
 /// Starts the `[[vrrp]]` instances of `cfg` into `slot`; false (logged)

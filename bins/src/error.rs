@@ -86,6 +86,33 @@ pub enum Error {
         /// The sysctl to set.
         sysctl: &'static str,
     },
+    /// `user` names another user than the one dnsha runs as, and dnsha is
+    /// not root.
+    #[error(
+        "user = {user:?}: dnsha runs as uid {euid}, not root, and cannot switch user (start it as \
+         root, or leave `user` out when systemd's User= switches it)"
+    )]
+    NotRoot {
+        /// The configured user.
+        user: String,
+        /// The effective uid dnsha runs as.
+        euid: u32,
+    },
+    /// A step of the user switch failed.
+    #[error("cannot switch user: {step}: {source}")]
+    Switch {
+        /// What was being done.
+        step: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// Threads that still show other credentials after the switch.
+    #[error("cannot switch user: threads {threads:?} kept their credentials")]
+    Credentials {
+        /// Their ids.
+        threads: Vec<i32>,
+    },
 }
 
 fn render(file: &str, text: &str, errors: &[ConfigError]) -> String {

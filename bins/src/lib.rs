@@ -1,7 +1,7 @@
 //! The `dnsha` daemon as a library: command line, daemon loop, admin HTTP
 //! endpoint, status client and the embedded demo. `main.rs` only calls
 //! [`cli::main`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admin;
@@ -14,7 +14,9 @@ pub mod error;
 pub mod files;
 pub mod kernel;
 pub mod notify;
+pub mod privileges;
 pub mod status;
+mod sys;
 pub mod vrrp;
 
 pub use error::Error;

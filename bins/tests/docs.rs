@@ -14,6 +14,7 @@ const README: &str = include_str!("../../README.md");
 
 /// Sections of the README whose tables document configuration keys.
 const KEY_SECTIONS: &[&str] = &[
+    "### Top-level keys: the process",
     "### `[admin]`",
     "### `[[listener]]`",
     "### `[[pool]]` and `[[pool.backend]]`",

@@ -297,3 +297,259 @@ virtual_ipaddress = ["{vip}/32"]
     assert_eq!(field("CapEff:"), "0000000000003400", "{status}");
     assert_eq!(field("CapPrm:"), "0000000000003400", "{status}");
 }
+
+/// Every thread of process `pid`: its uids, effective, permitted and
+/// ambient capabilities, as `/proc/PID/task/TID/status` shows them.
+fn thread_credentials(pid: i32) -> Vec<(i32, String, String, String, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid: i32 = e.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        out.push((
+            tid,
+            field("Uid:"),
+            field("CapEff:"),
+            field("CapPrm:"),
+            field("CapAmb:"),
+        ));
+    }
+    out
+}
+
+/// Asserts that every thread of `pid` runs as nobody with exactly `caps`.
+fn assert_switched(pid: i32, caps: &str, log: &str) {
+    let threads = thread_credentials(pid);
+    assert!(threads.len() > 2, "{threads:?}");
+    for (tid, uid, eff, prm, amb) in &threads {
+        assert_eq!(uid, "65534 65534 65534 65534", "thread {tid}\n{log}");
+        assert_eq!(eff, caps, "thread {tid} effective\n{log}");
+        assert_eq!(prm, caps, "thread {tid} permitted\n{log}");
+        assert_eq!(amb, "0000000000000000", "thread {tid} ambient\n{log}");
+    }
+}
+
+fn vrrp_balancer(
+    vip: std::net::Ipv4Addr,
+    backend: std::net::SocketAddr,
+    top: &str,
+    prio: u8,
+) -> String {
+    format!(
+        r#"{top}
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "{vip}:53"
+pool = "p"
+allow = ["0.0.0.0/0"]
+
+[[pool]]
+name = "p"
+[[pool.backend]]
+name = "nsd"
+address = "{backend}"
+
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 52
+priority = {prio}
+version = 3
+advert_int = 0.1
+virtual_ipaddress = ["{vip}/32"]
+"#
+    )
+}
+
+/// `user = "nobody"`: started as root, dnsha binds port 53 and its VRRP
+/// sockets, then every thread switches to nobody with only CAP_NET_ADMIN
+/// and CAP_NET_RAW; VRRP still adds and removes the VIP (it loses it to a
+/// higher priority and takes it back), queries are answered through it,
+/// and a reload that would bind port 54 is refused while the old
+/// configuration keeps serving.
+#[test]
+fn started_as_root_with_user_it_switches_every_thread_and_vrrp_still_moves_the_vip() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&[]) {
+        skip(&why);
+        return;
+    }
+    let mut lab = netns::Lab::with_subnet("usr", 83, &["lb", "lb2", "c"]);
+    let local: std::net::SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let nsd = Nsd::start_in(&lab.ns("lb"), local, std::net::Ipv4Addr::new(10, 0, 0, 1));
+    let _nsd2 = Nsd::start_in(&lab.ns("lb2"), local, std::net::Ipv4Addr::new(10, 0, 0, 1));
+    let vip = lab.host(100);
+    let cfg = vrrp_balancer(vip, nsd.addr(), "user = \"nobody\"", 100);
+    let (_dir, path) = world_readable_config(&cfg);
+    let i = lab.spawn(
+        "lb",
+        bin(),
+        &["run", "--config", path.to_str().unwrap()],
+        false,
+    );
+    let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
+    assert!(held.is_some(), "{}", lab.proc_ref(i).log_text());
+    let log = lab.proc_ref(i).log_text();
+    assert!(log.contains("switched user"), "{log}");
+    // CAP_NET_ADMIN (12) and CAP_NET_RAW (13): no CAP_NET_BIND_SERVICE.
+    assert_switched(lab.proc_ref(i).pid(), "0000000000003000", &log);
+    let server = std::net::SocketAddr::from((vip, 53));
+    let ask = |lab: &netns::Lab| {
+        lab.run_in("c", || {
+            query_udp(server, "www.example.test.", RecordType::A, T)
+        })
+        .is_ok_and(|m| a_record(&m).is_some())
+    };
+    assert!(ask(&lab), "{}", lab.proc_ref(i).log_text());
+
+    // A higher priority takes the VIP: nobody removes it; then gives it
+    // back: nobody adds it again.
+    let (_dir2, path2) = world_readable_config(&vrrp_balancer(vip, local, "", 200));
+    let j = lab.spawn(
+        "lb2",
+        bin(),
+        &["run", "--config", path2.to_str().unwrap()],
+        false,
+    );
+    let moved = lab.wait(Duration::from_secs(10), |l| {
+        l.holds("lb2", vip) && !l.holds("lb", vip)
+    });
+    assert!(moved.is_some(), "{}", lab.logs());
+    lab.proc(j).term();
+    let back = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
+    assert!(back.is_some(), "{}", lab.logs());
+    assert!(ask(&lab), "{}", lab.proc_ref(i).log_text());
+
+    // A reload that needs a new socket on port 54 is refused.
+    let more = format!(
+        "{cfg}\n[[listener]]\nname = \"tcp54\"\nprotocol = \"tcp\"\nlisten = \"{vip}:54\"\npool = \"p\"\n"
+    );
+    std::fs::write(&path, more).unwrap();
+    lab.proc_ref(i).signal(Signal::SIGHUP);
+    let refused = lab.wait(Duration::from_secs(5), |l| {
+        l.proc_ref(i)
+            .log_text()
+            .contains("listener tcp54 needs a new socket on port 54")
+    });
+    assert!(refused.is_some(), "{}", lab.proc_ref(i).log_text());
+    assert!(ask(&lab), "{}", lab.proc_ref(i).log_text());
+    assert_switched(
+        lab.proc_ref(i).pid(),
+        "0000000000003000",
+        &lab.proc_ref(i).log_text(),
+    );
+}
+
+/// With `keep_capabilities = ["CAP_NET_BIND_SERVICE"]`, a reload adds a
+/// listener on port 54 after the switch, and nothing else is kept.
+#[test]
+fn a_kept_bind_capability_lets_a_reload_add_a_low_port() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&[]) {
+        skip(&why);
+        return;
+    }
+    let mut lab = netns::Lab::with_subnet("keep", 84, &["lb"]);
+    let nsd = Nsd::start_in(
+        &lab.ns("lb"),
+        "127.0.0.1:5300".parse().unwrap(),
+        std::net::Ipv4Addr::new(10, 0, 0, 1),
+    );
+    let cfg = format!(
+        "user = \"nobody\"\nkeep_capabilities = [\"CAP_NET_BIND_SERVICE\"]\n\
+         [[listener]]\nname = \"udp\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:53\"\npool = \"p\"\n\
+         [[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"nsd\"\naddress = \"{}\"\n",
+        nsd.addr()
+    );
+    let (_dir, path) = world_readable_config(&cfg);
+    let i = lab.spawn(
+        "lb",
+        bin(),
+        &["run", "--config", path.to_str().unwrap()],
+        false,
+    );
+    let up = lab.wait(Duration::from_secs(10), |l| {
+        l.proc_ref(i).log_text().contains("switched user")
+    });
+    assert!(up.is_some(), "{}", lab.proc_ref(i).log_text());
+    assert_switched(
+        lab.proc_ref(i).pid(),
+        "0000000000000400",
+        &lab.proc_ref(i).log_text(),
+    );
+    let more = format!(
+        "{cfg}\n[[listener]]\nname = \"udp54\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:54\"\npool = \"p\"\n"
+    );
+    std::fs::write(&path, more).unwrap();
+    lab.proc_ref(i).signal(Signal::SIGHUP);
+    let reloaded = lab.wait(Duration::from_secs(5), |l| {
+        l.proc_ref(i).log_text().contains("configuration reloaded")
+    });
+    assert!(reloaded.is_some(), "{}", lab.proc_ref(i).log_text());
+    let answer = lab.run_in("lb", || {
+        query_udp(
+            "127.0.0.1:54".parse().unwrap(),
+            "www.example.test.",
+            RecordType::A,
+            T,
+        )
+    });
+    assert!(
+        answer.is_ok_and(|m| a_record(&m).is_some()),
+        "{}",
+        lab.proc_ref(i).log_text()
+    );
+}
+
+/// `log_format = "json"`: every line dnsha writes on stderr is one JSON
+/// object with its level and fields; a reload that changes the key says
+/// it takes effect at the next restart.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    init_tracing();
+    let (listen, admin) = (free_addr(), free_addr());
+    let backend = free_addr();
+    let body = config(listen, admin, "", &[("a", backend, 1)]);
+    let mut d = Dnsha::start(bin(), &format!("log_format = \"json\"\n{body}"));
+    d.wait_tcp(listen);
+    assert!(
+        d.wait_log("dnsha running", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    d.rewrite_config(&body);
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    let log = d.log();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}\n{log}")))
+        .collect();
+    let message = |e: &serde_json::Value| e["fields"]["message"].as_str().unwrap_or("").to_string();
+    let running = events
+        .iter()
+        .find(|e| message(e) == "dnsha running")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(running["level"], "INFO", "{running}");
+    assert!(running["timestamp"].is_string(), "{running}");
+    assert!(running["fields"]["summary"].is_string(), "{running}");
+    assert!(
+        events
+            .iter()
+            .any(|e| message(e).contains("take effect at the next restart")),
+        "{log}"
+    );
+}

@@ -60,6 +60,7 @@ mod cache;
 mod forwarding;
 mod health;
 mod limits;
+mod process;
 mod raw;
 mod read;
 mod rules;
@@ -72,6 +73,7 @@ mod tls;
 pub use cache::CacheConfig;
 pub use forwarding::Forwarding;
 pub use health::{CheckKind, CheckTransport, HealthConfig, QueryType, RANDOM_LABEL};
+pub use process::{AccountName, Capability, ProcessConfig};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +101,8 @@ pub struct Config {
     /// checks each before anything starts, so `dnsha check` and `dnsha run`
     /// agree on them.
     pub files: Vec<FileRef>,
+    /// The top-level keys about the process: user, capabilities, logs.
+    pub process: ProcessConfig,
 }
 
 /// A file the configuration names, and where.
@@ -994,6 +998,7 @@ impl Validator {
                 listeners: &listener_set,
             },
         );
+        let process = self.process(&raw.process);
         let mut files = std::mem::take(&mut self.files);
         files.sort_by_key(|f| f.span.start);
         files.dedup();
@@ -1006,6 +1011,7 @@ impl Validator {
             limits,
             dynamic_blocks,
             files,
+            process,
         }
     }
 

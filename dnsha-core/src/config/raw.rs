@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     pub(super) limit: Vec<super::limits::RawLimit>,
     /// `[[dynamic_block]]` tables.
     pub(super) dynamic_block: Vec<super::limits::RawDynBlock>,
+    /// The top-level process keys.
+    pub(super) process: super::process::RawProcess,
 }
 
 #[derive(Debug)]
@@ -276,8 +278,10 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         .into_iter()
         .map(|t| super::limits::dynamic_block(t, errs))
         .collect();
+    let process = super::process::raw(&mut root, errs);
     root.finish(errs);
     RawConfig {
+        process,
         admin,
         listener,
         listener_tables,

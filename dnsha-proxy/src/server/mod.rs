@@ -20,7 +20,7 @@ use dnsha_health::HealthMonitor;
 use tokio_util::task::TaskTracker;
 
 pub use prometheus::Exposition;
-pub use reload::ReloadSummary;
+pub use reload::{same_sockets, ReloadSummary};
 pub use status::{BackendStatus, CacheStatus, ListenerStatus, PoolStatus, Status};
 
 use crate::accesslog::AccessLog;

@@ -31,8 +31,8 @@ pub struct ReloadSummary {
 }
 
 /// Whether a running listener can take `new` by swapping settings, without
-/// rebinding its sockets.
-fn same_sockets(old: &ListenerConfig, new: &ListenerConfig) -> bool {
+/// rebinding its sockets (a reload binds new sockets for any other).
+pub fn same_sockets(old: &ListenerConfig, new: &ListenerConfig) -> bool {
     old.name == new.name
         && old.protocol == new.protocol
         && old.listen == new.listen

@@ -51,6 +51,7 @@ async fn main() -> ExitCode {
         limits: Vec::new(),
         dynamic_blocks: Vec::new(),
         files: Vec::new(),
+        process: Default::default(),
     };
     let server = match Server::start(&config).await {
         Ok(s) => s,
