@@ -126,8 +126,16 @@ pub fn main() -> ExitCode {
                 }
             };
             init_logging(cfg.process.log_format);
+            // What a restart's previous process handed over (LISTEN_FDS).
+            let handover = crate::handover::take();
             match runtime() {
-                Ok(rt) => rt.block_on(crate::daemon::serve(cfg, Some(config), None, None)),
+                Ok(rt) => rt.block_on(crate::daemon::serve(
+                    cfg,
+                    Some(config),
+                    None,
+                    None,
+                    handover,
+                )),
                 Err(e) => {
                     eprintln!("dnsha: cannot start runtime: {e}");
                     ExitCode::FAILURE

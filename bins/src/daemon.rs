@@ -82,18 +82,22 @@ pub fn grace_for(cfg: &Config) -> Duration {
     Duration::from_millis(ms + 1000).min(Duration::from_secs(30))
 }
 
-/// Runs a balancer for `cfg` until SIGTERM/SIGINT (or `stop` resolves).
-/// With `path`, SIGHUP re-reads that file.
+/// Runs a balancer for `cfg` until SIGTERM/SIGINT (or `stop` resolves),
+/// or SIGUSR2 under systemd (a restart: see [`crate::handover`]); its
+/// listeners first take the sockets of `handover`. With `path`, SIGHUP
+/// re-reads that file.
 pub async fn serve(
     cfg: Config,
     path: Option<PathBuf>,
     stop: Option<tokio::sync::oneshot::Receiver<()>>,
     banner: Option<String>,
+    handover: crate::handover::Handover,
 ) -> ExitCode {
     let notifier = crate::notify::Notifier::from_env();
-    let Some(mut daemon) = Daemon::start(&cfg).await else {
+    let Some(mut daemon) = Daemon::start(&cfg, handover).await else {
         return ExitCode::FAILURE;
     };
+    daemon.sync_store(&notifier);
     // Printed once every socket is bound: never instructions for a
     // balancer that failed to start.
     if let Some(text) = banner {
@@ -118,11 +122,23 @@ pub async fn serve(
         }
     };
     tokio::pin!(stop);
+    let mut restart = false;
     loop {
         tokio::select! {
             _ = signals.term.recv() => break,
             _ = signals.int.recv() => break,
             () = &mut stop => break,
+            _ = signals.usr2.recv() => {
+                if notifier.enabled() {
+                    restart = true;
+                } else {
+                    tracing::warn!(
+                        "SIGUSR2 (restart) without a service manager to keep the sockets: \
+                         stopping as for SIGTERM"
+                    );
+                }
+                break;
+            }
             _ = signals.usr1.recv() => {
                 tracing::info!("SIGUSR1: reopening access logs");
                 daemon.server.reopen_logs();
@@ -132,6 +148,7 @@ pub async fn serve(
                     notifier.reloading();
                     let result = daemon.reload(p).await;
                     let line = daemon.status_line();
+                    daemon.sync_store(&notifier);
                     match result {
                         Ok(()) => notifier.ready(&line),
                         Err(e) => notifier.ready(&format!("reload refused: {e}; {line}")),
@@ -149,7 +166,11 @@ pub async fn serve(
         }
     }
     notifier.stopping();
-    daemon.stop().await;
+    if restart {
+        daemon.hand_over(&notifier).await;
+    } else {
+        daemon.stop().await;
+    }
     ExitCode::SUCCESS
 }
 
@@ -159,6 +180,7 @@ struct Signals {
     int: Signal,
     hup: Signal,
     usr1: Signal,
+    usr2: Signal,
 }
 
 impl Signals {
@@ -168,6 +190,7 @@ impl Signals {
             int: signal(SignalKind::interrupt()).ok()?,
             hup: signal(SignalKind::hangup()).ok()?,
             usr1: signal(SignalKind::user_defined1()).ok()?,
+            usr2: signal(SignalKind::user_defined2()).ok()?,
         })
     }
 }
@@ -188,15 +211,33 @@ struct Daemon {
     listeners: Vec<dnsha_core::config::ListenerConfig>,
     /// The process keys it started with (a reload does not change them).
     process: dnsha_core::config::ProcessConfig,
+    /// The names of the descriptors systemd keeps for it.
+    stored: std::collections::BTreeSet<String>,
+    /// Names in the store that nothing uses any more: inherited sockets no
+    /// listener took, the restart note once read.
+    unused: Vec<String>,
 }
 
 impl Daemon {
     /// Starts the balancer, then the kernel path, then the VRRP instances,
     /// then the admin endpoint; when one fails it is logged, what started
     /// is stopped and `None` returned.
-    async fn start(cfg: &Config) -> Option<Self> {
+    async fn start(cfg: &Config, handover: crate::handover::Handover) -> Option<Self> {
         raise_nofile(cfg);
-        let server = match Server::start(cfg).await {
+        let (inherited, unusable) = dnsha_proxy::server::Inherited::new(handover.sockets);
+        let mut unused = Vec::new();
+        for u in unusable {
+            tracing::warn!(name = %u.name, reason = %u.reason, "inherited descriptor not used");
+            unused.push(u.name);
+        }
+        let resume = match &handover.note {
+            Some(note) => {
+                unused.push(crate::handover::STATE_NAME.to_string());
+                note.resumable(crate::handover::monotonic_usec())
+            }
+            None => Vec::new(),
+        };
+        let server = match Server::start_with(cfg, inherited).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
@@ -221,7 +262,7 @@ impl Daemon {
                 k.shutdown().await;
             }
         };
-        if !start_vrrp(cfg, &server, &vrrp).await {
+        if !start_vrrp(cfg, &server, &vrrp, resume).await {
             stop_kernel(kernel).await;
             server.shutdown(Duration::from_millis(100)).await;
             return None;
@@ -247,6 +288,8 @@ impl Daemon {
             dropped: None,
             listeners: cfg.listeners.clone(),
             process: cfg.process.clone(),
+            stored: std::collections::BTreeSet::new(),
+            unused,
         };
         // Last: every socket is bound and open.
         match switch_user(cfg) {
@@ -321,7 +364,7 @@ impl Daemon {
         let running = self.vrrp.lock().ok().and_then(|mut g| g.take());
         let next = match running {
             None if configs.is_empty() => None,
-            None => match crate::vrrp::start(configs, Arc::clone(&self.server)).await {
+            None => match crate::vrrp::start(configs, Arc::clone(&self.server), Vec::new()).await {
                 Ok(r) => {
                     tracing::info!("vrrp instances started by the reload");
                     r
@@ -423,6 +466,73 @@ impl Daemon {
 
     /// Hands the virtual IPs over first (priority 0), then drains the
     /// queries still in flight, as keepalived + a proxy would.
+    /// Keeps systemd's descriptor store in step with the listeners: every
+    /// listening socket stored, the names of those gone (and of inherited
+    /// descriptors nothing took) removed.
+    fn sync_store(&mut self, notifier: &crate::notify::Notifier) {
+        let sockets = self.server.listening_sockets();
+        let now: std::collections::BTreeSet<String> =
+            sockets.iter().map(|(n, _)| n.clone()).collect();
+        notifier.store_fds(&sockets);
+        let mut gone: Vec<String> = self.stored.difference(&now).cloned().collect();
+        gone.append(&mut self.unused);
+        gone.extend(self.server.close_unused_inherited());
+        gone.retain(|n| !now.contains(n));
+        notifier.remove_fds(&gone);
+        self.stored = now;
+    }
+
+    /// SIGUSR2 under systemd, a restart: the listeners drain while VRRP
+    /// still advertises (its pool tracking stopped, so draining listeners
+    /// do not look like a fault), then the masters hand over without
+    /// priority 0 and a note of them goes to the descriptor store; the
+    /// kernel path's table and the VIPs stay for the next process.
+    async fn hand_over(self, notifier: &crate::notify::Notifier) {
+        tracing::info!(
+            grace_ms = self.grace.as_millis() as u64,
+            "restarting: handing the sockets and VRRP state to the next process"
+        );
+        let running = self.vrrp.lock().ok().and_then(|mut g| g.take());
+        if let Some(r) = &running {
+            r.stop_tracking();
+        }
+        if let Some(k) = self.kernel {
+            k.leave().await;
+        }
+        self.admin.stop();
+        let drained = self.server.shutdown(self.grace).await;
+        if let Some(r) = running {
+            let intervals: Vec<(String, u64)> = r
+                .status()
+                .into_iter()
+                .map(|s| (s.name, s.advert_int_ms))
+                .collect();
+            let masters = r.hand_over().await;
+            let note = crate::handover::Note {
+                monotonic_usec: crate::handover::monotonic_usec(),
+                masters: masters
+                    .into_iter()
+                    .map(|name| crate::handover::Master {
+                        advert_int_ms: intervals
+                            .iter()
+                            .find(|(n, _)| *n == name)
+                            .map_or(1000, |(_, ms)| *ms),
+                        name,
+                    })
+                    .collect(),
+            };
+            match crate::handover::write_note(&note) {
+                Ok(fd) => notifier.store_fds(&[(crate::handover::STATE_NAME.into(), fd)]),
+                Err(e) => tracing::error!(error = %e, "cannot write the restart note"),
+            }
+        }
+        if drained {
+            tracing::info!("handed over");
+        } else {
+            tracing::warn!("handed over with queries still in flight after the grace period");
+        }
+    }
+
     async fn stop(self) {
         tracing::info!(
             grace_ms = self.grace.as_millis() as u64,
@@ -529,7 +639,12 @@ fn raise_nofile(cfg: &Config) {
     }
 }
 
-async fn start_vrrp(cfg: &Config, server: &Arc<Server>, slot: &VrrpSlot) -> bool {
+async fn start_vrrp(
+    cfg: &Config,
+    server: &Arc<Server>,
+    slot: &VrrpSlot,
+    resume: Vec<String>,
+) -> bool {
     let instances = match crate::vrrp::instances(cfg) {
         Ok(i) => i,
         Err(errors) => {
@@ -539,7 +654,7 @@ async fn start_vrrp(cfg: &Config, server: &Arc<Server>, slot: &VrrpSlot) -> bool
             return false;
         }
     };
-    match crate::vrrp::start(instances, Arc::clone(server)).await {
+    match crate::vrrp::start(instances, Arc::clone(server), resume).await {
         Ok(running) => {
             if let Ok(mut slot) = slot.lock() {
                 *slot = running;

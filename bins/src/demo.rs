@@ -158,7 +158,14 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
         std::future::pending::<()>().await;
         drop(backends);
     });
-    crate::daemon::serve(cfg, None, Some(quit_rx), Some(banner)).await
+    crate::daemon::serve(
+        cfg,
+        None,
+        Some(quit_rx),
+        Some(banner),
+        crate::handover::Handover::default(),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -202,6 +202,15 @@ impl Running {
         Ok(true)
     }
 
+    /// Stops keeping the table and leaves it in place: a restart's next
+    /// process takes it over (replacing it in one transaction), and the
+    /// kernel forwards meanwhile.
+    pub async fn leave(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        tracing::info!("kernel forwarding: table inet dnsha left for the next process");
+    }
+
     /// Stops keeping the table and removes it.
     pub async fn shutdown(self) {
         self.stop.cancel();

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod demo_backend;
 pub mod error;
 pub mod files;
+pub mod handover;
 pub mod kernel;
 pub mod notify;
 pub mod privileges;

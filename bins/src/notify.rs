@@ -4,8 +4,10 @@
 //! `READY=1` around a SIGHUP reload (so `systemctl reload` waits for it,
 //! and `Type=notify-reload` works on systemd 253 and later), `STOPPING=1`
 //! at shutdown, `STATUS=` with a one-line summary, and `WATCHDOG=1` every
-//! half `WatchdogSec` when the unit sets one. Without `NOTIFY_SOCKET`
-//! (not started by systemd) every call does nothing.
+//! half `WatchdogSec` when the unit sets one; `FDSTORE=1` and
+//! `FDSTOREREMOVE=1` keep the listening sockets in systemd's descriptor
+//! store across restarts. Without `NOTIFY_SOCKET` (not started by systemd)
+//! every call does nothing.
 
 use std::time::Duration;
 
@@ -79,6 +81,31 @@ impl Notifier {
     /// `WATCHDOG=1`.
     pub fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// `FDSTORE=1` with each descriptor under its name: systemd keeps them
+    /// (`FileDescriptorStoreMax=`) and hands them to the next process of
+    /// the unit as `LISTEN_FDS`. A descriptor already stored is not stored
+    /// twice.
+    pub fn store_fds(&self, fds: &[(String, std::os::fd::OwnedFd)]) {
+        if !self.enabled {
+            return;
+        }
+        for (name, fd) in fds {
+            use std::os::fd::AsFd;
+            let states = [NotifyState::FdStore, NotifyState::FdName(name)];
+            if let Err(e) = sd_notify::notify_with_fds(&states, &[fd.as_fd()]) {
+                tracing::warn!(error = %e, name = %name, "cannot store a descriptor with systemd");
+            }
+        }
+    }
+
+    /// `FDSTOREREMOVE=1` for each name: systemd closes what it keeps
+    /// under it.
+    pub fn remove_fds(&self, names: &[String]) {
+        for name in names {
+            self.send(&[NotifyState::FdStoreRemove, NotifyState::FdName(name)]);
+        }
     }
 }
 

@@ -225,3 +225,22 @@ pub(crate) fn signal_thread(tid: i32) -> io::Result<bool> {
 pub(crate) fn gettid() -> i32 {
     nix::unistd::gettid().as_raw()
 }
+
+/// The descriptors the service manager passed (`LISTEN_FDS` from fd 3,
+/// named by `LISTEN_FDNAMES`), now owned: each closes when dropped.
+/// Empty when `LISTEN_PID` is not this process. Call at most once.
+pub(crate) fn take_listen_fds() -> Vec<(String, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    match sd_notify::listen_fds_with_names() {
+        Ok(fds) => fds
+            // SAFETY: sd_listen_fds(3): descriptors 3 .. 3 + LISTEN_FDS are
+            // open and passed to this process (LISTEN_PID checked); this is
+            // the only place that takes them, once, at start.
+            .map(|(fd, name)| (name, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "LISTEN_FDS ignored");
+            Vec::new()
+        }
+    }
+}

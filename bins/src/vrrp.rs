@@ -246,10 +246,13 @@ fn pool_serves(server: &Server, name: &str) -> bool {
         && server.pool_listeners_running(name)
 }
 
-/// Starts the instances (none: `Ok(None)`) and the pool tracker.
+/// Starts the instances (none: `Ok(None)`) and the pool tracker; those
+/// named in `resume` start as master (a restart's previous process handed
+/// them over).
 pub async fn start(
     configs: Vec<InstanceConfig>,
     server: Arc<Server>,
+    resume: Vec<String>,
 ) -> Result<Option<Running>, dnsha_vrrp::Error> {
     if configs.is_empty() {
         return Ok(None);
@@ -261,7 +264,7 @@ pub async fn start(
     let cfgs = configs.clone();
     let vrrp = thread
         .handle
-        .spawn(async move { Vrrp::start(&cfgs).await })
+        .spawn(async move { Vrrp::start_resuming(&cfgs, &resume).await })
         .await
         .map_err(lost_thread)??;
     let stop = track_pools(&vrrp, &configs, server);
@@ -370,6 +373,26 @@ impl Running {
     /// Instance snapshots for `/status`.
     pub fn status(&self) -> Vec<InstanceStatus> {
         self.vrrp.status()
+    }
+
+    /// Stops feeding the instances pool health (a restart: the listeners
+    /// drain, which must not look like a fault).
+    pub fn stop_tracking(&self) {
+        self.stop.cancel();
+    }
+
+    /// For a restart: no priority 0, VIPs left for the next process;
+    /// returns the instances that were master.
+    pub async fn hand_over(self) -> Vec<String> {
+        self.stop.cancel();
+        let Self { vrrp, thread, .. } = self;
+        let masters = thread
+            .handle
+            .spawn(vrrp.hand_over())
+            .await
+            .unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || drop(thread)).await;
+        masters
     }
 
     /// Priority 0 from masters, VIPs removed, notify queue drained.

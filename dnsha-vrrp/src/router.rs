@@ -217,6 +217,8 @@ impl Router {
         match cmd {
             Command::Start => self.start(now),
             Command::Shutdown => self.shutdown(),
+            Command::Resume => self.resume(now),
+            Command::HandOver => self.hand_over(),
             Command::TrackerChanged { name, up } => self.tracker_changed(now, &name, up),
             Command::SyncHold(held) => self.sync_hold(now, held),
             Command::SyncMaster => {
@@ -656,6 +658,26 @@ impl Router {
             self.master = None;
             self.transition(State::Backup, reason);
         }
+    }
+
+    fn resume(&mut self, now: Instant) {
+        if self.running {
+            return;
+        }
+        if self.failing_fault_tracker().is_some() {
+            return self.start(now);
+        }
+        self.running = true;
+        self.become_master(now, Reason::Resumed);
+    }
+
+    fn hand_over(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        self.timers = Timers::default();
+        self.transition(State::Initialize, Reason::HandedOver);
     }
 
     fn shutdown(&mut self) {

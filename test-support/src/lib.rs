@@ -39,6 +39,7 @@ mod blackhole;
 mod certs;
 mod client;
 mod dnsha;
+pub mod fdstore;
 pub mod icmp;
 pub mod netns;
 mod nsd;

@@ -49,8 +49,18 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// A far-away instant for a disarmed timer.
 const FAR: Duration = Duration::from_secs(86_400);
 
+/// Once the listener stops, a connection keeps reading until it has been
+/// quiet this long: a query the client sent just before (or just after its
+/// connection was accepted) is answered, not cut off by a close.
+pub const DRAIN_IDLE: Duration = Duration::from_millis(250);
+
+/// And at most this long, however busy: then it stops reading, answers
+/// what is in flight and closes.
+pub const DRAIN_MAX: Duration = Duration::from_secs(2);
+
 /// Serves DNS over TCP on `listener` until `ctx.stop` is cancelled; open
-/// connections then stop reading, answer what is in flight and close.
+/// connections then drain ([`DRAIN_IDLE`], [`DRAIN_MAX`]), answer what is
+/// in flight and close.
 pub async fn serve(ctx: Arc<ListenerCtx>, listener: TcpListener, upstreams: Upstreams) {
     let ctx2 = Arc::clone(&ctx);
     accept_loop(ctx, listener, None, move |stream, peer| {
@@ -127,6 +137,8 @@ pub async fn handle_connection<R, W>(
     let mut reading = true;
     let mut last_activity = Instant::now();
     let mut msg_started: Option<Instant> = None;
+    // When the listener stopped.
+    let mut draining: Option<Instant> = None;
     let far = Instant::now() + FAR;
     let timer = tokio::time::sleep_until(far);
     tokio::pin!(timer);
@@ -161,6 +173,9 @@ pub async fn handle_connection<R, W>(
             out.clear();
             last_activity = Instant::now();
         }
+        if draining.is_some_and(|t0| t0.elapsed() >= DRAIN_MAX) {
+            reading = false;
+        }
         if !reading && queries.is_empty() {
             break Close::Done;
         }
@@ -173,9 +188,13 @@ pub async fn handle_connection<R, W>(
         };
         let deadline = match msg_started {
             Some(t) => Some((t + read_timeout, Close::ReadTimeout)),
-            None if can_read && queries.is_empty() => {
-                Some((last_activity + idle_timeout, Close::IdleTimeout))
-            }
+            None if can_read && queries.is_empty() => match draining {
+                Some(t0) => Some((
+                    (last_activity.max(t0) + DRAIN_IDLE).min(t0 + DRAIN_MAX),
+                    Close::Done,
+                )),
+                None => Some((last_activity + idle_timeout, Close::IdleTimeout)),
+            },
             None => None,
         };
         let (at, why) = deadline.unwrap_or((far, Close::Done));
@@ -203,7 +222,9 @@ pub async fn handle_connection<R, W>(
                     collect(done, &mut out);
                 }
             },
-            () = ctx.stop.cancelled(), if reading => reading = false,
+            () = ctx.stop.cancelled(), if reading && draining.is_none() => {
+                draining = Some(Instant::now());
+            }
             () = &mut timer, if deadline.is_some() => break why,
         }
     };

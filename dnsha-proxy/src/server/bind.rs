@@ -7,6 +7,9 @@ use std::sync::Arc;
 use dnsha_core::config::{ListenerConfig, Protocol};
 use tokio_util::task::TaskTracker;
 
+use std::os::fd::{AsFd, OwnedFd};
+
+use super::inherit::{socket_name, SocketKind};
 use super::{RunningListener, Server};
 use crate::error::{Error, Result};
 use crate::frontend::udp_steer::SteerGroup;
@@ -26,21 +29,40 @@ fn bind_error(l: &ListenerConfig, source: std::io::Error) -> Error {
     }
 }
 
+/// Named duplicates of a listener's sockets.
+type Named = Vec<(String, OwnedFd)>;
+
 /// One socket per worker of `l`, all on the listener's address (SO_REUSEPORT);
-/// with port 0, the other workers share the first one's port.
-fn bind_workers<S>(
+/// with port 0, the other workers share the first one's port. A socket
+/// inherited from a previous process (`inherited`, for a fixed port) is
+/// taken before a new one is bound. Returns the sockets and a duplicate of
+/// each, named, for a restart to hand over.
+fn bind_workers<S: AsFd>(
     l: &ListenerConfig,
+    kind: SocketKind,
+    mut inherited: impl FnMut(SocketAddr) -> Option<std::io::Result<S>>,
     bind: impl Fn(SocketAddr) -> std::io::Result<S>,
     local: impl Fn(&S) -> std::io::Result<SocketAddr>,
-) -> Result<Vec<S>> {
+) -> Result<(Vec<S>, Named)> {
     let mut sockets = Vec::new();
+    let mut dups = Vec::new();
     let mut addr = l.listen;
-    for _ in 0..workers_for(l) {
-        let s = bind(addr).map_err(|e| bind_error(l, e))?;
+    for i in 0..workers_for(l) {
+        let taken = (addr.port() != 0).then(|| inherited(addr)).flatten();
+        let s = match taken {
+            Some(s) => s,
+            None => bind(addr),
+        }
+        .map_err(|e| bind_error(l, e))?;
         addr = local(&s).map_err(|e| bind_error(l, e))?;
+        let dup = s
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| bind_error(l, e))?;
+        dups.push((socket_name(kind, addr, i), dup));
         sockets.push(s);
     }
-    Ok(sockets)
+    Ok((sockets, dups))
 }
 
 /// Runs `work` on a thread of its own with a single-thread runtime. The
@@ -135,9 +157,18 @@ impl Server {
         l: &ListenerConfig,
         ctx: &Arc<ListenerCtx>,
         predecessors: Vec<TaskTracker>,
-    ) -> Result<()> {
+    ) -> Result<Named> {
         let bind_err = |source| bind_error(l, source);
-        let sockets = bind_workers(l, socket::bind_udp, std::net::UdpSocket::local_addr)?;
+        let (sockets, dups) = bind_workers(
+            l,
+            SocketKind::Udp,
+            |addr| {
+                let s = self.take_inherited(SocketKind::Udp, addr)?;
+                Some(s.set_nonblocking(true).map(|()| s.into()))
+            },
+            socket::bind_udp,
+            std::net::UdpSocket::local_addr,
+        )?;
         let steer = SteerGroup::new(
             sockets.len(),
             l.adaptive_workers && !l.pin_workers,
@@ -173,7 +204,7 @@ impl Server {
             };
             spawn_worker(ctx, format!("udp-{}-{i}", l.name), work).map_err(bind_err)?;
         }
-        Ok(())
+        Ok(dups)
     }
 
     /// TCP, DoT, DoH and passthrough: like UDP, one SO_REUSEPORT listening
@@ -187,13 +218,18 @@ impl Server {
         l: &ListenerConfig,
         ctx: &Arc<ListenerCtx>,
         tls: &Option<Arc<ServerTls>>,
-    ) -> Result<()> {
+    ) -> Result<Named> {
         let bind_err = |source| bind_error(l, source);
         if l.protocol == Protocol::Dot && tls.is_none() {
             return Err(Error::NoCertificate.in_listener(&l.name));
         }
-        let sockets = bind_workers(
+        let (sockets, dups) = bind_workers(
             l,
+            SocketKind::Tcp,
+            |addr| {
+                let s = self.take_inherited(SocketKind::Tcp, addr)?;
+                Some(s.set_nonblocking(true).map(|()| s.into()))
+            },
             |a| socket::bind_tcp(a, 1024),
             std::net::TcpListener::local_addr,
         )?;
@@ -232,7 +268,7 @@ impl Server {
             let name = format!("{}-{}-{i}", l.protocol.as_str(), l.name);
             spawn_worker(ctx, name, work).map_err(bind_err)?;
         }
-        Ok(())
+        Ok(dups)
     }
 
     pub(super) fn start_listener(
@@ -249,12 +285,15 @@ impl Server {
             Protocol::Udp => self.start_udp_workers(l, &ctx, predecessors),
             _ => self.start_stream_workers(l, &ctx, &tls),
         };
-        if let Err(e) = started {
-            // Workers already running stop at once.
-            ctx.stop.cancel();
-            ctx.tasks.close();
-            return Err(e);
-        }
+        let sockets = match started {
+            Ok(s) => s,
+            Err(e) => {
+                // Workers already running stop at once.
+                ctx.stop.cancel();
+                ctx.tasks.close();
+                return Err(e);
+            }
+        };
         ctx.tasks.close();
         tracing::info!(
             listener = %l.name,
@@ -267,6 +306,7 @@ impl Server {
             config: l.clone(),
             ctx,
             tls,
+            sockets,
         })
     }
 }

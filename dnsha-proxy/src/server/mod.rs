@@ -7,6 +7,7 @@
 //! `/metrics`.
 
 mod bind;
+mod inherit;
 mod prometheus;
 mod reload;
 mod status;
@@ -19,6 +20,7 @@ use dnsha_core::{Backend, Pool};
 use dnsha_health::HealthMonitor;
 use tokio_util::task::TaskTracker;
 
+pub use inherit::{socket_name, Inherited, SocketKind, Unusable};
 pub use prometheus::Exposition;
 pub use reload::{same_sockets, ReloadSummary};
 pub use status::{BackendStatus, CacheStatus, ListenerStatus, PoolStatus, Status};
@@ -41,6 +43,9 @@ struct RunningListener {
     ctx: Arc<ListenerCtx>,
     /// The certificate of a DoT or DoH listener, reloaded in place.
     tls: Option<Arc<ServerTls>>,
+    /// A duplicate of each of its sockets, named, for a restart to hand
+    /// over ([`Server::listening_sockets`]).
+    sockets: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
 struct State {
@@ -93,6 +98,8 @@ pub struct Server {
     retired: Mutex<Vec<Arc<ListenerCtx>>>,
     /// Active and passive health checks of the pools' backends.
     health: HealthMonitor,
+    /// Sockets a previous process handed over, until a listener takes them.
+    inherited: Mutex<Inherited>,
 }
 
 impl std::fmt::Debug for Server {
@@ -121,6 +128,14 @@ impl Server {
     /// Binds every listener of `config` and starts serving. Fails (and binds
     /// nothing) when a listener cannot bind.
     pub async fn start(config: &Config) -> Result<Arc<Self>> {
+        Self::start_with(config, Inherited::default()).await
+    }
+
+    /// As [`Server::start`], listeners taking the sockets of `inherited`
+    /// bound to their addresses before binding new ones (a restart: the
+    /// queries queued on them meanwhile are served). The sockets no
+    /// listener takes stay until [`Server::close_unused_inherited`].
+    pub async fn start_with(config: &Config, inherited: Inherited) -> Result<Arc<Self>> {
         HealthMonitor::validate(config).map_err(|source| Error::Health { source })?;
         let health = HealthMonitor::new().map_err(|source| Error::Health { source })?;
         let pools: Vec<Arc<Pool>> = config.pools.iter().map(new_pool).collect();
@@ -137,6 +152,7 @@ impl Server {
             udp_upstreams: Arc::new(UdpUpstreams::new()),
             retired: Mutex::new(Vec::new()),
             health,
+            inherited: Mutex::new(inherited),
         });
         let mut started = Started::default();
         let parts = server.parts_for(config, &pools, &[], None, None, None)?;
@@ -359,29 +375,76 @@ impl Server {
         self.lock().pools.clone()
     }
 
+    /// An inherited socket of `kind` bound to `addr`, if one is left.
+    fn take_inherited(
+        &self,
+        kind: SocketKind,
+        addr: std::net::SocketAddr,
+    ) -> Option<socket2::Socket> {
+        self.inherited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(kind, addr)
+    }
+
+    /// Closes the inherited sockets no listener took; their names.
+    pub fn close_unused_inherited(&self) -> Vec<String> {
+        self.inherited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .close_rest()
+    }
+
+    /// A duplicate of every listening socket, with its name
+    /// ([`socket_name`]): what a restart hands to the next process.
+    pub fn listening_sockets(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let st = self.lock();
+        st.listeners
+            .iter()
+            .flat_map(|r| r.sockets.iter())
+            .filter_map(|(name, fd)| Some((name.clone(), fd.try_clone().ok()?)))
+            .collect()
+    }
+
     /// Stops accepting, lets queries in flight finish (at most `grace`), and
     /// returns whether everything drained in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.health.stop();
-        let mut ctxs: Vec<Arc<ListenerCtx>> = {
+        let deadline = tokio::time::Instant::now() + grace;
+        // Stream listeners first: while their connections drain, UDP still
+        // serves, so a restart's gap without a reader (the new process
+        // starts when this one has exited) is only as long as the UDP
+        // queries in flight take.
+        let (udp, mut first): (Vec<Arc<ListenerCtx>>, Vec<Arc<ListenerCtx>>) = {
             let st = self.lock();
-            st.listeners.iter().map(|r| Arc::clone(&r.ctx)).collect()
+            let (udp, stream): (Vec<_>, Vec<_>) = st
+                .listeners
+                .iter()
+                .partition(|r| r.config.protocol == Protocol::Udp);
+            (
+                udp.iter().map(|r| Arc::clone(&r.ctx)).collect(),
+                stream.iter().map(|r| Arc::clone(&r.ctx)).collect(),
+            )
         };
-        ctxs.extend(
+        first.extend(
             self.retired
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .drain(..),
         );
-        for c in &ctxs {
-            c.stop.cancel();
-        }
-        let all = async {
-            for c in &ctxs {
-                c.tasks.wait().await;
+        let mut all_done = true;
+        for batch in [first, udp] {
+            for c in &batch {
+                c.stop.cancel();
             }
-        };
-        tokio::time::timeout(grace, all).await.is_ok()
+            let all = async {
+                for c in &batch {
+                    c.tasks.wait().await;
+                }
+            };
+            all_done &= tokio::time::timeout_at(deadline, all).await.is_ok();
+        }
+        all_done
     }
 }
 

@@ -1180,3 +1180,50 @@ fn a_stale_follow_order_does_not_take_a_better_masters_place() {
     assert_eq!(held.state(), State::Backup);
     assert_eq!(held.stats().sync_master_ignored, 1);
 }
+
+#[test]
+fn a_restart_hands_over_silently_and_the_next_process_resumes_as_master() {
+    let (mut r, t) = master(cfg(100));
+    r.handle_command(t + MS, Command::HandOver);
+    assert_eq!(r.state(), State::Initialize);
+    // No priority-0 advert and the address stays for the next process.
+    assert_eq!(
+        drain(&mut r),
+        [Output::Transition {
+            from: State::Master,
+            to: State::Initialize,
+            reason: Reason::HandedOver
+        }]
+    );
+    assert_eq!(r.poll_timeout(), None);
+    assert_eq!(r.stats().priority_zero_sent, 0);
+
+    let mut next = Router::new(cfg(100)).unwrap();
+    let t0 = Instant::now();
+    next.handle_command(t0, Command::Resume);
+    assert_eq!(next.state(), State::Master);
+    let out = drain(&mut next);
+    assert_eq!(
+        out[0],
+        Output::Transition {
+            from: State::Initialize,
+            to: State::Master,
+            reason: Reason::Resumed
+        }
+    );
+    assert!(out.contains(&Output::AddVip(VIP)), "{out:?}");
+    assert_eq!(sent_priorities(&out), [100]);
+    // A better master heard afterwards still wins.
+    next.handle_packet(t0 + MS, HIGHER_IP, 255, &adv(200));
+    assert_eq!(next.state(), State::Backup);
+}
+
+#[test]
+fn a_resume_with_a_failing_fault_tracker_starts_in_fault() {
+    let mut r = Router::new(tracked(100, &[0])).unwrap();
+    let t0 = Instant::now();
+    set(&mut r, t0, 0, false);
+    r.handle_command(t0, Command::Resume);
+    assert_eq!(r.state(), State::Fault);
+    assert!(!drain(&mut r).contains(&Output::AddVip(VIP)));
+}

@@ -291,6 +291,11 @@ pub enum Reason {
     FaultCleared,
     /// [`Command::Shutdown`].
     Shutdown,
+    /// [`Command::Resume`]: the previous process was master a moment ago.
+    Resumed,
+    /// [`Command::HandOver`]: stopped for a restart, addresses left in
+    /// place for the next process.
+    HandedOver,
     /// Its sync group moved: another member became master
     /// ([`Command::SyncMaster`]) or lost its election
     /// ([`Command::SyncHold`]).
@@ -314,6 +319,8 @@ impl fmt::Display for Reason {
             Self::Fault { tracker } => write!(f, "tracker {tracker} down"),
             Self::FaultCleared => f.write_str("fault cleared"),
             Self::Shutdown => f.write_str("shutdown"),
+            Self::Resumed => f.write_str("resumed after a restart"),
+            Self::HandedOver => f.write_str("handed over for a restart"),
             Self::SyncGroup => f.write_str("sync group"),
         }
     }
@@ -327,6 +334,16 @@ pub enum Command {
     Start,
     /// Give up mastership with a priority-0 advert and go to Initialize.
     Shutdown,
+    /// Start as master at once, advertising and announcing the addresses:
+    /// the process that ran before this one (a restart) was master a
+    /// moment ago, and the backups have not taken over. Without a failing
+    /// weight-0 tracker; otherwise as [`Command::Start`]. A better master
+    /// heard afterwards wins as usual.
+    Resume,
+    /// Stop for a restart: no priority-0 advert and the addresses stay, so
+    /// the backups keep waiting for the next process, which resumes
+    /// ([`Command::Resume`]) within their Master_Down_Interval.
+    HandOver,
     /// A tracker changed; unknown names are ignored (and logged).
     TrackerChanged {
         /// Tracker name as in [`TrackerSpec::name`].

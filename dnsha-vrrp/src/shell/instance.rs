@@ -68,6 +68,9 @@ pub(crate) struct Instance {
     pub(crate) status: watch::Sender<InstanceStatus>,
     pub(crate) transitions: u64,
     pub(crate) sync_group: Option<String>,
+    /// Start as master: the process before this one handed mastership
+    /// over for a restart ([`Command::Resume`]).
+    pub(crate) resume: bool,
 }
 
 impl Instance {
@@ -115,13 +118,18 @@ impl Instance {
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<InstanceMsg>) {
         let span = info_span!("vrrp", instance = %self.name, vrid = self.router.config().vrid);
         async move {
-            // Addresses left behind by a previous run are not ours yet.
-            for vip in self.router.config().vips.clone() {
-                if let Err(e) = self.netlink.del_vip(self.ifindex, vip).await {
-                    warn!(error = %e, "removing stale VIP failed");
+            if self.resume {
+                // The addresses the previous process left are ours.
+                self.router.handle_command(Instant::now(), Command::Resume);
+            } else {
+                // Addresses left behind by a previous run are not ours yet.
+                for vip in self.router.config().vips.clone() {
+                    if let Err(e) = self.netlink.del_vip(self.ifindex, vip).await {
+                        warn!(error = %e, "removing stale VIP failed");
+                    }
                 }
+                self.router.handle_command(Instant::now(), Command::Start);
             }
-            self.router.handle_command(Instant::now(), Command::Start);
             let mut buf = vec![0u8; RECV_BUF];
             loop {
                 self.apply_outputs().await;
@@ -157,6 +165,13 @@ impl Instance {
                         }
                         Some(InstanceMsg::Shutdown(ack)) => {
                             self.stop(Some(ack)).await;
+                            return;
+                        }
+                        Some(InstanceMsg::HandOver(ack)) => {
+                            self.router.handle_command(Instant::now(), Command::HandOver);
+                            self.apply_outputs().await;
+                            self.status.send_replace(self.snapshot());
+                            let _ = ack.send(());
                             return;
                         }
                         None => {

@@ -65,6 +65,8 @@ pub(crate) enum InstanceMsg {
         oneshot::Sender<Result<()>>,
     ),
     Shutdown(oneshot::Sender<()>),
+    /// Stop for a restart: no priority 0, addresses left in place.
+    HandOver(oneshot::Sender<()>),
 }
 
 /// A snapshot of one instance, for `/status` and `/metrics`.
@@ -149,6 +151,14 @@ impl Vrrp {
     /// Validates the instances and starts them on the current tokio runtime
     /// (root or `CAP_NET_RAW` + `CAP_NET_ADMIN` needed).
     pub async fn start(configs: &[InstanceConfig]) -> Result<Self> {
+        Self::start_resuming(configs, &[]).await
+    }
+
+    /// As [`Vrrp::start`], the instances named in `resume` starting as
+    /// master at once ([`Command::Resume`]): a restart's previous process
+    /// handed them over ([`Vrrp::hand_over`]) a moment ago. An IPv6
+    /// instance still waiting for its link-local address starts as usual.
+    pub async fn start_resuming(configs: &[InstanceConfig], resume: &[String]) -> Result<Self> {
         let errors = validate_all(configs);
         if !errors.is_empty() {
             return Err(Error::Config { errors });
@@ -157,7 +167,7 @@ impl Vrrp {
         let (notifier, notify_task) = Notifier::spawn();
         let mut instances = Vec::new();
         for cfg in configs {
-            match start_one(cfg, &netlink, &notifier) {
+            match start_one(cfg, &netlink, &notifier, resume.contains(&cfg.name)) {
                 Ok(h) => instances.push(h),
                 Err(e) => {
                     let partial = Self {
@@ -309,19 +319,39 @@ impl Vrrp {
             context: "vrrp reload after shutdown".into(),
             source: std::io::Error::other("stopped"),
         })?;
-        start_one(cfg, netlink, notifier)
+        start_one(cfg, netlink, notifier, false)
     }
 
     /// Stops every instance (priority 0 from masters, VIPs removed), then
     /// lets the notify queue finish (bounded by the notify timeout).
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.stop_all(InstanceMsg::Shutdown).await;
+    }
+
+    /// Stops every instance for a restart: masters send no priority 0 and
+    /// leave their addresses, so the backups wait for the next process,
+    /// which resumes them ([`Vrrp::start_resuming`]) within their
+    /// Master_Down_Interval. Returns the names of the instances that were
+    /// master.
+    pub async fn hand_over(self) -> Vec<String> {
+        let masters = self
+            .status()
+            .into_iter()
+            .filter(|s| s.state == crate::State::Master.as_str())
+            .map(|s| s.name)
+            .collect();
+        self.stop_all(InstanceMsg::HandOver).await;
+        masters
+    }
+
+    async fn stop_all(mut self, msg: fn(oneshot::Sender<()>) -> InstanceMsg) {
         for g in self.groups.drain(..) {
             g.abort();
         }
         let mut acks = Vec::new();
         for h in &self.instances {
             let (tx, rx) = oneshot::channel();
-            if h.tx.send(InstanceMsg::Shutdown(tx)).is_ok() {
+            if h.tx.send(msg(tx)).is_ok() {
                 acks.push(rx);
             }
         }
@@ -547,7 +577,12 @@ async fn stop_one(h: Handle) {
     let _ = h.task.await;
 }
 
-fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Result<Handle> {
+fn start_one(
+    cfg: &InstanceConfig,
+    netlink: &Netlink,
+    notifier: &Notifier,
+    resume: bool,
+) -> Result<Handle> {
     let info = InterfaceInfo::lookup(&cfg.interface)?;
     let trackers: Vec<String> = cfg.trackers().iter().map(|t| t.name.clone()).collect();
     let (tx, rx) = mpsc::unbounded_channel();
@@ -579,7 +614,8 @@ fn start_one(cfg: &InstanceConfig, netlink: &Netlink, notifier: &Notifier) -> Re
         let task = tokio::spawn(pending.wait_then_run(status_tx, rx));
         (std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), task)
     } else {
-        let inst = build(cfg, &info, netlink, notifier, status_tx)?;
+        let mut inst = build(cfg, &info, netlink, notifier, status_tx)?;
+        inst.resume = resume;
         let primary = inst.router.config().primary_ip;
         info!(instance = %cfg.name, interface = %cfg.interface, vrid = cfg.virtual_router_id, %primary, "VRRP instance starting");
         (primary, tokio::spawn(inst.run(rx)))
@@ -621,6 +657,7 @@ fn build(
         status,
         transitions: 0,
         sync_group: cfg.sync_group.clone(),
+        resume: false,
     };
     inst.status.send_replace(inst.snapshot());
     Ok(inst)
@@ -667,7 +704,7 @@ impl Pending {
         let mut held = Vec::new();
         loop {
             match tokio::time::timeout(Self::POLL, rx.recv()).await {
-                Ok(Some(InstanceMsg::Shutdown(ack))) => {
+                Ok(Some(InstanceMsg::Shutdown(ack) | InstanceMsg::HandOver(ack))) => {
                     let _ = ack.send(());
                     return;
                 }

@@ -1,0 +1,354 @@
+//! Restarts that lose nothing (README "Install as a service"): dnsha under
+//! a service manager that keeps its listening sockets in a descriptor store
+//! and restarts it as systemd does with the unit's `RestartKillSignal=`
+//! (`test_support::fdstore` plays systemd's part: this machine's PID 1 is
+//! not systemd). A client at 1000 queries/s over UDP and one at 1000
+//! queries/s over TCP (a connection per query) send through a VRRP VIP
+//! while dnsha restarts ten times in a row: every query is answered, the
+//! master stays master (its backup never takes over and never hears
+//! priority 0), and the VIP stays.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use test_support::fdstore::FdStore;
+
+const RESTARTS: usize = 10;
+
+/// What one load generator saw.
+#[derive(Debug, Default)]
+struct Seen {
+    sent: u64,
+    answered: u64,
+    failures: Vec<String>,
+}
+
+/// Paced at one query per `every` until `stop`; then waits `linger` for
+/// the last answers.
+fn pace(every: Duration, stop: &AtomicBool, mut each: impl FnMut(u64)) {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        each(n);
+        n += 1;
+        let next = start + every * u32::try_from(n).unwrap();
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// UDP at 1000 queries/s from one socket, each with its own ID; answers
+/// are matched by ID.
+fn udp_load(server: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let rx = sock.try_clone().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let done2 = Arc::clone(&done);
+        let receiver = std::thread::spawn(move || {
+            let mut ids = HashSet::new();
+            let mut buf = [0u8; 1500];
+            while !done2.load(Ordering::SeqCst) {
+                if let Ok(n) = rx.recv(&mut buf) {
+                    if let Ok(m) = Message::from_vec(&buf[..n]) {
+                        if a_record(&m) == Some(Ipv4Addr::new(10, 0, 0, 1)) {
+                            ids.insert(m.id());
+                        }
+                    }
+                }
+            }
+            ids
+        });
+        let mut query = build_query("www.example.test.", RecordType::A).unwrap();
+        let mut sent = 0u64;
+        pace(Duration::from_millis(1), &stop, |n| {
+            query.set_id(u16::try_from(n % 65_536).unwrap());
+            if sock.send_to(&query.to_vec().unwrap(), server).is_ok() {
+                sent += 1;
+            }
+        });
+        std::thread::sleep(Duration::from_secs(3));
+        done.store(true, Ordering::SeqCst);
+        let ids = receiver.join().unwrap();
+        let answered = ids.len() as u64;
+        let failures = (0..sent.min(65_536))
+            .filter(|i| !ids.contains(&u16::try_from(*i).unwrap()))
+            .take(20)
+            .map(|i| format!("udp query {i} unanswered"))
+            .collect();
+        Seen {
+            sent,
+            answered,
+            failures,
+        }
+    })
+}
+
+/// TCP at 1000 queries/s: four clients at 250/s, a connection per query.
+fn tcp_load(server: SocketAddr, stop: Arc<AtomicBool>) -> Vec<JoinHandle<Seen>> {
+    (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut seen = Seen::default();
+                pace(Duration::from_millis(4), &stop, |n| {
+                    seen.sent += 1;
+                    match query_tcp(
+                        server,
+                        "www.example.test.",
+                        RecordType::A,
+                        Duration::from_secs(5),
+                    ) {
+                        Ok(m) if a_record(&m) == Some(Ipv4Addr::new(10, 0, 0, 1)) => {
+                            seen.answered += 1;
+                        }
+                        Ok(m) => seen.failures.push(format!("tcp query {n}: {m:?}")),
+                        Err(e) => seen.failures.push(format!("tcp query {n}: {e}")),
+                    }
+                });
+                seen
+            })
+        })
+        .collect()
+}
+
+fn balancer(vip: Ipv4Addr, backend: SocketAddr, priority: u8) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:8090"
+
+[[listener]]
+name = "udp"
+protocol = "udp"
+listen = "{vip}:53"
+pool = "p"
+allow = ["0.0.0.0/0"]
+
+[[listener]]
+name = "tcp"
+protocol = "tcp"
+listen = "{vip}:53"
+pool = "p"
+allow = ["0.0.0.0/0"]
+
+[[pool]]
+name = "p"
+[[pool.backend]]
+name = "nsd"
+address = "{backend}"
+
+[[vrrp]]
+name = "VI_1"
+interface = "eth0"
+virtual_router_id = 61
+priority = {priority}
+version = 3
+advert_int = 1
+virtual_ipaddress = ["{vip}/32"]
+"#
+    )
+}
+
+/// Starts dnsha in `lb` as the unit's next process, with the store's
+/// descriptors.
+fn launch(lab: &mut netns::Lab, store: &FdStore, config: &Path) -> usize {
+    let script = store.launch_script();
+    lab.spawn(
+        "lb",
+        Path::new("/bin/bash"),
+        &[
+            "-c",
+            &script,
+            bin().to_str().unwrap(),
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        false,
+    )
+}
+
+#[test]
+fn ten_restarts_under_load_lose_no_query_and_keep_the_vrrp_master() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&["/bin/bash"]) {
+        skip(&why);
+        return;
+    }
+    let mut lab = netns::Lab::with_subnet("rst", 85, &["lb", "b", "c"]);
+    let local: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let nsd = Nsd::start_in(&lab.ns("lb"), local, Ipv4Addr::new(10, 0, 0, 1));
+    let _nsd_b = Nsd::start_in(&lab.ns("b"), local, Ipv4Addr::new(10, 0, 0, 1));
+    let vip = lab.host(100);
+    let config_a = lab.dir.path().join("a.toml");
+    std::fs::write(&config_a, balancer(vip, nsd.addr(), 150)).unwrap();
+    let config_b = lab.dir.path().join("b.toml");
+    std::fs::write(&config_b, balancer(vip, local, 100)).unwrap();
+
+    let store = FdStore::new(lab.dir.path());
+    let mut a = launch(&mut lab, &store, &config_a);
+    assert!(
+        store.wait_count("READY=1", 1, Duration::from_secs(10)),
+        "{}",
+        lab.logs()
+    );
+    let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
+    assert!(held.is_some(), "{}", lab.logs());
+    let b = lab.spawn(
+        "b",
+        bin(),
+        &["run", "--config", config_b.to_str().unwrap()],
+        false,
+    );
+    let backup = lab.wait(Duration::from_secs(10), |l| {
+        l.proc_ref(b).log_text().contains("to=BACKUP")
+    });
+    assert!(backup.is_some(), "{}", lab.logs());
+    // Each listening socket stored once: two UDP and two TCP workers.
+    let names = store.names();
+    assert!(
+        names.contains(&format!("udp-{vip}-53-0")) && names.contains(&format!("tcp-{vip}-53-0")),
+        "{names:?}"
+    );
+
+    let server = SocketAddr::from((vip, 53));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (udp, tcp) = lab.run_in("c", || {
+        (
+            udp_load(server, Arc::clone(&stop)),
+            tcp_load(server, Arc::clone(&stop)),
+        )
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let mut gaps = Vec::new();
+    for k in 1..=RESTARTS {
+        let t0 = Instant::now();
+        lab.proc_ref(a).signal(Signal::SIGUSR2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(s)) = lab.proc(a).child.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "restart {k}: {status:?}\n{}",
+            lab.proc_ref(a).log_text()
+        );
+        let exited = t0.elapsed();
+        a = launch(&mut lab, &store, &config_a);
+        assert!(
+            store.wait_count("READY=1", k + 1, Duration::from_secs(10)),
+            "restart {k}\n{}",
+            lab.logs()
+        );
+        gaps.push((exited, t0.elapsed()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::SeqCst);
+    let udp = udp.join().unwrap();
+    let tcp: Vec<Seen> = tcp.into_iter().map(|t| t.join().unwrap()).collect();
+    println!("restarts (old process gone, new one ready): {gaps:?}");
+    println!("udp: {} sent, {} answered", udp.sent, udp.answered);
+    let (tcp_sent, tcp_answered): (u64, u64) = tcp
+        .iter()
+        .fold((0, 0), |(s, a), t| (s + t.sent, a + t.answered));
+    println!("tcp: {tcp_sent} sent, {tcp_answered} answered");
+    let log = lab.proc_ref(a).log_text();
+    assert!(udp.sent > 5_000, "{udp:?}");
+    assert_eq!(udp.answered, udp.sent, "{:?}\n{log}", udp.failures);
+    assert!(tcp_sent > 5_000, "{tcp_sent}");
+    let failures: Vec<&String> = tcp.iter().flat_map(|t| t.failures.iter()).collect();
+    assert!(failures.is_empty(), "{failures:?}\n{log}");
+    assert_eq!(tcp_answered, tcp_sent);
+
+    // The master stayed master: resumed each time, its backup never took
+    // over and never heard priority 0.
+    assert!(log.contains("reason=resumed after a restart"), "{log}");
+    assert!(
+        lab.holds("lb", vip) && !lab.holds("b", vip),
+        "{}",
+        lab.logs()
+    );
+    let b_log = lab.proc_ref(b).log_text();
+    assert!(!b_log.contains("to=MASTER"), "{b_log}");
+    let b_status = lab.run_in("b", || status("127.0.0.1:8090".parse().unwrap()));
+    assert_eq!(
+        b_status["vrrp"][0]["priority_zero_received"], 0,
+        "{b_status}"
+    );
+    assert!(
+        b_status["vrrp"][0]["adverts_received"]
+            .as_u64()
+            .unwrap_or(0)
+            > 5,
+        "{b_status}"
+    );
+}
+
+/// SIGTERM is still a stop: the master sends priority 0 and removes its
+/// VIP, its backup takes over at once, and the sockets it stored are left
+/// for systemd to close with the unit.
+#[test]
+fn a_stop_still_hands_the_vip_to_the_backup_at_once() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&["/bin/bash"]) {
+        skip(&why);
+        return;
+    }
+    let mut lab = netns::Lab::with_subnet("stp", 86, &["lb", "b"]);
+    let local: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let nsd = Nsd::start_in(&lab.ns("lb"), local, Ipv4Addr::new(10, 0, 0, 1));
+    let vip = lab.host(100);
+    let config_a = lab.dir.path().join("a.toml");
+    std::fs::write(&config_a, balancer(vip, nsd.addr(), 150)).unwrap();
+    let config_b = lab.dir.path().join("b.toml");
+    std::fs::write(&config_b, balancer(vip, local, 100)).unwrap();
+    let store = FdStore::new(lab.dir.path());
+    let a = launch(&mut lab, &store, &config_a);
+    let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
+    assert!(held.is_some(), "{}", lab.logs());
+    let b = lab.spawn(
+        "b",
+        bin(),
+        &["run", "--config", config_b.to_str().unwrap()],
+        false,
+    );
+    let backup = lab.wait(Duration::from_secs(10), |l| {
+        l.proc_ref(b).log_text().contains("to=BACKUP")
+    });
+    assert!(backup.is_some(), "{}", lab.logs());
+    lab.proc_ref(a).signal(Signal::SIGTERM);
+    // Priority 0: the backup takes over after Skew_Time, well before its
+    // Master_Down_Interval (3.6 s).
+    let moved = lab.wait(Duration::from_secs(2), |l| {
+        l.holds("b", vip) && !l.holds("lb", vip)
+    });
+    assert!(moved.is_some(), "{}", lab.logs());
+    assert!(
+        lab.proc_ref(b)
+            .log_text()
+            .contains("reason=master stopped (priority 0)"),
+        "{}",
+        lab.logs()
+    );
+}
