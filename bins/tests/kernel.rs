@@ -470,6 +470,48 @@ fn the_table_goes_at_sigterm_and_one_remains_after_kill9_and_a_restart() {
     assert_eq!(nft_tables(&k), 0, "{}", d.log());
 }
 
+/// A restart (SIGUSR2 under a service manager) leaves the table: the
+/// kernel forwards while no dnsha runs, and the next one replaces it.
+#[test]
+fn a_restart_leaves_the_table_forwarding_for_the_next_process() {
+    init_tracing();
+    let Some(k) = klab("kr") else { return };
+    let cfg = config(&k, [1, 1], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let store = test_support::fdstore::FdStore::new(dir.path());
+    let notify = store.path().to_str().unwrap().to_string();
+    let mut d = Dnsha::try_start_in(
+        Some(&k.lab.ns("lb")),
+        bin(),
+        &cfg,
+        &[],
+        &[("NOTIFY_SOCKET", &notify)],
+    )
+    .unwrap();
+    assert!(
+        store.wait_count("READY=1", 1, Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    let up = k.lab.wait(Duration::from_secs(10), |_| {
+        kstatus(&k)["kernel"]["listeners"][0]["forwarding"] == true
+    });
+    assert!(up.is_some(), "{}", d.log());
+    d.signal(Signal::SIGUSR2).unwrap();
+    let status = d.wait_exit(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{}", d.log());
+    assert!(d.log().contains("left for the next process"), "{}", d.log());
+    // No dnsha runs: the kernel still forwards, by weight.
+    assert_eq!(nft_tables(&k), 1, "{}", d.log());
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!(lost, 0);
+    near(per, [10, 10], "between the processes");
+    let _next = start(&k, &cfg);
+    assert_eq!(nft_tables(&k), 1, "replaced, not duplicated");
+    let (_, lost) = udp_spread(&k, "c", 10);
+    assert_eq!(lost, 0);
+}
+
 #[test]
 fn run_names_the_missing_capability_and_the_forwarding_sysctl() {
     init_tracing();

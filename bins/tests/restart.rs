@@ -303,6 +303,31 @@ fn ten_restarts_under_load_lose_no_query_and_keep_the_vrrp_master() {
             > 5,
         "{b_status}"
     );
+
+    // A restart into a configuration whose TCP listener became a UDP one
+    // on another port: the TCP sockets leave the store, the UDP ones stay
+    // and serve, the new one is stored.
+    let changed = balancer(vip, nsd.addr(), 150).replace(
+        &format!("protocol = \"tcp\"\nlisten = \"{vip}:53\""),
+        &format!("protocol = \"udp\"\nlisten = \"{vip}:5353\""),
+    );
+    std::fs::write(&config_a, changed).unwrap();
+    lab.proc_ref(a).signal(Signal::SIGUSR2);
+    let _ = lab.proc(a).child.wait();
+    a = launch(&mut lab, &store, &config_a);
+    assert!(
+        store.wait_count("READY=1", RESTARTS + 2, Duration::from_secs(10)),
+        "{}",
+        lab.logs()
+    );
+    let names = store.names();
+    assert!(!names.iter().any(|n| n.starts_with("tcp-")), "{names:?}");
+    assert!(names.contains(&format!("udp-{vip}-53-0")), "{names:?}");
+    assert!(names.contains(&format!("udp-{vip}-5353-0")), "{names:?}");
+    let answer = lab.run_in("c", || {
+        query_udp(server, "www.example.test.", RecordType::A, T)
+    });
+    assert!(answer.is_ok(), "{}", lab.proc_ref(a).log_text());
 }
 
 /// SIGTERM is still a stop: the master sends priority 0 and removes its
