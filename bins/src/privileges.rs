@@ -38,43 +38,12 @@ pub fn resolve(cfg: &Config) -> std::result::Result<Option<Account>, Vec<ConfigE
         return Ok(None);
     };
     let mut errors = Vec::new();
-    let user = match User::from_name(&u.name) {
-        Ok(Some(user)) => Some(user),
-        Ok(None) => {
-            errors.push(ConfigError::at(
-                u.span.clone(),
-                format!("user {:?} does not exist on this system", u.name),
-            ));
-            None
-        }
-        Err(e) => {
-            errors.push(ConfigError::at(
-                u.span.clone(),
-                format!("cannot look user {:?} up: {e}", u.name),
-            ));
-            None
-        }
-    };
-    let group = match &cfg.process.group {
-        None => None,
-        Some(g) => match Group::from_name(&g.name) {
-            Ok(Some(group)) => Some(group),
-            Ok(None) => {
-                errors.push(ConfigError::at(
-                    g.span.clone(),
-                    format!("group {:?} does not exist on this system", g.name),
-                ));
-                None
-            }
-            Err(e) => {
-                errors.push(ConfigError::at(
-                    g.span.clone(),
-                    format!("cannot look group {:?} up: {e}", g.name),
-                ));
-                None
-            }
-        },
-    };
+    let user = lookup("user", u, User::from_name, &mut errors);
+    let group = cfg
+        .process
+        .group
+        .as_ref()
+        .and_then(|g| lookup("group", g, Group::from_name, &mut errors));
     let Some(user) = user.filter(|_| errors.is_empty()) else {
         return Err(errors);
     };
@@ -104,6 +73,23 @@ pub fn resolve(cfg: &Config) -> std::result::Result<Option<Account>, Vec<ConfigE
         gid,
         groups,
     }))
+}
+
+/// The account `name` names, looked up with `find`; a name the system
+/// does not know is an error at its place.
+fn lookup<T>(
+    what: &str,
+    name: &dnsha_core::config::AccountName,
+    find: impl Fn(&str) -> nix::Result<Option<T>>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let why = match find(&name.name) {
+        Ok(Some(found)) => return Some(found),
+        Ok(None) => format!("{what} {:?} does not exist on this system", name.name),
+        Err(e) => format!("cannot look {what} {:?} up: {e}", name.name),
+    };
+    errors.push(ConfigError::at(name.span.clone(), why));
+    None
 }
 
 /// The capabilities the configuration needs after the switch.

@@ -478,7 +478,7 @@ fn a_restart_leaves_the_table_forwarding_for_the_next_process() {
     let Some(k) = klab("kr") else { return };
     let cfg = config(&k, [1, 1], 2);
     let dir = tempfile::tempdir().unwrap();
-    let store = test_support::fdstore::FdStore::new(dir.path());
+    let store = fdstore::FdStore::new(dir.path());
     let notify = store.path().to_str().unwrap().to_string();
     let mut d = Dnsha::try_start_in(
         Some(&k.lab.ns("lb")),

@@ -126,41 +126,8 @@ fn tcp_load(server: SocketAddr, stop: Arc<AtomicBool>) -> Vec<JoinHandle<Seen>> 
 }
 
 fn balancer(vip: Ipv4Addr, backend: SocketAddr, priority: u8) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:8090"
-
-[[listener]]
-name = "udp"
-protocol = "udp"
-listen = "{vip}:53"
-pool = "p"
-allow = ["0.0.0.0/0"]
-
-[[listener]]
-name = "tcp"
-protocol = "tcp"
-listen = "{vip}:53"
-pool = "p"
-allow = ["0.0.0.0/0"]
-
-[[pool]]
-name = "p"
-[[pool.backend]]
-name = "nsd"
-address = "{backend}"
-
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 61
-priority = {priority}
-version = 3
-advert_int = 1
-virtual_ipaddress = ["{vip}/32"]
-"#
-    )
+    let admin = "[admin]\nlisten = \"127.0.0.1:8090\"\n";
+    vrrp_balancer(admin, vip, backend, true, (61, priority, "1"))
 }
 
 /// Starts dnsha in `lb` as the unit's next process, with the store's
@@ -182,25 +149,33 @@ fn launch(lab: &mut netns::Lab, store: &FdStore, config: &Path) -> usize {
     )
 }
 
-#[test]
-fn ten_restarts_under_load_lose_no_query_and_keep_the_vrrp_master() {
-    init_tracing();
+/// A master `a` in `lb` started as the unit's process (with the store),
+/// its backup `b` in `b`, both up.
+struct Pair {
+    lab: netns::Lab,
+    nsd: Nsd,
+    vip: Ipv4Addr,
+    config_a: std::path::PathBuf,
+    store: FdStore,
+    a: usize,
+    b: usize,
+}
+
+fn pair(tag: &str, subnet: u8, nodes: &[&str]) -> Option<Pair> {
     if let Some(why) = netns::skip_reason(&["/bin/bash"]) {
         skip(&why);
-        return;
+        return None;
     }
-    let mut lab = netns::Lab::with_subnet("rst", 85, &["lb", "b", "c"]);
+    let mut lab = netns::Lab::with_subnet(tag, subnet, nodes);
     let local: SocketAddr = "127.0.0.1:5300".parse().unwrap();
     let nsd = Nsd::start_in(&lab.ns("lb"), local, Ipv4Addr::new(10, 0, 0, 1));
-    let _nsd_b = Nsd::start_in(&lab.ns("b"), local, Ipv4Addr::new(10, 0, 0, 1));
     let vip = lab.host(100);
     let config_a = lab.dir.path().join("a.toml");
     std::fs::write(&config_a, balancer(vip, nsd.addr(), 150)).unwrap();
     let config_b = lab.dir.path().join("b.toml");
     std::fs::write(&config_b, balancer(vip, local, 100)).unwrap();
-
     let store = FdStore::new(lab.dir.path());
-    let mut a = launch(&mut lab, &store, &config_a);
+    let a = launch(&mut lab, &store, &config_a);
     assert!(
         store.wait_count("READY=1", 1, Duration::from_secs(10)),
         "{}",
@@ -218,6 +193,34 @@ fn ten_restarts_under_load_lose_no_query_and_keep_the_vrrp_master() {
         l.proc_ref(b).log_text().contains("to=BACKUP")
     });
     assert!(backup.is_some(), "{}", lab.logs());
+    Some(Pair {
+        lab,
+        nsd,
+        vip,
+        config_a,
+        store,
+        a,
+        b,
+    })
+}
+
+#[test]
+fn ten_restarts_under_load_lose_no_query_and_keep_the_vrrp_master() {
+    init_tracing();
+    let Some(Pair {
+        mut lab,
+        nsd,
+        vip,
+        config_a,
+        store,
+        mut a,
+        b,
+    }) = pair("rst", 85, &["lb", "b", "c"])
+    else {
+        return;
+    };
+    let local: SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let _nsd_b = Nsd::start_in(&lab.ns("b"), local, Ipv4Addr::new(10, 0, 0, 1));
     // Each listening socket stored once: two UDP and two TCP workers.
     let names = store.names();
     assert!(
@@ -336,32 +339,9 @@ fn ten_restarts_under_load_lose_no_query_and_keep_the_vrrp_master() {
 #[test]
 fn a_stop_still_hands_the_vip_to_the_backup_at_once() {
     init_tracing();
-    if let Some(why) = netns::skip_reason(&["/bin/bash"]) {
-        skip(&why);
+    let Some(Pair { lab, vip, a, b, .. }) = pair("stp", 86, &["lb", "b"]) else {
         return;
-    }
-    let mut lab = netns::Lab::with_subnet("stp", 86, &["lb", "b"]);
-    let local: SocketAddr = "127.0.0.1:5300".parse().unwrap();
-    let nsd = Nsd::start_in(&lab.ns("lb"), local, Ipv4Addr::new(10, 0, 0, 1));
-    let vip = lab.host(100);
-    let config_a = lab.dir.path().join("a.toml");
-    std::fs::write(&config_a, balancer(vip, nsd.addr(), 150)).unwrap();
-    let config_b = lab.dir.path().join("b.toml");
-    std::fs::write(&config_b, balancer(vip, local, 100)).unwrap();
-    let store = FdStore::new(lab.dir.path());
-    let a = launch(&mut lab, &store, &config_a);
-    let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
-    assert!(held.is_some(), "{}", lab.logs());
-    let b = lab.spawn(
-        "b",
-        bin(),
-        &["run", "--config", config_b.to_str().unwrap()],
-        false,
-    );
-    let backup = lab.wait(Duration::from_secs(10), |l| {
-        l.proc_ref(b).log_text().contains("to=BACKUP")
-    });
-    assert!(backup.is_some(), "{}", lab.logs());
+    };
     lab.proc_ref(a).signal(Signal::SIGTERM);
     // Priority 0: the backup takes over after Skew_Time, well before its
     // Master_Down_Interval (3.6 s).

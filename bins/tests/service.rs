@@ -227,32 +227,7 @@ fn the_units_user_and_capabilities_run_a_vrrp_balancer_on_port_53() {
         std::net::Ipv4Addr::new(10, 0, 0, 1),
     );
     let vip = lab.host(100);
-    let cfg = format!(
-        r#"
-[[listener]]
-name = "udp"
-protocol = "udp"
-listen = "{vip}:53"
-pool = "p"
-allow = ["0.0.0.0/0"]
-
-[[pool]]
-name = "p"
-[[pool.backend]]
-name = "nsd"
-address = "{}"
-
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 51
-priority = 100
-version = 3
-advert_int = 0.1
-virtual_ipaddress = ["{vip}/32"]
-"#,
-        nsd.addr()
-    );
+    let cfg = vrrp_balancer("", vip, nsd.addr(), false, (51, 100, "0.1"));
     let (_dir, path) = world_readable_config(&cfg);
     let caps = "-all,+net_bind_service,+net_admin,+net_raw";
     let i = lab.spawn(
@@ -336,39 +311,6 @@ fn assert_switched(pid: i32, caps: &str, log: &str) {
     }
 }
 
-fn vrrp_balancer(
-    vip: std::net::Ipv4Addr,
-    backend: std::net::SocketAddr,
-    top: &str,
-    prio: u8,
-) -> String {
-    format!(
-        r#"{top}
-[[listener]]
-name = "udp"
-protocol = "udp"
-listen = "{vip}:53"
-pool = "p"
-allow = ["0.0.0.0/0"]
-
-[[pool]]
-name = "p"
-[[pool.backend]]
-name = "nsd"
-address = "{backend}"
-
-[[vrrp]]
-name = "VI_1"
-interface = "eth0"
-virtual_router_id = 52
-priority = {prio}
-version = 3
-advert_int = 0.1
-virtual_ipaddress = ["{vip}/32"]
-"#
-    )
-}
-
 /// `user = "nobody"`: started as root, dnsha binds port 53 and its VRRP
 /// sockets, then every thread switches to nobody with only CAP_NET_ADMIN
 /// and CAP_NET_RAW; VRRP still adds and removes the VIP (it loses it to a
@@ -387,7 +329,13 @@ fn started_as_root_with_user_it_switches_every_thread_and_vrrp_still_moves_the_v
     let nsd = Nsd::start_in(&lab.ns("lb"), local, std::net::Ipv4Addr::new(10, 0, 0, 1));
     let _nsd2 = Nsd::start_in(&lab.ns("lb2"), local, std::net::Ipv4Addr::new(10, 0, 0, 1));
     let vip = lab.host(100);
-    let cfg = vrrp_balancer(vip, nsd.addr(), "user = \"nobody\"", 100);
+    let cfg = vrrp_balancer(
+        "user = \"nobody\"",
+        vip,
+        nsd.addr(),
+        false,
+        (52, 100, "0.1"),
+    );
     let (_dir, path) = world_readable_config(&cfg);
     let i = lab.spawn(
         "lb",
@@ -412,7 +360,8 @@ fn started_as_root_with_user_it_switches_every_thread_and_vrrp_still_moves_the_v
 
     // A higher priority takes the VIP: nobody removes it; then gives it
     // back: nobody adds it again.
-    let (_dir2, path2) = world_readable_config(&vrrp_balancer(vip, local, "", 200));
+    let (_dir2, path2) =
+        world_readable_config(&vrrp_balancer("", vip, local, false, (52, 200, "0.1")));
     let j = lab.spawn(
         "lb2",
         bin(),

@@ -145,3 +145,30 @@ pub fn world_readable_config(toml: &str) -> (tempfile::TempDir, std::path::PathB
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     (dir, path)
 }
+
+/// A balancer holding `vip` with VRRPv3 instance `VI_1` on `eth0`
+/// (`vrid`, `priority`, `advert_int`) and answering on `vip:53` over UDP
+/// (and TCP with `tcp`) from one backend; `top` is written first
+/// (top-level keys, an `[admin]` table).
+pub fn vrrp_balancer(
+    top: &str,
+    vip: std::net::Ipv4Addr,
+    backend: SocketAddr,
+    tcp: bool,
+    (vrid, priority, advert_int): (u8, u8, &str),
+) -> String {
+    let listener = |proto: &str| {
+        format!(
+            "[[listener]]\nname = \"{proto}\"\nprotocol = \"{proto}\"\nlisten = \"{vip}:53\"\n\
+             pool = \"p\"\nallow = [\"0.0.0.0/0\"]\n\n"
+        )
+    };
+    format!(
+        "{top}\n{}{}[[pool]]\nname = \"p\"\n[[pool.backend]]\nname = \"nsd\"\naddress = \"{backend}\"\n\n\
+         [[vrrp]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\n\
+         priority = {priority}\nversion = 3\nadvert_int = {advert_int}\n\
+         virtual_ipaddress = [\"{vip}/32\"]\n",
+        listener("udp"),
+        if tcp { listener("tcp") } else { String::new() },
+    )
+}

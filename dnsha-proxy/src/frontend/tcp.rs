@@ -188,13 +188,9 @@ pub async fn handle_connection<R, W>(
         };
         let deadline = match msg_started {
             Some(t) => Some((t + read_timeout, Close::ReadTimeout)),
-            None if can_read && queries.is_empty() => match draining {
-                Some(t0) => Some((
-                    (last_activity.max(t0) + DRAIN_IDLE).min(t0 + DRAIN_MAX),
-                    Close::Done,
-                )),
-                None => Some((last_activity + idle_timeout, Close::IdleTimeout)),
-            },
+            None if can_read && queries.is_empty() => {
+                Some(quiet_deadline(last_activity, idle_timeout, draining))
+            }
             None => None,
         };
         let (at, why) = deadline.unwrap_or((far, Close::Done));
@@ -233,6 +229,23 @@ pub async fn handle_connection<R, W>(
             let _ = timeout(idle_timeout, wr.shutdown()).await;
         }
         other => debug!(client = %peer, reason = ?other, "client connection closed"),
+    }
+}
+
+/// When a quiet connection (nothing in flight, no message begun) closes:
+/// after `idle_timeout`, or [`DRAIN_IDLE`] once the listener stopped at
+/// `draining` (and [`DRAIN_MAX`] after it at the latest).
+fn quiet_deadline(
+    last_activity: Instant,
+    idle_timeout: Duration,
+    draining: Option<Instant>,
+) -> (Instant, Close) {
+    match draining {
+        Some(t0) => (
+            (last_activity.max(t0) + DRAIN_IDLE).min(t0 + DRAIN_MAX),
+            Close::Done,
+        ),
+        None => (last_activity + idle_timeout, Close::IdleTimeout),
     }
 }
 
