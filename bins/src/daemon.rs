@@ -211,8 +211,8 @@ struct Daemon {
     listeners: Vec<dnsha_core::config::ListenerConfig>,
     /// The process keys it started with (a reload does not change them).
     process: dnsha_core::config::ProcessConfig,
-    /// The names of the descriptors systemd keeps for it.
-    stored: std::collections::BTreeSet<String>,
+    /// The descriptors systemd keeps for it: name and socket inode.
+    stored: std::collections::BTreeMap<String, u64>,
     /// Names in the store that nothing uses any more: inherited sockets no
     /// listener took, the restart note once read.
     unused: Vec<String>,
@@ -288,7 +288,7 @@ impl Daemon {
             dropped: None,
             listeners: cfg.listeners.clone(),
             process: cfg.process.clone(),
-            stored: std::collections::BTreeSet::new(),
+            stored: std::collections::BTreeMap::new(),
             unused,
         };
         // Last: every socket is bound and open.
@@ -464,21 +464,34 @@ impl Daemon {
         }
     }
 
-    /// Hands the virtual IPs over first (priority 0), then drains the
-    /// queries still in flight, as keepalived + a proxy would.
     /// Keeps systemd's descriptor store in step with the listeners: every
-    /// listening socket stored, the names of those gone (and of inherited
-    /// descriptors nothing took) removed.
+    /// listening socket stored; a name whose socket is gone or was replaced
+    /// (a reload that rebinds a listener reuses its names) removed first,
+    /// so that no socket nobody reads stays open in a reuseport group; the
+    /// names of inherited descriptors nothing took removed too.
     fn sync_store(&mut self, notifier: &crate::notify::Notifier) {
         let sockets = self.server.listening_sockets();
-        let now: std::collections::BTreeSet<String> =
-            sockets.iter().map(|(n, _)| n.clone()).collect();
-        notifier.store_fds(&sockets);
-        let mut gone: Vec<String> = self.stored.difference(&now).cloned().collect();
+        let now: std::collections::BTreeMap<String, u64> = sockets
+            .iter()
+            .map(|(n, fd)| {
+                (
+                    n.clone(),
+                    nix::sys::stat::fstat(fd).map_or(0, |st| st.st_ino),
+                )
+            })
+            .collect();
+        let mut gone: Vec<String> = self
+            .stored
+            .iter()
+            .filter(|(name, ino)| now.get(*name) != Some(*ino))
+            .map(|(name, _)| name.clone())
+            .collect();
         gone.append(&mut self.unused);
         gone.extend(self.server.close_unused_inherited());
-        gone.retain(|n| !now.contains(n));
+        gone.sort();
+        gone.dedup();
         notifier.remove_fds(&gone);
+        notifier.store_fds(&sockets);
         self.stored = now;
     }
 
@@ -533,6 +546,8 @@ impl Daemon {
         }
     }
 
+    /// Hands the virtual IPs over first (priority 0), then drains the
+    /// queries still in flight, as keepalived + a proxy would.
     async fn stop(self) {
         tracing::info!(
             grace_ms = self.grace.as_millis() as u64,

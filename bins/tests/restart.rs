@@ -357,3 +357,69 @@ fn a_stop_still_hands_the_vip_to_the_backup_at_once() {
         lab.logs()
     );
 }
+
+/// A reload that rebinds a UDP listener (its worker count changed) reuses
+/// the sockets' names: the stored copies of the old sockets must go, or
+/// they would stay in the reuseport group, unread, and take a share of the
+/// queries.
+#[test]
+fn a_reload_that_rebinds_replaces_the_stored_sockets() {
+    init_tracing();
+    let nsd = Nsd::start(Ipv4Addr::new(10, 0, 0, 1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = |workers: usize| {
+        config_with(
+            listen,
+            admin,
+            &format!("workers = {workers}"),
+            "",
+            &[("a", nsd.addr(), 1)],
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = FdStore::new(dir.path());
+    let notify = store.path().to_str().unwrap().to_string();
+    let mut d = Dnsha::try_start_with(bin(), &cfg(2), &[], &[("NOTIFY_SOCKET", &notify)]).unwrap();
+    assert!(
+        store.wait_count("READY=1", 1, Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    let udp = |store: &FdStore| {
+        store
+            .names()
+            .into_iter()
+            .filter(|n| n.starts_with("udp-"))
+            .count()
+    };
+    assert_eq!(udp(&store), 2, "{:?}", store.names());
+    d.rewrite_config(&cfg(3));
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        store.wait_count("READY=1", 2, Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("configuration reloaded"), "{}", d.log());
+    // Let the notify messages land.
+    let three = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        udp(&store) == 3
+    });
+    assert!(three, "{:?}", store.names());
+    // The retired workers are gone once drained: every query is answered.
+    std::thread::sleep(Duration::from_millis(500));
+    let lost = (0..300)
+        .filter(|_| {
+            query_udp(
+                listen,
+                "www.example.test.",
+                RecordType::A,
+                Duration::from_millis(500),
+            )
+            .is_err()
+        })
+        .count();
+    assert_eq!(lost, 0, "{}", d.log());
+    d.kill();
+}
