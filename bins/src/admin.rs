@@ -149,11 +149,23 @@ pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Respon
         let (status, body) = lift(server, req.uri().query().unwrap_or(""));
         return reply(status, "application/json", body);
     }
+    if req.method() == Method::POST {
+        if let Some(action) = req
+            .uri()
+            .path()
+            .strip_prefix("/backends/")
+            .and_then(BackendAction::parse)
+        {
+            let (status, body) = backend_action(server, action, req.uri().query().unwrap_or(""));
+            return reply(status, "application/json", body);
+        }
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "GET only (POST for /cache/purge and /blocks/lift)\n".into(),
+            "GET only (POST for /cache/purge, /blocks/lift and /backends/{drain,enable,check})\n"
+                .into(),
         );
     }
     match req.uri().path() {
@@ -178,6 +190,111 @@ pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Respon
             "try /status or /metrics\n".into(),
         ),
     }
+}
+
+/// What an operator does to one backend during an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendAction {
+    /// No new queries; those in flight finish; checks go on.
+    Drain,
+    /// Takes queries again (as its health allows).
+    Enable,
+    /// Probes it at once.
+    Check,
+}
+
+impl BackendAction {
+    /// From the last part of `/backends/{drain,enable,check}`.
+    pub fn parse(word: &str) -> Option<Self> {
+        match word {
+            "drain" => Some(Self::Drain),
+            "enable" => Some(Self::Enable),
+            "check" => Some(Self::Check),
+            _ => None,
+        }
+    }
+
+    /// Its name in the path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Drain => "drain",
+            Self::Enable => "enable",
+            Self::Check => "check",
+        }
+    }
+}
+
+/// `POST /backends/{drain,enable,check}?pool=P&backend=B`: the incident
+/// actions of `ipvsadm -e -w 0` and HAProxy's `disable server`, logged.
+fn backend_action(server: &Server, action: BackendAction, query: &str) -> (StatusCode, String) {
+    let error = |status, msg: String| (status, serde_json::json!({ "error": msg }).to_string());
+    let (mut pool, mut name) = (None, None);
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "pool" => pool = Some(v.into_owned()),
+            "backend" => name = Some(v.into_owned()),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown parameter `{other}`"),
+                )
+            }
+        }
+    }
+    let (Some(pool), Some(name)) = (pool, name) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the `pool` and `backend` parameters are required".into(),
+        );
+    };
+    let Some(backend) = server
+        .pools()
+        .iter()
+        .find(|p| p.name() == pool)
+        .and_then(|p| {
+            p.snapshot()
+                .backends()
+                .iter()
+                .find(|b| b.name() == name)
+                .cloned()
+        })
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no backend `{name}` in pool `{pool}`"),
+        );
+    };
+    match action {
+        BackendAction::Drain | BackendAction::Enable => {
+            let drain = action == BackendAction::Drain;
+            let was = backend.set_drained(drain);
+            tracing::info!(pool = %pool, backend = %name, action = action.as_str(), was_drained = was, "backend {} by the operator", if drain { "drained" } else { "enabled" });
+        }
+        BackendAction::Check => {
+            if !server.health().check_now(&pool, &name) {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("backend `{name}` of pool `{pool}` has no active health check"),
+                );
+            }
+        }
+    }
+    let state = if backend.is_drained() {
+        "drain"
+    } else {
+        backend.state().as_str()
+    };
+    (
+        StatusCode::OK,
+        serde_json::json!({
+            "pool": pool,
+            "backend": name,
+            "action": action.as_str(),
+            "state": state,
+            "outstanding": backend.outstanding(),
+        })
+        .to_string(),
+    )
 }
 
 /// `POST /blocks/lift?prefix=192.0.2.0/24`: lifts a dynamic block before

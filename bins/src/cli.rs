@@ -58,6 +58,31 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheCommand,
     },
+    /// Drain a backend of a running dnsha, put it back, or probe it now
+    /// (like `ipvsadm -e -w 0` or HAProxy's `disable server`).
+    Backend {
+        /// What to do.
+        #[arg(value_enum)]
+        action: BackendVerb,
+        /// Admin endpoint of the running daemon.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        admin: SocketAddr,
+        /// The backend's pool.
+        pool: String,
+        /// The backend.
+        name: String,
+    },
+}
+
+/// `dnsha backend` actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendVerb {
+    /// No new queries; those in flight finish; health checks go on.
+    Drain,
+    /// Take queries again, as its health allows.
+    Enable,
+    /// Run its health check now.
+    Check,
 }
 
 /// `dnsha cache` subcommands.
@@ -163,6 +188,18 @@ pub fn main() -> ExitCode {
                 },
         } => match runtime() {
             Ok(rt) => rt.block_on(crate::status::purge(admin, &pool, name, qtype, suffix)),
+            Err(e) => {
+                eprintln!("dnsha: cannot start runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Backend {
+            action,
+            admin,
+            pool,
+            name,
+        } => match runtime() {
+            Ok(rt) => rt.block_on(crate::status::backend(admin, action, &pool, &name)),
             Err(e) => {
                 eprintln!("dnsha: cannot start runtime: {e}");
                 ExitCode::FAILURE

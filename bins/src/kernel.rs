@@ -123,7 +123,7 @@ fn plan_now(server: &Server, layout: &Layout) -> Plan {
             p.snapshot()
                 .backends()
                 .iter()
-                .any(|x| x.name() == b.name && x.is_up())
+                .any(|x| x.name() == b.name && x.serves())
         })
     })
 }

@@ -290,6 +290,51 @@ pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
     }
 }
 
+/// `dnsha backend drain|enable|check --admin ADDR POOL NAME`: posts the
+/// action to the admin endpoint and prints what the backend is now.
+pub async fn backend(
+    admin: SocketAddr,
+    verb: crate::cli::BackendVerb,
+    pool: &str,
+    name: &str,
+) -> ExitCode {
+    use crate::cli::BackendVerb;
+    let action = match verb {
+        BackendVerb::Drain => "drain",
+        BackendVerb::Enable => "enable",
+        BackendVerb::Check => "check",
+    };
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("pool", pool);
+    q.append_pair("backend", name);
+    let path = format!("/backends/{action}?{}", q.finish());
+    let body = match request(admin, "POST", &path).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("dnsha backend {action}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    match (v["state"].as_str(), v["outstanding"].as_u64()) {
+        (Some(state), Some(outstanding)) => {
+            let done = match verb {
+                BackendVerb::Drain => "drained",
+                BackendVerb::Enable => "enabled",
+                BackendVerb::Check => "checked",
+            };
+            println!(
+                "backend {name} of pool {pool} {done}: now {state}, {outstanding} queries in flight"
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("dnsha backend {action}: unexpected answer from {admin}: {body}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `dnsha cache purge`: asks the daemon at `admin` to remove entries from
 /// `pool`'s cache and says how many went.
 pub async fn purge(

@@ -294,6 +294,29 @@ fn kernel_listeners_spread_by_weight_and_follow_health() {
     let (per, _) = udp_spread(&k, "c", 40);
     near(per, [30, 10], "ns2 back");
 
+    // `dnsha backend drain`: ns2 leaves the map (as `ipvsadm -e -w 0`),
+    // `enable` gives its slot back.
+    let backend = |verb: &str| {
+        let out = k.lab.exec(
+            "lb",
+            bin(),
+            &["backend", verb, "--admin", ADMIN, "nsd", "ns2"],
+        );
+        assert!(out.status.success(), "{out:?}");
+    };
+    backend("drain");
+    let drained = k
+        .lab
+        .wait(Duration::from_secs(2), |_| slots(&k, "udp-k") == [1, 0]);
+    assert!(drained.is_some(), "{:?}", slots(&k, "udp-k"));
+    let (per, lost) = udp_spread(&k, "c", 20);
+    assert_eq!((per, lost), ([20, 0], 0));
+    backend("enable");
+    let enabled = k
+        .lab
+        .wait(Duration::from_secs(2), |_| slots(&k, "udp-k") == [3, 1]);
+    assert!(enabled.is_some(), "{:?}", slots(&k, "udp-k"));
+
     // ns1 blackholed (its packets dropped, no ICMP): out of the map too.
     let out = k.lab.exec(
         "ns1",

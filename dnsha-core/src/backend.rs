@@ -140,6 +140,8 @@ pub struct Backend {
     address: SocketAddr,
     weight: u32,
     state: AtomicU8,
+    /// Drained by the operator ([`Backend::set_drained`]).
+    drained: std::sync::atomic::AtomicBool,
     retry_at: AtomicU64,
     outstanding: AtomicU64,
     queries: AtomicU64,
@@ -173,6 +175,7 @@ impl Backend {
             address,
             weight: weight.max(1),
             state: AtomicU8::new(BackendState::Up.to_u8()),
+            drained: std::sync::atomic::AtomicBool::new(false),
             retry_at: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
             queries: AtomicU64::new(0),
@@ -190,6 +193,7 @@ impl Backend {
         let new = Self::new(old.name.clone(), old.address, weight);
         new.state
             .store(old.state.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.set_drained(old.is_drained());
         new.retry_at
             .store(old.retry_at.load(Ordering::Relaxed), Ordering::Relaxed);
         new.queries.store(old.queries(), Ordering::Relaxed);
@@ -236,9 +240,31 @@ impl Backend {
         self.state() == BackendState::Up
     }
 
-    /// Whether a policy may send a query here at `now`: the backend is up, or
-    /// it was marked down by traffic and its retry time has come (one trial).
+    /// Whether the operator drained it: no new query goes to it, those in
+    /// flight finish, health checks go on (`ipvsadm -e -w 0`, HAProxy's
+    /// `disable server`).
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    /// Drains it (`true`) or puts it back (`false`); returns whether it was
+    /// drained before.
+    pub fn set_drained(&self, drained: bool) -> bool {
+        self.drained.swap(drained, Ordering::AcqRel)
+    }
+
+    /// Whether it takes new queries: up and not drained.
+    pub fn serves(&self) -> bool {
+        self.is_up() && !self.is_drained()
+    }
+
+    /// Whether a policy may send a query here at `now`: not drained, and the
+    /// backend is up, or it was marked down by traffic and its retry time
+    /// has come (one trial).
     pub fn is_available(&self, now: Millis) -> bool {
+        if self.is_drained() {
+            return false;
+        }
         match self.state() {
             BackendState::Up => true,
             BackendState::DownByCheck => false,
@@ -605,6 +631,26 @@ mod tests {
             c.record_failure(FailureKind::Timeout, &l, Millis(3_100 + i));
         }
         assert!(!c.is_up());
+    }
+
+    #[test]
+    fn a_drained_backend_takes_no_new_query_and_keeps_its_health() {
+        let b = backend();
+        assert!(!b.set_drained(true));
+        assert!(!b.is_available(Millis(0)));
+        assert!(!b.serves());
+        // Its health is its own: checks still move it.
+        assert!(b.is_up());
+        assert_eq!(
+            b.set_state(BackendState::DownByCheck),
+            Some(Transition::Down)
+        );
+        assert_eq!(b.set_state(BackendState::Up), Some(Transition::Up));
+        // A reload that changes its weight keeps the drain.
+        let c = Backend::with_state_of(&b, 5);
+        assert!(c.is_drained());
+        assert!(c.set_drained(false));
+        assert!(c.is_available(Millis(0)) && c.serves());
     }
 
     #[test]

@@ -156,9 +156,9 @@ impl BackendSet {
             .then_some(self.settings.hash_key)
     }
 
-    /// True when at least one backend is up.
+    /// True when at least one backend takes queries: up and not drained.
     pub fn any_up(&self) -> bool {
-        self.backends.iter().any(|b| b.is_up())
+        self.backends.iter().any(|b| b.serves())
     }
 }
 
@@ -468,6 +468,37 @@ mod tests {
         assert_eq!(second.backend().name(), "b");
         let none = p.pick(&[first.backend().id(), second.backend().id()], Millis(0));
         assert!(none.is_err());
+    }
+
+    #[test]
+    fn drained_backends_get_no_pick_under_any_policy_and_a_fully_drained_pool_is_down() {
+        for kind in [
+            PolicyKind::RoundRobin,
+            PolicyKind::WeightedRoundRobin,
+            PolicyKind::LeastOutstanding,
+            PolicyKind::FirstAvailable,
+            PolicyKind::ConsistentHash,
+        ] {
+            let p = pool(kind);
+            p.snapshot().backends()[0].set_drained(true);
+            for _ in 0..10 {
+                let f = p.pick(&[], Millis(0)).unwrap();
+                assert_eq!(f.backend().name(), "b", "{kind:?}");
+            }
+            assert!(p.snapshot().any_up());
+            p.snapshot().backends()[1].set_drained(true);
+            assert!(p.pick(&[], Millis(0)).is_err(), "{kind:?}");
+            assert!(!p.snapshot().any_up());
+            // Kept across a reload of the same backends.
+            p.update(
+                PoolSettings::default(),
+                vec![
+                    ("a".into(), "192.0.2.1:53".parse().unwrap(), 3),
+                    ("b".into(), "192.0.2.2:53".parse().unwrap(), 1),
+                ],
+            );
+            assert!(p.snapshot().backends().iter().all(|b| b.is_drained()));
+        }
     }
 
     #[test]

@@ -99,6 +99,8 @@ struct Task {
     metrics: CheckMetrics,
     report: Mutex<BackendHealth>,
     stop: CancellationToken,
+    /// Probe at once ([`HealthMonitor::check_now`]).
+    now: tokio::sync::Notify,
 }
 
 /// The observer set on a pool: routes signals to the backend's task.
@@ -354,6 +356,7 @@ impl HealthMonitor {
             passive,
             metrics: CheckMetrics::default(),
             stop: self.inner.stop.child_token(),
+            now: tokio::sync::Notify::new(),
         });
         tracing::debug!(
             pool = %task.key.pool,
@@ -392,6 +395,21 @@ impl HealthMonitor {
             .iter()
             .find(|t| t.key.pool == pool && t.key.backend == backend)
             .map(|t| lock(&t.report).clone())
+    }
+
+    /// Probes backend `backend` of `pool` at once, as an operator asks
+    /// during an incident (the next probes follow at the interval from
+    /// then); false when it is not checked.
+    pub fn check_now(&self, pool: &str, backend: &str) -> bool {
+        let reg = self.inner.lock();
+        let task = reg
+            .tasks
+            .iter()
+            .find(|t| t.key.pool == pool && t.key.backend == backend);
+        if let Some(t) = task {
+            t.now.notify_one();
+        }
+        task.is_some()
     }
 
     /// How many backends are checked.

@@ -16,6 +16,9 @@ _dnsha() {
             ",$1")
                 cmd="dnsha"
                 ;;
+            dnsha,backend)
+                cmd="dnsha__subcmd__backend"
+                ;;
             dnsha,cache)
                 cmd="dnsha__subcmd__cache"
                 ;;
@@ -46,6 +49,9 @@ _dnsha() {
             dnsha__subcmd__cache__subcmd__help,purge)
                 cmd="dnsha__subcmd__cache__subcmd__help__subcmd__purge"
                 ;;
+            dnsha__subcmd__help,backend)
+                cmd="dnsha__subcmd__help__subcmd__backend"
+                ;;
             dnsha__subcmd__help,cache)
                 cmd="dnsha__subcmd__help__subcmd__cache"
                 ;;
@@ -74,12 +80,30 @@ _dnsha() {
 
     case "${cmd}" in
         dnsha)
-            opts="-h -V --help --version run check demo status cache help"
+            opts="-h -V --help --version run check demo status cache backend help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dnsha__subcmd__backend)
+            opts="-h --admin --help drain enable check"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --admin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -206,8 +230,22 @@ _dnsha() {
             return 0
             ;;
         dnsha__subcmd__help)
-            opts="run check demo status cache help"
+            opts="run check demo status cache backend help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dnsha__subcmd__help__subcmd__backend)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

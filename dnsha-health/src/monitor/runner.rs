@@ -63,6 +63,14 @@ impl Runner {
                     lock(&self.task.report).check = cfg.check;
                     next = next.min(Instant::now() + interval);
                 }
+                () = self.task.now.notified() => {
+                    tracing::info!(
+                        pool = %self.task.key.pool,
+                        backend = %self.task.key.backend,
+                        "health check forced"
+                    );
+                    next = Instant::now();
+                }
                 Some(signal) = self.passive.recv() => {
                     let was_suspect = state.is_suspect();
                     if let Some(t) = state.observe(Input::Passive(signal)) {

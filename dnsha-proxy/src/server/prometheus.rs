@@ -285,10 +285,16 @@ fn backend_families(w: &mut Exposition, pools: &[Arc<Pool>]) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let families: [BackendFamily; 5] = [
+    let families: [BackendFamily; 6] = [
         ("backend_up", "1 when the backend is up.", "gauge", |b| {
             u64::from(b.is_up())
         }),
+        (
+            "backend_drained",
+            "1 while an operator drains the backend (no new queries).",
+            "gauge",
+            |b| u64::from(b.is_drained()),
+        ),
         (
             "backend_outstanding",
             "Queries in flight to the backend.",

@@ -34,7 +34,11 @@ impl Server {
                             .map(|b| BackendStatus {
                                 name: b.name().to_string(),
                                 address: b.address(),
-                                state: b.state().as_str().to_string(),
+                                state: if b.is_drained() {
+                                    "drain".to_string()
+                                } else {
+                                    b.state().as_str().to_string()
+                                },
                                 weight: b.weight(),
                                 outstanding: b.outstanding(),
                                 queries: b.queries(),
@@ -177,7 +181,8 @@ pub struct BackendStatus {
     pub name: String,
     /// Backend address.
     pub address: SocketAddr,
-    /// `"up"` or `"down"`.
+    /// `"up"` or `"down"`, or `"drain"` while the operator drains it
+    /// (then `health` still says what its checks see).
     pub state: String,
     /// Weight.
     pub weight: u32,
