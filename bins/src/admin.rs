@@ -192,14 +192,15 @@ pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Respon
     }
 }
 
-/// What an operator does to one backend during an incident.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What an operator does to one backend during an incident (`dnsha
+/// backend ACTION`, `POST /backends/ACTION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendAction {
-    /// No new queries; those in flight finish; checks go on.
+    /// No new queries; those in flight finish; health checks go on.
     Drain,
-    /// Takes queries again (as its health allows).
+    /// Take queries again, as its health allows.
     Enable,
-    /// Probes it at once.
+    /// Run its health check now.
     Check,
 }
 

@@ -63,7 +63,7 @@ pub enum Command {
     Backend {
         /// What to do.
         #[arg(value_enum)]
-        action: BackendVerb,
+        action: crate::admin::BackendAction,
         /// Admin endpoint of the running daemon.
         #[arg(long, default_value = "127.0.0.1:8088")]
         admin: SocketAddr,
@@ -72,17 +72,6 @@ pub enum Command {
         /// The backend.
         name: String,
     },
-}
-
-/// `dnsha backend` actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendVerb {
-    /// No new queries; those in flight finish; health checks go on.
-    Drain,
-    /// Take queries again, as its health allows.
-    Enable,
-    /// Run its health check now.
-    Check,
 }
 
 /// `dnsha cache` subcommands.

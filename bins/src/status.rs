@@ -294,16 +294,12 @@ pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
 /// action to the admin endpoint and prints what the backend is now.
 pub async fn backend(
     admin: SocketAddr,
-    verb: crate::cli::BackendVerb,
+    verb: crate::admin::BackendAction,
     pool: &str,
     name: &str,
 ) -> ExitCode {
-    use crate::cli::BackendVerb;
-    let action = match verb {
-        BackendVerb::Drain => "drain",
-        BackendVerb::Enable => "enable",
-        BackendVerb::Check => "check",
-    };
+    use crate::admin::BackendAction;
+    let action = verb.as_str();
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("pool", pool);
     q.append_pair("backend", name);
@@ -319,9 +315,9 @@ pub async fn backend(
     match (v["state"].as_str(), v["outstanding"].as_u64()) {
         (Some(state), Some(outstanding)) => {
             let done = match verb {
-                BackendVerb::Drain => "drained",
-                BackendVerb::Enable => "enabled",
-                BackendVerb::Check => "checked",
+                BackendAction::Drain => "drained",
+                BackendAction::Enable => "enabled",
+                BackendAction::Check => "checked",
             };
             println!(
                 "backend {name} of pool {pool} {done}: now {state}, {outstanding} queries in flight"
