@@ -28,6 +28,11 @@ const CONNECTION_LIFE: Duration = Duration::from_secs(30);
 pub struct Admin {
     config: Option<AdminConfig>,
     stop: CancellationToken,
+    /// The settings its accept loop and requests read (`allow`, `users`,
+    /// `auth`), changed in place by [`Admin::update`].
+    access: Arc<arc_swap::ArcSwap<AdminConfig>>,
+    /// The accept loop, which owns the listening socket.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Admin {
@@ -44,6 +49,29 @@ impl Admin {
     /// Stops accepting.
     pub fn stop(&self) {
         self.stop.cancel();
+    }
+
+    /// Stops accepting and waits until the listening socket is closed (so
+    /// that a new endpoint can bind the same address).
+    pub async fn stop_and_wait(&mut self) {
+        self.stop.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    /// Takes `config` in place when it listens where this one does with
+    /// the same connection limit (a reload that changes `allow`, `users`
+    /// or `auth`); false when it needs a new endpoint.
+    pub fn update(&mut self, config: &AdminConfig) -> bool {
+        let same_socket = self.config.as_ref().is_some_and(|c| {
+            c.listen == config.listen && c.max_connections == config.max_connections
+        });
+        if same_socket {
+            self.access.store(Arc::new(config.clone()));
+            self.config = Some(config.clone());
+        }
+        same_socket
     }
 }
 
@@ -69,14 +97,28 @@ pub async fn start(
 ) -> std::io::Result<Admin> {
     let stop = CancellationToken::new();
     let Some(config) = config.cloned() else {
-        return Ok(Admin { config: None, stop });
+        return Ok(Admin {
+            config: None,
+            stop,
+            access: Arc::new(arc_swap::ArcSwap::from_pointee(AdminConfig {
+                listen: ([127, 0, 0, 1], 0).into(),
+                allow: Vec::new(),
+                max_connections: 0,
+                users: Vec::new(),
+                auth: dnsha_core::config::AdminAuth::All,
+            })),
+            task: None,
+        });
     };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(address = %config.listen, "admin endpoint listening");
     let token = stop.clone();
-    let limits = config.clone();
-    tokio::spawn(async move {
-        let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let access = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
+    let shared = Arc::clone(&access);
+    let max_connections = config.max_connections;
+    let task = tokio::spawn(async move {
+        let access = shared;
+        let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
         loop {
             let accepted = tokio::select! {
                 () = token.cancelled() => break,
@@ -90,7 +132,8 @@ pub async fn start(
                     continue;
                 }
             };
-            if !limits
+            if !access
+                .load()
                 .allow
                 .iter()
                 .any(|n| n.contains(&peer.ip().to_canonical()))
@@ -104,12 +147,17 @@ pub async fn start(
             };
             let server = Arc::clone(&server);
             let slots = slots.clone();
+            let access = Arc::clone(&access);
             tokio::spawn(async move {
                 let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
                     let server = Arc::clone(&server);
                     let slots = slots.clone();
-                    async move { Ok::<_, Infallible>(handle(&server, &slots, &req)) }
+                    let access = Arc::clone(&access);
+                    async move {
+                        let access = access.load_full();
+                        Ok::<_, Infallible>(authorized(&server, &slots, &access, peer, req).await)
+                    }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc);
@@ -120,7 +168,64 @@ pub async fn start(
     Ok(Admin {
         config: Some(config),
         stop,
+        access,
+        task: Some(task),
     })
+}
+
+/// Checks who asks ([`crate::auth`]), logs an action with its user, then
+/// routes the request.
+async fn authorized(
+    server: &Server,
+    slots: &Slots,
+    access: &AdminConfig,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let is_action = req.method() == Method::POST;
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match crate::auth::precheck(access, peer.ip(), is_action, header) {
+        Ok(None) => None,
+        Ok(Some((name, password))) => {
+            let users = access.users.clone();
+            let who = name.clone();
+            let ok =
+                tokio::task::spawn_blocking(move || crate::auth::verify(&users, &who, &password))
+                    .await
+                    .unwrap_or(false);
+            if !ok {
+                tracing::warn!(client = %peer, user = %name, path = %req.uri().path(), "admin authentication failed");
+                return unauthorized();
+            }
+            Some(name)
+        }
+        Err(crate::auth::Refusal::Unauthorized) => return unauthorized(),
+        Err(crate::auth::Refusal::Forbidden(why)) => {
+            tracing::warn!(client = %peer, path = %req.uri().path(), "admin action refused: {why}");
+            return reply(StatusCode::FORBIDDEN, "text/plain", format!("{why}\n"));
+        }
+    };
+    if is_action {
+        tracing::info!(client = %peer, user = user.as_deref().unwrap_or("-"), request = %req.uri(), "admin action");
+    }
+    handle(server, slots, &req)
+}
+
+/// 401 with the challenge a browser and curl answer.
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = reply(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        "a user is needed (HTTP basic auth)\n".into(),
+    );
+    r.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"dnsha\""),
+    );
+    r
 }
 
 fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>> {

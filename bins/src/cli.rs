@@ -58,6 +58,9 @@ pub enum Command {
         #[command(subcommand)]
         action: CacheCommand,
     },
+    /// Print an Argon2id hash (PHC format) of a password read from the
+    /// standard input, for `[admin] users = ["NAME:HASH"]`.
+    HashPassword,
     /// Drain a backend of a running dnsha, put it back, or probe it now
     /// (like `ipvsadm -e -w 0` or HAProxy's `disable server`).
     Backend {
@@ -182,6 +185,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::HashPassword => hash_password(),
         Command::Backend {
             action,
             admin,
@@ -201,5 +205,35 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `dnsha hash-password`: one line from stdin (a prompt on stderr when it
+/// is a terminal), its hash on stdout.
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("password (shown as typed): ");
+    }
+    let mut line = String::new();
+    if let Err(e) = stdin.read_line(&mut line) {
+        eprintln!("dnsha hash-password: cannot read the password: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!("dnsha hash-password: empty password");
+        return ExitCode::FAILURE;
+    }
+    match crate::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dnsha hash-password: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

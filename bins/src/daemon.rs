@@ -49,6 +49,7 @@ pub fn load(path: &Path) -> Result<Config> {
     if let Err(account_errors) = crate::privileges::resolve(&cfg) {
         errors.extend(account_errors);
     }
+    errors.extend(crate::auth::check_users(cfg.admin.as_ref()));
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
         return Err(invalid(errors, text));
@@ -457,7 +458,13 @@ impl Daemon {
         if config == self.admin.config() {
             return;
         }
-        self.admin.stop();
+        if let Some(c) = config {
+            if self.admin.update(c) {
+                tracing::info!(address = %c.listen, "admin endpoint settings changed in place");
+                return;
+            }
+        }
+        self.admin.stop_and_wait().await;
         match crate::admin::start(config, Arc::clone(&self.server), self.slots.clone()).await {
             Ok(a) => self.admin = a,
             Err(e) => tracing::error!(error = %e, "admin endpoint not restarted"),

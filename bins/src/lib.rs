@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod assets;
+pub mod auth;
 pub mod cli;
 pub mod daemon;
 pub mod demo;

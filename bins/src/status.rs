@@ -17,14 +17,19 @@ pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String> {
 }
 
 /// Sends `METHOD path` (no body) to `addr` and returns the body of a 200
-/// answer; any other status is an error carrying the status line.
+/// answer; any other status is an error carrying the status line. With
+/// `DNSHA_ADMIN_USER` and `DNSHA_ADMIN_PASSWORD` set, as that user (HTTP
+/// basic auth).
 pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|source| Error::Connect { addr, source })?;
+        let auth = crate::auth::client_header()
+            .map(|h| format!("Authorization: {h}\r\n"))
+            .unwrap_or_default();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
         );
         let exchange = |source| Error::Exchange { addr, source };
         s.write_all(req.as_bytes()).await.map_err(exchange)?;

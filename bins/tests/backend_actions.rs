@@ -160,3 +160,120 @@ fn a_pool_whose_backends_are_all_drained_answers_as_it_does_without_backends() {
     assert_eq!(a_record(&m), Some(ip(1)));
     d.kill();
 }
+
+/// `dnsha hash-password` with `input` on its stdin.
+fn hash_password(input: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `dnsha ARGS` as `DNSHA_ADMIN_USER`/`DNSHA_ADMIN_PASSWORD`.
+fn dnsha_as(user: &str, password: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .env("DNSHA_ADMIN_USER", user)
+        .env("DNSHA_ADMIN_PASSWORD", password)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `[admin] users`: the actions need a user (HTTP basic auth against an
+/// Argon2 hash), reads stay open until `auth = "all"`.
+#[test]
+fn admin_users_guard_the_actions_and_with_auth_all_every_request() {
+    init_tracing();
+    let (ok, hash, err) = hash_password("s3cret\n");
+    assert!(ok && hash.starts_with("$argon2id$"), "{hash}{err}");
+    let (ok, _, err) = hash_password("\n");
+    assert!(!ok && err.contains("empty password"), "{err}");
+    let n1 = Nsd::start(ip(1));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = |auth: &str| {
+        config(listen, admin, "", &[("ns1", n1.addr(), 1)]).replace(
+            &format!("listen = \"{admin}\"\n"),
+            &format!("listen = \"{admin}\"\nusers = [\"admin:{hash}\"]\n{auth}"),
+        )
+    };
+    let mut d = Dnsha::start(bin(), &cfg(""));
+    d.wait_udp(listen);
+    let a = admin.to_string();
+    let drain = ["backend", "drain", "--admin", a.as_str(), "p", "ns1"];
+    // No user: 401.
+    let (ok, _, err) = dnsha(&drain);
+    assert!(!ok && err.contains("401 Unauthorized"), "{err}");
+    // A wrong password: 401, logged.
+    let (ok, _, err) = dnsha_as("admin", "wrong", &drain);
+    assert!(!ok && err.contains("401 Unauthorized"), "{err}");
+    assert!(
+        d.wait_log("admin authentication failed", Duration::from_secs(2)),
+        "{}",
+        d.log()
+    );
+    let (ok, _, err) = dnsha_as("nobody", "s3cret", &drain);
+    assert!(!ok && err.contains("401"), "{err}");
+    assert_eq!(status(admin)["pools"][0]["backends"][0]["state"], "up");
+    // The right one: done, and logged with its user.
+    let (ok, out, err) = dnsha_as("admin", "s3cret", &drain);
+    assert!(ok, "{out}{err}");
+    assert!(d.log().contains("user=admin"), "{}", d.log());
+    assert_eq!(status(admin)["pools"][0]["backends"][0]["state"], "drain");
+    // Reads stay open (Prometheus)...
+    assert!(http_get(admin, "/metrics").contains("dnsha_backend_drained"));
+    // ...until auth = "all".
+    d.rewrite_config(&cfg("auth = \"all\"\n"));
+    d.signal(Signal::SIGHUP).unwrap();
+    assert!(
+        d.wait_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    let refused = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let (ok, _, err) = dnsha(&["status", "--admin", &a]);
+        !ok && err.contains("401")
+    });
+    assert!(refused, "{}", d.log());
+    let (ok, table, err) = dnsha_as("admin", "s3cret", &["status", "--admin", &a]);
+    assert!(ok && table.contains("drain"), "{table}{err}");
+    assert!(d.log().contains("admin endpoint settings changed in place"));
+    // A new connection limit rebinds the same address (the old socket is
+    // closed first).
+    d.rewrite_config(&cfg("auth = \"all\"\nmax_connections = 8\n"));
+    d.signal(Signal::SIGHUP).unwrap();
+    let rebound = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        d.log().matches("admin endpoint listening").count() == 2
+    });
+    assert!(rebound, "{}", d.log());
+    assert!(
+        !d.log().contains("admin endpoint not restarted"),
+        "{}",
+        d.log()
+    );
+    let (ok, _, err) = dnsha_as("admin", "s3cret", &["status", "--admin", &a]);
+    assert!(ok, "{err}");
+    d.kill();
+}

@@ -28,6 +28,9 @@ _dnsha() {
             dnsha,demo)
                 cmd="dnsha__subcmd__demo"
                 ;;
+            dnsha,hash-password)
+                cmd="dnsha__subcmd__hash__subcmd__password"
+                ;;
             dnsha,help)
                 cmd="dnsha__subcmd__help"
                 ;;
@@ -61,6 +64,9 @@ _dnsha() {
             dnsha__subcmd__help,demo)
                 cmd="dnsha__subcmd__help__subcmd__demo"
                 ;;
+            dnsha__subcmd__help,hash-password)
+                cmd="dnsha__subcmd__help__subcmd__hash__subcmd__password"
+                ;;
             dnsha__subcmd__help,help)
                 cmd="dnsha__subcmd__help__subcmd__help"
                 ;;
@@ -80,7 +86,7 @@ _dnsha() {
 
     case "${cmd}" in
         dnsha)
-            opts="-h -V --help --version run check demo status cache backend help"
+            opts="-h -V --help --version run check demo status cache hash-password backend help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -229,8 +235,22 @@ _dnsha() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dnsha__subcmd__hash__subcmd__password)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dnsha__subcmd__help)
-            opts="run check demo status cache backend help"
+            opts="run check demo status cache hash-password backend help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -300,6 +320,20 @@ _dnsha() {
             return 0
             ;;
         dnsha__subcmd__help__subcmd__demo)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dnsha__subcmd__help__subcmd__hash__subcmd__password)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

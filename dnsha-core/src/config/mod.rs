@@ -146,6 +146,35 @@ pub struct AdminConfig {
     pub allow: Vec<IpNet>,
     /// Connections open at once, at most; more are closed at accept.
     pub max_connections: usize,
+    /// `users`: who may act (and, with [`AdminAuth::All`], read), each
+    /// with a password hash in the PHC format (`dnsha hash-password`).
+    pub users: Vec<AdminUser>,
+    /// `auth`: what needs a user.
+    pub auth: AdminAuth,
+}
+
+/// One `[admin] users` entry, `"NAME:HASH"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminUser {
+    /// The user name (HTTP basic auth).
+    pub name: String,
+    /// Its password hash, a PHC string (`$argon2id$...`), checked by the
+    /// daemon (this crate does not read it).
+    pub hash: String,
+    /// Where the entry is written.
+    pub span: Range<usize>,
+}
+
+/// What the admin endpoint asks a user for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminAuth {
+    /// The actions (`POST`): reads (`/`, `/status`, `/metrics`) stay open
+    /// to the `allow` networks, for Prometheus.
+    #[default]
+    Actions,
+    /// Every request.
+    All,
 }
 
 /// Default [`AdminConfig::max_connections`].
@@ -778,10 +807,38 @@ impl Validator {
             .map_or(DEFAULT_ADMIN_MAX_CONNECTIONS, |v| {
                 self.between("max_connections", v, 4096)
             });
+        let mut users: Vec<AdminUser> = Vec::new();
+        for u in a.users.iter().flatten() {
+            match u.get_ref().split_once(':') {
+                Some((name, hash)) if !name.is_empty() && hash.starts_with('$') => {
+                    if users.iter().any(|x| x.name == name) {
+                        self.err(u.span(), format!("admin user `{name}` is listed twice"));
+                    }
+                    users.push(AdminUser {
+                        name: name.to_string(),
+                        hash: hash.to_string(),
+                        span: u.span(),
+                    });
+                }
+                _ => self.err(
+                    u.span(),
+                    "an admin user is \"NAME:HASH\", the hash as `dnsha hash-password` prints \
+                     it ($argon2id$...)",
+                ),
+            }
+        }
+        let auth = a.auth.as_ref().map_or(AdminAuth::Actions, |v| *v.get_ref());
+        if auth == AdminAuth::All && users.is_empty() {
+            if let Some(v) = &a.auth {
+                self.err(v.span(), "auth = \"all\" needs [admin] users");
+            }
+        }
         AdminConfig {
             listen,
             allow,
             max_connections,
+            users,
+            auth,
         }
     }
 

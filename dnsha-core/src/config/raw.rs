@@ -36,6 +36,8 @@ pub(super) struct RawAdmin {
     pub(super) listen: Spanned<String>,
     pub(super) allow: Option<Vec<Spanned<String>>>,
     pub(super) max_connections: Option<Spanned<u64>>,
+    pub(super) users: Option<Vec<Spanned<String>>>,
+    pub(super) auth: Option<Spanned<super::AdminAuth>>,
 }
 
 fn spanned<T>(v: T) -> Spanned<T> {
@@ -297,11 +299,15 @@ fn admin(mut t: Table<'_>, errs: &mut Errors) -> Option<RawAdmin> {
     let listen = t.required(errs, "listen");
     let allow = t.strings(errs, "allow");
     let max_connections = t.u64(errs, "max_connections");
+    let users = t.strings(errs, "users");
+    let auth = t.choice(errs, "auth");
     t.finish(errs);
     Some(RawAdmin {
         listen: listen?,
         allow,
         max_connections,
+        users,
+        auth,
     })
 }
 
