@@ -29,7 +29,7 @@ fn families(text: &str) -> BTreeSet<String> {
         let name = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s))
-            .map_or(name.clone(), str::to_string);
+            .map_or_else(|| name.clone(), str::to_string);
         out.insert(name);
     }
     out
