@@ -26,11 +26,11 @@ const CONNECTION_LIFE: Duration = Duration::from_secs(30);
 /// A running admin endpoint (or none).
 #[derive(Debug)]
 pub struct Admin {
-    config: Option<AdminConfig>,
+    /// The settings it runs with, which its accept loop and requests read
+    /// (`allow`, `users`, `auth` change in place: [`Admin::update`]);
+    /// `None` without an endpoint.
+    config: Option<Arc<arc_swap::ArcSwap<AdminConfig>>>,
     stop: CancellationToken,
-    /// The settings its accept loop and requests read (`allow`, `users`,
-    /// `auth`), changed in place by [`Admin::update`].
-    access: Arc<arc_swap::ArcSwap<AdminConfig>>,
     /// The accept loop, which owns the listening socket.
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -38,12 +38,12 @@ pub struct Admin {
 impl Admin {
     /// The address it listens on.
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.config.as_ref().map(|c| c.listen)
+        self.config.as_ref().map(|c| c.load().listen)
     }
 
     /// The configuration it runs with.
-    pub fn config(&self) -> Option<&AdminConfig> {
-        self.config.as_ref()
+    pub fn config(&self) -> Option<Arc<AdminConfig>> {
+        self.config.as_ref().map(|c| c.load_full())
     }
 
     /// Stops accepting.
@@ -64,12 +64,13 @@ impl Admin {
     /// the same connection limit (a reload that changes `allow`, `users`
     /// or `auth`); false when it needs a new endpoint.
     pub fn update(&mut self, config: &AdminConfig) -> bool {
-        let same_socket = self.config.as_ref().is_some_and(|c| {
-            c.listen == config.listen && c.max_connections == config.max_connections
-        });
+        let Some(shared) = &self.config else {
+            return false;
+        };
+        let c = shared.load();
+        let same_socket = c.listen == config.listen && c.max_connections == config.max_connections;
         if same_socket {
-            self.access.store(Arc::new(config.clone()));
-            self.config = Some(config.clone());
+            shared.store(Arc::new(config.clone()));
         }
         same_socket
     }
@@ -100,13 +101,6 @@ pub async fn start(
         return Ok(Admin {
             config: None,
             stop,
-            access: Arc::new(arc_swap::ArcSwap::from_pointee(AdminConfig {
-                listen: ([127, 0, 0, 1], 0).into(),
-                allow: Vec::new(),
-                max_connections: 0,
-                users: Vec::new(),
-                auth: dnsha_core::config::AdminAuth::All,
-            })),
             task: None,
         });
     };
@@ -166,9 +160,8 @@ pub async fn start(
         }
     });
     Ok(Admin {
-        config: Some(config),
+        config: Some(access),
         stop,
-        access,
         task: Some(task),
     })
 }

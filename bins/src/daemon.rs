@@ -455,7 +455,7 @@ impl Daemon {
 
     /// Restarts the admin endpoint when its configuration changed.
     async fn move_admin(&mut self, config: Option<&dnsha_core::config::AdminConfig>) {
-        if config == self.admin.config() {
+        if config == self.admin.config().as_deref() {
             return;
         }
         if let Some(c) = config {

@@ -61,12 +61,7 @@ fn the_dashboard_and_the_alerts_name_only_series_dnsha_exposes() {
         + "[pool.health]\ninterval_ms = 500\n[pool.cache]\n";
     let path = lab.dir.path().join("dnsha.toml");
     std::fs::write(&path, cfg).unwrap();
-    let i = lab.spawn(
-        "lb",
-        bin(),
-        &["run", "--config", path.to_str().unwrap()],
-        false,
-    );
+    let i = run_in_lab(&mut lab, "lb", &path);
     let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
     assert!(held.is_some(), "{}", lab.proc_ref(i).log_text());
     let server = SocketAddr::from((vip, 53));

@@ -183,12 +183,7 @@ fn pair(tag: &str, subnet: u8, nodes: &[&str]) -> Option<Pair> {
     );
     let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
     assert!(held.is_some(), "{}", lab.logs());
-    let b = lab.spawn(
-        "b",
-        bin(),
-        &["run", "--config", config_b.to_str().unwrap()],
-        false,
-    );
+    let b = run_in_lab(&mut lab, "b", &config_b);
     let backup = lab.wait(Duration::from_secs(10), |l| {
         l.proc_ref(b).log_text().contains("to=BACKUP")
     });

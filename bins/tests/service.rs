@@ -337,12 +337,7 @@ fn started_as_root_with_user_it_switches_every_thread_and_vrrp_still_moves_the_v
         (52, 100, "0.1"),
     );
     let (_dir, path) = world_readable_config(&cfg);
-    let i = lab.spawn(
-        "lb",
-        bin(),
-        &["run", "--config", path.to_str().unwrap()],
-        false,
-    );
+    let i = run_in_lab(&mut lab, "lb", &path);
     let held = lab.wait(Duration::from_secs(10), |l| l.holds("lb", vip));
     assert!(held.is_some(), "{}", lab.proc_ref(i).log_text());
     let log = lab.proc_ref(i).log_text();
@@ -362,12 +357,7 @@ fn started_as_root_with_user_it_switches_every_thread_and_vrrp_still_moves_the_v
     // back: nobody adds it again.
     let (_dir2, path2) =
         world_readable_config(&vrrp_balancer("", vip, local, false, (52, 200, "0.1")));
-    let j = lab.spawn(
-        "lb2",
-        bin(),
-        &["run", "--config", path2.to_str().unwrap()],
-        false,
-    );
+    let j = run_in_lab(&mut lab, "lb2", &path2);
     let moved = lab.wait(Duration::from_secs(10), |l| {
         l.holds("lb2", vip) && !l.holds("lb", vip)
     });
@@ -419,12 +409,7 @@ fn a_kept_bind_capability_lets_a_reload_add_a_low_port() {
         nsd.addr()
     );
     let (_dir, path) = world_readable_config(&cfg);
-    let i = lab.spawn(
-        "lb",
-        bin(),
-        &["run", "--config", path.to_str().unwrap()],
-        false,
-    );
+    let i = run_in_lab(&mut lab, "lb", &path);
     let up = lab.wait(Duration::from_secs(10), |l| {
         l.proc_ref(i).log_text().contains("switched user")
     });

@@ -172,3 +172,14 @@ pub fn vrrp_balancer(
         if tcp { listener("tcp") } else { String::new() },
     )
 }
+
+/// `dnsha run --config CONFIG` in `node` of `lab`; its index for
+/// [`netns::Lab::proc`].
+pub fn run_in_lab(lab: &mut netns::Lab, node: &str, config: &Path) -> usize {
+    lab.spawn(
+        node,
+        bin(),
+        &["run", "--config", config.to_str().expect("utf-8 path")],
+        false,
+    )
+}
