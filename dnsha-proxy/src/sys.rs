@@ -553,6 +553,28 @@ pub fn unsteer_reuseport(s: &impl AsFd) -> io::Result<()> {
     }
 }
 
+/// Takes the listening UDP socket `s` out of its SO_REUSEPORT group's
+/// share of new datagrams, for a listener that a reload replaced: it is
+/// connected to its own address (the loopback one for a wildcard), so the
+/// kernel's pick among the group skips it (a connected member) or, for a
+/// wildcard socket, rehashes it out of the group. Datagrams already queued
+/// stay readable, and answers still go out with explicit addresses. The
+/// steering program, if any, is removed first: it picks members by index.
+pub fn leave_reuseport_group(s: &impl AsFd) -> io::Result<()> {
+    unsteer_reuseport(s)?;
+    let sock = socket2::SockRef::from(s);
+    let local = sock
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let ip = match local.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    sock.connect(&SocketAddr::new(ip, local.port()).into())
+}
+
 /// CPU time the calling thread has used (user and system), in
 /// nanoseconds; 0 if the clock cannot be read.
 pub fn thread_cpu_ns() -> u64 {
@@ -708,6 +730,50 @@ mod tests {
         unsteer_reuseport(&socks[1]).unwrap();
         unsteer_reuseport(&socks[1]).unwrap();
         assert!(spread_of(&socks, 60).iter().all(|&n| n > 0));
+    }
+
+    #[test]
+    fn a_socket_that_leaves_its_group_gets_no_new_datagrams_but_keeps_its_queue() {
+        for bind in ["127.0.0.1:0", "0.0.0.0:0"] {
+            let first = crate::socket::bind_udp(bind.parse().unwrap()).unwrap();
+            let port = first.local_addr().unwrap().port();
+            let mut socks = vec![first];
+            for _ in 0..2 {
+                let at = SocketAddr::new(bind.parse::<SocketAddr>().unwrap().ip(), port);
+                socks.push(crate::socket::bind_udp(at).unwrap());
+            }
+            // Queued before it leaves: still read after.
+            let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut queued = 0;
+            for _ in 0..60 {
+                let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                tx.send_to(b"q", to).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            steer_reuseport(&socks[0], 1).unwrap();
+            leave_reuseport_group(&socks[0]).unwrap();
+            let mut b = RecvBatch::new(64);
+            while let Ok(n) = b.recv(&socks[0]) {
+                queued += n;
+            }
+            assert!(queued > 0, "{bind}");
+            // Drain the others, then: nothing new for the one that left,
+            // even with a steering program that had picked it (removed).
+            for s in &socks[1..] {
+                while b.recv(s).is_ok() {}
+            }
+            let spread = spread_of(&socks, 60);
+            assert_eq!(spread[0], 0, "{bind}: {spread:?}");
+            assert_eq!(spread.iter().sum::<usize>(), 60, "{bind}: {spread:?}");
+            // It still answers with an explicit destination.
+            let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            send_to(&socks[0], b"a", client.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 4];
+            client
+                .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+                .unwrap();
+            assert_eq!(client.recv(&mut buf).unwrap(), 1, "{bind}");
+        }
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub const MAX_PENDING_PER_WORKER: usize = 32_768;
 
 /// Datagrams read by one recvmmsg.
 const BATCH: usize = 32;
+/// Batches a stopping worker still reads ([`Worker::read_left`]): a full
+/// default receive buffer's worth of small queries, so a shutdown under
+/// load is not held up by new arrivals.
+const LEFT_BATCHES: usize = 64;
 
 /// Batches read from one upstream socket before the next deadline check
 /// (a socket buffer of 4 MB holds at most this many answers of ~100 bytes).
@@ -214,9 +218,27 @@ impl Worker {
                     }
                 }
                 () = &mut timer => {}
-                () = self.ctx.stop.cancelled(), if !stopping => stopping = true,
+                () = self.ctx.stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    self.read_left(&mut b);
+                }
             }
         }
+    }
+
+    /// On a stop, the queries already queued in the socket are read and
+    /// served, at most [`LEFT_BATCHES`] batches: a reload took the socket
+    /// out of its reuseport group before stopping it
+    /// ([`crate::sys::leave_reuseport_group`]), so nothing new arrives and
+    /// these would be lost.
+    fn read_left(&mut self, b: &mut Batches) {
+        let now = Millis::now();
+        for _ in 0..LEFT_BATCHES {
+            if !self.read_queries(&mut b.client, &mut b.replies, now) {
+                break;
+            }
+        }
+        self.flush_upstream(now);
     }
 
     /// One round: every backend answer ready, one batch of client queries

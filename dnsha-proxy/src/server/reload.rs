@@ -117,6 +117,9 @@ impl Server {
                 next.push(r);
             } else {
                 tracing::info!(listener = %r.config.name, address = %r.config.listen, "listener stopped by reload");
+                if r.config.protocol == Protocol::Udp {
+                    leave_group(&r);
+                }
                 r.ctx.stop.cancel();
                 summary.listeners_removed += 1;
                 self.retire(Arc::clone(&r.ctx));
@@ -180,6 +183,20 @@ impl Server {
             plan.keep.push((i, shared));
         }
         Ok(plan)
+    }
+}
+
+/// Takes the sockets of a UDP listener that a reload stops out of their
+/// reuseport group at once: new queries go to the sockets that replace
+/// them, while the stopping workers read what was already queued and
+/// answer what is in flight. Without this, until each worker noticed the
+/// stop and closed its socket, the kernel kept handing it a share of new
+/// queries that nobody read.
+fn leave_group(r: &RunningListener) {
+    for (name, fd) in &r.sockets {
+        if let Err(e) = crate::sys::leave_reuseport_group(fd) {
+            tracing::warn!(listener = %r.config.name, socket = %name, error = %e, "cannot take a stopped udp socket out of its group");
+        }
     }
 }
 
