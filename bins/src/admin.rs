@@ -1,5 +1,7 @@
-//! The admin HTTP endpoint: `GET /status` (JSON), `GET /metrics`
-//! (Prometheus text) and `POST /cache/purge`.
+//! The admin HTTP endpoint (HTTPS with `tls_cert`): the web console at
+//! `GET /` with its `GET /history`, `GET /status` (JSON), `GET /metrics`
+//! (Prometheus text), and the actions (`POST`): backends drained, enabled
+//! or checked, caches purged, blocks lifted.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use dnsha_core::config::AdminConfig;
 use dnsha_proxy::server::Server;
+use dnsha_proxy::tls::ServerTls;
 use hickory_proto::rr::{Name, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 use http_body_util::Full;
@@ -33,6 +36,8 @@ pub struct Admin {
     stop: CancellationToken,
     /// The accept loop, which owns the listening socket.
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Its certificate with `tls_cert`, replaced in place on reload.
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Admin {
@@ -61,18 +66,38 @@ impl Admin {
     }
 
     /// Takes `config` in place when it listens where this one does with
-    /// the same connection limit (a reload that changes `allow`, `users`
-    /// or `auth`); false when it needs a new endpoint.
+    /// the same connection limit, with TLS or without as before (a reload
+    /// that changes `allow`, `users`, `auth`, `refresh_ms`, or the
+    /// certificate files, whose new key serves the next handshakes); false
+    /// when it needs a new endpoint.
     pub fn update(&mut self, config: &AdminConfig) -> bool {
         let Some(shared) = &self.config else {
             return false;
         };
         let c = shared.load();
-        let same_socket = c.listen == config.listen && c.max_connections == config.max_connections;
-        if same_socket {
-            shared.store(Arc::new(config.clone()));
+        let same_socket = c.listen == config.listen
+            && c.max_connections == config.max_connections
+            && c.tls.is_some() == config.tls.is_some();
+        if !same_socket {
+            return false;
         }
-        same_socket
+        if let (Some(tls), Some(files)) = (&self.tls, &config.tls) {
+            match dnsha_proxy::tls::load_certified_key(files) {
+                Ok(key) => {
+                    if tls.current().cert != key.cert {
+                        tracing::info!(address = %config.listen, "admin certificate reloaded");
+                    }
+                    tls.install(key);
+                }
+                Err(errors) => {
+                    for e in errors {
+                        tracing::error!(error = %e, "admin certificate not reloaded");
+                    }
+                }
+            }
+        }
+        shared.store(Arc::new(config.clone()));
+        true
     }
 }
 
@@ -86,6 +111,9 @@ pub struct Slots {
     pub vrrp: VrrpSlot,
     /// The kernel path's status.
     pub kernel: crate::kernel::KernelSlot,
+    /// The web console's last five minutes (kept across endpoint
+    /// restarts).
+    pub history: crate::console::HistorySlot,
 }
 
 /// Starts the endpoint `config` describes (nothing when `None`). A client
@@ -102,10 +130,23 @@ pub async fn start(
             config: None,
             stop,
             task: None,
+            tls: None,
         });
     };
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(
+            ServerTls::new(files, &[b"http/1.1"]).map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(address = %config.listen, "admin endpoint listening");
+    tracing::info!(address = %config.listen, tls = tls.is_some(), "admin endpoint listening");
+    crate::console::spawn_sampler(
+        Arc::clone(&server),
+        Arc::clone(&slots.history),
+        stop.child_token(),
+    );
+    let acceptor = tls.as_ref().map(|t| t.acceptor());
     let token = stop.clone();
     let access = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
     let shared = Arc::clone(&access);
@@ -142,6 +183,7 @@ pub async fn start(
             let server = Arc::clone(&server);
             let slots = slots.clone();
             let access = Arc::clone(&access);
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let svc = hyper::service::service_fn(move |req| {
@@ -153,9 +195,23 @@ pub async fn start(
                         Ok::<_, Infallible>(authorized(&server, &slots, &access, peer, req).await)
                     }
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc);
-                let _ = tokio::time::timeout(CONNECTION_LIFE, conn).await;
+                let http = hyper::server::conn::http1::Builder::new();
+                let served = async {
+                    match acceptor {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls) => {
+                                let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                            Err(e) => {
+                                tracing::debug!(client = %peer, error = %e, "admin tls handshake failed");
+                            }
+                        },
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(CONNECTION_LIFE, served).await;
             });
         }
     });
@@ -163,6 +219,7 @@ pub async fn start(
         config: Some(access),
         stop,
         task: Some(task),
+        tls,
     })
 }
 
@@ -191,11 +248,11 @@ async fn authorized(
                     .unwrap_or(false);
             if !ok {
                 tracing::warn!(client = %peer, user = %name, path = %req.uri().path(), "admin authentication failed");
-                return unauthorized();
+                return unauthorized(&req);
             }
             Some(name)
         }
-        Err(crate::auth::Refusal::Unauthorized) => return unauthorized(),
+        Err(crate::auth::Refusal::Unauthorized) => return unauthorized(&req),
         Err(crate::auth::Refusal::Forbidden(why)) => {
             tracing::warn!(client = %peer, path = %req.uri().path(), "admin action refused: {why}");
             return reply(StatusCode::FORBIDDEN, "text/plain", format!("{why}\n"));
@@ -204,16 +261,26 @@ async fn authorized(
     if is_action {
         tracing::info!(client = %peer, user = user.as_deref().unwrap_or("-"), request = %req.uri(), "admin action");
     }
-    handle(server, slots, &req)
+    handle(server, slots, access.refresh_ms, &req)
 }
 
-/// 401 with the challenge a browser and curl answer.
-fn unauthorized() -> Response<Full<Bytes>> {
+/// The header the console's own requests carry: their 401 comes without
+/// the challenge, so that the page asks for the user in its form instead
+/// of the browser's dialog (which would also remember the user for every
+/// later request).
+pub const CONSOLE_HEADER: &str = "x-dnsha-console";
+
+/// 401 with the challenge a browser and curl answer (not for the
+/// console's requests: [`CONSOLE_HEADER`]).
+fn unauthorized<B>(req: &Request<B>) -> Response<Full<Bytes>> {
     let mut r = reply(
         StatusCode::UNAUTHORIZED,
         "text/plain",
         "a user is needed (HTTP basic auth)\n".into(),
     );
+    if req.headers().contains_key(CONSOLE_HEADER) {
+        return r;
+    }
     r.headers_mut().insert(
         hyper::header::WWW_AUTHENTICATE,
         hyper::header::HeaderValue::from_static("Basic realm=\"dnsha\""),
@@ -230,8 +297,13 @@ fn reply(status: StatusCode, ctype: &str, body: String) -> Response<Full<Bytes>>
     r
 }
 
-/// Routes one request.
-pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// Routes one request (`refresh_ms`: the console's refresh interval).
+pub fn handle(
+    server: &Server,
+    slots: &Slots,
+    refresh_ms: u64,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let instances = slots
         .vrrp
         .lock()
@@ -267,6 +339,26 @@ pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Respon
         );
     }
     match req.uri().path() {
+        "/" => {
+            let mut r = reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                crate::console::PAGE.into(),
+            );
+            r.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            r
+        }
+        "/history" => match crate::console::history_json(&slots.history, server, refresh_ms) {
+            Ok(json) => reply(StatusCode::OK, "application/json", json),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
+        },
         "/status" => match status_json(server, &instances, kernel.as_ref()) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(
@@ -285,7 +377,7 @@ pub fn handle(server: &Server, slots: &Slots, req: &Request<Incoming>) -> Respon
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /status or /metrics\n".into(),
+            "try / (the console), /status or /metrics\n".into(),
         ),
     }
 }

@@ -155,6 +155,8 @@ mod tests {
                 })
                 .collect(),
             auth,
+            refresh_ms: dnsha_core::config::DEFAULT_ADMIN_REFRESH_MS,
+            tls: None,
         }
     }
 

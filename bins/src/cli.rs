@@ -45,9 +45,11 @@ pub enum Command {
     },
     /// Show pools and backends of a running dnsha (like `ipvsadm -Ln`).
     Status {
-        /// Admin endpoint of the running daemon.
+        /// Admin endpoint of the running daemon: ADDR:PORT, or
+        /// https://HOST:PORT when it has a certificate (checked against
+        /// the CA file in DNSHA_ADMIN_CA, else the system's roots).
         #[arg(long, default_value = "127.0.0.1:8088")]
-        admin: SocketAddr,
+        admin: crate::client::AdminTarget,
         /// Print the raw JSON of `/status`.
         #[arg(long)]
         json: bool,
@@ -67,13 +69,56 @@ pub enum Command {
         /// What to do.
         #[arg(value_enum)]
         action: crate::admin::BackendAction,
-        /// Admin endpoint of the running daemon.
+        /// Admin endpoint of the running daemon: ADDR:PORT, or
+        /// https://HOST:PORT when it has a certificate (checked against
+        /// the CA file in DNSHA_ADMIN_CA, else the system's roots).
         #[arg(long, default_value = "127.0.0.1:8088")]
-        admin: SocketAddr,
+        admin: crate::client::AdminTarget,
         /// The backend's pool.
         pool: String,
         /// The backend.
         name: String,
+    },
+    /// Translate an existing stack's configuration (keepalived, nginx
+    /// `stream`, HAProxy, nftables) into one dnsha configuration.
+    ///
+    /// The configuration goes to standard output, or to --output, with a
+    /// comment above each section naming the file and line it came from;
+    /// whatever has no equivalent is reported on standard error as
+    /// `FILE:LINE: warning: ...`. A malformed input (unbalanced braces, an
+    /// include that loops or cannot be read, an unknown directive where it
+    /// matters) stops it with `FILE:LINE: message` and exit status 1.
+    #[command(group(
+        clap::ArgGroup::new("inputs")
+            .required(true)
+            .multiple(true)
+            .args(["keepalived", "nginx", "haproxy", "nftables"])
+    ))]
+    Import {
+        /// keepalived.conf: vrrp_instance into [[vrrp]], virtual_server
+        /// into listeners on the VIP and pools with health checks.
+        /// Repeatable.
+        #[arg(long, value_name = "FILE")]
+        keepalived: Vec<PathBuf>,
+        /// nginx.conf, or a file of `stream` directives: upstream into
+        /// pools, server into listeners. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        nginx: Vec<PathBuf>,
+        /// haproxy.cfg: frontend, backend and listen into listeners and
+        /// pools, `listen stats` into [admin]. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        haproxy: Vec<PathBuf>,
+        /// An nftables ruleset: `numgen` DNAT rules into pools and
+        /// listeners. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        nftables: Vec<PathBuf>,
+        /// Write the configuration to FILE (replaced whole) instead of
+        /// standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Directory the imported access logs are written to.
+        #[arg(long, value_name = "DIR", default_value = "/var/log/dnsha")]
+        log_dir: PathBuf,
     },
 }
 
@@ -83,9 +128,11 @@ pub enum CacheCommand {
     /// Remove answers from a pool's cache: all of them, a name's, or a
     /// name's of one type (`POST /cache/purge` on the admin endpoint).
     Purge {
-        /// Admin endpoint of the running daemon.
+        /// Admin endpoint of the running daemon: ADDR:PORT, or
+        /// https://HOST:PORT when it has a certificate (checked against
+        /// the CA file in DNSHA_ADMIN_CA, else the system's roots).
         #[arg(long, default_value = "127.0.0.1:8088")]
-        admin: SocketAddr,
+        admin: crate::client::AdminTarget,
         /// Every name under NAME too (NAME itself included).
         #[arg(long)]
         suffix: bool,
@@ -179,12 +226,36 @@ pub fn main() -> ExitCode {
                     qtype,
                 },
         } => match runtime() {
-            Ok(rt) => rt.block_on(crate::status::purge(admin, &pool, name, qtype, suffix)),
+            Ok(rt) => rt.block_on(crate::status::purge(&admin, &pool, name, qtype, suffix)),
             Err(e) => {
                 eprintln!("dnsha: cannot start runtime: {e}");
                 ExitCode::FAILURE
             }
         },
+        Command::Import {
+            keepalived,
+            nginx,
+            haproxy,
+            nftables,
+            output,
+            log_dir,
+        } => {
+            use crate::import::Kind;
+            let inputs = [
+                (Kind::Keepalived, keepalived),
+                (Kind::Nginx, nginx),
+                (Kind::Haproxy, haproxy),
+                (Kind::Nftables, nftables),
+            ]
+            .into_iter()
+            .flat_map(|(kind, files)| files.into_iter().map(move |f| (kind, f)))
+            .collect();
+            crate::import::run(&crate::import::Request {
+                inputs,
+                output,
+                log_dir,
+            })
+        }
         Command::HashPassword => hash_password(),
         Command::Backend {
             action,
@@ -192,14 +263,14 @@ pub fn main() -> ExitCode {
             pool,
             name,
         } => match runtime() {
-            Ok(rt) => rt.block_on(crate::status::backend(admin, action, &pool, &name)),
+            Ok(rt) => rt.block_on(crate::status::backend(&admin, action, &pool, &name)),
             Err(e) => {
                 eprintln!("dnsha: cannot start runtime: {e}");
                 ExitCode::FAILURE
             }
         },
         Command::Status { admin, json } => match runtime() {
-            Ok(rt) => rt.block_on(crate::status::run(admin, json)),
+            Ok(rt) => rt.block_on(crate::status::run(&admin, json)),
             Err(e) => {
                 eprintln!("dnsha: cannot start runtime: {e}");
                 ExitCode::FAILURE

@@ -454,15 +454,19 @@ impl Daemon {
     }
 
     /// Restarts the admin endpoint when its configuration changed.
+    /// (Its certificate files are read again at every reload: a renewed
+    /// certificate under the same names is served from then on.)
     async fn move_admin(&mut self, config: Option<&dnsha_core::config::AdminConfig>) {
-        if config == self.admin.config().as_deref() {
-            return;
-        }
-        if let Some(c) = config {
-            if self.admin.update(c) {
-                tracing::info!(address = %c.listen, "admin endpoint settings changed in place");
+        let same = config == self.admin.config().as_deref();
+        match config {
+            Some(c) if self.admin.update(c) => {
+                if !same {
+                    tracing::info!(address = %c.listen, "admin endpoint settings changed in place");
+                }
                 return;
             }
+            None if same => return,
+            _ => {}
         }
         self.admin.stop_and_wait().await;
         match crate::admin::start(config, Arc::clone(&self.server), self.slots.clone()).await {

@@ -2,7 +2,6 @@
 //! cannot be read or are invalid, and the `dnsha status` client.
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use dnsha_core::ConfigError;
@@ -32,44 +31,61 @@ pub enum Error {
         errors: Vec<ConfigError>,
     },
     /// `dnsha status` cannot connect to the admin endpoint.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {target}: {source}")]
     Connect {
         /// The admin endpoint.
-        addr: SocketAddr,
+        target: String,
         /// The system error.
         #[source]
         source: io::Error,
     },
-    /// Sending the request or reading the answer failed.
-    #[error("{addr}: {source}")]
+    /// Sending the request or reading the answer failed (TLS included).
+    #[error("{target}: {source}")]
     Exchange {
         /// The admin endpoint.
-        addr: SocketAddr,
+        target: String,
         /// The system error.
         #[source]
         source: io::Error,
     },
-    /// The answer is not HTTP.
-    #[error("{addr}: malformed HTTP answer")]
-    MalformedAnswer {
+    /// The HTTP exchange failed.
+    #[error("{target}: {source}")]
+    Http {
         /// The admin endpoint.
-        addr: SocketAddr,
+        target: String,
+        /// What hyper saw.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The client's TLS settings cannot be made (the `DNSHA_ADMIN_CA`
+    /// file).
+    #[error("admin client tls: {source}")]
+    AdminTls {
+        /// The cause.
+        #[source]
+        source: dnsha_proxy::Error,
+    },
+    /// The request cannot be made (a host that is no TLS server name).
+    #[error("{target}: cannot make the request")]
+    BadRequest {
+        /// The admin endpoint.
+        target: String,
     },
     /// The answer is not 200 OK.
-    #[error("{addr}: {status_line}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
+    #[error("{target}: {status_line}{}", if body.is_empty() { String::new() } else { format!(": {body}") })]
     HttpStatus {
         /// The admin endpoint.
-        addr: SocketAddr,
+        target: String,
         /// The answer's first line.
         status_line: String,
         /// The answer's body, trimmed (the endpoint's explanation).
         body: String,
     },
     /// No complete answer in time.
-    #[error("{addr}: timed out")]
+    #[error("{target}: timed out")]
     Timeout {
         /// The admin endpoint.
-        addr: SocketAddr,
+        target: String,
     },
     /// The kernel path cannot be installed or changed.
     #[error(transparent)]
@@ -106,6 +122,78 @@ pub enum Error {
         /// The system error.
         #[source]
         source: io::Error,
+    },
+    /// An input of `dnsha import` cannot be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    ImportRead {
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// An input of `dnsha import` is malformed, or says something dnsha
+    /// cannot do; shown as `FILE:LINE: message`.
+    #[error("{file}:{line}: {message}")]
+    ImportSyntax {
+        /// The file, as named on the command line or by an include.
+        file: String,
+        /// The 1-based line.
+        line: u32,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file an `include` of an input names cannot be read.
+    #[error("{file}:{line}: include `{}`: cannot read: {source}", path.display())]
+    ImportInclude {
+        /// The file holding the include.
+        file: String,
+        /// Its line.
+        line: u32,
+        /// The file it names.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// `dnsha import --output` cannot write its file.
+    #[error("{}: cannot write: {source}", path.display())]
+    ImportWrite {
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The inputs of `dnsha import` hold nothing dnsha can serve.
+    #[error(
+        "{}dnsha import: the inputs hold no listener and no VRRP instance dnsha can use{}",
+        warnings.iter().map(|w| format!("{w}\n")).collect::<String>(),
+        if warnings.is_empty() { "" } else { " (see the warnings above)" }
+    )]
+    ImportNothing {
+        /// What was not carried over, `FILE:LINE: warning: ...` each.
+        warnings: Vec<String>,
+    },
+    /// Values of the inputs of `dnsha import` that dnsha refuses, each an
+    /// [`Error::ImportSyntax`] at its source line.
+    #[error("{}", errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    ImportRefused {
+        /// One error per value.
+        errors: Vec<Self>,
+    },
+    /// The configuration `dnsha import` made does not validate: a fault
+    /// of the importer, never of its inputs.
+    #[error(
+        "dnsha import made a configuration that dnsha check refuses (a bug: please report it \
+         with the input files):\n{}\n{text}",
+        render("<imported>", text, errors)
+    )]
+    ImportInvalid {
+        /// The configuration made.
+        text: String,
+        /// What is wrong with it.
+        errors: Vec<ConfigError>,
     },
     /// Threads that still show other credentials after the switch.
     #[error("cannot switch user: threads {threads:?} kept their credentials")]

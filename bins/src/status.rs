@@ -2,55 +2,16 @@
 //! table like `ipvsadm -Ln`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use dnsha_proxy::server::Status;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::error::{Error, Result};
+use crate::client::{request, AdminTarget};
+use crate::error::Result;
 
-/// Fetches `GET path` from `addr` and returns the body of a 200 answer.
-pub async fn fetch(addr: SocketAddr, path: &str) -> Result<String> {
-    request(addr, "GET", path).await
-}
-
-/// Sends `METHOD path` (no body) to `addr` and returns the body of a 200
-/// answer; any other status is an error carrying the status line. With
-/// `DNSHA_ADMIN_USER` and `DNSHA_ADMIN_PASSWORD` set, as that user (HTTP
-/// basic auth).
-pub async fn request(addr: SocketAddr, method: &str, path: &str) -> Result<String> {
-    let work = async {
-        let mut s = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|source| Error::Connect { addr, source })?;
-        let auth = crate::auth::client_header()
-            .map(|h| format!("Authorization: {h}\r\n"))
-            .unwrap_or_default();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-        let exchange = |source| Error::Exchange { addr, source };
-        s.write_all(req.as_bytes()).await.map_err(exchange)?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(exchange)?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or(Error::MalformedAnswer { addr })?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return Err(Error::HttpStatus {
-                addr,
-                status_line: head.lines().next().unwrap_or("").to_string(),
-                body: body.trim().chars().take(512).collect(),
-            });
-        }
-        Ok(body.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(5), work)
-        .await
-        .map_err(|_| Error::Timeout { addr })?
+/// Fetches `GET path` from `admin` and returns the body of a 200 answer.
+pub async fn fetch(admin: &AdminTarget, path: &str) -> Result<String> {
+    request(admin, "GET", path).await
 }
 
 /// Renders the status table.
@@ -267,7 +228,7 @@ pub fn render_kernel(status: &serde_json::Value) -> String {
 }
 
 /// `dnsha status`.
-pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
+pub async fn run(admin: &AdminTarget, json: bool) -> ExitCode {
     let body = match fetch(admin, "/status").await {
         Ok(b) => b,
         Err(e) => {
@@ -298,7 +259,7 @@ pub async fn run(admin: SocketAddr, json: bool) -> ExitCode {
 /// `dnsha backend drain|enable|check --admin ADDR POOL NAME`: posts the
 /// action to the admin endpoint and prints what the backend is now.
 pub async fn backend(
-    admin: SocketAddr,
+    admin: &AdminTarget,
     verb: crate::admin::BackendAction,
     pool: &str,
     name: &str,
@@ -339,7 +300,7 @@ pub async fn backend(
 /// `dnsha cache purge`: asks the daemon at `admin` to remove entries from
 /// `pool`'s cache and says how many went.
 pub async fn purge(
-    admin: SocketAddr,
+    admin: &AdminTarget,
     pool: &str,
     name: Option<String>,
     qtype: Option<String>,

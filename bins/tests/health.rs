@@ -341,6 +341,88 @@ fn slow_backend_answering_after_two_seconds_times_out() {
     assert_eq!(state(admin, "slow"), "down");
 }
 
+/// The value of the `/metrics` sample line that starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+}
+
+/// The answer-time histograms: a backend answering 30 ms late has all its
+/// answers in the (20 ms, 50 ms] buckets, a prompt one below; the
+/// listener's histogram counts every reply; `/status` has the percentiles.
+#[test]
+fn answer_times_land_in_the_histograms_of_the_backend_and_the_listener() {
+    init_tracing();
+    let slow = Responder::start(ANSWER);
+    slow.set_delay(Duration::from_millis(30));
+    let fast = Nsd::start(ip(2));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = config(
+        listen,
+        admin,
+        "policy = \"rr\"",
+        &[("slow", slow.addr, 1), ("fast", fast.addr(), 1)],
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    for _ in 0..20 {
+        query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
+    }
+    let m = http_get(admin, "/metrics");
+    let h = |backend: &str, le: &str| {
+        sample(
+            &m,
+            &format!(
+                "dnsha_backend_response_seconds_bucket{{pool=\"p\",backend=\"{backend}\",address=\"{}\",le=\"{le}\"}}",
+                if backend == "slow" { slow.addr } else { fast.addr() }
+            ),
+        )
+    };
+    let slow_count = h("slow", "+Inf");
+    assert!(slow_count >= 10.0, "{m}");
+    // 30 ms late: nothing within 20 ms; within 50 ms unless the machine
+    // stalled (then within 100 ms).
+    assert_eq!(h("slow", "0.02"), 0.0, "{m}");
+    assert!(h("slow", "0.1") == slow_count, "{m}");
+    let fast_count = h("fast", "+Inf");
+    assert!(h("fast", "0.02") >= fast_count - 1.0, "{m}");
+    // The listener saw all 21 replies (20 and the one of wait_udp), the
+    // slow ones among its slowest.
+    let listener = |le: &str| {
+        sample(
+            &m,
+            &format!("dnsha_query_duration_seconds_bucket{{listener=\"udp\",protocol=\"udp\",le=\"{le}\"}}"),
+        )
+    };
+    assert_eq!(listener("+Inf"), slow_count + fast_count);
+    assert!(listener("0.02") <= fast_count, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            "dnsha_query_duration_seconds_count{listener=\"udp\",protocol=\"udp\"}"
+        ),
+        listener("+Inf")
+    );
+    assert!(
+        sample(
+            &m,
+            "dnsha_backend_response_seconds_sum{pool=\"p\",backend=\"slow\""
+        ) >= 0.029 * slow_count
+    );
+    let st = status(admin);
+    let p50 = st["pools"][0]["backends"][0]["latency"]["p50_ms"]
+        .as_f64()
+        .unwrap();
+    assert!((20.0..=100.0).contains(&p50), "{st}");
+    assert_eq!(
+        st["listeners"][0]["latency"]["count"].as_f64().unwrap(),
+        slow_count + fast_count
+    );
+}
+
 #[test]
 fn servfail_only_backend_is_down_and_the_empty_pool_drops_and_counts() {
     init_tracing();

@@ -152,6 +152,8 @@ pub struct Backend {
     window: AtomicU64,
     /// [`Outcomes`] of the window before it.
     previous: AtomicU64,
+    /// Time from a query's send to its answer.
+    latency: crate::latency::LatencyHistogram,
 }
 
 impl fmt::Debug for Backend {
@@ -184,6 +186,7 @@ impl Backend {
             passive_run: AtomicU32::new(0),
             window: AtomicU64::new(0),
             previous: AtomicU64::new(0),
+            latency: crate::latency::LatencyHistogram::default(),
         }
     }
 
@@ -207,7 +210,19 @@ impl Backend {
             .store(old.window.load(Ordering::Relaxed), Ordering::Relaxed);
         new.previous
             .store(old.previous.load(Ordering::Relaxed), Ordering::Relaxed);
+        new.latency.add(&old.latency());
         new
+    }
+
+    /// Counts an answer that came `ms` whole milliseconds after its query
+    /// was sent (see [`crate::latency`]).
+    pub fn record_latency(&self, ms: u64) {
+        self.latency.record_ms(ms);
+    }
+
+    /// Its answer times so far.
+    pub fn latency(&self) -> crate::latency::LatencySnapshot {
+        self.latency.snapshot()
     }
 
     /// Process-unique identity.

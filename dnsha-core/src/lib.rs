@@ -29,6 +29,7 @@ pub mod config;
 pub mod dynblock;
 pub mod error;
 pub mod frame;
+pub mod latency;
 pub mod policy;
 pub mod pool;
 pub mod ratelimit;

@@ -18,6 +18,10 @@ pub struct ListenerMetrics {
     pub address: SocketAddr,
     /// Valid queries received.
     pub queries: AtomicU64,
+    /// Time from a query's receipt to the reply the balancer sent (a
+    /// backend's answer, a cached one, its own SERVFAIL); dropped queries
+    /// are not counted.
+    pub latency: dnsha_core::latency::LatencyHistogram,
     /// Answers relayed from backends to clients.
     pub answers: AtomicU64,
     /// Answers served from the pool's packet cache (stale ones included).
@@ -84,6 +88,7 @@ impl ListenerMetrics {
             protocol,
             address,
             queries: AtomicU64::new(0),
+            latency: dnsha_core::latency::LatencyHistogram::default(),
             answers: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
             servfail: AtomicU64::new(0),

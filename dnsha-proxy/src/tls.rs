@@ -232,11 +232,15 @@ fn load_ca(tls: &BackendTls) -> std::result::Result<Vec<CertificateDer<'static>>
 /// `FILE:LINE:COL: message` like the other configuration errors.
 pub fn check_files(cfg: &Config) -> Vec<ConfigError> {
     let mut errors = Vec::new();
-    for l in &cfg.listeners {
-        if let Some(files) = &l.tls {
-            if let Err(e) = load_certified_key(files) {
-                errors.extend(e);
-            }
+    let admin = cfg.admin.as_ref().and_then(|a| a.tls.as_ref());
+    for files in cfg
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .chain(admin)
+    {
+        if let Err(e) = load_certified_key(files) {
+            errors.extend(e);
         }
     }
     for p in &cfg.pools {
@@ -260,11 +264,15 @@ pub fn resolve_relative(cfg: &mut Config, base: &Path) {
             *p = base.join(&*p);
         }
     };
-    for l in &mut cfg.listeners {
-        if let Some(files) = &mut l.tls {
-            fix(&mut files.cert);
-            fix(&mut files.key);
-        }
+    let admin = cfg.admin.as_mut().and_then(|a| a.tls.as_mut());
+    for files in cfg
+        .listeners
+        .iter_mut()
+        .filter_map(|l| l.tls.as_mut())
+        .chain(admin)
+    {
+        fix(&mut files.cert);
+        fix(&mut files.key);
     }
     for p in &mut cfg.pools {
         for b in &mut p.backends {

@@ -15,7 +15,8 @@
 //!   backends, clients, keepalived), where [`Nsd::start_in`] and
 //!   [`Dnsha::start_in`] run their processes;
 //! - [`query_udp`], [`query_tcp`], [`a_record`], [`dig`] and friends are a
-//!   small blocking DNS client built on hickory-proto.
+//!   small blocking DNS client built on hickory-proto;
+//! - [`webdriver::Browser`] drives a headless Chromium (the web console).
 //!
 //! The helpers are written for tests: the `start` constructors panic with a
 //! descriptive message (including the child's log) when something goes
@@ -45,6 +46,7 @@ pub mod netns;
 mod nsd;
 mod ports;
 mod process;
+pub mod webdriver;
 
 use std::sync::Once;
 

@@ -34,6 +34,9 @@ _dnsha() {
             dnsha,help)
                 cmd="dnsha__subcmd__help"
                 ;;
+            dnsha,import)
+                cmd="dnsha__subcmd__import"
+                ;;
             dnsha,run)
                 cmd="dnsha__subcmd__run"
                 ;;
@@ -70,6 +73,9 @@ _dnsha() {
             dnsha__subcmd__help,help)
                 cmd="dnsha__subcmd__help__subcmd__help"
                 ;;
+            dnsha__subcmd__help,import)
+                cmd="dnsha__subcmd__help__subcmd__import"
+                ;;
             dnsha__subcmd__help,run)
                 cmd="dnsha__subcmd__help__subcmd__run"
                 ;;
@@ -86,7 +92,7 @@ _dnsha() {
 
     case "${cmd}" in
         dnsha)
-            opts="-h -V --help --version run check demo status cache hash-password backend help"
+            opts="-h -V --help --version run check demo status cache hash-password backend import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -250,7 +256,7 @@ _dnsha() {
             return 0
             ;;
         dnsha__subcmd__help)
-            opts="run check demo status cache hash-password backend help"
+            opts="run check demo status cache hash-password backend import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -361,6 +367,20 @@ _dnsha() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        dnsha__subcmd__help__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         dnsha__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -382,6 +402,48 @@ _dnsha() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        dnsha__subcmd__import)
+            opts="-o -h --keepalived --nginx --haproxy --nftables --output --log-dir --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --keepalived)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nginx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --haproxy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nftables)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -151,7 +151,14 @@ pub struct AdminConfig {
     pub users: Vec<AdminUser>,
     /// `auth`: what needs a user.
     pub auth: AdminAuth,
+    /// `refresh_ms`: how often the web console at `/` reloads its figures.
+    pub refresh_ms: u64,
+    /// `tls_cert` and `tls_key`: HTTPS instead of HTTP.
+    pub tls: Option<TlsFiles>,
 }
+
+/// Default [`AdminConfig::refresh_ms`].
+pub const DEFAULT_ADMIN_REFRESH_MS: u64 = 2000;
 
 /// One `[admin] users` entry, `"NAME:HASH"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -833,12 +840,17 @@ impl Validator {
                 self.err(v.span(), "auth = \"all\" needs [admin] users");
             }
         }
+        let refresh_ms = a.refresh_ms.as_ref().map_or(DEFAULT_ADMIN_REFRESH_MS, |v| {
+            self.between_u64("refresh_ms", v, 500, 600_000)
+        });
         AdminConfig {
             listen,
             allow,
             max_connections,
             users,
             auth,
+            refresh_ms,
+            tls: self.admin_tls(a),
         }
     }
 

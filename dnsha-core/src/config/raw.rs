@@ -38,6 +38,9 @@ pub(super) struct RawAdmin {
     pub(super) max_connections: Option<Spanned<u64>>,
     pub(super) users: Option<Vec<Spanned<String>>>,
     pub(super) auth: Option<Spanned<super::AdminAuth>>,
+    pub(super) refresh_ms: Option<Spanned<u64>>,
+    pub(super) tls_cert: Option<Spanned<String>>,
+    pub(super) tls_key: Option<Spanned<String>>,
 }
 
 fn spanned<T>(v: T) -> Spanned<T> {
@@ -301,6 +304,9 @@ fn admin(mut t: Table<'_>, errs: &mut Errors) -> Option<RawAdmin> {
     let max_connections = t.u64(errs, "max_connections");
     let users = t.strings(errs, "users");
     let auth = t.choice(errs, "auth");
+    let refresh_ms = t.u64(errs, "refresh_ms");
+    let tls_cert = t.string(errs, "tls_cert");
+    let tls_key = t.string(errs, "tls_key");
     t.finish(errs);
     Some(RawAdmin {
         listen: listen?,
@@ -308,6 +314,9 @@ fn admin(mut t: Table<'_>, errs: &mut Errors) -> Option<RawAdmin> {
         max_connections,
         users,
         auth,
+        refresh_ms,
+        tls_cert,
+        tls_key,
     })
 }
 

@@ -94,6 +94,40 @@ impl Validator {
         }
     }
 
+    /// The certificate and key of the admin endpoint: both or neither.
+    pub(super) fn admin_tls(&mut self, a: &raw::RawAdmin) -> Option<TlsFiles> {
+        let file = |v: &mut Self, s: &Spanned<String>, key: &str| {
+            let t = s.get_ref().trim();
+            if t.is_empty() {
+                v.err(s.span(), format!("{key} is empty"));
+                None
+            } else {
+                Some((PathBuf::from(t), s.span()))
+            }
+        };
+        match (&a.tls_cert, &a.tls_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let (cert, key) = (file(self, c, "tls_cert"), file(self, k, "tls_key"));
+                let ((cert, cs), (key, ks)) = (cert?, key?);
+                Some(TlsFiles {
+                    cert,
+                    key,
+                    cert_span: Some(cs),
+                    key_span: Some(ks),
+                })
+            }
+            (Some(c), None) => {
+                self.err(c.span(), "[admin] tls_cert needs tls_key");
+                None
+            }
+            (None, Some(k)) => {
+                self.err(k.span(), "[admin] tls_key needs tls_cert");
+                None
+            }
+        }
+    }
+
     /// The certificate and key of a DoT/DoH listener (none with DoH's
     /// `tls = false`, where setting them is an error).
     fn tls_listener_files(&mut self, l: &raw::RawListener) -> Option<TlsFiles> {

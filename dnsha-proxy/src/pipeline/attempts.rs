@@ -36,6 +36,8 @@ struct Current {
     randomize_case: bool,
     /// The pool's `fail_timeout_ms`: the passive health window.
     window_ms: u64,
+    /// When it was picked (sent, for the backend's latency).
+    started: Millis,
 }
 
 /// The backends one query or connection has tried, and the one it holds
@@ -137,6 +139,7 @@ impl Attempts {
             udp_sockets,
             randomize_case,
             window_ms,
+            started: now,
         });
         Some(Attempt {
             backend,
@@ -158,9 +161,11 @@ impl Attempts {
     }
 
     /// Ends the current attempt as [`Self::succeeded`] does, with the
-    /// passive health window the attempt was picked with.
-    pub(crate) fn answered(&mut self) -> Option<(InFlight, u64)> {
-        self.current.take().map(|c| (c.flight, c.window_ms))
+    /// passive health window the attempt was picked with and when.
+    pub(crate) fn answered(&mut self) -> Option<(InFlight, u64, Millis)> {
+        self.current
+            .take()
+            .map(|c| (c.flight, c.window_ms, c.started))
     }
 
     /// The address of the last backend tried, for the access log.

@@ -36,6 +36,7 @@ struct Served<'a> {
 impl Served<'_> {
     fn record(&self, sent: &[u8]) {
         inc(&self.m.cache_hits);
+        self.m.latency.record_ms(0);
         if let Some(d) = &self.shared.dynblocks {
             let rcode = sent.get(3).map_or(0, |b| u16::from(b & 0x0f));
             let bytes = u32::try_from(sent.len()).unwrap_or(u32::MAX);

@@ -185,9 +185,11 @@ impl Flight {
         rcode: ResponseCode,
         now: Millis,
     ) {
-        if let Some((f, window_ms)) = self.attempts.answered() {
+        if let Some((f, window_ms, started)) = self.attempts.answered() {
             record_answer(&self.target.pool, f.backend(), rcode, now, window_ms);
+            f.backend().record_latency(now.0.saturating_sub(started.0));
         }
+        m.latency.record_ms(now.0.saturating_sub(self.received.0));
         inc(&m.answers);
         if let Some(d) = &shared.dynblocks {
             let bytes = u32::try_from(answer.len()).unwrap_or(u32::MAX);
@@ -245,6 +247,7 @@ impl Flight {
 
     fn give_up(&mut self, shared: &ListenerShared, m: &ListenerMetrics, now: Millis) -> Next {
         if let Some(stale) = self.stale(shared, m, now) {
+            m.latency.record_ms(now.0.saturating_sub(self.received.0));
             self.log(shared, Some(&stale), now);
             return Next::Reply(stale);
         }
@@ -266,6 +269,9 @@ impl Flight {
             Next::Reply(b) => Some(b.as_slice()),
             _ => None,
         };
+        if sent.is_some() {
+            m.latency.record_ms(now.0.saturating_sub(self.received.0));
+        }
         self.log(shared, sent, now);
         next
     }

@@ -375,6 +375,15 @@ impl Server {
         self.lock().pools.clone()
     }
 
+    /// The counters of the running listeners, in configured order.
+    pub fn listener_metrics(&self) -> Vec<Arc<ListenerMetrics>> {
+        self.lock()
+            .listeners
+            .iter()
+            .map(|r| Arc::clone(&r.ctx.metrics))
+            .collect()
+    }
+
     /// An inherited socket of `kind` bound to `addr`, if one is left.
     fn take_inherited(
         &self,

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use dnsha_core::config::Protocol;
+use dnsha_core::latency::LatencySnapshot;
 use dnsha_core::{Backend, Pool};
 
 use super::{RunningListener, Server};
@@ -45,6 +46,44 @@ impl Exposition {
             } else {
                 let _ = writeln!(self.out, "dnsha_{name}{{{labels}}} {v}");
             }
+        }
+    }
+
+    /// Writes the histogram family `dnsha_{name}` (in seconds) with one
+    /// histogram per row: its labels and the counts (`_bucket` per bound,
+    /// cumulative, then `_sum` and `_count`).
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        rows: impl IntoIterator<Item = (String, LatencySnapshot)>,
+    ) {
+        let _ = writeln!(
+            self.out,
+            "# HELP dnsha_{name} {help}\n# TYPE dnsha_{name} histogram"
+        );
+        for (labels, s) in rows {
+            let sep = if labels.is_empty() { "" } else { "," };
+            for (le, n) in s.cumulative() {
+                let le =
+                    le.map_or_else(|| "+Inf".to_string(), |ms| (ms as f64 / 1000.0).to_string());
+                let _ = writeln!(
+                    self.out,
+                    "dnsha_{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}"
+                );
+            }
+            let sum = s.sum_ms() as f64 / 1000.0;
+            let (open, close) = if labels.is_empty() {
+                ("", "")
+            } else {
+                ("{", "}")
+            };
+            let _ = writeln!(self.out, "dnsha_{name}_sum{open}{labels}{close} {sum}");
+            let _ = writeln!(
+                self.out,
+                "dnsha_{name}_count{open}{labels}{close} {}",
+                s.count()
+            );
         }
     }
 
@@ -197,6 +236,14 @@ fn listener_families(w: &mut Exposition, listeners: &[RunningListener]) {
         .iter()
         .map(|r| (listener_labels(r), get(&r.ctx.metrics.connections)));
     w.family("connections", "Client connections open now.", "gauge", rows);
+    let rows = listeners
+        .iter()
+        .map(|r| (listener_labels(r), r.ctx.metrics.latency.snapshot()));
+    w.histogram(
+        "query_duration_seconds",
+        "Time from a query's receipt to the reply the balancer sent (backend answers, cached answers, its own SERVFAIL), counted in whole milliseconds.",
+        rows,
+    );
     let udp = || {
         listeners
             .iter()
@@ -321,6 +368,12 @@ fn backend_families(w: &mut Exposition, pools: &[Arc<Pool>]) {
         let rows = backends.iter().map(|(l, b)| (l.clone(), f(b)));
         w.family(name, help, kind, rows);
     }
+    let rows = backends.iter().map(|(l, b)| (l.clone(), b.latency()));
+    w.histogram(
+        "backend_response_seconds",
+        "Time from sending a query to the backend to its answer, counted in whole milliseconds.",
+        rows,
+    );
 }
 
 /// The pools' packet caches: counters and sizes, labelled by pool.

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use dnsha_core::latency::LatencySnapshot;
 use serde::Serialize;
 
 use super::Server;
@@ -43,6 +44,7 @@ impl Server {
                                 outstanding: b.outstanding(),
                                 queries: b.queries(),
                                 failures: b.failures(),
+                                latency: Percentiles::of(&b.latency()),
                                 health: self.health.backend(p.name(), b.name()).map(|h| {
                                     let mut text = format!("{}: {}", h.check, h.health.as_str());
                                     if let Some(r) = h.reason {
@@ -70,6 +72,7 @@ impl Server {
                         servfail: get(&m.servfail),
                         dropped: m.drops_total(),
                         connections: get(&m.connections),
+                        latency: Percentiles::of(&m.latency.snapshot()),
                     }
                 })
                 .collect(),
@@ -90,6 +93,22 @@ impl Server {
                         .collect()
                 })
                 .unwrap_or_default(),
+            rules: st
+                .rules
+                .counts()
+                .map(|(name, n)| CountStatus {
+                    name: name.to_string(),
+                    count: n,
+                })
+                .collect(),
+            limits: st
+                .limits
+                .iter()
+                .map(|l| CountStatus {
+                    name: l.config().name.clone(),
+                    count: l.exceeded(),
+                })
+                .collect(),
         }
     }
 }
@@ -104,6 +123,21 @@ pub struct Status {
     /// Dynamic blocks in force.
     #[serde(default)]
     pub blocks: Vec<BlockStatus>,
+    /// Each `[[rule]]` and the queries it matched.
+    #[serde(default)]
+    pub rules: Vec<CountStatus>,
+    /// Each `[[limit]]` and the queries over it.
+    #[serde(default)]
+    pub limits: Vec<CountStatus>,
+}
+
+/// A named counter in `/status`: a rule's matches, a limit's excess.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CountStatus {
+    /// The rule's or limit's name.
+    pub name: String,
+    /// Its count since start.
+    pub count: u64,
 }
 
 /// A dynamic block in `/status`.
@@ -192,6 +226,9 @@ pub struct BackendStatus {
     pub queries: u64,
     /// Failed queries since start.
     pub failures: u64,
+    /// Answer times since start (none before the first answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Percentiles>,
     /// The health check and its verdict with the reason of the last
     /// transition (`dns: down (3 consecutive timeouts (200 ms))`), when the
     /// backend is checked.
@@ -220,4 +257,34 @@ pub struct ListenerStatus {
     pub dropped: u64,
     /// Client connections open (TCP).
     pub connections: u64,
+    /// Reply times since start (none before the first reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Percentiles>,
+}
+
+/// Percentiles of a latency histogram, in milliseconds, interpolated within
+/// its buckets (see [`dnsha_core::latency`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    /// Durations counted.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `s`; `None` when it counted nothing.
+    pub fn of(s: &LatencySnapshot) -> Option<Self> {
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        Some(Self {
+            count: s.count(),
+            p50_ms: round(s.quantile_ms(0.5)?),
+            p90_ms: round(s.quantile_ms(0.9)?),
+            p99_ms: round(s.quantile_ms(0.99)?),
+        })
+    }
 }

@@ -67,6 +67,9 @@ pub(crate) struct Instance {
     pub(crate) notify: Option<(Notifier, String)>,
     pub(crate) status: watch::Sender<InstanceStatus>,
     pub(crate) transitions: u64,
+    /// Wall-clock time of the last state change, in seconds since the
+    /// Unix epoch.
+    pub(crate) last_transition: Option<u64>,
     pub(crate) sync_group: Option<String>,
     /// Start as master: the process before this one handed mastership
     /// over for a restart ([`Command::Resume`]).
@@ -97,6 +100,7 @@ impl Instance {
             vips: r.config().vips.iter().map(ToString::to_string).collect(),
             master: r.current_master().map(|(ip, _)| ip),
             transitions: self.transitions,
+            last_transition: self.last_transition,
             adverts_received: st.adverts_received,
             adverts_sent: st.adverts_sent,
             priority_zero_received: st.priority_zero_received,
@@ -245,6 +249,10 @@ impl Instance {
                 },
                 Output::Transition { to, .. } => {
                     self.transitions += 1;
+                    self.last_transition = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs());
                     if let Some((notifier, program)) = &self.notify {
                         notifier.push(NotifyJob {
                             program: program.clone(),

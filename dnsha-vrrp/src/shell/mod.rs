@@ -99,6 +99,8 @@ pub struct InstanceStatus {
     pub master: Option<std::net::IpAddr>,
     /// State changes since start.
     pub transitions: u64,
+    /// When the state last changed, in seconds since the Unix epoch.
+    pub last_transition: Option<u64>,
     /// Valid adverts processed.
     pub adverts_received: u64,
     /// Adverts sent.
@@ -656,6 +658,7 @@ fn build(
         notify: cfg.notify.clone().map(|p| (notifier.clone(), p)),
         status,
         transitions: 0,
+        last_transition: None,
         sync_group: cfg.sync_group.clone(),
         resume: false,
     };
@@ -763,6 +766,7 @@ impl Default for InstanceStatus {
             vips: Vec::new(),
             master: None,
             transitions: 0,
+            last_transition: None,
             adverts_received: 0,
             adverts_sent: 0,
             priority_zero_received: 0,
