@@ -114,6 +114,8 @@ pub struct Slots {
     /// The web console's last five minutes (kept across endpoint
     /// restarts).
     pub history: crate::console::HistorySlot,
+    /// The `[[anycast]]` sections' state.
+    pub anycast: crate::anycast::AnycastSlot,
 }
 
 /// Starts the endpoint `config` describes (nothing when `None`). A client
@@ -311,6 +313,11 @@ pub fn handle(
         .and_then(|g| g.as_ref().map(crate::vrrp::Running::status))
         .unwrap_or_default();
     let kernel = slots.kernel.lock().ok().and_then(|g| g.clone());
+    let anycast: Vec<crate::anycast::AnycastStatus> = slots
+        .anycast
+        .lock()
+        .map(|g| g.values().cloned().collect())
+        .unwrap_or_default();
     if req.method() == Method::POST && req.uri().path() == "/cache/purge" {
         let (status, body) = purge(server, req.uri().query().unwrap_or(""));
         return reply(status, "application/json", body);
@@ -359,7 +366,7 @@ pub fn handle(
                 format!("{e}\n"),
             ),
         },
-        "/status" => match status_json(server, &instances, kernel.as_ref()) {
+        "/status" => match status_json(server, &instances, kernel.as_ref(), &anycast) {
             Ok(json) => reply(StatusCode::OK, "application/json", json),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -372,7 +379,8 @@ pub fn handle(
             "text/plain; version=0.0.4",
             server.prometheus()
                 + &crate::vrrp::prometheus(&instances)
-                + &crate::kernel::prometheus(kernel.as_ref()),
+                + &crate::kernel::prometheus(kernel.as_ref())
+                + &crate::anycast::prometheus(&slots.anycast),
         ),
         _ => reply(
             StatusCode::NOT_FOUND,
@@ -596,16 +604,19 @@ fn wire_name(text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The balancer's status with the VRRP instances added as `"vrrp"` (an
-/// empty list when there are none) and the kernel path as `"kernel"` (when
-/// a listener has `forwarding = "kernel"`).
+/// empty list when there are none), the `[[anycast]]` sections as
+/// `"anycast"` (likewise) and the kernel path as `"kernel"` (when a
+/// listener has `forwarding = "kernel"`).
 fn status_json(
     server: &Server,
     instances: &[dnsha_vrrp::shell::InstanceStatus],
     kernel: Option<&crate::kernel::KernelStatus>,
+    anycast: &[crate::anycast::AnycastStatus],
 ) -> serde_json::Result<String> {
     let mut status = serde_json::to_value(server.status())?;
     if let Some(obj) = status.as_object_mut() {
         obj.insert("vrrp".into(), serde_json::to_value(instances)?);
+        obj.insert("anycast".into(), serde_json::to_value(anycast)?);
         if let Some(k) = kernel {
             obj.insert("kernel".into(), serde_json::to_value(k)?);
         }

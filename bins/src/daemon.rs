@@ -61,6 +61,17 @@ pub fn load(path: &Path) -> Result<Config> {
 pub fn check(path: &Path) -> ExitCode {
     match load(path) {
         Ok(cfg) => {
+            // Not errors: the addresses are managed all the same, and BIRD
+            // may start later.
+            for a in &cfg.anycast {
+                if let Some(why) = a
+                    .bird_socket
+                    .as_deref()
+                    .and_then(crate::anycast::bird_unreachable)
+                {
+                    eprintln!("{}: warning: anycast `{}`: {why}", path.display(), a.name);
+                }
+            }
             println!("{}: ok: {}", path.display(), cfg.summary());
             ExitCode::SUCCESS
         }
@@ -202,6 +213,8 @@ struct Daemon {
     vrrp: VrrpSlot,
     /// The kernel path, when a listener has `forwarding = "kernel"`.
     kernel: Option<crate::kernel::Running>,
+    /// The `[[anycast]]` sections.
+    anycast: crate::anycast::Running,
     slots: Slots,
     admin: Admin,
     /// How long stopping waits for queries in flight.
@@ -263,11 +276,29 @@ impl Daemon {
                 k.shutdown().await;
             }
         };
+        let resumed = handover.note.is_some();
         if !start_vrrp(cfg, &server, &vrrp, resume).await {
             stop_kernel(kernel).await;
             server.shutdown(Duration::from_millis(100)).await;
             return None;
         }
+        let anycast = match crate::anycast::Running::start(
+            &cfg.anycast,
+            Arc::clone(&server),
+            Arc::clone(&slots.anycast),
+            resumed,
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                if let Some(r) = vrrp.lock().ok().and_then(|mut g| g.take()) {
+                    r.shutdown().await;
+                }
+                stop_kernel(kernel).await;
+                server.shutdown(Duration::from_millis(100)).await;
+                return None;
+            }
+        };
         let admin =
             match crate::admin::start(cfg.admin.as_ref(), Arc::clone(&server), slots.clone()).await
             {
@@ -283,6 +314,7 @@ impl Daemon {
             server,
             vrrp,
             kernel,
+            anycast,
             slots,
             admin,
             grace: grace_for(cfg),
@@ -334,6 +366,9 @@ impl Daemon {
         };
         self.reload_kernel(&new).await;
         self.reload_vrrp(&new).await;
+        if let Err(e) = self.anycast.reload(&new.anycast).await {
+            tracing::error!(error = %e, "anycast section not started by the reload");
+        }
         self.grace = grace_for(&new);
         self.listeners = new.listeners.clone();
         if !same_process_keys(&self.process, &new.process) {
@@ -520,6 +555,8 @@ impl Daemon {
         if let Some(r) = &running {
             r.stop_tracking();
         }
+        // The anycast addresses stay announced for the next process.
+        self.anycast.shutdown().await;
         if let Some(k) = self.kernel {
             k.leave().await;
         }
@@ -557,9 +594,20 @@ impl Daemon {
         }
     }
 
-    /// Hands the virtual IPs over first (priority 0), then drains the
-    /// queries still in flight, as keepalived + a proxy would.
-    async fn stop(self) {
+    /// Withdraws the anycast addresses and waits their `drain_ms` (the
+    /// routers move the flows elsewhere while the listeners still answer),
+    /// hands the virtual IPs over (priority 0), then drains the queries
+    /// still in flight, as keepalived + a proxy would.
+    async fn stop(mut self) {
+        let drain = self.anycast.withdraw_all().await;
+        if !drain.is_zero() {
+            tracing::info!(
+                drain_ms = drain.as_millis() as u64,
+                "anycast withdrawn: serving on while the routers converge"
+            );
+            tokio::time::sleep(drain).await;
+        }
+        self.anycast.shutdown().await;
         tracing::info!(
             grace_ms = self.grace.as_millis() as u64,
             "stopping: finishing queries in flight"

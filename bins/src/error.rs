@@ -87,6 +87,15 @@ pub enum Error {
         /// The admin endpoint.
         target: String,
     },
+    /// An `[[anycast]]` section cannot start (its interface, rtnetlink).
+    #[error("anycast `{name}`: {source}")]
+    Anycast {
+        /// The section.
+        name: String,
+        /// What failed.
+        #[source]
+        source: dnsha_vrrp::Error,
+    },
     /// The kernel path cannot be installed or changed.
     #[error(transparent)]
     Kernel(#[from] dnsha_kernel::Error),

@@ -45,6 +45,10 @@ pub fn check(cfg: &Config) -> Vec<ConfigError> {
                 FileRole::AccessLog => dnsha_proxy::accesslog::check_writable(&f.path)
                     .err()
                     .map(|why| format!("access_log `{}` {why}", f.path.display())),
+                FileRole::Program => {
+                    let program = f.path.to_string_lossy();
+                    not_executable(&program, true).map(|why| format!("notify `{program}` {why}"))
+                }
             };
             problem.map(|message| ConfigError::at(f.span.clone(), message))
         })

@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod anycast;
 pub mod assets;
 pub mod auth;
 pub mod cli;

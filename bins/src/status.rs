@@ -146,6 +146,43 @@ pub fn render_vrrp(status: &serde_json::Value) -> String {
     out
 }
 
+/// The `[[anycast]]` sections of a `/status` body (nothing without any):
+/// state, addresses, interface, transitions and why.
+pub fn render_anycast(status: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let Some(list) = status
+        .get("anycast")
+        .and_then(|a| a.as_array())
+        .filter(|a| !a.is_empty())
+    else {
+        return out;
+    };
+    out.push_str(
+        "\nANYCAST      STATE       ADDRESSES                      INTERFACE  CHANGES  REASON\n",
+    );
+    for a in list {
+        let text = |k: &str| a.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_string();
+        let addrs: Vec<&str> = a
+            .get("addresses")
+            .and_then(|v| v.as_array())
+            .map(|l| l.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<12} {:<11} {:<30} {:<10} {:>7}  {}",
+            text("name"),
+            text("state"),
+            addrs.join(","),
+            text("interface"),
+            a.get("transitions")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+            text("reason")
+        );
+    }
+    out
+}
+
 /// Renders the `kernel` part of `/status` (empty without kernel
 /// listeners): per listener and backend, the map slots and what the
 /// kernel forwarded.
@@ -246,6 +283,7 @@ pub async fn run(admin: &AdminTarget, json: bool) -> ExitCode {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
                 print!("{}", render_vrrp(&v));
                 print!("{}", render_kernel(&v));
+                print!("{}", render_anycast(&v));
             }
             ExitCode::SUCCESS
         }

@@ -24,6 +24,7 @@ const KEY_SECTIONS: &[&str] = &[
     "### `[[dynamic_block]]`: blocks set by the traffic itself",
     "## Health checks",
     "### `[[vrrp]]` keys",
+    "### `[[anycast]]` keys",
     "## DNS over TLS and HTTPS",
 ];
 

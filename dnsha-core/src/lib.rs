@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod anycast;
 pub mod backend;
 pub mod clock;
 pub mod config;

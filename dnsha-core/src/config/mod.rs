@@ -56,6 +56,7 @@ use crate::policy::PolicyKind;
 use crate::pool::PoolSettings;
 pub use limits::{LimitAction, LimitConfig};
 
+pub mod anycast;
 mod cache;
 mod forwarding;
 mod health;
@@ -70,6 +71,7 @@ mod rules_tests;
 mod tests;
 mod tls;
 
+pub use anycast::AnycastConfig;
 pub use cache::CacheConfig;
 pub use forwarding::Forwarding;
 pub use health::{CheckKind, CheckTransport, HealthConfig, QueryType, RANDOM_LABEL};
@@ -103,6 +105,9 @@ pub struct Config {
     pub files: Vec<FileRef>,
     /// The top-level keys about the process: user, capabilities, logs.
     pub process: ProcessConfig,
+    /// `[[anycast]]` sections: addresses announced over BGP while their
+    /// pools can answer.
+    pub anycast: Vec<AnycastConfig>,
 }
 
 /// A file the configuration names, and where.
@@ -123,6 +128,9 @@ pub enum FileRole {
     HealthTlsCa,
     /// A listener's `access_log`: a file appended to (created if missing).
     AccessLog,
+    /// A program run directly (an `[[anycast]]` `notify`): an executable
+    /// file, or a name found in `PATH`.
+    Program,
 }
 
 /// A TOML table this crate passes through uninterpreted, with its location.
@@ -602,7 +610,8 @@ impl Config {
     /// ```
     pub fn keys() -> BTreeMap<String, Vec<&'static str>> {
         const SKELETON: &str = "[admin]\n[[listener]]\n[[pool]]\n[pool.health]\n[pool.cache]\n\
-                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n[[limit]]\n[[dynamic_block]]\n";
+                                [[pool.backend]]\n[pool.backend.health]\n[[rule]]\n[[limit]]\n[[dynamic_block]]\n\
+                                [[anycast]]\n";
         let mut errors = read::Errors::default();
         if let Ok(doc) = read::document(SKELETON) {
             let _ = raw::config(read::Table::root(&doc), &mut errors);
@@ -1068,6 +1077,7 @@ impl Validator {
             },
         );
         let process = self.process(&raw.process);
+        let anycast = self.anycast(&raw.anycast, &pool_names);
         let mut files = std::mem::take(&mut self.files);
         files.sort_by_key(|f| f.span.start);
         files.dedup();
@@ -1081,6 +1091,7 @@ impl Validator {
             dynamic_blocks,
             files,
             process,
+            anycast,
         }
     }
 

@@ -29,6 +29,8 @@ pub(super) struct RawConfig {
     pub(super) dynamic_block: Vec<super::limits::RawDynBlock>,
     /// The top-level process keys.
     pub(super) process: super::process::RawProcess,
+    /// `[[anycast]]` tables.
+    pub(super) anycast: Vec<super::anycast::RawAnycast>,
 }
 
 #[derive(Debug)]
@@ -283,6 +285,11 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         .into_iter()
         .map(|t| super::limits::dynamic_block(t, errs))
         .collect();
+    let anycast = root
+        .tables(errs, "anycast")
+        .into_iter()
+        .map(|t| super::anycast::anycast(t, errs))
+        .collect();
     let process = super::process::raw(&mut root, errs);
     root.finish(errs);
     RawConfig {
@@ -295,6 +302,7 @@ pub(super) fn config(mut root: Table<'_>, errs: &mut Errors) -> RawConfig {
         rule,
         limit,
         dynamic_block,
+        anycast,
     }
 }
 

@@ -37,6 +37,7 @@ use crate::config::{pool_tracker, validate_all, InstanceConfig};
 use crate::error::{Error, Result};
 use crate::router::{Command, Router};
 
+pub mod addresses;
 mod command;
 mod garp;
 mod instance;

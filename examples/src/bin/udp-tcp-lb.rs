@@ -52,6 +52,7 @@ async fn main() -> ExitCode {
         dynamic_blocks: Vec::new(),
         files: Vec::new(),
         process: Default::default(),
+        anycast: Vec::new(),
     };
     let server = match Server::start(&config).await {
         Ok(s) => s,
