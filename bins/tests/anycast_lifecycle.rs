@@ -178,6 +178,30 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
         "{table}"
     );
 
+    // The web console shows the section (a headless Chromium in the
+    // namespace dumps the page once drawn).
+    if webdriver::missing().is_none() {
+        let dom = lab.exec(
+            "lb",
+            webdriver::CHROMIUM,
+            &[
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=3000",
+                "--dump-dom",
+                "http://127.0.0.1:8090/",
+            ],
+        );
+        let dom = String::from_utf8_lossy(&dom.stdout);
+        assert!(
+            dom.contains("data-anycast=\"dns\"") && dom.contains("badge state-announced"),
+            "{dom}"
+        );
+    } else {
+        skip("chromium not installed: the console's anycast rows not checked");
+    }
+
     // SIGTERM: withdrawn first, then 800 ms of drain, then the stop.
     let term = Instant::now();
     lab.proc_ref(d).signal(Signal::SIGTERM);
