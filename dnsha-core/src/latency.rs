@@ -102,32 +102,27 @@ impl LatencySnapshot {
         }))
     }
 
-    /// The counts of both (histograms of several backends, merged).
-    pub fn plus(&self, other: &Self) -> Self {
+    /// Each count and the sum of `self` and `other` through `f`.
+    fn zip_with(&self, other: &Self, f: impl Fn(u64, u64) -> u64) -> Self {
         Self {
             counts: std::array::from_fn(|i| {
-                let (a, b) = (
+                f(
                     self.counts.get(i).copied().unwrap_or(0),
                     other.counts.get(i).copied().unwrap_or(0),
-                );
-                a.saturating_add(b)
+                )
             }),
-            sum_ms: self.sum_ms.saturating_add(other.sum_ms),
+            sum_ms: f(self.sum_ms, other.sum_ms),
         }
+    }
+
+    /// The counts of both (histograms of several backends, merged).
+    pub fn plus(&self, other: &Self) -> Self {
+        self.zip_with(other, u64::saturating_add)
     }
 
     /// What was counted since `earlier` (a snapshot of the same histogram).
     pub fn since(&self, earlier: &Self) -> Self {
-        Self {
-            counts: std::array::from_fn(|i| {
-                let (now, then) = (
-                    self.counts.get(i).copied().unwrap_or(0),
-                    earlier.counts.get(i).copied().unwrap_or(0),
-                );
-                now.saturating_sub(then)
-            }),
-            sum_ms: self.sum_ms.saturating_sub(earlier.sum_ms),
-        }
+        self.zip_with(earlier, u64::saturating_sub)
     }
 
     /// The `q` quantile (0–1) in milliseconds, interpolated within its

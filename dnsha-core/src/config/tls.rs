@@ -94,21 +94,28 @@ impl Validator {
         }
     }
 
+    /// A `tls_cert` or `tls_key` path and where it is written; an empty
+    /// one is an error.
+    fn tls_path(
+        &mut self,
+        s: &Spanned<String>,
+        key: &str,
+    ) -> Option<(PathBuf, std::ops::Range<usize>)> {
+        let t = s.get_ref().trim();
+        if t.is_empty() {
+            self.err(s.span(), format!("{key} is empty"));
+            None
+        } else {
+            Some((PathBuf::from(t), s.span()))
+        }
+    }
+
     /// The certificate and key of the admin endpoint: both or neither.
     pub(super) fn admin_tls(&mut self, a: &raw::RawAdmin) -> Option<TlsFiles> {
-        let file = |v: &mut Self, s: &Spanned<String>, key: &str| {
-            let t = s.get_ref().trim();
-            if t.is_empty() {
-                v.err(s.span(), format!("{key} is empty"));
-                None
-            } else {
-                Some((PathBuf::from(t), s.span()))
-            }
-        };
         match (&a.tls_cert, &a.tls_key) {
             (None, None) => None,
             (Some(c), Some(k)) => {
-                let (cert, key) = (file(self, c, "tls_cert"), file(self, k, "tls_key"));
+                let (cert, key) = (self.tls_path(c, "tls_cert"), self.tls_path(k, "tls_key"));
                 let ((cert, cs), (key, ks)) = (cert?, key?);
                 Some(TlsFiles {
                     cert,
@@ -134,19 +141,11 @@ impl Validator {
         let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
         let proto = l.protocol.as_str();
         let wants_tls = dot || l.tls.as_ref().is_none_or(|t| *t.get_ref());
-        let file = |v: &mut Self, s: &Option<Spanned<String>>, key: &str| {
-            s.as_ref().and_then(|s| {
-                let t = s.get_ref().trim();
-                if t.is_empty() {
-                    v.err(s.span(), format!("{key} is empty"));
-                    None
-                } else {
-                    Some((PathBuf::from(t), s.span()))
-                }
-            })
-        };
-        let cert = file(self, &l.tls_cert, "tls_cert");
-        let key = file(self, &l.tls_key, "tls_key");
+        let cert = l
+            .tls_cert
+            .as_ref()
+            .and_then(|s| self.tls_path(s, "tls_cert"));
+        let key = l.tls_key.as_ref().and_then(|s| self.tls_path(s, "tls_key"));
         if wants_tls {
             match (cert, key) {
                 (Some((cert, cs)), Some((key, ks))) => {
