@@ -197,13 +197,14 @@ async fn writer(target: AccessLogTarget, format: LogFormat, mut rx: mpsc::Receiv
 }
 
 /// How the access log names a protocol: `UDP`, `TCP` (the passthrough
-/// too), `DoT`, `DoH`.
+/// too), `DoT`, `DoH`, `DoQ`.
 pub fn protocol_label(p: Protocol) -> &'static str {
     match p {
         Protocol::Udp => "UDP",
         Protocol::Tcp | Protocol::TcpPassthrough => "TCP",
         Protocol::Dot => "DoT",
         Protocol::Doh => "DoH",
+        Protocol::Doq => "DoQ",
     }
 }
 

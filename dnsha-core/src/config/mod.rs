@@ -217,6 +217,8 @@ pub enum Protocol {
     Dot,
     /// DNS over HTTPS (RFC 8484), HTTP/2 and HTTP/1.1, balanced per query.
     Doh,
+    /// DNS over QUIC (RFC 9250), balanced per query.
+    Doq,
 }
 
 impl Protocol {
@@ -228,6 +230,7 @@ impl Protocol {
             Self::TcpPassthrough => "tcp-passthrough",
             Self::Dot => "dot",
             Self::Doh => "doh",
+            Self::Doq => "doq",
         }
     }
 
@@ -895,7 +898,7 @@ impl Validator {
         if l.protocol == Protocol::Udp {
             self.err(
                 v.span(),
-                format!("{what} applies to tcp, dot and doh listeners only"),
+                format!("{what} applies to tcp, dot, doh and doq listeners only"),
             );
             return None;
         }

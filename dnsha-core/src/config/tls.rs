@@ -16,13 +16,15 @@ impl Validator {
     pub(super) fn tls_listener(&mut self, l: &raw::RawListener) -> ListenerConfig {
         let mut out = ListenerConfig::new("", l.protocol, UNSPEC, "");
         self.tls_keys_out_of_place(l);
-        if !matches!(l.protocol, Protocol::Dot | Protocol::Doh) {
+        if !matches!(l.protocol, Protocol::Dot | Protocol::Doh | Protocol::Doq) {
             return out;
         }
         if let Some(files) = self.tls_listener_files(l) {
             out.tls = Some(files);
         }
-        self.tls_listener_limits(l, &mut out);
+        if l.protocol != Protocol::Doq {
+            self.tls_listener_limits(l, &mut out);
+        }
         out
     }
 
@@ -32,6 +34,8 @@ impl Validator {
         let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
         let proto = l.protocol.as_str();
         let tls_proto = dot || doh;
+        // DoQ takes a certificate; QUIC does its handshakes itself.
+        let certified = tls_proto || l.protocol == Protocol::Doq;
         let span = |s: Option<&Spanned<u64>>| s.map(Spanned::span);
         let checks = [
             ("tls", l.tls.as_ref().map(Spanned::span), doh),
@@ -53,9 +57,9 @@ impl Validator {
             (
                 "tls_cert",
                 l.tls_cert.as_ref().map(Spanned::span),
-                tls_proto,
+                certified,
             ),
-            ("tls_key", l.tls_key.as_ref().map(Spanned::span), tls_proto),
+            ("tls_key", l.tls_key.as_ref().map(Spanned::span), certified),
             (
                 "handshake_timeout_ms",
                 span(l.handshake_timeout_ms.as_ref()),
@@ -74,17 +78,12 @@ impl Validator {
         ];
         for (key, at, allowed) in checks {
             if let (Some(at), false) = (at, allowed) {
-                let for_what = if matches!(
-                    key,
-                    "tls_cert"
-                        | "tls_key"
-                        | "handshake_timeout_ms"
-                        | "max_handshakes_per_client"
-                        | "max_handshakes_per_second"
-                ) {
-                    "dot and doh"
-                } else {
-                    "doh"
+                let for_what = match key {
+                    "tls_cert" | "tls_key" => "dot, doh and doq",
+                    "handshake_timeout_ms"
+                    | "max_handshakes_per_client"
+                    | "max_handshakes_per_second" => "dot and doh",
+                    _ => "doh",
                 };
                 self.err(
                     at,
@@ -138,9 +137,9 @@ impl Validator {
     /// The certificate and key of a DoT/DoH listener (none with DoH's
     /// `tls = false`, where setting them is an error).
     fn tls_listener_files(&mut self, l: &raw::RawListener) -> Option<TlsFiles> {
-        let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
+        let doh = l.protocol == Protocol::Doh;
         let proto = l.protocol.as_str();
-        let wants_tls = dot || l.tls.as_ref().is_none_or(|t| *t.get_ref());
+        let wants_tls = !doh || l.tls.as_ref().is_none_or(|t| *t.get_ref());
         let cert = l
             .tls_cert
             .as_ref()

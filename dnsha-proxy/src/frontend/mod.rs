@@ -7,6 +7,8 @@
 //! - [`tcp`], [`dot`], [`doh`]: connections accepted by the one
 //!   [`accept`] loop (connection limits, TLS handshakes), each query a
 //!   future run by [`forward`] over [`crate::upstream::Upstreams`].
+//! - [`doq`]: DNS over QUIC, a quinn endpoint per worker socket, each
+//!   stream's query run by [`forward`].
 //! - [`passthrough`]: an L4 byte pipe, one backend per connection.
 //!
 //! [`ctx`] holds what a listener's tasks share.
@@ -14,6 +16,7 @@
 pub mod accept;
 pub mod ctx;
 pub mod doh;
+pub mod doq;
 pub mod dot;
 pub mod forward;
 pub mod limits;

@@ -132,6 +132,17 @@ impl Server {
         let alpn: &[&[u8]] = match l.protocol {
             Protocol::Dot => &[ALPN_DOT],
             Protocol::Doh => &[ALPN_H2, ALPN_HTTP11],
+            Protocol::Doq => {
+                return l
+                    .tls
+                    .as_ref()
+                    .map(|files| {
+                        ServerTls::new_quic(files)
+                            .map(Arc::new)
+                            .map_err(|e| e.in_listener(&l.name))
+                    })
+                    .transpose();
+            }
             _ => return Ok(None),
         };
         l.tls
@@ -271,6 +282,63 @@ impl Server {
         Ok(dups)
     }
 
+    /// DoQ: like UDP, one SO_REUSEPORT socket per worker, each worker a
+    /// QUIC endpoint on its own thread and single-thread runtime, with its
+    /// own upstream connections and sockets (as the stream workers).
+    fn start_doq_workers(
+        &self,
+        l: &ListenerConfig,
+        ctx: &Arc<ListenerCtx>,
+        tls: &Option<Arc<ServerTls>>,
+    ) -> Result<Named> {
+        let bind_err = |source| bind_error(l, source);
+        let Some(tls) = tls else {
+            return Err(Error::NoCertificate.in_listener(&l.name));
+        };
+        // Streams open at once per connection: the stream listeners'
+        // in-flight bound per client connection.
+        let quic = tls
+            .quic_server_config(l.idle_timeout_ms, 100)
+            .map_err(|e| e.in_listener(&l.name))?;
+        let (sockets, dups) = bind_workers(
+            l,
+            SocketKind::Udp,
+            |addr| {
+                let s = self.take_inherited(SocketKind::Udp, addr)?;
+                Some(s.set_nonblocking(true).map(|()| s.into()))
+            },
+            socket::bind_udp,
+            std::net::UdpSocket::local_addr,
+        )?;
+        for (i, std) in sockets.into_iter().enumerate() {
+            let ctx2 = Arc::clone(ctx);
+            let quic = quic.clone();
+            let stream = Arc::new(TcpUpstreams::with_stats(
+                self.tcp_upstreams.settings().clone(),
+                self.tcp_upstreams.shared_stats(),
+            ));
+            let udp = Some(Arc::new(UdpUpstreams::with_stats(
+                self.udp_upstreams.shared_stats(),
+            )));
+            let upstreams = Upstreams { stream, udp };
+            let work = async move {
+                let runtime = Arc::new(quinn::TokioRuntime);
+                let endpoint = quinn::Endpoint::new(
+                    quinn::EndpointConfig::default(),
+                    Some(quic),
+                    std,
+                    runtime,
+                );
+                match endpoint {
+                    Ok(e) => frontend::doq::serve(ctx2, e, upstreams).await,
+                    Err(e) => tracing::error!(error = %e, "doq worker endpoint"),
+                }
+            };
+            spawn_worker(ctx, format!("doq-{}-{i}", l.name), work).map_err(bind_err)?;
+        }
+        Ok(dups)
+    }
+
     pub(super) fn start_listener(
         &self,
         l: &ListenerConfig,
@@ -283,6 +351,7 @@ impl Server {
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
         let started = match l.protocol {
             Protocol::Udp => self.start_udp_workers(l, &ctx, predecessors),
+            Protocol::Doq => self.start_doq_workers(l, &ctx, &tls),
             _ => self.start_stream_workers(l, &ctx, &tls),
         };
         let sockets = match started {

@@ -282,7 +282,12 @@ fn listener_families(w: &mut Exposition, listeners: &[RunningListener]) {
 fn tls_families(w: &mut Exposition, listeners: &[RunningListener]) {
     let tls: Vec<&RunningListener> = listeners
         .iter()
-        .filter(|r| matches!(r.config.protocol, Protocol::Dot | Protocol::Doh))
+        .filter(|r| {
+            matches!(
+                r.config.protocol,
+                Protocol::Dot | Protocol::Doh | Protocol::Doq
+            )
+        })
         .collect();
     for (name, help, pick) in TLS_COUNTERS {
         let rows = tls

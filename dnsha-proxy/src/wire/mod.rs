@@ -1,10 +1,12 @@
 //! The DNS wire, sans-IO: what the balancer reads and rewrites in a
 //! message ([`dns`]: validation, ID rewrite, answer matching, the answers
 //! it makes itself), how messages travel over streams ([`frame`], the one
-//! framer shared with the stream upstreams and the health checks), and the
-//! table of UDP queries in flight ([`pending`]).
+//! framer shared with the stream upstreams and the health checks), the
+//! DNS-over-QUIC stream framing ([`doq`]), and the table of UDP queries in
+//! flight ([`pending`]).
 
 pub mod dns;
+pub mod doq;
 pub mod pending;
 
 /// Length-prefixed DNS messages over streams (RFC 1035 §4.2.2), from
