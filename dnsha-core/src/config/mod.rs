@@ -922,7 +922,7 @@ impl Validator {
             if !v.span().is_empty() {
                 self.err(
                     v.span(),
-                    format!("{key} applies to tcp, tcp-passthrough, dot and doh listeners only (udp has no connections)"),
+                    format!("{key} applies to tcp, tcp-passthrough, dot, doh and doq listeners only (udp has no connections)"),
                 );
             }
         }

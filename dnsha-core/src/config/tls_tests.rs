@@ -79,7 +79,7 @@ fn tls_listener_errors_are_located() {
     assert_eq!(
         e,
         [
-            "t.toml:6:12: `tls_cert` applies to dot and doh listeners only, not udp",
+            "t.toml:6:12: `tls_cert` applies to dot, doh and doq listeners only, not udp",
             "t.toml:7:8: `path` applies to doh listeners only, not udp",
             "t.toml:8:15: `max_streams` applies to doh listeners only, not udp",
             "t.toml:9:20: `trusted_proxies` applies to doh listeners only, not udp",
