@@ -275,16 +275,25 @@ impl Worker {
         let mut events = self.server.health().subscribe();
         loop {
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => {
+                    self.release_local().await;
+                    return;
+                }
                 cmd = commands.recv() => match cmd {
                     Some(Command::Withdraw(done)) => {
                         let was = self.announcer.state() == State::Announced;
+                        if was {
+                            self.keep_local().await;
+                        }
                         if let Some(t) = self.announcer.stop() {
                             self.apply(t).await;
                         }
                         let _ = done.send(was);
                     }
-                    None => return,
+                    None => {
+                        self.release_local().await;
+                        return;
+                    }
                 },
                 _ = tick.tick() => self.look().await,
                 // A health transition: a failing pool withdraws at once.
@@ -342,6 +351,37 @@ impl Worker {
         self.publish();
         if let Some(program) = &self.config.notify {
             notify(program, &self.config.name, t.to.as_str(), &t.reason);
+        }
+    }
+
+    /// Before a stop's withdraw: the addresses stay delivered to the
+    /// listeners (a local route each) after they leave the interface, for
+    /// the queries the routers still send while they converge (BIRD sees
+    /// the address go at once; the router drops the path a few
+    /// milliseconds later). [`Self::release_local`] removes them once the
+    /// drain is over.
+    async fn keep_local(&self) {
+        for net in &self.config.addresses {
+            if let Err(e) = self
+                .addresses
+                .keep_local(self.index, net.addr(), net.prefix_len())
+                .await
+            {
+                tracing::warn!(anycast = %self.config.name, address = %net, error = %e, "cannot keep the address local while draining");
+            }
+        }
+    }
+
+    /// Removes what [`Self::keep_local`] added (nothing to remove is fine).
+    async fn release_local(&self) {
+        for net in &self.config.addresses {
+            if let Err(e) = self
+                .addresses
+                .release_local(self.index, net.addr(), net.prefix_len())
+                .await
+            {
+                tracing::warn!(anycast = %self.config.name, address = %net, error = %e, "local route of a withdrawn address not removed");
+            }
         }
     }
 

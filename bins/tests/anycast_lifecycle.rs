@@ -64,14 +64,16 @@ bird_socket = "{bird_socket}"
     )
 }
 
-#[test]
-fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
-    init_tracing();
-    if let Some(why) = netns::skip_reason(&["/bin/sh"]) {
-        skip(&why);
-        return;
-    }
-    let mut lab = netns::Lab::with_subnet("acl", 81, &["lb"]);
+/// The lab, its NSD, the configuration and notify log paths.
+struct Node {
+    lab: netns::Lab,
+    backend: SocketAddr,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+fn node() -> (Node, Nsd) {
+    let lab = netns::Lab::with_subnet("acl", 81, &["lb"]);
     let backend: SocketAddr = "127.0.0.1:5300".parse().unwrap();
     let nsd = Nsd::start_in(&lab.ns("lb"), backend, Ipv4Addr::new(10, 0, 0, 1));
     let dir = lab.dir.path().to_path_buf();
@@ -91,7 +93,19 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
     )
     .unwrap();
 
-    // `dnsha check` warns that BIRD is not there, and passes.
+    (
+        Node {
+            lab,
+            backend,
+            cfg,
+            log,
+        },
+        nsd,
+    )
+}
+
+/// `dnsha check` warns that BIRD is not there, and passes.
+fn check_warns(cfg: &std::path::Path) {
     let out = Command::new(bin())
         .args(["check", "--config", cfg.to_str().unwrap()])
         .output()
@@ -102,10 +116,24 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
         err.contains("warning: anycast `dns`: BIRD is not running at"),
         "{err}"
     );
+}
 
-    // Announced after three healthy looks (100 ms apart), not before.
+fn query_anycast(lab: &netns::Lab) -> Result<Message, String> {
+    lab.run_in("lb", || {
+        query_udp(
+            format!("{ANYCAST}:53").parse().unwrap(),
+            "www.example.test.",
+            RecordType::A,
+            T,
+        )
+    })
+}
+
+/// Announced after three healthy looks (100 ms apart), not before.
+fn announced_after_rise(n: &mut Node) -> usize {
     let start = Instant::now();
-    let d = run_in_lab(&mut lab, "lb", &cfg);
+    let d = run_in_lab(&mut n.lab, "lb", &n.cfg);
+    let lab = &n.lab;
     let announced = lab.wait(Duration::from_secs(10), on_lo).expect("announced");
     assert!(
         start.elapsed() >= Duration::from_millis(200),
@@ -113,24 +141,18 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
         start.elapsed()
     );
     eprintln!("announced {announced:?} after start");
-    let log_text = || lab.proc_ref(d).log_text();
-    assert!(
-        log_text().contains("BIRD is not running at"),
-        "{}",
-        log_text()
-    );
-    let answer = lab.run_in("lb", || {
-        query_udp(
-            format!("{ANYCAST}:53").parse().unwrap(),
-            "www.example.test.",
-            RecordType::A,
-            T,
-        )
-    });
+    let log_text = lab.proc_ref(d).log_text();
+    assert!(log_text.contains("BIRD is not running at"), "{log_text}");
+    let answer = query_anycast(lab);
     assert_eq!(a_record(&answer.unwrap()), Some(Ipv4Addr::new(10, 0, 0, 1)));
+    d
+}
 
-    // The backend dies: withdrawn at once (the health check's refusal
-    // wakes the section between its looks).
+/// The backend dies: withdrawn at once (the health check's refusal wakes
+/// the section between its looks); back only after the hold-down.
+fn failure_and_hold_down(n: &Node, d: usize, nsd: Nsd) -> Nsd {
+    let (lab, backend) = (&n.lab, n.backend);
+    let log_text = || lab.proc_ref(d).log_text();
     drop(nsd);
     let gone_at = Instant::now();
     let withdrawn = lab
@@ -154,6 +176,11 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
     assert!(back >= Duration::from_millis(1500), "{back:?}");
     assert!(log_text().contains("hold-down over"), "{}", log_text());
 
+    nsd
+}
+
+/// `/status`, `/metrics` and `dnsha status` say announced, 3 changes.
+fn status_says_announced(lab: &netns::Lab) {
     let st: serde_json::Value = lab.run_in("lb", || status("127.0.0.1:8090".parse().unwrap()));
     let a = &st["anycast"][0];
     assert_eq!(a["state"], "announced", "{st}");
@@ -177,9 +204,11 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
         table.contains("ANYCAST") && table.contains("announced"),
         "{table}"
     );
+}
 
-    // The web console shows the section (a headless Chromium in the
-    // namespace dumps the page once drawn).
+/// The web console shows the section (a headless Chromium in the
+/// namespace dumps the page once drawn).
+fn console_shows_it(lab: &netns::Lab) {
     if webdriver::missing().is_none() {
         let dom = lab.exec(
             "lb",
@@ -201,14 +230,36 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
     } else {
         skip("chromium not installed: the console's anycast rows not checked");
     }
+}
 
-    // SIGTERM: withdrawn first, then 800 ms of drain, then the stop.
+/// SIGTERM: withdrawn first, answered during the 800 ms drain through the
+/// local route, then stopped, the route gone.
+fn drained_stop(lab: &netns::Lab, d: usize) {
+    let log_text = || lab.proc_ref(d).log_text();
     let term = Instant::now();
     lab.proc_ref(d).signal(Signal::SIGTERM);
     let off = lab
         .wait(Duration::from_secs(3), |l| !on_lo(l))
         .expect("withdrawn on stop");
     assert!(off < Duration::from_millis(500), "{off:?}");
+    // While it drains, the address is off `lo` (BIRD withdraws it) but
+    // still delivered to the listener: a query sent now is answered.
+    let local = lab.exec("lb", "ip", &["route", "show", "table", "local", ANYCAST]);
+    let local = String::from_utf8_lossy(&local.stdout).into_owned();
+    assert!(local.contains("metric 1024"), "{local}");
+    let during = lab.run_in("lb", || {
+        query_udp(
+            format!("{ANYCAST}:53").parse().unwrap(),
+            "www.example.test.",
+            RecordType::A,
+            T,
+        )
+    });
+    assert_eq!(
+        a_record(&during.unwrap()),
+        Some(Ipv4Addr::new(10, 0, 0, 1)),
+        "answered during the drain"
+    );
     let stopped = lab
         .wait(Duration::from_secs(10), |l| {
             l.proc_ref(d).log_text().contains("stopped")
@@ -224,9 +275,16 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
     );
     assert!(w < s, "{text}");
     assert!(text.contains("drain_ms=800"), "{text}");
+    let local = lab.exec("lb", "ip", &["route", "show", "table", "local", ANYCAST]);
+    assert!(
+        String::from_utf8_lossy(&local.stdout).trim().is_empty(),
+        "the drain's local route stayed"
+    );
+}
 
-    // notify saw every change, in order.
-    let calls = std::fs::read_to_string(&log).unwrap();
+/// notify saw every change, in order.
+fn notify_saw_everything(log: &std::path::Path) {
+    let calls = std::fs::read_to_string(log).unwrap();
     let states: Vec<&str> = calls
         .lines()
         .map(|l| l.split(' ').nth(1).unwrap_or(""))
@@ -240,5 +298,22 @@ fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
         calls.contains("dns WITHDRAWN pool p: no backend up"),
         "{calls}"
     );
+}
+
+#[test]
+fn the_address_follows_the_pool_with_rise_hold_down_and_a_drained_stop() {
+    init_tracing();
+    if let Some(why) = netns::skip_reason(&["/bin/sh"]) {
+        skip(&why);
+        return;
+    }
+    let (mut n, nsd) = node();
+    check_warns(&n.cfg);
+    let d = announced_after_rise(&mut n);
+    let nsd = failure_and_hold_down(&n, d, nsd);
+    status_says_announced(&n.lab);
+    console_shows_it(&n.lab);
+    drained_stop(&n.lab, d);
+    notify_saw_everything(&n.log);
     drop(nsd);
 }

@@ -70,28 +70,9 @@ fn browser() -> Option<Browser> {
     Some(Browser::start(1280, 1000).unwrap())
 }
 
-#[test]
-fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
-    init_tracing();
-    let Some(b) = browser() else {
-        return;
-    };
-    let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
-    let (listen, admin) = (free_addr(), free_addr());
-    let cfg = console_config(
-        listen,
-        admin,
-        &[("ns1", n1.addr(), 1), ("ns2", n2.addr(), 1)],
-        "",
-    );
-    let mut d = Dnsha::start(bin(), &cfg);
-    d.wait_udp(listen);
-    for _ in 0..40 {
-        query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
-    }
-    b.goto(&format!("http://{admin}/")).unwrap();
-    // The page draws the pool, both backends up, the listeners and their
-    // counters from /status.
+/// The page draws the pool, both backends up, the listeners and their
+/// counters from /status, the last minute's figures and the chart.
+fn first_look(b: &Browser) {
     let wait = Duration::from_secs(10);
     assert_eq!(b.wait_for(&shown_state("ns1"), wait).unwrap(), "up");
     assert_eq!(b.run(&shown_state("ns2")).unwrap(), "up");
@@ -122,9 +103,11 @@ fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
         .unwrap());
     // Marks this page load: a reload of the page would lose it.
     b.run("window.__loaded_once = true; return true;").unwrap();
+}
 
-    // A backend that goes down while the page is open shows as down
-    // within a refresh of the health verdict.
+/// A backend that goes down while the page is open shows as down within
+/// a refresh of the health verdict, without a reload.
+fn down_while_open(b: &Browser, admin: SocketAddr, n2: Nsd) {
     drop(n2);
     let down_at = Instant::now();
     let wait_down = (0..100).find_map(|_| {
@@ -150,7 +133,10 @@ fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
         b.run("return window.__loaded_once === true;").unwrap(),
         true
     );
+}
 
+/// Drain, enable and check with the buttons.
+fn buttons(b: &Browser, admin: SocketAddr, d: &Dnsha) {
     // Drain ns1 with its button: /status says drain, the page too, and the
     // button turns into enable.
     b.click("tr.backend[data-backend=\"ns1\"] button[data-action=\"drain\"]")
@@ -190,9 +176,12 @@ fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
         msg.as_str().unwrap().contains("check ns2 of p: done"),
         "{msg}"
     );
+}
 
-    // At a phone's width the page fits: nothing wider than the screen but
-    // the tables, which scroll in their own box.
+/// At a phone's width the page fits; the chart gets its first interval.
+fn phone_and_chart(b: &Browser) {
+    // Nothing wider than the screen but the tables, which scroll in
+    // their own box.
     b.resize(390, 844).unwrap();
     std::thread::sleep(Duration::from_millis(2 * REFRESH_MS));
     let overflow = b
@@ -212,6 +201,32 @@ fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
     assert!(points.as_u64().unwrap() >= 1);
     b.screenshot(&artifacts().join("console-phone.png"))
         .unwrap();
+}
+
+#[test]
+fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
+    init_tracing();
+    let Some(b) = browser() else {
+        return;
+    };
+    let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
+    let (listen, admin) = (free_addr(), free_addr());
+    let cfg = console_config(
+        listen,
+        admin,
+        &[("ns1", n1.addr(), 1), ("ns2", n2.addr(), 1)],
+        "",
+    );
+    let mut d = Dnsha::start(bin(), &cfg);
+    d.wait_udp(listen);
+    for _ in 0..40 {
+        query_udp(listen, "www.example.test.", RecordType::A, T).unwrap();
+    }
+    b.goto(&format!("http://{admin}/")).unwrap();
+    first_look(&b);
+    down_while_open(&b, admin, n2);
+    buttons(&b, admin, &d);
+    phone_and_chart(&b);
 }
 
 #[test]

@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bird;
 mod blackhole;
 mod certs;
 mod client;

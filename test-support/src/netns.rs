@@ -318,6 +318,50 @@ impl Lab {
             .output();
     }
 
+    /// Adds a node on no bridge: a namespace with `lo` up and nothing else,
+    /// for a host reached through another node (a client behind a router),
+    /// to be linked with [`Lab::veth`]. The lab deletes it when dropped.
+    pub fn add_node(&mut self, node: &str) {
+        let ns = self.ns(node);
+        ip(&["netns", "add", &ns]);
+        self.namespaces.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+    }
+
+    /// A point-to-point link between two nodes: a veth pair with interface
+    /// `a.1` in node `a.0`, holding address `a.2` (`IP/prefix`), and the
+    /// same for `b`; both ends up.
+    pub fn veth(&self, a: (&str, &str, &str), b: (&str, &str, &str)) {
+        let (ns_a, ns_b) = (self.ns(a.0), self.ns(b.0));
+        ip(&[
+            "link", "add", a.1, "netns", &ns_a, "type", "veth", "peer", "name", b.1, "netns", &ns_b,
+        ]);
+        for (ns, ifname, cidr) in [(&ns_a, a.1, a.2), (&ns_b, b.1, b.2)] {
+            ip(&["-n", ns, "addr", "add", cidr, "dev", ifname]);
+            ip(&["-n", ns, "link", "set", ifname, "up"]);
+        }
+    }
+
+    /// Runs `ip ARGS` in `node` (`ip -n NAMESPACE ARGS`: routes, addresses,
+    /// links) and panics with its error if it fails.
+    pub fn ip(&self, node: &str, args: &[&str]) {
+        let ns = self.ns(node);
+        let mut all = vec!["-n", ns.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Sets the kernel parameter `key` (`net.ipv4.ip_forward`, say: the
+    /// `net.*` keys are per namespace) to `value` in `node`.
+    pub fn sysctl(&self, node: &str, key: &str, value: &str) {
+        let out = self.exec(node, "sysctl", &["-qw", &format!("{key}={value}")]);
+        assert!(
+            out.status.success(),
+            "sysctl {key}={value} in {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A command running `program` in `node` ([`command`]).
     pub fn command(&self, node: &str, program: impl AsRef<OsStr>) -> Command {
         command(Some(&self.ns(node)), program)

@@ -40,6 +40,19 @@ impl Addresses {
         self.netlink.del_vip(index, Vip { addr, prefix_len }).await
     }
 
+    /// Keeps `addr` delivered to local sockets after its address goes
+    /// (a route of type `local` in the local table): for a withdraw whose
+    /// routers take a few milliseconds to stop sending, while the
+    /// listeners drain. Present already is fine.
+    pub async fn keep_local(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<()> {
+        self.netlink.add_local_route(index, addr, prefix_len).await
+    }
+
+    /// Removes what [`Self::keep_local`] added (absent is fine).
+    pub async fn release_local(&self, index: u32, addr: IpAddr, prefix_len: u8) -> Result<()> {
+        self.netlink.del_local_route(index, addr, prefix_len).await
+    }
+
     /// Whether interface `name` holds `addr` now.
     pub fn holds(name: &str, addr: IpAddr) -> Result<bool> {
         let addrs = nix::ifaddrs::getifaddrs()

@@ -7,7 +7,8 @@ use nix::errno::Errno;
 use nix::sys::socket::{LinkAddr, SockaddrLike};
 use rtnetlink::packet_route::address::AddressHeaderFlags;
 use rtnetlink::packet_route::link::LinkFlags;
-use rtnetlink::{AddressMessageBuilder, Handle};
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope, RouteType};
+use rtnetlink::{AddressMessageBuilder, Handle, RouteMessageBuilder};
 use tracing::debug;
 
 use crate::error::{Error, Result};
@@ -65,6 +66,13 @@ impl InterfaceInfo {
     }
 }
 
+/// The kernel's local routing table.
+const LOCAL_TABLE: u32 = 255;
+
+/// The metric of the local routes [`Netlink::add_local_route`] adds: not
+/// the kernel's own (0), so removing one never removes the other.
+pub(crate) const LOCAL_METRIC: u32 = 1024;
+
 /// An rtnetlink connection running on the current tokio runtime.
 #[derive(Clone, Debug)]
 pub(crate) struct Netlink {
@@ -121,6 +129,75 @@ impl Netlink {
             Err(e) => Err(Error::Netlink {
                 operation: "del",
                 address: vip.addr,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// A route of type `local` for `addr`/`prefix_len` on interface
+    /// `index`, in the local table at metric [`LOCAL_METRIC`]: the kernel
+    /// delivers packets for `addr` to local sockets even without the
+    /// address (which also has one there, at metric 0, while it is held).
+    fn local_route(index: u32, addr: IpAddr, prefix_len: u8) -> RouteMessage {
+        match addr {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(a, prefix_len)
+                .output_interface(index)
+                .table_id(LOCAL_TABLE)
+                .kind(RouteType::Local)
+                .scope(RouteScope::Host)
+                .priority(LOCAL_METRIC)
+                .build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(a, prefix_len)
+                .output_interface(index)
+                .table_id(LOCAL_TABLE)
+                .kind(RouteType::Local)
+                .scope(RouteScope::Host)
+                .priority(LOCAL_METRIC)
+                .build(),
+        }
+    }
+
+    /// Adds the [`Self::local_route`] of `addr` (present already is fine).
+    pub(crate) async fn add_local_route(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<()> {
+        let msg = Self::local_route(index, addr, prefix_len);
+        match self.handle.route().add(msg).replace().execute().await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Netlink {
+                operation: "add local route",
+                address: addr,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Removes the [`Self::local_route`] of `addr` (absent is fine).
+    pub(crate) async fn del_local_route(
+        &self,
+        index: u32,
+        addr: IpAddr,
+        prefix_len: u8,
+    ) -> Result<()> {
+        let msg = Self::local_route(index, addr, prefix_len);
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(Errno::ESRCH | Errno::ENOENT | Errno::ENODEV)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::Netlink {
+                operation: "del local route",
+                address: addr,
                 reason: e.to_string(),
             }),
         }
