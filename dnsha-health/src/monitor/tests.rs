@@ -42,14 +42,17 @@ async fn next_event(rx: &mut broadcast::Receiver<HealthEvent>) -> HealthEvent {
         .expect("event channel open")
 }
 
-async fn closed_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// An address where connections are refused, and the socket that keeps
+/// its port from any other test (bound, never listening) until dropped.
+async fn closed_addr() -> (SocketAddr, tokio::net::TcpSocket) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (s.local_addr().unwrap(), s)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_backend_goes_down_then_comes_back_after_rise() {
-    let addr = closed_addr().await;
+    let (addr, held) = closed_addr().await;
     let cfg = config(
         "check = \"tcp\"\ninterval_ms = 50\ntimeout_ms = 200\nrise = 2\nfall = 2",
         &[("a", addr)],
@@ -80,6 +83,7 @@ async fn dead_backend_goes_down_then_comes_back_after_rise() {
         Some(&PoolHealth { up: 0, total: 1 })
     );
     // It comes back after two good probes.
+    drop(held);
     let listener = TcpListener::bind(addr).await.unwrap();
     let started = std::time::Instant::now();
     match next_event(&mut events).await {
@@ -195,7 +199,7 @@ async fn servfail_runs_make_a_suspect_probed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_keeps_state_stops_removed_and_releases_unchecked() {
-    let dead = closed_addr().await;
+    let (dead, _held) = closed_addr().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let alive = listener.local_addr().unwrap();
     let health = "check = \"tcp\"\ninterval_ms = 50\nrise = 2\nfall = 2";
