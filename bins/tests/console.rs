@@ -62,12 +62,19 @@ fn state_is(name: &str, state: &str) -> String {
     )
 }
 
-fn browser() -> Option<Browser> {
+/// One browser at a time: the tests of this file take turns (two headless
+/// Chromiums at once are slow on a small machine).
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn browser() -> Option<(Browser, std::sync::MutexGuard<'static, ()>)> {
     if let Some(why) = webdriver::missing() {
         skip(&why);
         return None;
     }
-    Some(Browser::start(1280, 1000).unwrap())
+    let turn = ONE_BROWSER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    Some((Browser::start(1280, 1000).unwrap(), turn))
 }
 
 /// The page draws the pool, both backends up, the listeners and their
@@ -206,7 +213,7 @@ fn phone_and_chart(b: &Browser) {
 #[test]
 fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
     init_tracing();
-    let Some(b) = browser() else {
+    let Some((b, _turn)) = browser() else {
         return;
     };
     let (n1, n2) = (Nsd::start(ip(1)), Nsd::start(ip(2)));
@@ -232,7 +239,7 @@ fn the_console_shows_live_state_and_its_buttons_drain_and_enable() {
 #[test]
 fn a_console_action_asks_for_a_user_and_uses_it() {
     init_tracing();
-    let Some(b) = browser() else {
+    let Some((b, _turn)) = browser() else {
         return;
     };
     let n1 = Nsd::start(ip(1));

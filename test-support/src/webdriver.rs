@@ -75,7 +75,17 @@ impl Browser {
                 ],
             },
         }}});
-        let v = b.call("POST", "/session", Some(&caps))?;
+        // chromedriver may accept a connection before it serves it (a
+        // reset while it starts): the session is asked again for a while.
+        let v = loop {
+            match b.call("POST", "/session", Some(&caps)) {
+                Ok(v) => break v,
+                Err(e) if e.starts_with("chromedriver:") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         b.session = v["sessionId"]
             .as_str()
             .ok_or_else(|| format!("no session id in {v}"))?
