@@ -236,19 +236,12 @@ pub fn bird_unreachable(path: &std::path::Path) -> Option<String> {
 /// Whether the pools `c` tracks can answer: each exists, has a backend up
 /// (not drained), and the listeners using it run.
 fn verdict(server: &Server, c: &AnycastConfig) -> Result<(), String> {
-    let pools = server.pools();
-    for name in &c.track_pools {
-        let Some(p) = pools.iter().find(|p| p.name() == name) else {
-            return Err(format!("pool {name} is gone"));
-        };
-        if !p.snapshot().any_up() {
-            return Err(format!("pool {name}: no backend up"));
-        }
-        if !server.pool_listeners_running(name) {
-            return Err(format!("pool {name}: a listener using it is not running"));
-        }
-    }
-    Ok(())
+    c.track_pools.iter().try_for_each(|name| {
+        server.pool_can_answer(name).map_err(|why| match why {
+            dnsha_proxy::server::PoolUnable::Gone => format!("pool {name} {why}"),
+            _ => format!("pool {name}: {why}"),
+        })
+    })
 }
 
 /// One section's task.

@@ -238,12 +238,7 @@ impl std::fmt::Debug for Running {
 /// Whether a tracked pool can serve: it exists, a backend is up, and the
 /// listeners that use it are running.
 fn pool_serves(server: &Server, name: &str) -> bool {
-    server
-        .pools()
-        .iter()
-        .find(|p| p.name() == name)
-        .is_some_and(|p| p.snapshot().any_up())
-        && server.pool_listeners_running(name)
+    server.pool_can_answer(name).is_ok()
 }
 
 /// Starts the instances (none: `Ok(None)`) and the pool tracker; those

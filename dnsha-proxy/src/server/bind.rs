@@ -155,6 +155,21 @@ impl Server {
             .transpose()
     }
 
+    /// The UDP sockets of a UDP or DoQ listener, one per worker (inherited
+    /// ones first), and their named duplicates.
+    fn bind_udp_workers(&self, l: &ListenerConfig) -> Result<(Vec<std::net::UdpSocket>, Named)> {
+        bind_workers(
+            l,
+            SocketKind::Udp,
+            |addr| {
+                let s = self.take_inherited(SocketKind::Udp, addr)?;
+                Some(s.set_nonblocking(true).map(|()| s.into()))
+            },
+            socket::bind_udp,
+            std::net::UdpSocket::local_addr,
+        )
+    }
+
     /// UDP: one SO_REUSEPORT socket per worker, each worker on its own
     /// thread with a single-thread runtime, as dnsdist's listener threads:
     /// no work stealing or cross-thread wake-ups on the hot path.
@@ -170,16 +185,7 @@ impl Server {
         predecessors: Vec<TaskTracker>,
     ) -> Result<Named> {
         let bind_err = |source| bind_error(l, source);
-        let (sockets, dups) = bind_workers(
-            l,
-            SocketKind::Udp,
-            |addr| {
-                let s = self.take_inherited(SocketKind::Udp, addr)?;
-                Some(s.set_nonblocking(true).map(|()| s.into()))
-            },
-            socket::bind_udp,
-            std::net::UdpSocket::local_addr,
-        )?;
+        let (sockets, dups) = self.bind_udp_workers(l)?;
         let steer = SteerGroup::new(
             sockets.len(),
             l.adaptive_workers && !l.pin_workers,
@@ -300,16 +306,7 @@ impl Server {
         let quic = tls
             .quic_server_config(l.idle_timeout_ms, 100)
             .map_err(|e| e.in_listener(&l.name))?;
-        let (sockets, dups) = bind_workers(
-            l,
-            SocketKind::Udp,
-            |addr| {
-                let s = self.take_inherited(SocketKind::Udp, addr)?;
-                Some(s.set_nonblocking(true).map(|()| s.into()))
-            },
-            socket::bind_udp,
-            std::net::UdpSocket::local_addr,
-        )?;
+        let (sockets, dups) = self.bind_udp_workers(l)?;
         for (i, std) in sockets.into_iter().enumerate() {
             let ctx2 = Arc::clone(ctx);
             let quic = quic.clone();

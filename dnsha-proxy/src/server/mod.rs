@@ -48,6 +48,27 @@ struct RunningListener {
     sockets: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
+/// Why a pool cannot answer ([`Server::pool_can_answer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolUnable {
+    /// No pool of that name any more.
+    Gone,
+    /// No backend up (or every one drained).
+    NoBackendUp,
+    /// A listener using it is not running.
+    ListenerStopped,
+}
+
+impl std::fmt::Display for PoolUnable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Gone => "is gone",
+            Self::NoBackendUp => "no backend up",
+            Self::ListenerStopped => "a listener using it is not running",
+        })
+    }
+}
+
 struct State {
     pools: Vec<Arc<Pool>>,
     /// The packet cache of each pool that has one, by pool name.
@@ -348,6 +369,23 @@ impl Server {
                 log.reopen();
             }
         }
+    }
+
+    /// Whether pool `pool` can answer (what VRRP's `track_pools` and the
+    /// `[[anycast]]` sections track): it exists, a backend is up and not
+    /// drained, and the listeners that use it are running; why not, if not.
+    pub fn pool_can_answer(&self, pool: &str) -> std::result::Result<(), PoolUnable> {
+        let pools = self.pools();
+        let Some(p) = pools.iter().find(|p| p.name() == pool) else {
+            return Err(PoolUnable::Gone);
+        };
+        if !p.snapshot().any_up() {
+            return Err(PoolUnable::NoBackendUp);
+        }
+        if !self.pool_listeners_running(pool) {
+            return Err(PoolUnable::ListenerStopped);
+        }
+        Ok(())
     }
 
     /// Whether every listener that sends queries to pool `pool` is running
