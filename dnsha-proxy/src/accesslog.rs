@@ -205,6 +205,7 @@ pub fn protocol_label(p: Protocol) -> &'static str {
         Protocol::Dot => "DoT",
         Protocol::Doh => "DoH",
         Protocol::Doq => "DoQ",
+        Protocol::Doh3 => "DoH3",
     }
 }
 

@@ -64,6 +64,9 @@ pub struct ListenerMetrics {
     pub tls_resumed: AtomicU64,
     /// TLS connections closed at accept: over `max_handshakes_per_second`.
     pub tls_handshake_rate_limited: AtomicU64,
+    /// DoQ/DoH3: connection attempts sent a QUIC Retry to prove their
+    /// address.
+    pub quic_retries: AtomicU64,
     /// DoH: requests over the per-client rate, answered 429.
     pub rate_limited: AtomicU64,
     /// DoH: requests the client abandoned (stream reset, connection closed)
@@ -108,6 +111,7 @@ impl ListenerMetrics {
             tls_handshake_timeouts: AtomicU64::new(0),
             tls_resumed: AtomicU64::new(0),
             tls_handshake_rate_limited: AtomicU64::new(0),
+            quic_retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             http_cancelled: AtomicU64::new(0),
             http_abusive_closed: AtomicU64::new(0),

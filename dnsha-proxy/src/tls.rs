@@ -48,6 +48,26 @@ pub const ALPN_DOT: &[u8] = b"dot";
 pub const ALPN_DOQ: &[u8] = b"doq";
 /// ALPN of HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN of HTTP/3 (RFC 9114), for DoH3.
+pub const ALPN_H3: &[u8] = b"h3";
+
+/// Connection attempts a QUIC listener holds, not yet accepted or refused.
+pub const QUIC_MAX_INCOMING: usize = 4096;
+
+/// Bytes of early packets held for those attempts, in all.
+pub const QUIC_INCOMING_BUFFER: u64 = 8 << 20;
+
+/// The limits of a QUIC listener's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct QuicLimits {
+    /// Close a connection idle this long (also bounds a stalled handshake).
+    pub idle_ms: u64,
+    /// Request streams open at once per connection.
+    pub bidi_streams: u32,
+    /// Unidirectional streams the client may open (0 for DoQ; HTTP/3 needs
+    /// its control and QPACK streams).
+    pub uni_streams: u32,
+}
 /// ALPN of HTTP/1.1.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
@@ -336,18 +356,19 @@ impl ServerTls {
         )
     }
 
-    /// The TLS side of a DoQ listener: TLS 1.3 only (QUIC has no other),
-    /// ALPN `doq`, no early data (0-RTT off), the same certificate
-    /// handling.
-    pub fn new_quic(files: &TlsFiles) -> Result<Self> {
-        Self::with_versions(files, &[ALPN_DOQ], &[&rustls::version::TLS13])
+    /// The TLS side of a QUIC listener (DoQ: ALPN `doq`; DoH3: ALPN `h3`):
+    /// TLS 1.3 only (QUIC has no other), no early data (0-RTT off), the
+    /// same certificate handling as DoT.
+    pub fn new_quic(files: &TlsFiles, alpn: &[u8]) -> Result<Self> {
+        Self::with_versions(files, &[alpn], &[&rustls::version::TLS13])
     }
 
-    /// The QUIC server configuration of a DoQ listener: this certificate
-    /// (reloaded in place as for DoT), an idle timeout of `idle_ms`, at
-    /// most `streams` queries open at once per connection, no
-    /// unidirectional streams (RFC 9250 has none from clients).
-    pub fn quic_server_config(&self, idle_ms: u64, streams: u32) -> Result<quinn::ServerConfig> {
+    /// The QUIC server configuration of a DoQ or DoH3 listener: this
+    /// certificate (reloaded in place as for DoT) and `limits`. Memory
+    /// for connection attempts not yet accepted is bounded (at most
+    /// [`QUIC_MAX_INCOMING`] of them, [`QUIC_INCOMING_BUFFER`] bytes of
+    /// their early packets in all); Retry tokens live 15 s.
+    pub fn quic_server_config(&self, limits: QuicLimits) -> Result<quinn::ServerConfig> {
         let crypto =
             quinn::crypto::rustls::QuicServerConfig::try_from(self.config()).map_err(|e| {
                 Error::Rustls {
@@ -358,12 +379,17 @@ impl ServerTls {
         let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         transport
-            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(streams))
-            .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+            .max_concurrent_bidi_streams(quinn::VarInt::from_u32(limits.bidi_streams))
+            .max_concurrent_uni_streams(quinn::VarInt::from_u32(limits.uni_streams))
             .max_idle_timeout(
-                quinn::IdleTimeout::try_from(std::time::Duration::from_millis(idle_ms)).ok(),
+                quinn::IdleTimeout::try_from(std::time::Duration::from_millis(limits.idle_ms)).ok(),
             );
-        config.transport_config(Arc::new(transport));
+        config
+            .transport_config(Arc::new(transport))
+            .max_incoming(QUIC_MAX_INCOMING)
+            .incoming_buffer_size(64 * 1024)
+            .incoming_buffer_size_total(QUIC_INCOMING_BUFFER)
+            .retry_token_lifetime(std::time::Duration::from_secs(15));
         Ok(config)
     }
 

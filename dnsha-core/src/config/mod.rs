@@ -219,6 +219,9 @@ pub enum Protocol {
     Doh,
     /// DNS over QUIC (RFC 9250), balanced per query.
     Doq,
+    /// DNS over HTTPS over HTTP/3 (RFC 8484 on RFC 9114), balanced per
+    /// query.
+    Doh3,
 }
 
 impl Protocol {
@@ -231,12 +234,24 @@ impl Protocol {
             Self::Dot => "dot",
             Self::Doh => "doh",
             Self::Doq => "doq",
+            Self::Doh3 => "doh3",
         }
     }
 
-    /// True for protocols served over TCP (everything but `udp`).
+    /// True for protocols served over connections with streams (everything
+    /// but `udp`): answers are never truncated for size.
     pub fn is_stream(self) -> bool {
         self != Self::Udp
+    }
+
+    /// True for the protocols on QUIC (`doq`, `doh3`).
+    pub fn is_quic(self) -> bool {
+        matches!(self, Self::Doq | Self::Doh3)
+    }
+
+    /// True for the DNS-over-HTTPS protocols (`doh`, `doh3`).
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Doh | Self::Doh3)
     }
 }
 
@@ -396,27 +411,68 @@ pub struct ListenerConfig {
     /// UDP and TCP: dnsha forwards the queries, or the kernel does
     /// (`"kernel"`, see [`Forwarding`]).
     pub forwarding: Forwarding,
-    /// DoT and DoH: certificate and key; `None` for other protocols and for
-    /// DoH with `tls = false` (plain HTTP behind a reverse proxy).
+    /// DoT, DoH, DoQ and DoH3: certificate and key; `None` for other
+    /// protocols and for DoH with `tls = false` (plain HTTP behind a reverse
+    /// proxy).
     pub tls: Option<TlsFiles>,
-    /// DoT and DoH: time allowed for a TLS handshake.
+    /// DoT, DoH, DoQ and DoH3: time allowed for a TLS (or QUIC) handshake.
     pub handshake_timeout_ms: u64,
-    /// DoT and DoH: TLS handshakes in progress at once from one client address.
+    /// DoT, DoH, DoQ and DoH3: handshakes in progress at once from one
+    /// client address.
     pub max_handshakes_per_client: usize,
-    /// DoT and DoH: TLS handshakes started per second on this listener, from
-    /// all clients together (0: no limit); more are closed at accept.
+    /// DoT, DoH, DoQ and DoH3: handshakes started per second on this
+    /// listener, from all clients together (0: no limit); more are closed at
+    /// accept (over QUIC, a client whose address is not yet validated is
+    /// sent a Retry instead).
     pub max_handshakes_per_second: u32,
-    /// DoH: the URL path answered (default `/dns-query`); others get 404.
+    /// DoQ and DoH3: when a new connection must first prove its address
+    /// with a QUIC Retry.
+    pub quic_retry: QuicRetry,
+    /// DoH and DoH3: the URL path answered (default `/dns-query`); others
+    /// get 404.
     pub path: String,
     /// DoH: peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<IpNet>,
-    /// DoH: concurrent HTTP/2 streams per connection.
+    /// DoH and DoH3: concurrent HTTP/2 streams (HTTP/3 request streams) per
+    /// connection.
     pub max_streams: u32,
-    /// DoH: largest request header block in bytes.
+    /// DoH and DoH3: largest request header block in bytes.
     pub max_header_bytes: usize,
-    /// DoH: requests per second from one client address; 0 means no limit.
+    /// DoH and DoH3: requests per second from one client address; 0 means
+    /// no limit.
     pub max_requests_per_second: u32,
+    /// DoH over TLS: the `alt-svc` value its answers carry when a `doh3`
+    /// listener serves the same certificate on the same address (derived,
+    /// not a key): `h3=":PORT"; ma=86400`.
+    pub alt_svc: Option<String>,
 }
+
+/// When a DoQ or DoH3 listener asks new connections to prove their address
+/// with a QUIC Retry (RFC 9000 §8.1) before any handshake work is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuicRetry {
+    /// Under load: when [`QUIC_RETRY_HANDSHAKES`] handshakes are already
+    /// under way on the listener, or past `max_handshakes_per_second`.
+    #[default]
+    Auto,
+    /// Every new connection (one round trip more for each).
+    Always,
+}
+
+impl QuicRetry {
+    /// The configuration name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Always => "always",
+        }
+    }
+}
+
+/// With `quic_retry = "auto"`, handshakes under way on a listener from
+/// which a new connection whose address is not validated gets a Retry.
+pub const QUIC_RETRY_HANDSHAKES: usize = 32;
 
 /// `[[pool]]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -504,6 +560,8 @@ impl ListenerConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_requests_per_second: 0,
+            quic_retry: QuicRetry::Auto,
+            alt_svc: None,
         }
     }
 }
@@ -898,7 +956,7 @@ impl Validator {
         if l.protocol == Protocol::Udp {
             self.err(
                 v.span(),
-                format!("{what} applies to tcp, dot, doh and doq listeners only"),
+                format!("{what} applies to tcp, dot, doh, doq and doh3 listeners only"),
             );
             return None;
         }
@@ -922,7 +980,7 @@ impl Validator {
             if !v.span().is_empty() {
                 self.err(
                     v.span(),
-                    format!("{key} applies to tcp, tcp-passthrough, dot, doh and doq listeners only (udp has no connections)"),
+                    format!("{key} applies to tcp, tcp-passthrough, dot, doh, doq and doh3 listeners only (udp has no connections)"),
                 );
             }
         }
@@ -990,13 +1048,14 @@ impl Validator {
             .map(|l| {
                 let name = self.name("listener", &l.name, &mut seen);
                 let listen = self.listen_addr(&l.listen).unwrap_or(UNSPEC);
-                let tcp_like = l.protocol.is_stream();
-                if listen != UNSPEC && !binds.insert((listen, tcp_like)) {
+                // UDP, DoQ and DoH3 bind UDP sockets; the others TCP.
+                let over_udp = l.protocol == Protocol::Udp || l.protocol.is_quic();
+                if listen != UNSPEC && !binds.insert((listen, over_udp)) {
                     self.err(
                         l.listen.span(),
                         format!(
                             "another listener already binds {listen} over {}",
-                            if tcp_like { "tcp" } else { "udp" }
+                            if over_udp { "udp" } else { "tcp" }
                         ),
                     );
                 }
@@ -1068,6 +1127,7 @@ impl Validator {
                 }
             })
             .collect::<Vec<_>>();
+        let listeners = tls::with_alt_svc(listeners);
         let vrrp = self.vrrp_sections(raw.vrrp, vrrp_values, raw.listener_tables);
         let listener_set: HashSet<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
         let limits = self.limits(&raw.limit, &listener_set);

@@ -116,6 +116,7 @@ pub(super) struct RawListener {
     pub(super) handshake_timeout_ms: Option<Spanned<u64>>,
     pub(super) max_handshakes_per_client: Option<Spanned<u64>>,
     pub(super) max_handshakes_per_second: Option<Spanned<u64>>,
+    pub(super) quic_retry: Option<Spanned<super::QuicRetry>>,
     pub(super) path: Option<Spanned<String>>,
     pub(super) trusted_proxies: Option<Vec<Spanned<String>>>,
     pub(super) max_streams: Option<Spanned<u64>>,
@@ -339,7 +340,7 @@ fn listener(mut t: Table<'_>, errs: &mut Errors) -> Option<RawListener> {
         errs.push(ConfigError::at(
             t.span(),
             format!(
-                "{} has no `protocol` (required: udp, tcp, tcp-passthrough, dot or doh)",
+                "{} has no `protocol` (required: udp, tcp, tcp-passthrough, dot, doh, doq or doh3)",
                 t.what()
             ),
         ));
@@ -395,6 +396,7 @@ fn listener_keys(
         handshake_timeout_ms: t.u64(errs, "handshake_timeout_ms"),
         max_handshakes_per_client: t.u64(errs, "max_handshakes_per_client"),
         max_handshakes_per_second: t.u64(errs, "max_handshakes_per_second"),
+        quic_retry: t.choice(errs, "quic_retry"),
         path: t.string(errs, "path"),
         trusted_proxies: t.strings(errs, "trusted_proxies"),
         max_streams: t.u64(errs, "max_streams"),

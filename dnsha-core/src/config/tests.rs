@@ -688,7 +688,7 @@ fn per_client_query_and_write_limits_are_for_stream_listeners() {
     assert_eq!((l.max_queries_per_client, l.write_timeout_ms), (64, 500));
     assert_eq!(
         rendered(&src("udp", "max_queries_per_client = 64")),
-        ["t.toml:6:26: max_queries_per_client applies to tcp, dot, doh and doq listeners only"]
+        ["t.toml:6:26: max_queries_per_client applies to tcp, dot, doh, doq and doh3 listeners only"]
     );
 }
 
@@ -750,7 +750,7 @@ command = 5
         rendered(src),
         [
             "t.toml:7:11: workers: expected a whole number, got the string \"two\"",
-            "t.toml:8:19: idle_timeout_ms applies to tcp, tcp-passthrough, dot, doh and doq listeners only (udp has no connections)",
+            "t.toml:8:19: idle_timeout_ms applies to tcp, tcp-passthrough, dot, doh, doq and doh3 listeners only (udp has no connections)",
             "t.toml:12:10: policy: unknown value \"random\", expected one of `rr`, `wrr`, `lc`, `first`, `chash`",
             "t.toml:13:14: timeout_ms must be greater than 0",
             "t.toml:14:11: retries: expected a whole number of 0 or more, got -1",

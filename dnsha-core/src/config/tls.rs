@@ -16,30 +16,32 @@ impl Validator {
     pub(super) fn tls_listener(&mut self, l: &raw::RawListener) -> ListenerConfig {
         let mut out = ListenerConfig::new("", l.protocol, UNSPEC, "");
         self.tls_keys_out_of_place(l);
-        if !matches!(l.protocol, Protocol::Dot | Protocol::Doh | Protocol::Doq) {
+        if !matches!(l.protocol, Protocol::Dot | Protocol::Doh) && !l.protocol.is_quic() {
             return out;
         }
         if let Some(files) = self.tls_listener_files(l) {
             out.tls = Some(files);
         }
-        if l.protocol != Protocol::Doq {
-            self.tls_listener_limits(l, &mut out);
+        self.tls_listener_limits(l, &mut out);
+        if let Some(r) = &l.quic_retry {
+            out.quic_retry = *r.get_ref();
         }
         out
     }
 
-    /// An error for every DoT/DoH key set on a listener whose protocol does
-    /// not use it.
+    /// An error for every DoT/DoH/QUIC key set on a listener whose protocol
+    /// does not use it.
     fn tls_keys_out_of_place(&mut self, l: &raw::RawListener) {
-        let (dot, doh) = (l.protocol == Protocol::Dot, l.protocol == Protocol::Doh);
-        let proto = l.protocol.as_str();
-        let tls_proto = dot || doh;
-        // DoQ takes a certificate; QUIC does its handshakes itself.
-        let certified = tls_proto || l.protocol == Protocol::Doq;
+        let p = l.protocol;
+        let proto = p.as_str();
+        let doh = p == Protocol::Doh;
+        let http = p.is_http();
+        // Every protocol with a certificate has handshakes to bound.
+        let certified = matches!(p, Protocol::Dot | Protocol::Doh) || p.is_quic();
         let span = |s: Option<&Spanned<u64>>| s.map(Spanned::span);
         let checks = [
             ("tls", l.tls.as_ref().map(Spanned::span), doh),
-            ("path", l.path.as_ref().map(Spanned::span), doh),
+            ("path", l.path.as_ref().map(Spanned::span), http),
             (
                 "trusted_proxies",
                 l.trusted_proxies
@@ -47,12 +49,12 @@ impl Validator {
                     .map(|v| v.first().map_or(0..0, Spanned::span)),
                 doh,
             ),
-            ("max_streams", span(l.max_streams.as_ref()), doh),
-            ("max_header_bytes", span(l.max_header_bytes.as_ref()), doh),
+            ("max_streams", span(l.max_streams.as_ref()), http),
+            ("max_header_bytes", span(l.max_header_bytes.as_ref()), http),
             (
                 "max_requests_per_second",
                 span(l.max_requests_per_second.as_ref()),
-                doh,
+                http,
             ),
             (
                 "tls_cert",
@@ -63,26 +65,36 @@ impl Validator {
             (
                 "handshake_timeout_ms",
                 span(l.handshake_timeout_ms.as_ref()),
-                tls_proto,
+                certified,
             ),
             (
                 "max_handshakes_per_client",
                 span(l.max_handshakes_per_client.as_ref()),
-                tls_proto,
+                certified,
             ),
             (
                 "max_handshakes_per_second",
                 span(l.max_handshakes_per_second.as_ref()),
-                tls_proto,
+                certified,
+            ),
+            (
+                "quic_retry",
+                l.quic_retry.as_ref().map(Spanned::span),
+                p.is_quic(),
             ),
         ];
         for (key, at, allowed) in checks {
             if let (Some(at), false) = (at, allowed) {
                 let for_what = match key {
-                    "tls_cert" | "tls_key" => "dot, doh and doq",
-                    "handshake_timeout_ms"
+                    "tls_cert"
+                    | "tls_key"
+                    | "handshake_timeout_ms"
                     | "max_handshakes_per_client"
-                    | "max_handshakes_per_second" => "dot and doh",
+                    | "max_handshakes_per_second" => "dot, doh, doq and doh3",
+                    "quic_retry" => "doq and doh3",
+                    "path" | "max_streams" | "max_header_bytes" | "max_requests_per_second" => {
+                        "doh and doh3"
+                    }
                     _ => "doh",
                 };
                 self.err(
@@ -185,7 +197,8 @@ impl Validator {
         None
     }
 
-    /// Handshake, path, proxy and HTTP/2 limits of a DoT/DoH listener.
+    /// Handshake, path, proxy and HTTP limits of a DoT, DoH, DoQ or DoH3
+    /// listener (the keys out of place were reported already).
     fn tls_listener_limits(&mut self, l: &raw::RawListener, out: &mut ListenerConfig) {
         if let Some(t) = &l.handshake_timeout_ms {
             out.handshake_timeout_ms = self.duration_ms("handshake_timeout_ms", t);
@@ -306,3 +319,25 @@ impl Validator {
 #[cfg(test)]
 #[path = "tls_tests.rs"]
 mod tests;
+
+/// Sets [`ListenerConfig::alt_svc`] on every DoH listener over TLS that
+/// shares its certificate file and address with a `doh3` listener (the same
+/// name served over HTTP/3: RFC 9114 §3.1.1 lets the client switch), to
+/// `h3=":PORT"; ma=86400`. An unspecified address on either side matches any.
+pub(super) fn with_alt_svc(mut listeners: Vec<ListenerConfig>) -> Vec<ListenerConfig> {
+    let h3: Vec<(PathBuf, std::net::SocketAddr)> = listeners
+        .iter()
+        .filter(|l| l.protocol == Protocol::Doh3)
+        .filter_map(|l| l.tls.as_ref().map(|t| (t.cert.clone(), l.listen)))
+        .collect();
+    for l in listeners.iter_mut().filter(|l| l.protocol == Protocol::Doh) {
+        let Some(tls) = &l.tls else { continue };
+        let ip = l.listen.ip();
+        let port = h3.iter().find_map(|(cert, addr)| {
+            let same_ip = ip == addr.ip() || ip.is_unspecified() || addr.ip().is_unspecified();
+            (*cert == tls.cert && same_ip).then_some(addr.port())
+        });
+        l.alt_svc = port.map(|p| format!("h3=\":{p}\"; ma=86400"));
+    }
+    listeners
+}

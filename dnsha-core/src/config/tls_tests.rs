@@ -79,9 +79,9 @@ fn tls_listener_errors_are_located() {
     assert_eq!(
         e,
         [
-            "t.toml:6:12: `tls_cert` applies to dot, doh and doq listeners only, not udp",
-            "t.toml:7:8: `path` applies to doh listeners only, not udp",
-            "t.toml:8:15: `max_streams` applies to doh listeners only, not udp",
+            "t.toml:6:12: `tls_cert` applies to dot, doh, doq and doh3 listeners only, not udp",
+            "t.toml:7:8: `path` applies to doh and doh3 listeners only, not udp",
+            "t.toml:8:15: `max_streams` applies to doh and doh3 listeners only, not udp",
             "t.toml:9:20: `trusted_proxies` applies to doh listeners only, not udp",
         ]
     );
@@ -109,6 +109,89 @@ fn stream_listeners_share_the_tcp_port_space() {
     assert!(
         e[0].contains("already binds 127.0.0.1:853 over tcp"),
         "{e:?}"
+    );
+}
+
+#[test]
+fn quic_listeners_share_the_udp_port_space() {
+    let tls = "tls_cert = \"c\"\ntls_key = \"k\"";
+    // DoT over TCP and DoQ over UDP on one port, DoH and DoH3 likewise.
+    let src = format!(
+        "[[listener]]\nname = \"q\"\nprotocol = \"doq\"\nlisten = \"127.0.0.1:853\"\npool = \"p\"\n{tls}\n\n{}",
+        listener("dot", tls)
+    );
+    assert!(Config::parse(&src).is_ok(), "{:?}", rendered(&src));
+    let src = format!(
+        "[[listener]]\nname = \"u\"\nprotocol = \"udp\"\nlisten = \"127.0.0.1:853\"\npool = \"p\"\n\n{}",
+        listener("doh3", tls)
+    );
+    let e = rendered(&src);
+    assert!(
+        e[0].contains("already binds 127.0.0.1:853 over udp"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn doh3_takes_the_http_keys_and_quic_retry() {
+    let c = Config::parse(&listener(
+        "doh3",
+        "tls_cert = \"c\"\ntls_key = \"k\"\npath = \"/q\"\nmax_streams = 10\nmax_header_bytes = 4096\nmax_requests_per_second = 50\nhandshake_timeout_ms = 700\nquic_retry = \"always\"",
+    ))
+    .unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.protocol, Protocol::Doh3);
+    assert_eq!(l.path, "/q");
+    assert_eq!(
+        (l.max_streams, l.max_header_bytes, l.max_requests_per_second),
+        (10, 4096, 50)
+    );
+    assert_eq!(l.handshake_timeout_ms, 700);
+    assert_eq!(l.quic_retry, QuicRetry::Always);
+    let c = Config::parse(&listener("doq", "tls_cert = \"c\"\ntls_key = \"k\"")).unwrap();
+    assert_eq!(c.listeners[0].quic_retry, QuicRetry::Auto);
+    assert_eq!(
+        rendered(&listener(
+            "doq",
+            "tls_cert = \"c\"\ntls_key = \"k\"\npath = \"/q\"\ntls = false"
+        )),
+        [
+            "t.toml:8:8: `path` applies to doh and doh3 listeners only, not doq",
+            "t.toml:9:7: `tls` applies to doh listeners only, not doq",
+        ]
+    );
+    assert_eq!(
+        rendered(&listener(
+            "dot",
+            "tls_cert = \"c\"\ntls_key = \"k\"\nquic_retry = \"auto\""
+        )),
+        ["t.toml:8:14: `quic_retry` applies to doq and doh3 listeners only, not dot"]
+    );
+    assert_eq!(
+        rendered(&listener("doh3", "tls_cert = \"c\"")),
+        ["t.toml:2:8: doh3 listener `l` needs tls_key"]
+    );
+}
+
+#[test]
+fn a_doh_listener_advertises_the_doh3_listener_with_its_certificate() {
+    let l = |name: &str, proto: &str, listen: &str, cert: &str| {
+        format!("[[listener]]\nname = \"{name}\"\nprotocol = \"{proto}\"\nlisten = \"{listen}\"\npool = \"p\"\ntls_cert = \"{cert}\"\ntls_key = \"k\"\n\n")
+    };
+    let src = [
+        l("h2", "doh", "192.0.2.1:443", "a.pem"),
+        l("h3", "doh3", "0.0.0.0:8443", "a.pem"),
+        l("other", "doh", "192.0.2.1:444", "b.pem"),
+        l("elsewhere", "doh", "192.0.2.9:445", "c.pem"),
+        l("h3c", "doh3", "192.0.2.8:445", "c.pem"),
+        POOL.to_string(),
+    ]
+    .concat();
+    let c = Config::parse(&src).unwrap();
+    let alt: Vec<Option<&str>> = c.listeners.iter().map(|l| l.alt_svc.as_deref()).collect();
+    assert_eq!(
+        alt,
+        [Some("h3=\":8443\"; ma=86400"), None, None, None, None]
     );
 }
 
@@ -332,6 +415,6 @@ fn the_handshake_rate_is_for_tls_listeners() {
     assert_eq!(l.max_handshakes_per_second, 0);
     assert_eq!(
         rendered(&listener("tcp", "max_handshakes_per_second = 10")),
-        ["t.toml:6:29: `max_handshakes_per_second` applies to dot and doh listeners only, not tcp"]
+        ["t.toml:6:29: `max_handshakes_per_second` applies to dot, doh, doq and doh3 listeners only, not tcp"]
     );
 }

@@ -84,15 +84,15 @@ const TICK: Duration = Duration::from_millis(500);
 /// What a connection's requests share: activity for the idle timeout and
 /// the abuse count that closes it.
 #[derive(Debug)]
-struct ConnState {
+pub(super) struct ConnState {
     in_flight: AtomicUsize,
     last_active: Mutex<Instant>,
     abuse: Mutex<(Instant, u32)>,
-    close: Notify,
+    pub(super) close: Notify,
 }
 
 impl ConnState {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let now = Instant::now();
         Self {
             in_flight: AtomicUsize::new(0),
@@ -123,7 +123,7 @@ impl ConnState {
 
     /// Counts one abandoned or refused request; past the limit, asks the
     /// connection to close.
-    fn abuse(&self) {
+    pub(super) fn abuse(&self) {
         let now = Instant::now();
         let mut a = self.abuse.lock().unwrap_or_else(PoisonError::into_inner);
         if now.saturating_duration_since(a.0) > ABUSE_WINDOW {
@@ -138,14 +138,14 @@ impl ConnState {
 
 /// Marks a request in flight; when dropped before [`Active::done`] (the
 /// client reset the stream or closed), counts it as abandoned.
-struct Active {
+pub(super) struct Active {
     ctx: Arc<ListenerCtx>,
     conn: Arc<ConnState>,
     done: bool,
 }
 
 impl Active {
-    fn start(ctx: &Arc<ListenerCtx>, conn: &Arc<ConnState>) -> Self {
+    pub(super) fn start(ctx: &Arc<ListenerCtx>, conn: &Arc<ConnState>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
         conn.touch();
         Self {
@@ -155,10 +155,15 @@ impl Active {
         }
     }
 
-    fn done(mut self, resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-        self.done = true;
-        self.ctx.metrics.http_response(resp.status().as_u16());
+    pub(super) fn done(self, resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+        self.done_with(resp.status().as_u16());
         resp
+    }
+
+    /// Counts the request answered with `status`.
+    pub(super) fn done_with(mut self, status: u16) {
+        self.done = true;
+        self.ctx.metrics.http_response(status);
     }
 }
 
@@ -294,7 +299,8 @@ fn protocol_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
         || !(io || h.is_incomplete_message() || h.is_canceled() || h.is_closed() || h.is_timeout())
 }
 
-fn text(err: DohError) -> Response<Full<Bytes>> {
+/// A plain-text error response with the status of `err`.
+pub(super) fn text(err: DohError) -> Response<Full<Bytes>> {
     let status = err.status();
     let mut b = Response::builder()
         .status(status)
@@ -327,7 +333,7 @@ fn header_str<'a>(h: &'a HeaderMap, name: &header::HeaderName) -> Vec<&'a str> {
 }
 
 /// Bytes of an oversized body read (and discarded) before answering 413.
-const DRAIN_LIMIT: usize = 2 << 20;
+pub(super) const DRAIN_LIMIT: usize = 2 << 20;
 
 /// Reads a POST body within `limit`: at most [`MAX_BODY`] bytes are kept
 /// (none without `keep`); a larger body is read on, discarded, up to
@@ -423,14 +429,33 @@ async fn handle(
             Err(e) => return text(e),
         },
     };
-    match admit(&shared, m, client.ip(), Protocol::Doh, &wire) {
+    let alt_svc = cfg.alt_svc.clone();
+    let mut resp = answer(&ctx, &upstreams, client, &wire, Protocol::Doh).await;
+    if let Some(v) = alt_svc.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        resp.headers_mut().insert(header::ALT_SVC, v);
+    }
+    resp
+}
+
+/// The HTTP answer to a DNS query decoded from a request (DoH or DoH3):
+/// admitted and forwarded as on every frontend; a message that is not a
+/// DNS query is a bad request, no backend a 503.
+pub(super) async fn answer(
+    ctx: &Arc<ListenerCtx>,
+    upstreams: &Upstreams,
+    client: SocketAddr,
+    wire: &[u8],
+    protocol: Protocol,
+) -> Response<Full<Bytes>> {
+    let shared = ctx.shared.load_full();
+    match admit(&shared, &ctx.metrics, client.ip(), protocol, wire) {
         // Not a DNS query at all: the HTTP request was bad.
         Admission::Drop(_) | Admission::Reply(_, DropReason::Malformed | DropReason::Short) => {
             text(DohError::BadRequest)
         }
         Admission::Reply(reply, _) => dns_answer(reply),
         Admission::Forward(admitted) => {
-            match forward(&ctx, &upstreams, client, &wire, admitted, Protocol::Doh).await {
+            match forward(ctx, upstreams, client, wire, admitted, protocol).await {
                 Some(answer) => dns_answer(answer),
                 None => text(DohError::Unavailable),
             }

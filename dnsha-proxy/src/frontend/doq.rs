@@ -1,9 +1,9 @@
 //! The DNS-over-QUIC frontend (RFC 9250), on quinn.
 //!
 //! One QUIC endpoint per worker socket (SO_REUSEPORT, as the UDP
-//! listener's). A connection is admitted under the listener's connection
-//! limits (the TCP ones: `max_connections`, `max_connections_per_client`),
-//! its handshake is quinn's (TLS 1.3, ALPN `doq`, no 0-RTT); each
+//! listener's). A connection is admitted by the QUIC accept loop
+//! ([`super::quic`]: ACL, Retry under load, handshake and connection
+//! limits), its handshake is quinn's (TLS 1.3, ALPN `doq`, no 0-RTT); each
 //! bidirectional stream then carries one query, read whole (at most
 //! [`doq::MAX_STREAM`] bytes, within `read_timeout_ms`), checked by
 //! [`doq::query_of`] (a framing error closes the connection with
@@ -19,10 +19,9 @@ use dnsha_core::config::Protocol;
 use tokio::time::timeout;
 use tracing::debug;
 
-use super::accept::admit as admit_connection;
 use super::ctx::ListenerCtx;
 use super::forward::forward;
-use crate::metrics::inc;
+use super::quic::accept_loop;
 use crate::pipeline::{admit, Admission};
 use crate::upstream::Upstreams;
 use crate::wire::dns::DropReason;
@@ -31,35 +30,11 @@ use crate::wire::doq;
 /// Serves DoQ on `endpoint` until `ctx.stop` is cancelled; open
 /// connections then finish the queries they have and close.
 pub async fn serve(ctx: Arc<ListenerCtx>, endpoint: quinn::Endpoint, upstreams: Upstreams) {
-    loop {
-        let incoming = tokio::select! {
-            () = ctx.stop.cancelled() => break,
-            i = endpoint.accept() => match i {
-                Some(i) => i,
-                None => break,
-            },
-        };
-        let peer = incoming.remote_address();
-        let Some(slot) = admit_connection(&ctx, &ctx.conns, peer) else {
-            incoming.refuse();
-            continue;
-        };
-        let (ctx2, up) = (Arc::clone(&ctx), upstreams.clone());
-        ctx.tasks.spawn(async move {
-            let _slot = slot;
-            match incoming.await {
-                Ok(conn) => connection(ctx2, conn, peer, up).await,
-                Err(e) => {
-                    inc(&ctx2.metrics.tls_handshake_failures);
-                    debug!(client = %peer, error = %e, "doq handshake failed");
-                }
-            }
-        });
-    }
-    // Stop taking connections; those open finish what they have (each
-    // watches the stop) and close.
-    endpoint.set_server_config(None);
-    endpoint.wait_idle().await;
+    let ctx2 = Arc::clone(&ctx);
+    accept_loop(ctx, endpoint, move |conn, peer| {
+        connection(Arc::clone(&ctx2), conn, peer, upstreams.clone())
+    })
+    .await;
 }
 
 /// One client connection: a task per query stream, until the client

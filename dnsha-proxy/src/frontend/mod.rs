@@ -7,8 +7,10 @@
 //! - [`tcp`], [`dot`], [`doh`]: connections accepted by the one
 //!   [`accept`] loop (connection limits, TLS handshakes), each query a
 //!   future run by [`forward`] over [`crate::upstream::Upstreams`].
-//! - [`doq`]: DNS over QUIC, a quinn endpoint per worker socket, each
-//!   stream's query run by [`forward`].
+//! - [`doq`], [`doh3`]: DNS over QUIC and DoH over HTTP/3, a quinn
+//!   endpoint per worker socket whose connections the one [`quic`] accept
+//!   loop admits (ACL, Retry under load, limits); each stream's query run
+//!   by [`forward`].
 //! - [`passthrough`]: an L4 byte pipe, one backend per connection.
 //!
 //! [`ctx`] holds what a listener's tasks share.
@@ -16,11 +18,13 @@
 pub mod accept;
 pub mod ctx;
 pub mod doh;
+pub mod doh3;
 pub mod doq;
 pub mod dot;
 pub mod forward;
 pub mod limits;
 pub mod passthrough;
+pub mod quic;
 pub mod steer;
 pub mod tcp;
 pub mod udp;

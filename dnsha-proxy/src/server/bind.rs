@@ -16,7 +16,7 @@ use crate::frontend::udp_steer::SteerGroup;
 use crate::frontend::{self, ListenerCtx};
 use crate::metrics::ListenerMetrics;
 use crate::socket;
-use crate::tls::{ServerTls, ALPN_DOT, ALPN_H2, ALPN_HTTP11};
+use crate::tls::{QuicLimits, ServerTls, ALPN_DOQ, ALPN_DOT, ALPN_H2, ALPN_H3, ALPN_HTTP11};
 use crate::upstream::stream::TcpUpstreams;
 use crate::upstream::udp::UdpUpstreams;
 use crate::upstream::Upstreams;
@@ -132,12 +132,17 @@ impl Server {
         let alpn: &[&[u8]] = match l.protocol {
             Protocol::Dot => &[ALPN_DOT],
             Protocol::Doh => &[ALPN_H2, ALPN_HTTP11],
-            Protocol::Doq => {
+            Protocol::Doq | Protocol::Doh3 => {
+                let alpn = if l.protocol == Protocol::Doq {
+                    ALPN_DOQ
+                } else {
+                    ALPN_H3
+                };
                 return l
                     .tls
                     .as_ref()
                     .map(|files| {
-                        ServerTls::new_quic(files)
+                        ServerTls::new_quic(files, alpn)
                             .map(Arc::new)
                             .map_err(|e| e.in_listener(&l.name))
                     })
@@ -288,10 +293,12 @@ impl Server {
         Ok(dups)
     }
 
-    /// DoQ: like UDP, one SO_REUSEPORT socket per worker, each worker a
-    /// QUIC endpoint on its own thread and single-thread runtime, with its
-    /// own upstream connections and sockets (as the stream workers).
-    fn start_doq_workers(
+    /// DoQ and DoH3: like UDP, one SO_REUSEPORT socket per worker, each
+    /// worker a QUIC endpoint on its own thread and single-thread runtime,
+    /// with its own upstream connections and sockets (as the stream
+    /// workers). quinn-udp sends and receives through GSO and GRO where the
+    /// kernel has them.
+    fn start_quic_workers(
         &self,
         l: &ListenerConfig,
         ctx: &Arc<ListenerCtx>,
@@ -301,12 +308,28 @@ impl Server {
         let Some(tls) = tls else {
             return Err(Error::NoCertificate.in_listener(&l.name));
         };
-        // Streams open at once per connection: the stream listeners'
-        // in-flight bound per client connection.
+        let limits = if l.protocol == Protocol::Doq {
+            // Queries open at once per connection: the stream listeners'
+            // in-flight bound per client connection.
+            QuicLimits {
+                idle_ms: l.idle_timeout_ms,
+                bidi_streams: 100,
+                uni_streams: 0,
+            }
+        } else {
+            // HTTP/3: the client's control and two QPACK streams, and room
+            // for grease (RFC 9114 §6.2.3).
+            QuicLimits {
+                idle_ms: l.idle_timeout_ms,
+                bidi_streams: l.max_streams,
+                uni_streams: 8,
+            }
+        };
         let quic = tls
-            .quic_server_config(l.idle_timeout_ms, 100)
+            .quic_server_config(limits)
             .map_err(|e| e.in_listener(&l.name))?;
         let (sockets, dups) = self.bind_udp_workers(l)?;
+        let protocol = l.protocol;
         for (i, std) in sockets.into_iter().enumerate() {
             let ctx2 = Arc::clone(ctx);
             let quic = quic.clone();
@@ -326,12 +349,14 @@ impl Server {
                     std,
                     runtime,
                 );
-                match endpoint {
-                    Ok(e) => frontend::doq::serve(ctx2, e, upstreams).await,
-                    Err(e) => tracing::error!(error = %e, "doq worker endpoint"),
+                match (endpoint, protocol) {
+                    (Ok(e), Protocol::Doh3) => frontend::doh3::serve(ctx2, e, upstreams).await,
+                    (Ok(e), _) => frontend::doq::serve(ctx2, e, upstreams).await,
+                    (Err(e), _) => tracing::error!(error = %e, "quic worker endpoint"),
                 }
             };
-            spawn_worker(ctx, format!("doq-{}-{i}", l.name), work).map_err(bind_err)?;
+            let name = format!("{}-{}-{i}", protocol.as_str(), l.name);
+            spawn_worker(ctx, name, work).map_err(bind_err)?;
         }
         Ok(dups)
     }
@@ -348,7 +373,7 @@ impl Server {
         let ctx = Arc::new(ListenerCtx::new(shared, metrics));
         let started = match l.protocol {
             Protocol::Udp => self.start_udp_workers(l, &ctx, predecessors),
-            Protocol::Doq => self.start_doq_workers(l, &ctx, &tls),
+            Protocol::Doq | Protocol::Doh3 => self.start_quic_workers(l, &ctx, &tls),
             _ => self.start_stream_workers(l, &ctx, &tls),
         };
         let sockets = match started {

@@ -166,7 +166,7 @@ const LISTENER_COUNTERS: [(&str, &str, Pick); 13] = [
     }),
 ];
 
-const TLS_COUNTERS: [(&str, &str, Pick); 8] = [
+const TLS_COUNTERS: [(&str, &str, Pick); 9] = [
     (
         "tls_handshake_failures_total",
         "TLS handshakes that failed (not TLS, no common protocol).",
@@ -186,6 +186,11 @@ const TLS_COUNTERS: [(&str, &str, Pick); 8] = [
         "tls_resumed_total",
         "TLS handshakes that resumed a session.",
         |m| get(&m.tls_resumed),
+    ),
+    (
+        "quic_retries_total",
+        "DoQ/DoH3 connection attempts sent a QUIC Retry to prove their address.",
+        |m| get(&m.quic_retries),
     ),
     (
         "http_rate_limited_total",
@@ -285,7 +290,7 @@ fn tls_families(w: &mut Exposition, listeners: &[RunningListener]) {
         .filter(|r| {
             matches!(
                 r.config.protocol,
-                Protocol::Dot | Protocol::Doh | Protocol::Doq
+                Protocol::Dot | Protocol::Doh | Protocol::Doq | Protocol::Doh3
             )
         })
         .collect();
@@ -297,7 +302,7 @@ fn tls_families(w: &mut Exposition, listeners: &[RunningListener]) {
     }
     let statuses = tls
         .iter()
-        .filter(|r| r.config.protocol == Protocol::Doh)
+        .filter(|r| r.config.protocol.is_http())
         .flat_map(|r| {
             HTTP_STATUSES.iter().enumerate().map(move |(i, code)| {
                 let n = r.ctx.metrics.http_responses.get(i).map_or(0, get);
