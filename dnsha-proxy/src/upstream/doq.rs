@@ -10,7 +10,9 @@
 //! DoT; a silent backend is a timeout. A stream the backend resets, or an
 //! answer that breaks the framing or does not answer the question, fails
 //! the query as a SERVFAIL would; a connection lost with the query in
-//! flight fails it as closed.
+//! flight fails it as closed. A query that times out on a connection that
+//! received nothing meanwhile (not even an ACK) closes it: the backend is
+//! gone, or restarted and cannot reset a connection it no longer knows.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -124,6 +126,10 @@ impl DoqUpstreams {
             Ok(Err((kind, blame))) => return Err(upstream(kind, blame)),
             Ok(Ok(c)) => c,
         };
+        // Datagrams received on the connection so far: none more by the
+        // deadline says the backend is gone (a restarted backend cannot
+        // even reset a connection it no longer knows).
+        let heard = quic.conn.stats().udp_rx.datagrams;
         let exchange = async {
             let (mut send, mut recv) = quic.conn.open_bi().await?;
             send.write_all(&frame).await?;
@@ -132,7 +138,14 @@ impl DoqUpstreams {
             Ok::<_, StreamFailure>(answer)
         };
         let stream = match timeout_at(deadline, exchange).await {
-            Err(_) => return Err(upstream(FailureKind::Timeout, true)),
+            Err(_) => {
+                if quic.conn.stats().udp_rx.datagrams == heard {
+                    debug!(backend = %backend, "upstream doq connection silent: closed");
+                    quic.conn.close(quinn::VarInt::from_u32(NO_ERROR), b"");
+                    slot.forget(|c| c.conn.stable_id() == quic.conn.stable_id());
+                }
+                return Err(upstream(FailureKind::Timeout, true));
+            }
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 debug!(backend = %backend, error = %e.0, "upstream doq stream failed");
