@@ -243,11 +243,7 @@ fn a_killed_doh_or_doq_backend_goes_down_and_its_queries_elsewhere() {
     let (one, two) = (Ipv4Addr::new(10, 0, 0, 31), Ipv4Addr::new(10, 0, 0, 32));
     let mut b1 = Backend::start(one, &files, "/dns-query");
     let mut b2 = Backend::start(two, &files, "/dns-query");
-    let (interval, timeout, fall) = (
-        Duration::from_millis(300),
-        Duration::from_millis(250),
-        2u32,
-    );
+    let (interval, timeout, fall) = (Duration::from_millis(300), Duration::from_millis(250), 2u32);
     let (listen, admin) = (free_addr(), free_addr());
     // b1 over DoQ, b2 over DoH; a `dns` check with no transport probes each
     // over its own. Only the active check moves the state (max_fails = 0).
@@ -293,7 +289,10 @@ fall = {fall}
         );
     }
     let both: Vec<_> = (0..20).map(|_| ask(listen)).collect();
-    assert!(both.iter().all(|a| *a == Some(one) || *a == Some(two)), "{both:?}");
+    assert!(
+        both.iter().all(|a| *a == Some(one) || *a == Some(two)),
+        "{both:?}"
+    );
     // The probes reach each backend over its own transport.
     assert!(metric(b1.admin, "dnsha_queries_total{listener=\"doq\"") > 0);
     assert!(metric(b2.admin, "dnsha_queries_total{listener=\"doh\"") > 0);
@@ -330,10 +329,17 @@ fall = {fall}
             .or_else(|| wait_state(admin, dead, "down", SLACK).map(|d| d + bound + SLACK * 3));
         eprintln!("{dead} killed: down after {down_after:?} (bound {bound:?}), {lost} of {asked} queries lost");
         let down_after = down_after.unwrap_or_else(|| panic!("{dead} never down\n{}", a.log()));
-        assert!(down_after <= bound + SLACK, "{dead} down after {down_after:?}");
+        assert!(
+            down_after <= bound + SLACK,
+            "{dead} down after {down_after:?}"
+        );
         assert_eq!(lost, 0, "{lost} of {asked} queries lost\n{}", a.log());
         assert_eq!(backend_state(admin, alive).0, "up");
-        assert!(a.wait_log(&format!("backend {dead} down: "), T), "{}", a.log());
+        assert!(
+            a.wait_log(&format!("backend {dead} down: "), T),
+            "{}",
+            a.log()
+        );
         if dead == "b1" {
             b1.restart();
             assert!(
@@ -402,7 +408,12 @@ address = "{nsd}"
     );
     let mut a = Dnsha::start(bin(), &cfg);
     a.wait_udp(listen);
-    assert_eq!(ask(listen), Some(Ipv4Addr::new(10, 0, 0, 42)), "{}", a.log());
+    assert_eq!(
+        ask(listen),
+        Some(Ipv4Addr::new(10, 0, 0, 42)),
+        "{}",
+        a.log()
+    );
     for name in ["wrong-doh", "wrong-doq"] {
         assert!(
             wait_state(admin, name, "down", Duration::from_secs(5)).is_some(),
@@ -410,7 +421,11 @@ address = "{nsd}"
             status(admin),
             a.log()
         );
-        assert!(a.wait_log(&format!("backend {name} down: "), T), "{}", a.log());
+        assert!(
+            a.wait_log(&format!("backend {name} down: "), T),
+            "{}",
+            a.log()
+        );
     }
     let failures = metric(admin, "dnsha_tls_upstream_failures_total");
     assert!(failures >= 2, "{failures} TLS failures counted");
@@ -428,7 +443,10 @@ address = "{nsd}"
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
-        assert!(tls_probes >= 2, "{name}: {tls_probes} TLS probe failures\n{text}");
+        assert!(
+            tls_probes >= 2,
+            "{name}: {tls_probes} TLS probe failures\n{text}"
+        );
     }
     // B never answered a query: every handshake failed.
     assert_eq!(metric(b.admin, "dnsha_queries_total{listener=\"doh\""), 0);

@@ -450,18 +450,21 @@ pub const DOQ_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(4
 /// pinged every [`DOQ_KEEP_ALIVE`], closed after 30 s without an answer to
 /// anything; the backend may open no streams of its own (RFC 9250 has
 /// none from servers).
-pub fn doq_client_config(tls: &BackendTls) -> Result<(Arc<rustls::ClientConfig>, quinn::ClientConfig)> {
+pub fn doq_client_config(
+    tls: &BackendTls,
+) -> Result<(Arc<rustls::ClientConfig>, quinn::ClientConfig)> {
     let rustls = Arc::new(client_config_with(
         tls,
         ALPN_DOQ,
         &[&rustls::version::TLS13],
     )?);
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&rustls)).map_err(
-        |e| Error::Rustls {
-            context: "quic client configuration".into(),
-            source: rustls::Error::General(e.to_string()),
-        },
-    )?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&rustls)).map_err(|e| {
+            Error::Rustls {
+                context: "quic client configuration".into(),
+                source: rustls::Error::General(e.to_string()),
+            }
+        })?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport

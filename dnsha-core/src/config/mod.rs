@@ -1183,9 +1183,7 @@ impl Validator {
                     self.err(b.weight.span(), "weight must be at least 1");
                 }
                 let transport = *b.transport.get_ref();
-                if address != UNSPEC
-                    && b.address.get_ref().trim().parse::<SocketAddr>().is_err()
-                {
+                if address != UNSPEC && b.address.get_ref().trim().parse::<SocketAddr>().is_err() {
                     address.set_port(transport.default_port());
                 }
                 BackendConfig {

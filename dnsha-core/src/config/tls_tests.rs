@@ -404,11 +404,7 @@ fn health_checks_follow_doh_and_doq_backends() {
     // and over DoH its path.
     let c = Config::parse(&src("doh")).unwrap();
     let e = effective(&c);
-    let (_, doh) = e
-        .iter()
-        .find(|(n, _)| n == "d")
-        .expect("backend d")
-        .clone();
+    let (_, doh) = e.iter().find(|(n, _)| n == "d").expect("backend d").clone();
     assert_eq!(doh.transport, Some(CheckTransport::Doh));
     assert_eq!(doh.path, "/x");
     assert_eq!(doh.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));

@@ -94,9 +94,7 @@ async fn ask(conn: &quinn::Connection, query: &[u8]) -> std::result::Result<Vec<
     let (frame, id) = frame_query(query)
         .ok_or_else(|| ProbeFailure::new(FailureReason::Local, "query too large"))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| bad("stream", &e))?;
-    send.write_all(&frame)
-        .await
-        .map_err(|e| bad("write", &e))?;
+    send.write_all(&frame).await.map_err(|e| bad("write", &e))?;
     send.finish().map_err(|e| bad("finish", &e))?;
     let stream = recv
         .read_to_end(MAX_STREAM)
@@ -105,7 +103,10 @@ async fn ask(conn: &quinn::Connection, query: &[u8]) -> std::result::Result<Vec<
     answer_of(&stream, id).ok_or_else(|| {
         ProbeFailure::new(
             FailureReason::BadAnswer,
-            format!("doq answer stream of {} bytes does not frame one message", stream.len()),
+            format!(
+                "doq answer stream of {} bytes does not frame one message",
+                stream.len()
+            ),
         )
     })
 }

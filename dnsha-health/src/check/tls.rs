@@ -92,12 +92,7 @@ impl TlsCheck {
     }
 
     fn build(config: &HealthConfig, alpn: Vec<Vec<u8>>, roots: Roots<'_>) -> Result<Self> {
-        Self::build_with(
-            config,
-            alpn,
-            roots,
-            rustls::DEFAULT_VERSIONS,
-        )
+        Self::build_with(config, alpn, roots, rustls::DEFAULT_VERSIONS)
     }
 
     fn build_with(

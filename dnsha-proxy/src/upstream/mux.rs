@@ -59,7 +59,11 @@ impl<C: Clone + Send + Sync + 'static> Slot<C> {
     /// The connection, or the attempt under way; a new attempt running
     /// `connect` in a task when there is neither, the last attempt failed,
     /// or `alive` says the connection is gone. Needs a Tokio runtime.
-    pub(crate) fn get<F>(&self, alive: impl Fn(&C) -> bool, connect: impl FnOnce() -> F) -> Connecting<C>
+    pub(crate) fn get<F>(
+        &self,
+        alive: impl Fn(&C) -> bool,
+        connect: impl FnOnce() -> F,
+    ) -> Connecting<C>
     where
         F: Future<Output = Result<C, ConnectFailure>> + Send + 'static,
     {

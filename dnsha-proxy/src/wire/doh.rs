@@ -84,7 +84,10 @@ pub fn check_head(status: StatusCode, headers: &HeaderMap) -> Result<(), AnswerE
         .map(HeaderValue::as_bytes)
         .unwrap_or_default();
     let essence = media.split(|b| *b == b';').next().unwrap_or_default();
-    if !essence.trim_ascii().eq_ignore_ascii_case(DNS_MESSAGE.as_bytes()) {
+    if !essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(DNS_MESSAGE.as_bytes())
+    {
         return Err(AnswerError::ContentType(
             String::from_utf8_lossy(media).into_owned(),
         ));
@@ -122,7 +125,9 @@ mod tests {
     fn query(id: u16, name: &str) -> (Vec<u8>, Query) {
         let q = Query::query(Name::from_ascii(name).unwrap(), RecordType::A);
         let mut m = Message::new();
-        m.set_id(id).set_recursion_desired(true).add_query(q.clone());
+        m.set_id(id)
+            .set_recursion_desired(true)
+            .add_query(q.clone());
         (m.to_vec().unwrap(), q)
     }
 
@@ -193,7 +198,10 @@ mod tests {
             Err(AnswerError::NotMatching)
         );
         let (_, other) = query(0x4242, "b.test.");
-        assert_eq!(check_body(&a, 0x4242, &other), Err(AnswerError::NotMatching));
+        assert_eq!(
+            check_body(&a, 0x4242, &other),
+            Err(AnswerError::NotMatching)
+        );
         // The query itself (QR=0) is not an answer.
         assert_eq!(
             check_body(&q, 0x4242, &question),
