@@ -1,6 +1,6 @@
 //! TLS with rustls (ring provider): certificates of the DoT and DoH
 //! listeners, reloadable without dropping connections, the client side of
-//! DoT backends, and the file checks `dnsha check` runs.
+//! DoT, DoH and DoQ backends, and the file checks `dnsha check` runs.
 //!
 //! A listener's [`ServerTls`] keeps its `rustls::ServerConfig` (and so its
 //! session-ticket keys and session cache) for its whole life; the
@@ -447,9 +447,69 @@ impl ServerTls {
 /// public CA issued for its name) or the system's roots, no verification
 /// with `tls_verify = false`.
 pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
+    client_config_with(
+        tls,
+        ALPN_DOT,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+    .map(Arc::new)
+}
+
+/// The same for a DoH backend: ALPN `h2` alone (dnsha speaks HTTP/2 only
+/// to its backends).
+pub fn doh_client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
+    client_config_with(
+        tls,
+        ALPN_H2,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    )
+    .map(Arc::new)
+}
+
+/// How often a DoQ backend connection with no traffic is pinged, so that
+/// it stays open (below the 10 s idle timeout dnsha's own DoQ listener
+/// sets by default).
+pub const DOQ_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// The QUIC client configuration for a DoQ backend: TLS 1.3 only (QUIC
+/// has no other), ALPN `doq`, no 0-RTT, the same verification as DoT;
+/// pinged every [`DOQ_KEEP_ALIVE`], closed after 30 s without an answer to
+/// anything; the backend may open no streams of its own (RFC 9250 has
+/// none from servers).
+pub fn doq_client_config(
+    tls: &BackendTls,
+) -> Result<(Arc<rustls::ClientConfig>, quinn::ClientConfig)> {
+    let rustls = Arc::new(client_config_with(
+        tls,
+        ALPN_DOQ,
+        &[&rustls::version::TLS13],
+    )?);
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(Arc::clone(&rustls)).map_err(|e| {
+            Error::Rustls {
+                context: "quic client configuration".into(),
+                source: rustls::Error::General(e.to_string()),
+            }
+        })?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .keep_alive_interval(Some(DOQ_KEEP_ALIVE))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(std::time::Duration::from_secs(30)).ok())
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(0))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    config.transport_config(Arc::new(transport));
+    Ok((rustls, config))
+}
+
+fn client_config_with(
+    tls: &BackendTls,
+    alpn: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<rustls::ClientConfig> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(rustls_error("tls client configuration"))?;
     let mut config = if tls.verify {
         builder
@@ -463,11 +523,11 @@ pub fn client_config(tls: &BackendTls) -> Result<Arc<rustls::ClientConfig>> {
             )))
             .with_no_client_auth()
     };
-    config.alpn_protocols = vec![ALPN_DOT.to_vec()];
-    Ok(Arc::new(config))
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
 }
 
-/// The roots a verifying DoT client trusts: the certificates of `tls_ca`
+/// The roots a verifying DoT, DoH or DoQ client trusts: the certificates of `tls_ca`
 /// only, or the system's when there is none.
 pub fn root_store(tls: &BackendTls) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();

@@ -78,11 +78,17 @@ pub enum CheckTransport {
     /// A new TLS connection per probe (RFC 7858): ALPN `dot`, 2-byte length
     /// prefix.
     Dot,
+    /// A new HTTP/2 over TLS connection per probe (RFC 8484): ALPN `h2`,
+    /// POST of `application/dns-message` to the backend's `doh_path`.
+    Doh,
+    /// A new QUIC connection per probe (RFC 9250): ALPN `doq`, one stream,
+    /// message ID 0.
+    Doq,
 }
 
 impl CheckTransport {
     /// Every transport, in documentation order.
-    pub const ALL: [Self; 3] = [Self::Udp, Self::Tcp, Self::Dot];
+    pub const ALL: [Self; 5] = [Self::Udp, Self::Tcp, Self::Dot, Self::Doh, Self::Doq];
 
     /// The configuration name.
     pub fn as_str(self) -> &'static str {
@@ -90,6 +96,8 @@ impl CheckTransport {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
             Self::Dot => "dot",
+            Self::Doh => "doh",
+            Self::Doq => "doq",
         }
     }
 
@@ -99,7 +107,14 @@ impl CheckTransport {
             Transport::Udp => Self::Udp,
             Transport::Tcp => Self::Tcp,
             Transport::Dot => Self::Dot,
+            Transport::Doh => Self::Doh,
+            Transport::Doq => Self::Doq,
         }
+    }
+
+    /// True for the transports that speak TLS and take `tls_name`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Dot | Self::Doh | Self::Doq)
     }
 }
 
@@ -254,10 +269,11 @@ impl HealthConfig {
     }
 
     /// The check as it runs against `backend`. A `dns` check whose
-    /// `transport` is not set uses the backend's: `udp`, `tcp`, or `dot`.
-    /// Over DoT the backend's `tls_name` and `tls_ca` apply unless the
-    /// health table sets its own, and the certificate is verified unless
-    /// either table says `tls_verify = false`.
+    /// `transport` is not set uses the backend's: `udp`, `tcp`, `dot`, `doh`
+    /// or `doq`. Over DoT, DoH and DoQ the backend's `tls_name` and `tls_ca`
+    /// apply unless the health table sets its own, and the certificate is
+    /// verified unless either table says `tls_verify = false`; over DoH the
+    /// path is the backend's `doh_path`.
     pub fn for_backend(&self, backend: &BackendConfig) -> Self {
         let mut out = self.clone();
         if self.check != CheckKind::Dns {
@@ -267,10 +283,13 @@ impl HealthConfig {
             .transport
             .unwrap_or_else(|| CheckTransport::of_backend(backend.transport));
         out.transport = Some(transport);
-        if let (CheckTransport::Dot, Some(tls)) = (transport, &backend.tls) {
+        if let (true, Some(tls)) = (transport.is_tls(), &backend.tls) {
             out.tls_name = out.tls_name.or_else(|| tls.name.clone());
             out.tls_ca = out.tls_ca.or_else(|| tls.ca.clone());
             out.tls_verify = out.tls_verify && tls.verify;
+        }
+        if transport == CheckTransport::Doh && backend.transport == Transport::Doh {
+            out.path.clone_from(&backend.doh_path);
         }
         out
     }
@@ -505,7 +524,7 @@ impl Validator {
                 .unwrap_or_else(|| {
                     self.err(
                         s.span(),
-                        format!("unknown transport `{t}` (expected udp, tcp or dot)"),
+                        format!("unknown transport `{t}` (expected udp, tcp, dot, doh or doq)"),
                     );
                     CheckTransport::Udp
                 })
@@ -545,10 +564,10 @@ impl Validator {
             if t.is_empty() || t.contains(char::is_whitespace) {
                 self.err(s.span(), format!("invalid tls_name `{t}`"));
             }
-            if check == CheckKind::Dns && transport != Some(CheckTransport::Dot) {
+            if check == CheckKind::Dns && !transport.is_some_and(CheckTransport::is_tls) {
                 self.err(
                     s.span(),
-                    "tls_name is only used by check = \"dns\" with transport = \"dot\" (a dot backend's own tls_name is used by default)",
+                    "tls_name is only used by check = \"dns\" with transport = \"dot\", \"doh\" or \"doq\" (a TLS backend's own tls_name is used by default)",
                 );
             } else if !matches!(check, CheckKind::Tls | CheckKind::Doh | CheckKind::Dns) {
                 self.err(

@@ -266,6 +266,12 @@ pub enum Transport {
     Tcp,
     /// DNS over TLS (RFC 7858) from every listener, connections pooled.
     Dot,
+    /// DNS over HTTPS (RFC 8484): POST over HTTP/2 with TLS (ALPN `h2`),
+    /// many queries as concurrent streams of one connection.
+    Doh,
+    /// DNS over QUIC (RFC 9250): one long-lived QUIC connection, a stream
+    /// per query.
+    Doq,
 }
 
 impl Transport {
@@ -275,6 +281,25 @@ impl Transport {
             Self::Udp => "udp",
             Self::Tcp => "tcp",
             Self::Dot => "dot",
+            Self::Doh => "doh",
+            Self::Doq => "doq",
+        }
+    }
+
+    /// True for the transports that speak TLS (`dot`, `doh`, `doq`) and
+    /// take the backend TLS keys.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Self::Dot | Self::Doh | Self::Doq)
+    }
+
+    /// The port of a backend given as a bare IP: 53, 853 for `dot` and
+    /// `doq`, 443 for `doh`.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Udp | Self::Tcp => 53,
+            Self::Dot => DOT_PORT,
+            Self::Doh => DOH_PORT,
+            Self::Doq => DOQ_PORT,
         }
     }
 }
@@ -294,7 +319,7 @@ pub struct TlsFiles {
     pub key_span: Option<Range<usize>>,
 }
 
-/// TLS settings of a `transport = "dot"` backend.
+/// TLS settings of a `transport = "dot"`, `"doh"` or `"doq"` backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendTls {
     /// Verify the backend's certificate (default true).
@@ -505,8 +530,11 @@ pub struct BackendConfig {
     pub weight: u32,
     /// How queries reach it (default `udp`).
     pub transport: Transport,
-    /// TLS settings when `transport = "dot"`.
+    /// TLS settings when `transport` is `dot`, `doh` or `doq`.
     pub tls: Option<BackendTls>,
+    /// `transport = "doh"`: the URL path queries are POSTed to (default
+    /// `/dns-query`).
+    pub doh_path: String,
 }
 
 impl BackendConfig {
@@ -518,6 +546,7 @@ impl BackendConfig {
             weight,
             transport: Transport::Udp,
             tls: None,
+            doh_path: DEFAULT_DOH_PATH.to_string(),
         }
     }
 }
@@ -605,6 +634,11 @@ pub const MAX_WORKERS: usize = 1024;
 
 /// Default port of a `transport = "dot"` backend given as a bare IP.
 pub const DOT_PORT: u16 = 853;
+/// Default port of a `transport = "doh"` backend given as a bare IP.
+pub const DOH_PORT: u16 = 443;
+/// Default port of a `transport = "doq"` backend given as a bare IP
+/// (RFC 9250 §4.1.1).
+pub const DOQ_PORT: u16 = 853;
 
 /// The client networks a listener accepts by default: loopback, RFC 1918,
 /// 100.64.0.0/10 (CGNAT), link-local and fc00::/7, as dnsdist does.
@@ -1209,11 +1243,8 @@ impl Validator {
                     self.err(b.weight.span(), "weight must be at least 1");
                 }
                 let transport = *b.transport.get_ref();
-                if transport == Transport::Dot
-                    && address != UNSPEC
-                    && b.address.get_ref().trim().parse::<SocketAddr>().is_err()
-                {
-                    address.set_port(DOT_PORT);
+                if address != UNSPEC && b.address.get_ref().trim().parse::<SocketAddr>().is_err() {
+                    address.set_port(transport.default_port());
                 }
                 BackendConfig {
                     name: bname,
@@ -1221,6 +1252,7 @@ impl Validator {
                     weight: *b.weight.get_ref(),
                     transport,
                     tls: self.backend_tls(b),
+                    doh_path: self.backend_doh_path(b),
                 }
             })
             .collect();

@@ -171,6 +171,7 @@ pub(super) struct RawBackend {
     pub(super) tls_verify: Option<Spanned<bool>>,
     pub(super) tls_name: Option<Spanned<String>>,
     pub(super) tls_ca: Option<Spanned<String>>,
+    pub(super) doh_path: Option<Spanned<String>>,
     pub(super) health: Option<RawHealth>,
 }
 
@@ -481,6 +482,7 @@ fn backend(mut t: Table<'_>, errs: &mut Errors) -> Option<RawBackend> {
     let tls_verify = t.bool(errs, "tls_verify");
     let tls_name = t.string(errs, "tls_name");
     let tls_ca = t.string(errs, "tls_ca");
+    let doh_path = t.string(errs, "doh_path");
     let health = t.table(errs, "health").map(|h| health(h, errs));
     t.finish(errs);
     Some(RawBackend {
@@ -491,6 +493,7 @@ fn backend(mut t: Table<'_>, errs: &mut Errors) -> Option<RawBackend> {
         tls_verify,
         tls_name,
         tls_ca,
+        doh_path,
         health,
     })
 }

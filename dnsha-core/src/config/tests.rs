@@ -395,7 +395,7 @@ transport = "quic"
         "t.toml:36:12: tls_name is only used by check = \"dns\" with transport = \"dot\"",
         "t.toml:37:14: timeout_ms must be greater than 0",
         "t.toml:45:13: transport is only used by check = \"dns\", not \"tcp\"",
-        "t.toml:45:13: unknown transport `quic` (expected udp, tcp or dot)",
+        "t.toml:45:13: unknown transport `quic` (expected udp, tcp, dot, doh or doq)",
     ];
     for (want, got) in expect.iter().zip(&e) {
         assert!(

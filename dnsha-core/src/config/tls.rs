@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use toml::Spanned;
 
-use super::{raw, BackendTls, ListenerConfig, Protocol, TlsFiles, Transport, Validator, UNSPEC};
+use super::{
+    raw, BackendTls, ListenerConfig, Protocol, TlsFiles, Transport, Validator, DEFAULT_DOH_PATH,
+    UNSPEC,
+};
 
 impl Validator {
     /// The DoT/DoH settings of a listener (other fields at their defaults),
@@ -245,10 +248,31 @@ impl Validator {
         }
     }
 
-    /// `tls_verify`, `tls_name`, `tls_ca` of a backend: only with `transport = "dot"`.
+    /// `doh_path` of a backend: only with `transport = "doh"`, an absolute
+    /// path with no query; the default `/dns-query` otherwise.
+    pub(super) fn backend_doh_path(&mut self, b: &raw::RawBackend) -> String {
+        let Some(p) = &b.doh_path else {
+            return DEFAULT_DOH_PATH.to_string();
+        };
+        let t = p.get_ref().trim();
+        if *b.transport.get_ref() != Transport::Doh {
+            self.err(
+                p.span(),
+                "`doh_path` applies to transport = \"doh\" backends only",
+            );
+        } else if !t.starts_with('/') || t.contains(['?', '#', ' ']) {
+            self.err(
+                p.span(),
+                format!("doh_path `{t}` must start with / and have no query"),
+            );
+        }
+        t.to_string()
+    }
+
+    /// `tls_verify`, `tls_name`, `tls_ca` of a backend: only with a TLS
+    /// transport (`dot`, `doh`, `doq`).
     pub(super) fn backend_tls(&mut self, b: &raw::RawBackend) -> Option<BackendTls> {
-        let dot = *b.transport.get_ref() == Transport::Dot;
-        if !dot {
+        if !b.transport.get_ref().is_tls() {
             let spans = [
                 b.tls_verify.as_ref().map(|s| ("tls_verify", s.span())),
                 b.tls_name.as_ref().map(|s| ("tls_name", s.span())),
@@ -257,7 +281,9 @@ impl Validator {
             for (key, span) in spans.into_iter().flatten() {
                 self.err(
                     span,
-                    format!("`{key}` applies to transport = \"dot\" backends only"),
+                    format!(
+                        "`{key}` applies to transport = \"dot\", \"doh\" or \"doq\" backends only"
+                    ),
                 );
             }
             return None;

@@ -242,8 +242,8 @@ fn backend_tls_errors_are_located() {
     assert_eq!(
         e,
         [
-            "t.toml:13:12: `tls_name` applies to transport = \"dot\" backends only",
-            "t.toml:14:14: `tls_verify` applies to transport = \"dot\" backends only",
+            "t.toml:13:12: `tls_name` applies to transport = \"dot\", \"doh\" or \"doq\" backends only",
+            "t.toml:14:14: `tls_verify` applies to transport = \"dot\", \"doh\" or \"doq\" backends only",
         ]
     );
     let e = rendered(&backend(
@@ -373,13 +373,13 @@ fn an_explicit_health_transport_wins() {
 #[test]
 fn health_transport_errors_are_located() {
     let e = rendered(&pool_with_health(
-        "transport = \"doh\"\ntls_name = \"x.example\"",
+        "transport = \"quic\"\ntls_name = \"x.example\"",
     ));
     assert_eq!(
         e,
         [
-            "t.toml:11:13: unknown transport `doh` (expected udp, tcp or dot)",
-            "t.toml:12:12: tls_name is only used by check = \"dns\" with transport = \"dot\" (a dot backend's own tls_name is used by default)",
+            "t.toml:11:13: unknown transport `quic` (expected udp, tcp, dot, doh or doq)",
+            "t.toml:12:12: tls_name is only used by check = \"dns\" with transport = \"dot\", \"doh\" or \"doq\" (a TLS backend's own tls_name is used by default)",
         ]
     );
     let e = rendered(&pool_with_health("tls_name = \"x.example\""));
@@ -417,4 +417,97 @@ fn the_handshake_rate_is_for_tls_listeners() {
         rendered(&listener("tcp", "max_handshakes_per_second = 10")),
         ["t.toml:6:29: `max_handshakes_per_second` applies to dot, doh, doq and doh3 listeners only, not tcp"]
     );
+}
+
+#[test]
+fn doh_and_doq_backends_take_tls_keys_ports_and_a_path() {
+    // DoH: port 443 by default, path /dns-query by default.
+    let c = Config::parse(&backend("transport = \"doh\"\ntls_name = \"dns.example\"")).unwrap();
+    let b = &c.pools[0].backends[0];
+    assert_eq!(b.transport, Transport::Doh);
+    assert_eq!(b.address, "192.0.2.1:443".parse().unwrap());
+    assert_eq!(b.doh_path, "/dns-query");
+    let tls = b.tls.as_ref().unwrap();
+    assert!(tls.verify);
+    assert_eq!(tls.name.as_deref(), Some("dns.example"));
+    let c = Config::parse(
+        &backend("transport = \"doh\"\ndoh_path = \"/q\"\ntls_verify = false")
+            .replace("192.0.2.1", "192.0.2.1:8443"),
+    )
+    .unwrap();
+    let b = &c.pools[0].backends[0];
+    assert_eq!((b.address.port(), b.doh_path.as_str()), (8443, "/q"));
+    assert!(!b.tls.as_ref().unwrap().verify);
+
+    // DoQ: port 853 by default (RFC 9250), TLS keys as for DoT.
+    let c = Config::parse(&backend("transport = \"doq\"\ntls_ca = \"ca.pem\"")).unwrap();
+    let b = &c.pools[0].backends[0];
+    assert_eq!(b.transport, Transport::Doq);
+    assert_eq!(b.address, "192.0.2.1:853".parse().unwrap());
+    assert_eq!(
+        b.tls.as_ref().unwrap().ca.as_deref(),
+        Some(std::path::Path::new("ca.pem"))
+    );
+}
+
+#[test]
+fn doh_path_errors_are_located() {
+    assert_eq!(
+        rendered(&backend("transport = \"dot\"\ndoh_path = \"/dns-query\"")),
+        ["t.toml:14:12: `doh_path` applies to transport = \"doh\" backends only"]
+    );
+    assert_eq!(
+        rendered(&backend("doh_path = \"/dns-query\"")),
+        ["t.toml:13:12: `doh_path` applies to transport = \"doh\" backends only"]
+    );
+    assert_eq!(
+        rendered(&backend("transport = \"doh\"\ndoh_path = \"dns-query\"")),
+        ["t.toml:14:12: doh_path `dns-query` must start with / and have no query"]
+    );
+    assert_eq!(
+        rendered(&backend("transport = \"doh\"\ndoh_path = \"/q?dns=x\"")),
+        ["t.toml:14:12: doh_path `/q?dns=x` must start with / and have no query"]
+    );
+    let e = rendered(&backend("transport = \"quic\""));
+    assert_eq!(
+        e,
+        ["t.toml:13:13: transport: unknown value \"quic\", expected one of `udp`, `tcp`, `dot`, `doh`, `doq`"]
+    );
+}
+
+#[test]
+fn health_checks_follow_doh_and_doq_backends() {
+    let src = |transport: &str| {
+        pool_with_health("check = \"dns\"").replace(
+            "transport = \"dot\"",
+            &format!("transport = \"{transport}\"\ndoh_path = \"/x\""),
+        )
+    };
+    // Each backend's effective check: its own transport, with its TLS keys,
+    // and over DoH its path.
+    let c = Config::parse(&src("doh")).unwrap();
+    let e = effective(&c);
+    let (_, doh) = e.iter().find(|(n, _)| n == "d").expect("backend d").clone();
+    assert_eq!(doh.transport, Some(CheckTransport::Doh));
+    assert_eq!(doh.path, "/x");
+    assert_eq!(doh.tls_ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+    let e = rendered(&src("doq"));
+    assert_eq!(
+        e,
+        ["t.toml:26:12: `doh_path` applies to transport = \"doh\" backends only"]
+    );
+    let c = Config::parse(&src("doq").replace("doh_path = \"/x\"\n", "")).unwrap();
+    let e = effective(&c);
+    let (_, doq) = e.iter().find(|(n, _)| n == "d").expect("backend d").clone();
+    assert_eq!(doq.transport, Some(CheckTransport::Doq));
+    assert_eq!(doq.tls_name.as_deref(), Some("dns.example"));
+    // Explicit transports are accepted, and tls_name with them.
+    for t in ["doh", "doq"] {
+        let c = Config::parse(&pool_with_health(&format!(
+            "transport = \"{t}\"\ntls_name = \"x.example\""
+        )))
+        .unwrap();
+        let h = c.pools[0].health.as_ref().unwrap();
+        assert_eq!(h.transport.map(CheckTransport::as_str), Some(t));
+    }
 }

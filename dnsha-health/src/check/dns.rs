@@ -1,4 +1,5 @@
-//! `check = "dns"`: a real query over UDP, TCP or TLS (the transport set in
+//! `check = "dns"`: a real query over UDP, TCP, TLS, HTTPS or QUIC (the
+//! transport set in
 //! the health table, or the backend's: see
 //! [`HealthConfig::for_backend`]), with a random ID, whose answer must carry
 //! the same ID and question and an acceptable RCODE.
@@ -14,8 +15,9 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use rand::Rng;
 
-use super::tls::TlsCheck;
-use super::{dot, exchange, ProbeFailure, ProbeResult};
+use super::doq::DoqClient;
+use super::tls::{TlsCheck, ALPN_H2};
+use super::{doh, dot, exchange, ProbeFailure, ProbeResult};
 use crate::error::Result;
 use crate::state::FailureReason;
 
@@ -40,6 +42,15 @@ enum Wire {
     Tcp,
     /// RFC 7858, a new connection per probe.
     Tls(TlsCheck),
+    /// RFC 8484 over HTTP/2, a new connection per probe: POST to `path`,
+    /// `host` naming the backend.
+    Https {
+        tls: TlsCheck,
+        path: String,
+        host: Option<String>,
+    },
+    /// RFC 9250, a new connection per probe.
+    Quic(DoqClient),
 }
 
 impl DnsCheck {
@@ -51,6 +62,12 @@ impl DnsCheck {
             CheckTransport::Udp => Wire::Udp,
             CheckTransport::Tcp => Wire::Tcp,
             CheckTransport::Dot => Wire::Tls(TlsCheck::dot(config)?),
+            CheckTransport::Doh => Wire::Https {
+                tls: TlsCheck::with_alpn(config, vec![ALPN_H2.to_vec()])?,
+                path: config.path.clone(),
+                host: config.tls_name.clone(),
+            },
+            CheckTransport::Doq => Wire::Quic(DoqClient::new(config)?),
         };
         Ok(Self {
             query_name: config.query_name.clone(),
@@ -68,6 +85,8 @@ impl DnsCheck {
             Wire::Udp => CheckTransport::Udp,
             Wire::Tcp => CheckTransport::Tcp,
             Wire::Tls(_) => CheckTransport::Dot,
+            Wire::Https { .. } => CheckTransport::Doh,
+            Wire::Quic(_) => CheckTransport::Doq,
         }
     }
 
@@ -167,6 +186,12 @@ impl DnsCheck {
             Wire::Udp => return self.udp(backend, &query, id, &question, timeout).await,
             Wire::Tcp => exchange::tcp(backend, &query, timeout).await?,
             Wire::Tls(tls) => dot::exchange(tls, backend, &query, timeout).await?,
+            Wire::Https { tls, path, host } => {
+                doh::exchange(tls, host.as_deref(), path, backend, query, timeout)
+                    .await?
+                    .to_vec()
+            }
+            Wire::Quic(client) => client.exchange(backend, &query, timeout).await?,
         };
         self.judge(&answer, id, &question)
     }

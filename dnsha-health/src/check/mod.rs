@@ -13,6 +13,7 @@ use crate::state::FailureReason;
 
 pub mod dns;
 pub mod doh;
+mod doq;
 pub mod dot;
 mod exchange;
 pub mod exec;
@@ -117,7 +118,7 @@ pub type ProbeResult = std::result::Result<(), ProbeFailure>;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Checker {
-    /// `check = "dns"`, over UDP, TCP or TLS.
+    /// `check = "dns"`, over UDP, TCP, TLS, HTTPS or QUIC.
     Dns(dns::DnsCheck),
     /// `check = "tcp"`.
     Tcp,

@@ -26,6 +26,7 @@ use crate::state::FailureReason;
 #[derive(Clone)]
 pub struct TlsCheck {
     connector: TlsConnector,
+    config: Arc<ClientConfig>,
     /// `None`: the backend's IP address (no SNI is sent for an address).
     name: Option<ServerName<'static>>,
 }
@@ -62,10 +63,47 @@ impl TlsCheck {
         Self::with_alpn(config, vec![ALPN_DOT.to_vec()])
     }
 
+    /// The TLS half of a `dns` check over DoQ: TLS 1.3 only (QUIC has no
+    /// other), ALPN `doq`, the same roots as [`Self::dot`]. Only its
+    /// [`Self::client_config`] and [`Self::server_name`] are used.
+    pub(crate) fn doq(config: &HealthConfig) -> Result<Self> {
+        let roots = match &config.tls_ca {
+            Some(path) => Roots::File(path),
+            None => Roots::System,
+        };
+        Self::build_with(
+            config,
+            vec![ALPN_DOQ.to_vec()],
+            roots,
+            &[&rustls::version::TLS13],
+        )
+    }
+
+    /// The rustls configuration.
+    pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config)
+    }
+
+    /// The name sent and verified for `backend`: `tls_name`, or its IP.
+    pub(crate) fn server_name(&self, backend: SocketAddr) -> ServerName<'static> {
+        self.name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(backend.ip().into()))
+    }
+
     fn build(config: &HealthConfig, alpn: Vec<Vec<u8>>, roots: Roots<'_>) -> Result<Self> {
+        Self::build_with(config, alpn, roots, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn build_with(
+        config: &HealthConfig,
+        alpn: Vec<Vec<u8>>,
+        roots: Roots<'_>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| Error::Tls {
                 message: e.to_string(),
             })?;
@@ -88,8 +126,10 @@ impl TlsCheck {
                 ServerName::try_from(n.clone()).map_err(|_| Error::TlsName { name: n.clone() })?,
             ),
         };
+        let client = Arc::new(client);
         Ok(Self {
-            connector: TlsConnector::from(Arc::new(client)),
+            connector: TlsConnector::from(Arc::clone(&client)),
+            config: client,
             name,
         })
     }
@@ -103,10 +143,7 @@ impl TlsCheck {
         let tcp = TcpStream::connect(backend)
             .await
             .map_err(|e| ProbeFailure::io("connect", &e, timeout))?;
-        let name = self
-            .name
-            .clone()
-            .unwrap_or_else(|| ServerName::IpAddress(backend.ip().into()));
+        let name = self.server_name(backend);
         self.connector
             .connect(name, tcp)
             .await
@@ -121,6 +158,10 @@ impl TlsCheck {
 
 /// ALPN of DNS over TLS (RFC 7858), as the data path offers it.
 pub(crate) const ALPN_DOT: &[u8] = b"dot";
+/// ALPN of DNS over QUIC (RFC 9250).
+pub(crate) const ALPN_DOQ: &[u8] = b"doq";
+/// ALPN of HTTP/2, all the data path offers a DoH backend.
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// The certificates a verifying client trusts.
 enum Roots<'a> {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::*;
 use crate::testing::{answer_tag, query_msg, Behavior, FakeBackend};
-use crate::upstream::stream::{TcpUpstreamSettings, TcpUpstreams, UpstreamTarget, UpstreamTls};
+use crate::upstream::stream::{
+    TcpUpstreamSettings, TcpUpstreams, TlsWire, UpstreamTarget, UpstreamTls,
+};
 use dnsha_core::FailureKind;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use tokio::net::{TcpListener, TcpStream};
@@ -195,6 +197,7 @@ fn dot_target(addr: SocketAddr, tls: &BackendTls) -> UpstreamTarget {
             config: client_config(tls).unwrap(),
             key: format!("{:?}", server_name),
             server_name,
+            wire: TlsWire::Dot,
         })),
         limits: None,
     }

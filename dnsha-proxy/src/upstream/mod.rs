@@ -1,10 +1,15 @@
 //! How queries reach the backends: [`udp`] (connected sockets with random
 //! source ports, answers matched by ID and question), [`stream`] (pooled
-//! TCP and TLS connections with pipelining), and [`Routes`], which says per
-//! backend which of them to use. The UDP frontend keeps its own connected
+//! TCP and TLS connections with pipelining, and the entry point of the
+//! multiplexed transports: `doh`, HTTP/2 streams, and `doq`, QUIC streams,
+//! each one connection per backend kept by `mux`), and [`Routes`], which
+//! says per backend which of them to use. The UDP frontend keeps its own connected
 //! sockets per worker (see `frontend::udp`); every other frontend goes
 //! through [`Upstreams`].
 
+mod doh;
+mod doq;
+mod mux;
 pub mod routes;
 pub mod stream;
 pub mod udp;

@@ -1,5 +1,6 @@
 //! How a listener's queries reach each backend of its pool over a stream:
-//! plain TCP, or DNS over TLS for `transport = "dot"` backends.
+//! plain TCP, DNS over TLS for `transport = "dot"` backends, DNS over HTTPS
+//! for `"doh"` ones and DNS over QUIC for `"doq"` ones.
 //!
 //! A [`Routes`] value is built from the pool's configuration when the
 //! listener starts and on every reload (TLS client configurations included,
@@ -12,8 +13,40 @@ use dnsha_core::config::{PoolConfig, Transport};
 use dnsha_core::Backend;
 use tokio::sync::Semaphore;
 
-use super::stream::{StreamLimits, TcpUpstreams, UpstreamTarget, UpstreamTls};
+use super::stream::{StreamLimits, TcpUpstreams, TlsWire, UpstreamTarget, UpstreamTls};
 use crate::error::Result;
+use crate::wire::doh::authority;
+
+/// The client side of one TLS transport and verification setting, shared
+/// by the backends that use it.
+#[derive(Clone)]
+struct Client {
+    rustls: Arc<rustls::ClientConfig>,
+    /// DoQ: the QUIC configuration around `rustls`.
+    quic: Option<quinn::ClientConfig>,
+}
+
+impl Client {
+    fn new(transport: Transport, tls: &dnsha_core::config::BackendTls) -> Result<Self> {
+        Ok(match transport {
+            Transport::Doh => Self {
+                rustls: crate::tls::doh_client_config(tls)?,
+                quic: None,
+            },
+            Transport::Doq => {
+                let (rustls, quic) = crate::tls::doq_client_config(tls)?;
+                Self {
+                    rustls,
+                    quic: Some(quic),
+                }
+            }
+            _ => Self {
+                rustls: crate::tls::client_config(tls)?,
+                quic: None,
+            },
+        })
+    }
+}
 
 /// Queries a UDP listener may have in flight over streams at once (to
 /// `tcp` and `dot` backends); more are dropped and counted as overload.
@@ -45,10 +78,11 @@ impl Default for Routes {
 }
 
 impl Routes {
-    /// Routes to the backends of `pool`. When a backend uses `tcp` or `dot`,
-    /// UDP listeners send their queries through `upstreams` too.
+    /// Routes to the backends of `pool`. When a backend uses `tcp`, `dot`,
+    /// `doh` or `doq`, UDP listeners send their queries through `upstreams`
+    /// too.
     pub fn new(pool: &PoolConfig, upstreams: &Arc<TcpUpstreams>) -> Result<Self> {
-        let mut configs: HashMap<(bool, Option<std::path::PathBuf>), Arc<rustls::ClientConfig>> =
+        let mut configs: HashMap<(Transport, bool, Option<std::path::PathBuf>), Client> =
             HashMap::new();
         let mut targets = HashMap::new();
         let mut udp = HashMap::new();
@@ -63,26 +97,37 @@ impl Routes {
             }
             stream |= b.transport != Transport::Udp;
             let tls = match (&b.transport, &b.tls) {
-                (Transport::Dot, Some(t)) => {
-                    let k = (t.verify, t.ca.clone());
-                    let config = match configs.get(&k) {
-                        Some(c) => Arc::clone(c),
+                (transport, Some(t)) if transport.is_tls() => {
+                    let k = (*transport, t.verify, t.ca.clone());
+                    let client = match configs.get(&k) {
+                        Some(c) => c.clone(),
                         None => {
-                            let c = crate::tls::client_config(t)?;
-                            configs.insert(k, Arc::clone(&c));
+                            let c = Client::new(*transport, t)?;
+                            configs.insert(k, c.clone());
                             c
                         }
                     };
                     let server_name = crate::tls::server_name(t, b.address)?;
+                    let wire = match client.quic {
+                        Some(config) => TlsWire::Doq { config },
+                        None if *transport == Transport::Doh => TlsWire::Doh {
+                            path: b.doh_path.clone(),
+                            authority: authority(t.name.as_deref(), b.address),
+                        },
+                        None => TlsWire::Dot,
+                    };
                     Some(Arc::new(UpstreamTls {
-                        config,
+                        config: client.rustls,
                         key: format!(
-                            "verify={};name={:?};ca={:?}",
+                            "{};verify={};name={:?};ca={:?};path={:?}",
+                            transport.as_str(),
                             t.verify,
                             server_name.to_str(),
-                            t.ca
+                            t.ca,
+                            (*transport == Transport::Doh).then_some(&b.doh_path),
                         ),
                         server_name,
+                        wire,
                     }))
                 }
                 _ => None,

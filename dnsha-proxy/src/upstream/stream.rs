@@ -26,8 +26,14 @@
 //! pooled per target; the TLS handshake is part of establishing a connection
 //! (a failed one counts as a refusal, so the query is retried elsewhere) and
 //! sessions are resumed when the backend allows it.
+//!
+//! Queries to `transport = "doh"` and `"doq"` backends (the target's
+//! [`TlsWire`]) go through the same entry point, [`TcpUpstreams::query_target`],
+//! to the multiplexed connections of [`super::doh`] and [`super::doq`]: one
+//! connection per backend, a stream per query, counted in the same
+//! [`TcpUpstreamStats`].
 
-mod conn;
+pub(crate) mod conn;
 
 use std::collections::HashMap;
 use std::io;
@@ -42,6 +48,8 @@ use rustls::pki_types::ServerName;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
+use super::doh::{DohQuery, DohUpstreams};
+use super::doq::{DoqQuery, DoqUpstreams};
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
 use crate::wire::dns::HEADER_LEN;
@@ -58,8 +66,9 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 /// How often a query may be handed back (connection closing) before it fails.
 const MAX_HANDOVERS: usize = 4;
 
-/// TLS towards one backend: the client configuration (roots, ALPN `dot`,
-/// session cache) and the name sent in SNI and verified.
+/// TLS towards one backend: the client configuration (roots, ALPN,
+/// session cache), the name sent in SNI and verified, and what runs over
+/// it.
 pub struct UpstreamTls {
     /// rustls client configuration.
     pub config: Arc<rustls::ClientConfig>,
@@ -67,6 +76,8 @@ pub struct UpstreamTls {
     pub server_name: ServerName<'static>,
     /// Identifies the settings: connections made with equal keys are shared.
     pub key: String,
+    /// The protocol over TLS: DoT, DoH or DoQ.
+    pub wire: TlsWire,
 }
 
 impl std::fmt::Debug for UpstreamTls {
@@ -74,7 +85,41 @@ impl std::fmt::Debug for UpstreamTls {
         f.debug_struct("UpstreamTls")
             .field("server_name", &self.server_name)
             .field("key", &self.key)
+            .field("wire", &self.wire)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a TLS backend speaks.
+#[derive(Clone)]
+pub enum TlsWire {
+    /// DNS over TLS (RFC 7858), pooled and pipelined connections.
+    Dot,
+    /// DNS over HTTPS (RFC 8484) over HTTP/2.
+    Doh {
+        /// The URL path queries are POSTed to.
+        path: String,
+        /// `host:port` of the request URI.
+        authority: String,
+    },
+    /// DNS over QUIC (RFC 9250); `config` wraps the rustls configuration.
+    Doq {
+        /// The QUIC client configuration (TLS 1.3, ALPN `doq`, keep-alive).
+        config: quinn::ClientConfig,
+    },
+}
+
+impl std::fmt::Debug for TlsWire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dot => f.write_str("Dot"),
+            Self::Doh { path, authority } => f
+                .debug_struct("Doh")
+                .field("path", path)
+                .field("authority", authority)
+                .finish(),
+            Self::Doq { .. } => f.write_str("Doq"),
+        }
     }
 }
 
@@ -112,13 +157,13 @@ impl UpstreamTarget {
         }
     }
 
-    fn key(&self, limits: StreamLimits) -> ConnKey {
+    pub(crate) fn key(&self, limits: StreamLimits) -> ConnKey {
         (self.addr, self.tls.as_ref().map(|t| t.key.clone()), limits)
     }
 }
 
 /// Connections are pooled per address, TLS settings and limits.
-type ConnKey = (SocketAddr, Option<String>, StreamLimits);
+pub(crate) type ConnKey = (SocketAddr, Option<String>, StreamLimits);
 
 /// Settings of [`TcpUpstreams`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,7 +199,8 @@ pub struct TcpUpstreamStats {
     pub connections_opened: AtomicU64,
     /// Connections to backends open now (including ones still connecting).
     pub connections_open: AtomicU64,
-    /// TLS handshakes with DoT backends that failed.
+    /// TLS handshakes with DoT, DoH and DoQ backends that failed (a
+    /// certificate not verified, no common ALPN protocol).
     pub tls_failures: AtomicU64,
     /// Queries that waited their whole timeout for a free slot (the pool's
     /// connection and in-flight limits): not counted against the backend.
@@ -168,6 +214,10 @@ pub struct TcpUpstreams {
     settings: TcpUpstreamSettings,
     backends: Mutex<HashMap<ConnKey, Arc<BackendConns>>>,
     stats: Arc<TcpUpstreamStats>,
+    /// HTTP/2 connections to DoH backends.
+    doh: DohUpstreams,
+    /// QUIC connections to DoQ backends.
+    doq: DoqUpstreams,
 }
 
 /// The connections to one backend.
@@ -235,6 +285,8 @@ impl TcpUpstreams {
             settings,
             backends: Mutex::new(HashMap::new()),
             stats: Arc::new(TcpUpstreamStats::default()),
+            doh: DohUpstreams::default(),
+            doq: DoqUpstreams::default(),
         }
     }
 
@@ -289,8 +341,8 @@ impl TcpUpstreams {
             .await
     }
 
-    /// As [`Self::query`], to `target` over TCP or TLS. A failed TLS
-    /// handshake is a [`FailureKind::Refused`].
+    /// As [`Self::query`], to `target` over TCP, DoT, DoH or DoQ. A failed
+    /// TLS handshake is a [`FailureKind::Refused`].
     pub async fn query_target(
         &self,
         target: &UpstreamTarget,
@@ -298,6 +350,37 @@ impl TcpUpstreams {
         question: &Query,
         timeout: Duration,
     ) -> Result<Vec<u8>> {
+        if let Some(tls) = &target.tls {
+            match &tls.wire {
+                TlsWire::Dot => {}
+                TlsWire::Doh { path, authority } => {
+                    self.check_size(target, query)?;
+                    let q = DohQuery {
+                        target,
+                        tls,
+                        path,
+                        authority,
+                        limits: self.limits(target),
+                        connect_timeout: self.settings.connect_timeout,
+                        stats: &self.stats,
+                    };
+                    return self.doh.query(q, query, question, timeout).await;
+                }
+                TlsWire::Doq { config } => {
+                    self.check_size(target, query)?;
+                    let name = tls.server_name.to_str();
+                    let q = DoqQuery {
+                        target,
+                        config,
+                        server_name: &name,
+                        limits: self.limits(target),
+                        connect_timeout: self.settings.connect_timeout,
+                        stats: &self.stats,
+                    };
+                    return self.doq.query(q, query, question, timeout).await;
+                }
+            }
+        }
         let backend = target.addr;
         let deadline = Instant::now() + timeout;
         let upstream = |kind| Error::Upstream {
@@ -362,6 +445,18 @@ impl TcpUpstreams {
             }
         }
         Err(upstream(FailureKind::Closed))
+    }
+
+    /// An [`Error::Io`] for a message shorter than a header or longer than
+    /// 65 535 bytes.
+    fn check_size(&self, target: &UpstreamTarget, query: &[u8]) -> Result<()> {
+        if (HEADER_LEN..=usize::from(u16::MAX)).contains(&query.len()) {
+            return Ok(());
+        }
+        Err(Error::Io {
+            context: format!("query of {} bytes to {}", query.len(), target.addr),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a DNS message size"),
+        })
     }
 
     /// The limits `target` gets: its own or the settings', clamped as in

@@ -3,6 +3,11 @@
 //! then ends the stream; the server answers the same way. The message ID
 //! is 0 on the wire (a stream names the query), and anything else is a
 //! connection error.
+//!
+//! The server side (the DoQ frontend) reads with [`query_of`] and writes
+//! with [`frame_answer`]; the client side (`transport = "doq"` backends)
+//! writes with [`frame_query`], which keeps the caller's ID aside, and
+//! reads with [`answer_of`], which puts it back.
 
 use super::dns::HEADER_LEN;
 
@@ -63,6 +68,12 @@ impl std::fmt::Display for FramingError {
 /// assert_eq!(query_of(&stream), Err(FramingError::NonZeroId));
 /// ```
 pub fn query_of(stream: &[u8]) -> Result<&[u8], FramingError> {
+    message_of(stream)
+}
+
+/// The message a whole stream holds: its length as the prefix says, at
+/// least a header, ID 0.
+fn message_of(stream: &[u8]) -> Result<&[u8], FramingError> {
     let (len, msg) = match stream {
         [a, b, rest @ ..] => (usize::from(u16::from_be_bytes([*a, *b])), rest),
         _ => return Err(FramingError::NoLength),
@@ -93,6 +104,40 @@ pub fn frame_answer(answer: &[u8]) -> Option<Vec<u8>> {
         id.copy_from_slice(&[0, 0]);
     }
     Some(out)
+}
+
+/// A query as a client writes it on a new stream: the length, then `query`
+/// with its ID set to 0. Returns the frame and the ID `query` carried, for
+/// [`answer_of`] to put back. `None` for a message shorter than a header or
+/// too large to frame.
+///
+/// ```
+/// use dnsha_proxy::wire::doq::{answer_of, frame_query};
+/// let query = [0x12, 0x34, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// let (frame, id) = frame_query(&query).unwrap();
+/// assert_eq!((&frame[..4], id), (&[0, 12, 0, 0][..], 0x1234));
+/// // The server answers with ID 0; the caller gets its ID back.
+/// let mut answer = frame.clone();
+/// answer[4] |= 0x80; // QR
+/// assert_eq!(&answer_of(&answer, id).unwrap()[..2], &[0x12, 0x34]);
+/// ```
+pub fn frame_query(query: &[u8]) -> Option<(Vec<u8>, u16)> {
+    if query.len() < HEADER_LEN {
+        return None;
+    }
+    let id = u16::from_be_bytes([query[0], query[1]]);
+    frame_answer(query).map(|f| (f, id))
+}
+
+/// The answer a whole response stream holds, checked as RFC 9250 §4.2.1
+/// asks of a client (length prefix matching the stream, at least a header,
+/// ID 0), with `id` (the query's ID before [`frame_query`]) written back.
+pub fn answer_of(stream: &[u8], id: u16) -> Result<Vec<u8>, FramingError> {
+    let mut answer = message_of(stream)?.to_vec();
+    if let Some(b) = answer.get_mut(..2) {
+        b.copy_from_slice(&id.to_be_bytes());
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]
@@ -136,5 +181,40 @@ mod tests {
         assert_eq!(&f[..4], &[0, 12, 0, 0]);
         assert_eq!(&f[4..], &a[2..]);
         assert!(frame_answer(&vec![0; 70_000]).is_none());
+    }
+
+    #[test]
+    fn client_queries_go_out_with_id_zero_and_answers_get_it_back() {
+        let q = [
+            0xabu8, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'w', b'w', b'w', 0, 0, 1, 0, 1,
+        ];
+        let (f, id) = frame_query(&q).unwrap();
+        assert_eq!(id, 0xabcd);
+        assert_eq!(&f[..4], &[0, 21, 0, 0]);
+        assert_eq!(&f[4..], &q[2..]);
+        // What the server reads is a valid DoQ query.
+        assert!(query_of(&f).is_ok());
+        assert!(frame_query(&q[..11]).is_none());
+        assert!(frame_query(&vec![0; 70_000]).is_none());
+
+        let mut a = q;
+        a[0] = 0;
+        a[1] = 0;
+        a[2] |= 0x80;
+        let restored = answer_of(&stream(&a), id).unwrap();
+        assert_eq!(&restored[..2], &[0xab, 0xcd]);
+        assert_eq!(&restored[2..], &a[2..]);
+        // A non-zero ID, a wrong length, a short message: framing errors.
+        let mut bad = a;
+        bad[1] = 9;
+        assert_eq!(answer_of(&stream(&bad), id), Err(FramingError::NonZeroId));
+        let mut long = stream(&a);
+        long.push(0);
+        assert!(matches!(
+            answer_of(&long, id),
+            Err(FramingError::LengthMismatch { .. })
+        ));
+        assert_eq!(answer_of(&stream(&a[..4]), id), Err(FramingError::TooShort));
+        assert_eq!(answer_of(&[], id), Err(FramingError::NoLength));
     }
 }

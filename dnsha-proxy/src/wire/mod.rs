@@ -2,10 +2,12 @@
 //! message ([`dns`]: validation, ID rewrite, answer matching, the answers
 //! it makes itself), how messages travel over streams ([`frame`], the one
 //! framer shared with the stream upstreams and the health checks), the
-//! DNS-over-QUIC stream framing ([`doq`]), and the table of UDP queries in
-//! flight ([`pending`]).
+//! DNS-over-QUIC stream framing ([`doq`]), the client side of DNS over
+//! HTTPS ([`doh`]: the request to a backend, the checks of its response),
+//! and the table of UDP queries in flight ([`pending`]).
 
 pub mod dns;
+pub mod doh;
 pub mod doq;
 pub mod pending;
 

@@ -42,7 +42,7 @@ enum End {
 }
 
 /// An established connection to a backend.
-enum Connected {
+pub(crate) enum Connected {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
@@ -61,9 +61,9 @@ fn connect_error(e: &io::Error) -> ConnectFailure {
     )
 }
 
-/// Connects (and for DoT, completes the TLS handshake) within the connect
-/// timeout.
-async fn connect(
+/// Connects (and for a TLS target, completes the TLS handshake) within the
+/// connect timeout; a failed handshake is counted in `stats`.
+pub(crate) async fn connect(
     target: &UpstreamTarget,
     limit: Duration,
     stats: &TcpUpstreamStats,
