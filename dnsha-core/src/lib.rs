@@ -27,6 +27,7 @@ pub mod anycast;
 pub mod backend;
 pub mod clock;
 pub mod config;
+pub mod doq;
 pub mod dynblock;
 pub mod error;
 pub mod frame;

@@ -188,7 +188,11 @@ async fn run(args: Args) -> Result<(), Error> {
     for c in conns {
         c.await?;
     }
-    let secs = start.elapsed().as_secs_f64().min(plan.args.seconds as f64).max(0.001);
+    let secs = start
+        .elapsed()
+        .as_secs_f64()
+        .min(plan.args.seconds as f64)
+        .max(0.001);
     let s = &plan.stats;
     let (answered, lat) = (
         s.answered.load(Ordering::Relaxed),

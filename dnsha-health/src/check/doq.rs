@@ -2,13 +2,10 @@
 //! probe (its own endpoint), ALPN `doq`, TLS 1.3, SNI and verification as
 //! the backend's `tls_name`, `tls_verify` and `tls_ca` say; one query on one
 //! bidirectional stream, sent with message ID 0 as RFC 9250 §4.2.1 asks,
-//! the probe's own ID written back into the answer before it is judged
-//! (so an answer with another ID than 0 fails as a wrong ID). The query and
-//! the judgement are [`DnsCheck`]'s.
-//!
-//! The framing is a 2-byte length and the message, as in
-//! `dnsha_proxy::wire::doq` (which this crate cannot use: the proxy depends
-//! on it).
+//! the probe's own ID written back into the answer before it is judged (an
+//! answer whose ID is not 0, or whose length prefix is not the stream's,
+//! fails as a bad answer). The framing is [`dnsha_core::doq`]'s, shared
+//! with the proxy; the query and the judgement are [`DnsCheck`]'s.
 //!
 //! [`DnsCheck`]: super::dns::DnsCheck
 
@@ -17,17 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dnsha_core::config::HealthConfig;
+use dnsha_core::doq::{answer_of, frame_query, MAX_STREAM, NO_ERROR};
 
 use super::tls::TlsCheck;
 use super::ProbeFailure;
 use crate::error::{Error, Result};
 use crate::state::FailureReason;
-
-/// The largest response stream read: the prefix and a 64 KiB message.
-const MAX_STREAM: usize = 2 + 65_535;
-
-/// DOQ_NO_ERROR, closing after the probe.
-const NO_ERROR: u32 = 0;
 
 /// The QUIC client of a `dns` check over DoQ.
 #[derive(Clone)]
@@ -100,15 +92,7 @@ async fn ask(conn: &quinn::Connection, query: &[u8]) -> std::result::Result<Vec<
         .read_to_end(MAX_STREAM)
         .await
         .map_err(|e| bad("read", &e))?;
-    answer_of(&stream, id).ok_or_else(|| {
-        ProbeFailure::new(
-            FailureReason::BadAnswer,
-            format!(
-                "doq answer stream of {} bytes does not frame one message",
-                stream.len()
-            ),
-        )
-    })
+    answer_of(&stream, id).map_err(|e| bad("answer", &e))
 }
 
 /// Why the handshake failed: a TLS alert is [`FailureReason::Tls`], silence
@@ -123,64 +107,4 @@ fn handshake_failure(e: &quinn::ConnectionError, timeout: Duration) -> ProbeFail
         _ => FailureReason::Refused,
     };
     ProbeFailure::new(reason, format!("quic handshake: {e}"))
-}
-
-/// The query as a stream carries it: length, then the message with ID 0;
-/// and the ID it had.
-fn frame_query(query: &[u8]) -> Option<(Vec<u8>, u16)> {
-    let len = u16::try_from(query.len()).ok()?;
-    let id = match query {
-        [a, b, ..] => u16::from_be_bytes([*a, *b]),
-        _ => return None,
-    };
-    let mut frame = Vec::with_capacity(query.len() + 2);
-    frame.extend_from_slice(&len.to_be_bytes());
-    frame.extend_from_slice(query);
-    if let Some(b) = frame.get_mut(2..4) {
-        b.copy_from_slice(&[0, 0]);
-    }
-    Some((frame, id))
-}
-
-/// The message of a whole answer stream, its ID 0 replaced by `id`; `None`
-/// when the length prefix is not the stream's. An ID other than 0 is left
-/// as it is, for the judgement to refuse.
-fn answer_of(stream: &[u8], id: u16) -> Option<Vec<u8>> {
-    let (len, msg) = match stream {
-        [a, b, rest @ ..] => (usize::from(u16::from_be_bytes([*a, *b])), rest),
-        _ => return None,
-    };
-    if len != msg.len() || msg.len() < 2 {
-        return None;
-    }
-    let mut msg = msg.to_vec();
-    if msg[..2] == [0, 0] {
-        msg[..2].copy_from_slice(&id.to_be_bytes());
-    }
-    Some(msg)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn queries_go_with_id_zero_and_answers_get_the_probes_id() {
-        let q = [0x12u8, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-        let (f, id) = frame_query(&q).unwrap();
-        assert_eq!((id, &f[..4]), (0x1234, &[0, 12, 0, 0][..]));
-        let mut a = f.clone();
-        a[4] |= 0x80;
-        let answer = answer_of(&a, id).unwrap();
-        assert_eq!(&answer[..3], &[0x12, 0x34, 0x81]);
-        // A non-zero ID is kept, for the ID check to fail.
-        let mut wrong = a.clone();
-        wrong[3] = 9;
-        assert_eq!(&answer_of(&wrong, id).unwrap()[..2], &[0, 9]);
-        // A length that is not the stream's.
-        a.push(0);
-        assert_eq!(answer_of(&a, id), None);
-        assert_eq!(answer_of(&[0], id), None);
-        assert!(frame_query(&[1]).is_none());
-    }
 }
