@@ -318,9 +318,16 @@ fn the_seed_haproxy_config_imports_and_check_only_misses_the_nodes_certificate()
         [
             "tcp 0.0.0.0:53 dns_tcp_backend",
             "dot 0.0.0.0:853 dot_servers",
-            "doh 0.0.0.0:443 dns_tcp_backend",
+            "doh 0.0.0.0:443 doh_servers",
         ]
     );
+    // DoH goes on to the servers' own DoH listeners, as HAProxy's mode
+    // http does, each checked with a DoH query.
+    let doh = pool(&doc, "doh_servers");
+    assert_eq!(addresses(doh), ["192.168.1.1:443", "192.168.1.2:443"]);
+    assert_eq!(doh["backend"][0]["transport"].as_str(), Some("doh"));
+    assert_eq!(doh["backend"][0]["tls_verify"].as_bool(), Some(false));
+    assert_eq!(doh["health"]["check"].as_str(), Some("dns"));
     assert_eq!(
         doc["listener"][1]["tls_cert"].as_str(),
         Some("/etc/haproxy/dns_cert.pem")

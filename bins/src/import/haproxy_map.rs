@@ -150,6 +150,16 @@ impl Maker<'_, '_> {
     /// backends, so the HTTP backend's servers are reached on port 53 (the
     /// pool of another backend with those servers on 53, when there is one).
     fn doh_pool(&mut self, http: &Proxy, notes: &mut Vec<String>) -> Result<String> {
+        if !http.servers.is_empty() && http.servers.iter().all(|s| s.ssl) {
+            // HTTPS to the servers: their own DoH listeners (the seed's
+            // CoreDNS), reached as `transport = "doh"` backends.
+            let pool = self.pool(http, 443)?;
+            self.used.insert(http.name.clone());
+            notes.push(format!(
+                "DoH answered here, each query sent on to the DoH listeners of pool {pool} (transport = \"doh\")"
+            ));
+            return Ok(pool);
+        }
         let ips: BTreeSet<IpAddr> = http.servers.iter().map(|s| s.ip).collect();
         let backends = self.backends;
         let twin = backends.values().find(|b| {
@@ -226,16 +236,23 @@ impl Maker<'_, '_> {
             if let Some(ca) = &sv.ca_file {
                 tls.push(("tls_ca", s(ca.clone())));
             }
+            // HTTPS servers of a `mode http` backend are DoH listeners.
+            let doh = sv.ssl && b.settings.mode == Mode::Http;
             if sv.ssl {
-                be.keys.push(("transport", s("dot")));
+                be.keys
+                    .push(("transport", s(if doh { "doh" } else { "dot" })));
                 be.keys.extend(tls.iter().cloned());
             }
             if sv.check {
                 let inter = sv.inter.unwrap_or(DEFAULT_INTER_MS).max(1);
-                let mut h: Keys = vec![
-                    ("check", s(if sv.ssl { "tls" } else { "tcp" })),
-                    ("interval_ms", int(inter)),
-                ];
+                // A DoH server is checked with a DoH query (HAProxy's
+                // `check ssl` only connects).
+                let kind = match (doh, sv.ssl) {
+                    (true, _) => "dns",
+                    (false, true) => "tls",
+                    (false, false) => "tcp",
+                };
+                let mut h: Keys = vec![("check", s(kind)), ("interval_ms", int(inter))];
                 // HAProxy: the connect takes at most min(timeout connect,
                 // inter); `timeout check` adds to it for what is read
                 // after (the TLS handshake).
