@@ -161,6 +161,20 @@ fn hickorys_doq_client_gets_answers_from_the_backends() {
         "{m}"
     );
     assert!(s.d.log().contains("protocol=\"doq\""), "{}", s.d.log());
+    // quinn-udp's view of the sockets: this kernel (Linux >= 4.18) has UDP
+    // segmentation offload, so sends are batched.
+    let log = s.d.log();
+    let gso = log
+        .lines()
+        .find(|l| l.contains("quic sockets"))
+        .and_then(|l| l.split("gso_segments=").nth(1))
+        .and_then(|v| {
+            v.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u32>()
+                .ok()
+        });
+    assert!(gso.is_some_and(|n| n > 1), "gso {gso:?} in {log}");
 }
 
 #[test]

@@ -330,6 +330,20 @@ impl Server {
             .map_err(|e| e.in_listener(&l.name))?;
         let (sockets, dups) = self.bind_udp_workers(l)?;
         let protocol = l.protocol;
+        if let Some(first) = sockets.first() {
+            // What quinn-udp found the kernel can do for these sockets:
+            // segmentation offload (one send of many packets) and receive
+            // coalescing.
+            match quinn_udp::UdpSocketState::new(first.into()) {
+                Ok(state) => tracing::info!(
+                    listener = %l.name,
+                    gso_segments = state.max_gso_segments(),
+                    gro_segments = state.gro_segments(),
+                    "quic sockets"
+                ),
+                Err(e) => return Err(bind_error(l, e)),
+            }
+        }
         for (i, std) in sockets.into_iter().enumerate() {
             let ctx2 = Arc::clone(ctx);
             let quic = quic.clone();
