@@ -50,7 +50,7 @@ colour = "blue"
     assert_eq!(
         err.trim(),
         "FILE:5:8: unknown pool `nope`\n\
-         FILE:6:1: unknown key `colour` in [[listener]]; the keys there are `name`, `protocol`, `listen`, `pool`, `allow`, `access_log`, `format`, `idle_timeout_ms`, `read_timeout_ms`, `max_connections`, `max_connections_per_client`, `max_queries_per_client`, `client_prefix_v6`, `write_timeout_ms`, `workers`, `pin_workers`, `adaptive_workers`, `max_udp_size`, `any_over_udp`, `forwarding`, `tls_cert`, `tls_key`, `tls`, `handshake_timeout_ms`, `max_handshakes_per_client`, `max_handshakes_per_second`, `path`, `trusted_proxies`, `max_streams`, `max_header_bytes`, `max_requests_per_second`"
+         FILE:6:1: unknown key `colour` in [[listener]]; the keys there are `name`, `protocol`, `listen`, `pool`, `allow`, `access_log`, `format`, `idle_timeout_ms`, `read_timeout_ms`, `max_connections`, `max_connections_per_client`, `max_queries_per_client`, `client_prefix_v6`, `write_timeout_ms`, `workers`, `pin_workers`, `adaptive_workers`, `max_udp_size`, `any_over_udp`, `forwarding`, `tls_cert`, `tls_key`, `tls`, `handshake_timeout_ms`, `max_handshakes_per_client`, `max_handshakes_per_second`, `quic_retry`, `path`, `trusted_proxies`, `max_streams`, `max_header_bytes`, `max_requests_per_second`"
     );
     let toml = r#"[[listener]]
 name = "dns"

@@ -235,6 +235,50 @@ name = "doq"
     }
 }
 
+/// After `dead` was killed: queries sent meanwhile (every 20 ms) are all
+/// answered by `survivor`, `dead` goes down within `bound`, `alive` stays up.
+fn watch_failover(
+    a: &Dnsha,
+    admin: SocketAddr,
+    listen: SocketAddr,
+    (dead, alive, survivor): (&str, &str, Ipv4Addr),
+    bound: Duration,
+) {
+    let killed = Instant::now();
+    let mut lost = 0;
+    let mut asked = 0;
+    let mut down_after = None;
+    while killed.elapsed() < bound + SLACK * 3 {
+        asked += 1;
+        match ask(listen) {
+            Some(a) if a == survivor => {}
+            other => {
+                lost += 1;
+                eprintln!("query {asked} after killing {dead}: {other:?}");
+            }
+        }
+        if down_after.is_none() && backend_state(admin, dead).0 == "down" {
+            down_after = Some(killed.elapsed());
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let down_after = down_after
+        .or_else(|| wait_state(admin, dead, "down", SLACK).map(|d| d + bound + SLACK * 3));
+    eprintln!("{dead} killed: down after {down_after:?} (bound {bound:?}), {lost} of {asked} queries lost");
+    let down_after = down_after.unwrap_or_else(|| panic!("{dead} never down\n{}", a.log()));
+    assert!(
+        down_after <= bound + SLACK,
+        "{dead} down after {down_after:?}"
+    );
+    assert_eq!(lost, 0, "{lost} of {asked} queries lost\n{}", a.log());
+    assert_eq!(backend_state(admin, alive).0, "up");
+    assert!(
+        a.wait_log(&format!("backend {dead} down: "), T),
+        "{}",
+        a.log()
+    );
+}
+
 #[test]
 fn a_killed_doh_or_doq_backend_goes_down_and_its_queries_elsewhere() {
     init_tracing();
@@ -307,39 +351,7 @@ fall = {fall}
         } else {
             b2.d.kill();
         }
-        let killed = Instant::now();
-        let mut lost = 0;
-        let mut asked = 0;
-        let mut down_after = None;
-        while killed.elapsed() < bound + SLACK * 3 {
-            asked += 1;
-            match ask(listen) {
-                Some(a) if a == survivor => {}
-                other => {
-                    lost += 1;
-                    eprintln!("query {asked} after killing {dead}: {other:?}");
-                }
-            }
-            if down_after.is_none() && backend_state(admin, dead).0 == "down" {
-                down_after = Some(killed.elapsed());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let down_after = down_after
-            .or_else(|| wait_state(admin, dead, "down", SLACK).map(|d| d + bound + SLACK * 3));
-        eprintln!("{dead} killed: down after {down_after:?} (bound {bound:?}), {lost} of {asked} queries lost");
-        let down_after = down_after.unwrap_or_else(|| panic!("{dead} never down\n{}", a.log()));
-        assert!(
-            down_after <= bound + SLACK,
-            "{dead} down after {down_after:?}"
-        );
-        assert_eq!(lost, 0, "{lost} of {asked} queries lost\n{}", a.log());
-        assert_eq!(backend_state(admin, alive).0, "up");
-        assert!(
-            a.wait_log(&format!("backend {dead} down: "), T),
-            "{}",
-            a.log()
-        );
+        watch_failover(&a, admin, listen, (dead, alive, survivor), bound);
         if dead == "b1" {
             b1.restart();
             assert!(
@@ -427,8 +439,12 @@ address = "{nsd}"
             a.log()
         );
     }
+    // The first query met at least the first backend's handshake on the
+    // data path (whether its retry met the second one's, or the health
+    // check had already taken it out, depends on timing); the probes below
+    // show both failing on TLS.
     let failures = metric(admin, "dnsha_tls_upstream_failures_total");
-    assert!(failures >= 2, "{failures} TLS failures counted");
+    assert!(failures >= 1, "{failures} TLS failures counted");
     // The active checks fail on TLS too, and keep the backends down.
     thread::sleep(Duration::from_millis(700));
     let text = http_get(admin, "/metrics");

@@ -73,7 +73,7 @@ fn haproxy_makes_dot_doh_tcp_and_admin() {
         [
             "dns_tcp_frontend tcp 0.0.0.0:53 dns_tcp_backend",
             "dot dot 0.0.0.0:853 dot_servers",
-            "doh doh 0.0.0.0:443 dns_tcp_backend",
+            "doh doh 0.0.0.0:443 doh_servers",
         ]
     );
     assert_eq!(l[1]["tls_cert"].as_str(), Some("/etc/haproxy/dns_cert.pem"));

@@ -978,6 +978,26 @@ impl Validator {
         }
     }
 
+    /// An error when another listener already binds `listen` over the same
+    /// transport: UDP, DoQ and DoH3 bind UDP sockets, the others TCP.
+    fn bind_clash(
+        &mut self,
+        l: &raw::RawListener,
+        listen: SocketAddr,
+        binds: &mut HashSet<(SocketAddr, bool)>,
+    ) {
+        let over_udp = l.protocol == Protocol::Udp || l.protocol.is_quic();
+        if listen != UNSPEC && !binds.insert((listen, over_udp)) {
+            self.err(
+                l.listen.span(),
+                format!(
+                    "another listener already binds {listen} over {}",
+                    if over_udp { "udp" } else { "tcp" }
+                ),
+            );
+        }
+    }
+
     /// A key only stream listeners take: `None` (and an error) on a UDP
     /// listener.
     fn stream_only<'a, T>(
@@ -1082,17 +1102,7 @@ impl Validator {
             .map(|l| {
                 let name = self.name("listener", &l.name, &mut seen);
                 let listen = self.listen_addr(&l.listen).unwrap_or(UNSPEC);
-                // UDP, DoQ and DoH3 bind UDP sockets; the others TCP.
-                let over_udp = l.protocol == Protocol::Udp || l.protocol.is_quic();
-                if listen != UNSPEC && !binds.insert((listen, over_udp)) {
-                    self.err(
-                        l.listen.span(),
-                        format!(
-                            "another listener already binds {listen} over {}",
-                            if over_udp { "udp" } else { "tcp" }
-                        ),
-                    );
-                }
+                self.bind_clash(l, listen, &mut binds);
                 let pool = l.pool.get_ref().trim().to_string();
                 if pool.is_empty() {
                     self.err(l.pool.span(), "listener pool is empty");

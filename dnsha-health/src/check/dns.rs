@@ -17,7 +17,7 @@ use rand::Rng;
 
 use super::doq::DoqClient;
 use super::tls::{TlsCheck, ALPN_H2};
-use super::{doh, dot, exchange, ProbeFailure, ProbeResult};
+use super::{dot, exchange, https, ProbeFailure, ProbeResult};
 use crate::error::Result;
 use crate::state::FailureReason;
 
@@ -187,7 +187,7 @@ impl DnsCheck {
             Wire::Tcp => exchange::tcp(backend, &query, timeout).await?,
             Wire::Tls(tls) => dot::exchange(tls, backend, &query, timeout).await?,
             Wire::Https { tls, path, host } => {
-                doh::exchange(tls, host.as_deref(), path, backend, query, timeout)
+                https::exchange(tls, host.as_deref(), path, backend, query, timeout)
                     .await?
                     .to_vec()
             }

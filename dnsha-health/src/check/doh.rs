@@ -1,30 +1,20 @@
 //! `check = "doh"`: a DNS query over HTTPS (RFC 8484, POST of
 //! `application/dns-message`) over HTTP/2 or HTTP/1.1 as ALPN decides.
 //! Healthy when the status is 200 and the body is a valid answer to the
-//! query (the same judgement as `dns`). The exchange is shared with a
-//! `dns` check over DoH ([`exchange`]), which offers `h2` alone, as the
-//! data path does.
+//! query (the same judgement as `dns`). The exchange is
+//! [`super::https::exchange`], shared with a `dns` check over DoH, which
+//! offers `h2` alone, as the data path does.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use dnsha_core::config::HealthConfig;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::dns::DnsCheck;
+use super::https::exchange;
 use super::tls::TlsCheck;
-use super::{ProbeFailure, ProbeResult};
+use super::ProbeResult;
 use crate::error::Result;
-use crate::state::FailureReason;
-
-/// Largest DoH answer body read.
-const MAX_BODY: usize = 65_535;
-
-/// The media type of RFC 8484.
-const DNS_MESSAGE: &str = "application/dns-message";
 
 /// A `doh` check.
 #[derive(Debug, Clone)]
@@ -65,74 +55,6 @@ impl DohCheck {
     }
 }
 
-/// POSTs `query` to `path` of `backend` over a new TLS connection made by
-/// `tls` (HTTP/2 or HTTP/1.1 as ALPN decides, `host` naming the backend
-/// when set) and returns the body of a 200 answer. Shared with `dns` over
-/// DoH.
-pub(crate) async fn exchange(
-    tls: &TlsCheck,
-    host: Option<&str>,
-    path: &str,
-    backend: SocketAddr,
-    query: Vec<u8>,
-    timeout: Duration,
-) -> std::result::Result<Bytes, ProbeFailure> {
-    let stream = tls.connect(backend, timeout).await?;
-    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let authority = match host {
-        Some(h) if h.parse::<std::net::Ipv6Addr>().is_ok() => format!("[{h}]:{}", backend.port()),
-        Some(h) => format!("{h}:{}", backend.port()),
-        None => backend.to_string(),
-    };
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(format!("https://{authority}{path}"))
-        .header(hyper::header::CONTENT_TYPE, DNS_MESSAGE)
-        .header(hyper::header::ACCEPT, DNS_MESSAGE)
-        .body(Full::new(Bytes::from(query)))
-        .map_err(|e| ProbeFailure::new(FailureReason::Local, format!("request: {e}")))?;
-    let io = TokioIo::new(stream);
-    let http_err = |what: &str, e: hyper::Error| {
-        ProbeFailure::new(FailureReason::BadAnswer, format!("HTTP {what}: {e}"))
-    };
-    let response = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| http_err("handshake", e))?;
-        tokio::spawn(conn);
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| http_err("request", e))?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| http_err("handshake", e))?;
-        tokio::spawn(conn);
-        // HTTP/1.1 wants the Host header; the absolute URI is sent as is.
-        let mut request = request;
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&authority) {
-            request.headers_mut().insert(hyper::header::HOST, v);
-        }
-        sender
-            .send_request(request)
-            .await
-            .map_err(|e| http_err("request", e))?
-    };
-    let status = response.status();
-    if status != StatusCode::OK {
-        return Err(ProbeFailure::new(
-            FailureReason::HttpStatus(status.as_u16()),
-            format!("{status} {path}"),
-        ));
-    }
-    Ok(Limited::new(response.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| ProbeFailure::new(FailureReason::BadAnswer, format!("body: {e}")))?
-        .to_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -140,12 +62,15 @@ mod tests {
     use std::sync::Arc;
 
     use hickory_proto::op::{Message, MessageType, ResponseCode};
-    use hyper::body::Incoming;
-    use hyper::Response;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::{Bytes, Incoming};
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::net::TcpListener;
 
     use super::super::tls::testing::{cert, TestCert};
     use super::*;
+    use crate::state::FailureReason;
 
     /// A DoH server: answers POSTs on /dns-query with `rcode`, or `status`
     /// when it is not 200; serves HTTP/2 and HTTP/1.1.

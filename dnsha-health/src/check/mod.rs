@@ -17,6 +17,7 @@ mod doq;
 pub mod dot;
 mod exchange;
 pub mod exec;
+mod https;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

@@ -25,9 +25,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
+use super::dial::{connect, Connected};
 use super::mux::{ConnectFailure, Slots};
-use super::stream::conn::{connect, Connected};
-use super::stream::{StreamLimits, TcpUpstreamStats, UpstreamTarget, UpstreamTls};
+use super::target::{StreamLimits, TcpUpstreamStats, UpstreamTarget, UpstreamTls};
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
 use crate::tls::ALPN_H2;

@@ -25,7 +25,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::{debug, warn};
 
 use super::mux::{ConnectFailure, Slots};
-use super::stream::{StreamLimits, TcpUpstreamStats, UpstreamTarget};
+use super::target::{StreamLimits, TcpUpstreamStats, UpstreamTarget};
 use crate::error::{Error, Result, RetryType};
 use crate::metrics::inc;
 use crate::wire::dns::{answer_matches, parse_answer};

@@ -7,11 +7,13 @@
 //! sockets per worker (see `frontend::udp`); every other frontend goes
 //! through [`Upstreams`].
 
+mod dial;
 mod doh;
 mod doq;
 mod mux;
 pub mod routes;
 pub mod stream;
+mod target;
 pub mod udp;
 pub mod udp_sockets;
 

@@ -19,7 +19,7 @@ use dnsha_core::FailureKind;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::Semaphore;
 
-use super::stream::{ConnKey, StreamLimits};
+use super::target::{ConnKey, StreamLimits};
 
 /// Why a connection could not be made, and whether it is the backend's
 /// fault.
