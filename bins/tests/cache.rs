@@ -347,15 +347,6 @@ fn a_reload_keeps_the_cache_unless_its_settings_change() {
     assert_eq!(lab.backend_queries(), 2, "new settings, new cache");
 }
 
-/// RSS of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn memory_stays_bounded_under_a_flood_of_random_names() {
     let lab = Lab::start("max_entries = 2000\n");

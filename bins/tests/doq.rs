@@ -11,48 +11,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::quic::*;
 use common::*;
-use hickory_proto::op::{Message, Query};
+use hickory_proto::op::Message;
 use hickory_proto::quic::QuicClientStream;
-use hickory_proto::rr::Name;
 use hickory_proto::xfer::{DnsRequest, DnsRequestOptions, DnsRequestSender, FirstAnswer};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use test_support::TestCa;
-
-fn client_tls(ca: &std::path::Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut c = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    c
-}
-
-fn query(id: u16) -> Message {
-    let mut m = Message::new();
-    m.set_id(id)
-        .set_recursion_desired(true)
-        .add_query(Query::query(
-            Name::from_ascii("www.example.test.").unwrap(),
-            RecordType::A,
-        ));
-    m
-}
-
-/// A quinn client endpoint trusting `ca`, offering `alpn`.
-fn quinn_client(ca: &std::path::Path, alpn: &[&[u8]]) -> quinn::Endpoint {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls(ca, alpn)).unwrap();
-    let mut e = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    e.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    e
-}
 
 struct Setup {
     _nsd: Nsd,
@@ -119,14 +83,6 @@ address = "{backend}"
         cert: files.cert,
         key: files.key,
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]
@@ -229,16 +185,6 @@ fn a_wrong_alpn_a_nonzero_id_and_a_reset_stream_are_refused_alone() {
         m.contains("dnsha_dropped_total{listener=\"doq\",protocol=\"doq\",reason=\"malformed\"} 2"),
         "{m}"
     );
-}
-
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// `n` QUIC Initial packets, each opening a new connection (its own

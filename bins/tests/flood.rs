@@ -44,16 +44,6 @@ fn knobs() -> (u64, std::path::PathBuf) {
     (rate, bin)
 }
 
-/// The resident memory of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Queries from ever new spoofed sources at `rate` a second until `stop`:
 /// each socket binds a random address of 198.18.0.0/15, sends 8 queries
 /// for random names under `hole.example.test.` and closes. Returns how many

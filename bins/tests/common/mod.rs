@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub use test_support::*;
 
+pub mod quic;
+
 /// The dnsha binary under test.
 pub fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_dnsha"))
@@ -182,4 +184,14 @@ pub fn run_in_lab(lab: &mut netns::Lab, node: &str, config: &Path) -> usize {
         &["run", "--config", config.to_str().expect("utf-8 path")],
         false,
     )
+}
+
+/// The resident memory of process `pid`, in KiB (0 when it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

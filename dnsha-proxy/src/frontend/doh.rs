@@ -393,21 +393,7 @@ async fn handle(
         conn.abuse();
         return text(DohError::TooManyRequests);
     }
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path(), |pq| pq.as_str());
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let head = check_head(
-        req.method().as_str(),
-        target,
-        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
-        content_length,
-        &cfg.path,
-    );
+    let (head, content_length) = head_of(&req, &cfg.path);
     let read = Duration::from_millis(cfg.read_timeout_ms);
     let wire = match head {
         Err(e) => {
@@ -435,6 +421,29 @@ async fn handle(
         resp.headers_mut().insert(header::ALT_SVC, v);
     }
     resp
+}
+
+/// What the request line and headers of `req` say ([`check_head`] against
+/// the listener's `path`), and the declared body length. Shared by the
+/// HTTP/2 and HTTP/3 listeners.
+pub(super) fn head_of<B>(req: &Request<B>, path: &str) -> (Result<Head, DohError>, Option<u64>) {
+    let headers = req.headers();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path(), |pq| pq.as_str());
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let head = check_head(
+        req.method().as_str(),
+        target,
+        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+        content_length,
+        path,
+    );
+    (head, content_length)
 }
 
 /// The HTTP answer to a DNS query decoded from a request (DoH or DoH3):

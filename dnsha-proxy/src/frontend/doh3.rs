@@ -23,7 +23,6 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use dnsha_core::config::Protocol;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -31,7 +30,7 @@ use tracing::debug;
 
 use super::ctx::ListenerCtx;
 use super::doh::{
-    answer, check_head, decode_body, text, Active, ConnState, DohError, Head, RateLimiter,
+    answer, decode_body, head_of, text, Active, ConnState, DohError, Head, RateLimiter,
     DRAIN_LIMIT, MAX_BODY,
 };
 use super::quic::accept_loop;
@@ -195,22 +194,7 @@ async fn handle(
         conn.abuse();
         return text(DohError::TooManyRequests);
     }
-    let headers = req.headers();
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path(), |pq| pq.as_str());
-    let content_length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let head = check_head(
-        req.method().as_str(),
-        target,
-        headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
-        content_length,
-        &path,
-    );
+    let (head, _) = head_of(req, &path);
     let wire = match head {
         // The client's body, if any, is not read: the response ends the
         // stream and the client's sending side is stopped by h3.
