@@ -232,8 +232,10 @@ fn a_flood_of_initials_from_spoofed_addresses_gets_retries_and_bounded_memory() 
         );
         let sock = std::net::UdpSocket::bind((src, 0)).unwrap();
         sock.send_to(p, s.doq).unwrap();
-        if i % 200 == 199 {
-            std::thread::sleep(Duration::from_millis(20));
+        // Paced (60 kB per 10 ms) so that the socket's receive buffer, not
+        // dnsha, is never what drops them.
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -338,4 +340,41 @@ fn a_reloaded_certificate_keeps_open_connections_and_serves_new_ones() {
         assert!(ask(conn2).await.is_some());
         assert!(ask(conn).await.is_some(), "the first connection, still");
     });
+}
+
+#[test]
+fn connections_over_the_per_client_limit_are_refused_before_the_handshake() {
+    let s = setup_with("max_connections_per_client = 2");
+    let rt = runtime();
+    rt.block_on(async {
+        let e = quinn_client(&s.ca, &[b"doq"]);
+        let first = e.connect(s.doq, "dns.test").unwrap().await.unwrap();
+        let second = e.connect(s.doq, "dns.test").unwrap().await.unwrap();
+        // A third from the same address: CONNECTION_REFUSED, no handshake.
+        let third = e.connect(s.doq, "dns.test").unwrap().await;
+        match third {
+            Err(quinn::ConnectionError::ConnectionClosed(c)) => assert_eq!(
+                c.error_code,
+                quinn::TransportErrorCode::CONNECTION_REFUSED,
+                "{c:?}"
+            ),
+            other => panic!("a third connection: {other:?}"),
+        }
+        // One closes: a new one is admitted.
+        first.close(quinn::VarInt::from_u32(0), b"");
+        drop(first);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match e.connect(s.doq, "dns.test").unwrap().await {
+                Ok(_) => break,
+                Err(err) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "no slot freed: {err:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(second);
+    });
+    assert!(metric(s.admin, "dnsha_connections_refused_total{listener=\"doq\"") >= 1);
 }
